@@ -1,0 +1,1 @@
+//! LLPS v0.1 client frame codec (filled in by the edge work).

@@ -1,0 +1,17 @@
+//! `fastpubsub-core`: the sans-IO, `no_std` heart of the FastPubSub relay.
+//!
+//! Pure logic with no I/O, no clock and no entropy of its own: the caller passes
+//! time in and owns every output buffer. Modules follow the layers of the relay:
+//!
+//! - [`frame`]: the LLPS v0.1 client wire contract (publish, commands, deliver, replies).
+//! - [`pattern`]: channel/pattern validation, matching, containment and a subscription index.
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod frame;
+pub mod pattern;

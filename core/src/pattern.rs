@@ -1,0 +1,1 @@
+//! Channels and patterns (filled in by the edge work).

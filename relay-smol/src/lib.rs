@@ -1,0 +1,1 @@
+//! `fastpubsub-relay`: the relay library behind the `fastpubsub-relay` binary.

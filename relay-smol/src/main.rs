@@ -1,0 +1,2 @@
+//! The `fastpubsub-relay` binary.
+fn main() {}
