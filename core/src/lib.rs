@@ -5,6 +5,9 @@
 //!
 //! - [`frame`]: the LLPS v0.1 client wire contract (publish, commands, deliver, replies).
 //! - [`pattern`]: channel/pattern validation, matching, containment and a subscription index.
+//! - [`route`]: the latency distance-vector routing table.
+//! - [`mesh`]: relay-to-relay wire messages.
+//! - [`ticket`]: access tickets and their status records.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -14,4 +17,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod frame;
+pub mod mesh;
 pub mod pattern;
+pub mod route;
+pub mod ticket;

@@ -1,1 +1,0 @@
-//! LLPS v0.1 client frame codec (filled in by the edge work).

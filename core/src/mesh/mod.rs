@@ -1,0 +1,1 @@
+//! Relay-to-relay wire messages (postcard).

@@ -1,1 +1,0 @@
-//! Channels and patterns (filled in by the edge work).

@@ -1,0 +1,1 @@
+//! Channels and patterns: validation, matching, containment and the subscription index.

@@ -1,0 +1,1 @@
+//! Latency distance-vector routing as a sans-IO state machine.

@@ -1,0 +1,1 @@
+//! Access tickets: format, verification into fixed-size claims, grant checks, status table.

@@ -1,0 +1,1 @@
+//! Broker: local subscriptions, fan-out, delivery modes, per-subscriber bounded queues.

@@ -1,0 +1,1 @@
+//! Relay mesh: links, probing, routing, interest, forwarding.

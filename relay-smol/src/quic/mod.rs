@@ -1,0 +1,1 @@
+//! QUIC driver: quinn-proto on an async-io UDP socket.

@@ -1,0 +1,1 @@
+//! REST endpoints on the edge port.

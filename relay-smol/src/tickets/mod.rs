@@ -1,0 +1,1 @@
+//! Relay side of access tickets: issuing, status store, verified-ticket cache.

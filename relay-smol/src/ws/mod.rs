@@ -1,0 +1,1 @@
+//! WebSocket/HTTP edge: listener, handshake, per-connection tasks.
