@@ -82,19 +82,77 @@ pub struct SubIndex<V> {
     nodes: usize,
 }
 
+/// One trie node: 48 bytes for `V = u32` on 64-bit targets (see `sizes` test).
 struct Node<V> {
     children: Children<V>,
     star: Option<Box<Node<V>>>,
-    /// Values whose pattern ends at this node.
-    exact: Vec<V>,
-    /// Values whose pattern ends with `#` right after this node.
-    hash: Vec<V>,
+    values: Values<V>,
 }
 
+/// The values whose pattern ends at a node ("exact") and those whose pattern ends with
+/// `#` right after it ("hash"). Most nodes hold none or one, which need no heap block.
+enum Values<V> {
+    Empty,
+    One { value: V, hash: bool },
+    Many(Box<ValueList<V>>),
+}
+
+/// `values[..split]` are the exact values, `values[split..]` the `#` ones: one list
+/// instead of two saves a `Vec` header.
+struct ValueList<V> {
+    values: Vec<V>,
+    split: usize,
+}
+
+/// Literal children. Nodes live inline in their parent's list (no box per node).
 enum Children<V> {
-    /// Sorted by segment.
-    Small(Vec<(Box<str>, Box<Node<V>>)>),
-    Large(BTreeMap<Box<str>, Box<Node<V>>>),
+    /// Sorted by segment, capacity kept exact: most nodes have 0 or 1 child.
+    Small(Vec<Child<V>>),
+    /// Boxed so that this enum is no larger than the `Vec` (24 bytes, not 32).
+    #[expect(
+        clippy::box_collection,
+        reason = "an unboxed BTreeMap would make every node 8 bytes larger"
+    )]
+    Large(Box<BTreeMap<Seg, Node<V>>>),
+}
+
+struct Child<V> {
+    seg: Seg,
+    node: Node<V>,
+}
+
+/// A literal segment; short ones (the common case) live inline without a heap block.
+/// 24 bytes.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Seg {
+    Inline(heapless::String<INLINE_SEG, u8>),
+    Heap(Box<str>),
+}
+
+/// Longest segment stored inline in a [`Seg`].
+const INLINE_SEG: usize = 22;
+
+impl Seg {
+    fn new(seg: &str) -> Self {
+        match heapless::String::try_from(seg) {
+            Ok(s) => Seg::Inline(s),
+            Err(_) => Seg::Heap(Box::from(seg)),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Seg::Inline(s) => s.as_str(),
+            Seg::Heap(s) => s,
+        }
+    }
+}
+
+// `Ord` of both variants is `str`'s order, so `BTreeMap<Seg, _>` can be searched by `&str`.
+impl core::borrow::Borrow<str> for Seg {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
 }
 
 impl<V> Node<V> {
@@ -102,16 +160,125 @@ impl<V> Node<V> {
         Node {
             children: Children::Small(Vec::new()),
             star: None,
-            exact: Vec::new(),
-            hash: Vec::new(),
+            values: Values::Empty,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.exact.is_empty()
-            && self.hash.is_empty()
-            && self.star.is_none()
-            && self.children.is_empty()
+        matches!(self.values, Values::Empty) && self.star.is_none() && self.children.is_empty()
+    }
+
+    fn exact(&self) -> &[V] {
+        match &self.values {
+            Values::One { value, hash: false } => core::slice::from_ref(value),
+            Values::Many(l) => l.values.get(..l.split).unwrap_or_default(),
+            Values::Empty | Values::One { hash: true, .. } => &[],
+        }
+    }
+
+    fn hash(&self) -> &[V] {
+        match &self.values {
+            Values::One { value, hash: true } => core::slice::from_ref(value),
+            Values::Many(l) => l.values.get(l.split..).unwrap_or_default(),
+            Values::Empty | Values::One { hash: false, .. } => &[],
+        }
+    }
+}
+
+impl<V: Copy + Eq> Node<V> {
+    /// Adds a value (exact or `#`); the caller has checked it is not there yet.
+    fn push(&mut self, value: V, hash: bool) {
+        let list = match &mut self.values {
+            Values::Empty => {
+                self.values = Values::One { value, hash };
+                return;
+            }
+            Values::One {
+                value: old,
+                hash: old_hash,
+            } => {
+                let (old, old_hash) = (*old, *old_hash);
+                let mut values = Vec::with_capacity(2);
+                values.push(old);
+                self.values = Values::Many(Box::new(ValueList {
+                    values,
+                    split: usize::from(!old_hash),
+                }));
+                match &mut self.values {
+                    Values::Many(l) => l,
+                    // Just set above.
+                    Values::Empty | Values::One { .. } => return,
+                }
+            }
+            Values::Many(l) => l,
+        };
+        grow(&mut list.values);
+        list.values.push(value);
+        if !hash {
+            let last = list.values.len() - 1;
+            // Move the first `#` value (if any) to the end to make room in the exact part.
+            list.values.swap(list.split, last);
+            list.split += 1;
+        }
+    }
+
+    /// Removes a value (exact or `#`); returns true when it was there.
+    fn remove(&mut self, value: V, hash: bool) -> bool {
+        let list = match &mut self.values {
+            Values::Empty => return false,
+            Values::One { value: v, hash: h } => {
+                if *v != value || *h != hash {
+                    return false;
+                }
+                self.values = Values::Empty;
+                return true;
+            }
+            Values::Many(l) => l,
+        };
+        let last = list.values.len() - 1;
+        if hash {
+            let hashes = list.values.get(list.split..).unwrap_or_default();
+            let Some(i) = hashes.iter().position(|v| *v == value) else {
+                return false;
+            };
+            list.values.swap_remove(list.split + i);
+        } else {
+            let exacts = list.values.get(..list.split).unwrap_or_default();
+            let Some(i) = exacts.iter().position(|v| *v == value) else {
+                return false;
+            };
+            list.split -= 1;
+            // Move it to the end of the exact part, then swap that slot with the very end.
+            list.values.swap(i, list.split);
+            list.values.swap(list.split, last);
+            list.values.pop();
+        }
+        match list.values.as_slice() {
+            [] => self.values = Values::Empty,
+            [only] => {
+                self.values = Values::One {
+                    value: *only,
+                    hash: list.split == 0,
+                }
+            }
+            _ => shrink(&mut list.values),
+        }
+        true
+    }
+}
+
+/// Short lists grow one slot at a time (most patterns have a few subscribers); long ones
+/// grow geometrically so a popular pattern stays amortised O(1) per insert.
+fn grow<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() && v.len() < 8 {
+        v.reserve_exact(1);
+    }
+}
+
+/// Gives memory back as a list empties, so memory follows live entries.
+fn shrink<T>(v: &mut Vec<T>) {
+    if v.len() * 4 <= v.capacity() {
+        v.shrink_to(v.len() * 2);
     }
 }
 
@@ -123,24 +290,27 @@ impl<V> Children<V> {
         }
     }
 
+    fn search(v: &[Child<V>], seg: &str) -> Result<usize, usize> {
+        v.binary_search_by(|c| c.seg.as_str().cmp(seg))
+    }
+
     fn get(&self, seg: &str) -> Option<&Node<V>> {
         match self {
-            Children::Small(v) => v
-                .binary_search_by(|(k, _)| (**k).cmp(seg))
+            Children::Small(v) => Self::search(v, seg)
                 .ok()
                 .and_then(|i| v.get(i))
-                .map(|(_, n)| &**n),
-            Children::Large(m) => m.get(seg).map(|n| &**n),
+                .map(|c| &c.node),
+            Children::Large(m) => m.get(seg),
         }
     }
 
     fn get_mut(&mut self, seg: &str) -> Option<&mut Node<V>> {
         match self {
-            Children::Small(v) => match v.binary_search_by(|(k, _)| (**k).cmp(seg)) {
-                Ok(i) => v.get_mut(i).map(|(_, n)| &mut **n),
+            Children::Small(v) => match Self::search(v, seg) {
+                Ok(i) => v.get_mut(i).map(|c| &mut c.node),
                 Err(_) => None,
             },
-            Children::Large(m) => m.get_mut(seg).map(|n| &mut **n),
+            Children::Large(m) => m.get_mut(seg),
         }
     }
 
@@ -148,45 +318,55 @@ impl<V> Children<V> {
     fn get_or_insert(&mut self, seg: &str, nodes: &mut usize) -> &mut Node<V> {
         if let Children::Small(v) = self
             && v.len() >= SMALL_MAX
-            && v.binary_search_by(|(k, _)| (**k).cmp(seg)).is_err()
+            && Self::search(v, seg).is_err()
         {
-            let map: BTreeMap<_, _> = core::mem::take(v).into_iter().collect();
-            *self = Children::Large(map);
+            let map: BTreeMap<_, _> = core::mem::take(v)
+                .into_iter()
+                .map(|c| (c.seg, c.node))
+                .collect();
+            *self = Children::Large(Box::new(map));
         }
         match self {
-            Children::Small(v) => match v.binary_search_by(|(k, _)| (**k).cmp(seg)) {
+            Children::Small(v) => match Self::search(v, seg) {
                 Ok(i) => match v.get_mut(i) {
-                    Some((_, n)) => n,
+                    Some(c) => &mut c.node,
                     // `binary_search` returned an index in bounds.
                     None => unreachable_child(),
                 },
                 Err(i) => {
                     *nodes += 1;
-                    &mut v.insert_mut(i, (Box::from(seg), Box::new(Node::new()))).1
+                    v.reserve_exact(1);
+                    let child = Child {
+                        seg: Seg::new(seg),
+                        node: Node::new(),
+                    };
+                    &mut v.insert_mut(i, child).node
                 }
             },
-            Children::Large(m) => m.entry(Box::from(seg)).or_insert_with(|| {
-                *nodes += 1;
-                Box::new(Node::new())
-            }),
+            Children::Large(m) => {
+                if !m.contains_key(seg) {
+                    *nodes += 1;
+                }
+                m.entry(Seg::new(seg)).or_insert_with(Node::new)
+            }
         }
     }
 
     fn remove(&mut self, seg: &str) {
         match self {
             Children::Small(v) => {
-                if let Ok(i) = v.binary_search_by(|(k, _)| (**k).cmp(seg)) {
+                if let Ok(i) = Self::search(v, seg) {
                     v.remove(i);
-                    if v.is_empty() {
-                        // Give the buffer back: memory follows live entries.
-                        *v = Vec::new();
-                    }
+                    v.shrink_to_fit();
                 }
             }
             Children::Large(m) => {
                 m.remove(seg);
                 if m.len() <= SMALL_MIN {
-                    let v: Vec<_> = core::mem::take(m).into_iter().collect();
+                    let v: Vec<_> = core::mem::take(&mut **m)
+                        .into_iter()
+                        .map(|(seg, node)| Child { seg, node })
+                        .collect();
                     *self = Children::Small(v);
                 }
             }
@@ -197,7 +377,7 @@ impl<V> Children<V> {
 #[cold]
 fn unreachable_child() -> ! {
     // Only reachable if `binary_search` broke its contract.
-    panic!("SubIndex: child vanished after insert")
+    panic!("SubIndex: binary_search returned an index out of bounds")
 }
 
 impl<V: Copy + Eq> SubIndex<V> {
@@ -247,7 +427,7 @@ impl<V: Copy + Eq> SubIndex<V> {
         while let Some(seg) = segs.next() {
             node = match seg {
                 "#" if segs.peek().is_none() => {
-                    node.hash.push(value);
+                    node.push(value, true);
                     self.len += 1;
                     return Ok(true);
                 }
@@ -260,7 +440,7 @@ impl<V: Copy + Eq> SubIndex<V> {
                 literal => node.children.get_or_insert(literal, &mut self.nodes),
             };
         }
-        node.exact.push(value);
+        node.push(value, false);
         self.len += 1;
         Ok(true)
     }
@@ -271,12 +451,12 @@ impl<V: Copy + Eq> SubIndex<V> {
         let mut segs = pattern.split('.').peekable();
         while let Some(seg) = segs.next() {
             node = match seg {
-                "#" if segs.peek().is_none() => return Some(&node.hash),
+                "#" if segs.peek().is_none() => return Some(node.hash()),
                 "*" => node.star.as_deref()?,
                 literal => node.children.get(literal)?,
             };
         }
-        Some(&node.exact)
+        Some(node.exact())
     }
 
     /// Removes the entry (`pattern`, `value`); returns true when it was there. Nodes left
@@ -351,11 +531,11 @@ fn remove_in<V: Copy + Eq>(
     nodes: &mut usize,
 ) -> bool {
     let Some(seg) = seg else {
-        return remove_value(&mut node.exact, value);
+        return node.remove(value, false);
     };
     let next = rest.next();
     if seg == "#" && next.is_none() {
-        return remove_value(&mut node.hash, value);
+        return node.remove(value, true);
     }
     if seg == "*" {
         let Some(star) = node.star.as_deref_mut() else {
@@ -377,21 +557,6 @@ fn remove_in<V: Copy + Eq>(
         *nodes -= 1;
     }
     removed
-}
-
-fn remove_value<V: Copy + Eq>(values: &mut Vec<V>, value: V) -> bool {
-    match values.iter().position(|v| *v == value) {
-        Some(i) => {
-            values.swap_remove(i);
-            if values.is_empty() {
-                *values = Vec::new();
-            } else if values.len() * 4 <= values.capacity() {
-                values.shrink_to(values.len() * 2);
-            }
-            true
-        }
-        None => false,
-    }
 }
 
 /// The pattern text of the trie path being walked; never longer than a valid pattern.
@@ -423,16 +588,16 @@ fn walk<V: Copy>(
     path: &mut Path,
     f: &mut impl FnMut(&str, V) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
-    if !node.hash.is_empty()
+    if !node.hash().is_empty()
         && let Some(mark) = path.push("#")
     {
-        for &v in &node.hash {
+        for &v in node.hash() {
             f(path.0.as_str(), v)?;
         }
         path.0.truncate(mark);
     }
     let Some(seg) = segs.next() else {
-        for &v in &node.exact {
+        for &v in node.exact() {
             f(path.0.as_str(), v)?;
         }
         return ControlFlow::Continue(());
@@ -453,11 +618,11 @@ fn walk<V: Copy>(
 }
 
 fn any_match<V>(node: &Node<V>, mut segs: Split<'_, char>) -> bool {
-    if !node.hash.is_empty() {
+    if !node.hash().is_empty() {
         return true;
     }
     let Some(seg) = segs.next() else {
-        return !node.exact.is_empty();
+        return !node.exact().is_empty();
     };
     if let Some(child) = node.children.get(seg)
         && any_match(child, segs.clone())
@@ -658,5 +823,67 @@ mod tests {
         assert!(!index.has_match("a.a"));
         assert!(index.remove(&deep, 1));
         assert_eq!(index.node_count(), 0);
+    }
+
+    /// Memory budget of the trie's building blocks (64-bit targets).
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn sizes() {
+        use core::mem::size_of;
+        assert!(size_of::<Seg>() <= 24, "Seg is {} bytes", size_of::<Seg>());
+        assert!(
+            size_of::<Node<u32>>() <= 48,
+            "Node is {} bytes",
+            size_of::<Node<u32>>()
+        );
+        assert!(
+            size_of::<Child<u32>>() <= 72,
+            "Child is {} bytes",
+            size_of::<Child<u32>>()
+        );
+    }
+
+    #[test]
+    fn long_segments_are_stored_on_the_heap_and_still_match() {
+        let long = "s".repeat(INLINE_SEG + 1);
+        let short = "s".repeat(INLINE_SEG);
+        let mut index = SubIndex::new(10);
+        for (i, seg) in [&long, &short].into_iter().enumerate() {
+            assert!(matches!(Seg::new(seg), Seg::Heap(_)) == (seg.len() > INLINE_SEG));
+            let p = alloc::format!("x.{seg}.*");
+            assert_eq!(index.insert(&p, i as u32), Ok(true));
+            assert_eq!(
+                matches_of(&index, &alloc::format!("x.{seg}.y")),
+                vec![(p, i as u32)]
+            );
+        }
+        assert!(index.remove(&alloc::format!("x.{long}.*"), 0));
+        assert!(index.remove(&alloc::format!("x.{short}.*"), 1));
+        assert_eq!(index.node_count(), 0);
+    }
+
+    #[test]
+    fn exact_and_hash_values_share_one_list_correctly() {
+        let mut index = SubIndex::new(100);
+        // Interleave inserts and removes of `a` and `a.#` values on the same node.
+        for v in 0..10u32 {
+            assert_eq!(index.insert("a", v), Ok(true));
+            assert_eq!(index.insert("a.#", v + 100), Ok(true));
+        }
+        for v in (0..10u32).step_by(3) {
+            assert!(index.remove("a", v));
+            assert!(index.remove("a.#", v + 101 - 1));
+        }
+        let got = matches_of(&index, "a");
+        let mut expected: Vec<(String, u32)> = Vec::new();
+        for v in (0..10u32).filter(|v| v % 3 != 0) {
+            expected.push((String::from("a"), v));
+            expected.push((String::from("a.#"), v + 100));
+        }
+        expected.sort();
+        assert_eq!(got, expected);
+        let mut deeper = matches_of(&index, "a.b");
+        deeper.retain(|(p, _)| p != "a.#");
+        assert!(deeper.is_empty());
     }
 }
