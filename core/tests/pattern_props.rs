@@ -121,7 +121,7 @@ proptest! {
 #[cfg(feature = "alloc")]
 mod index {
     use super::*;
-    use fastpubsub_core::pattern::{IndexFull, SubIndex};
+    use fastpubsub_core::pattern::SubIndex;
     use std::collections::BTreeSet;
 
     #[derive(Debug, Clone)]
@@ -135,6 +135,24 @@ mod index {
             3 => (pattern(), 0..3u8).prop_map(|(p, v)| Op::Insert(p, v)),
             2 => (pattern(), 0..3u8).prop_map(|(p, v)| Op::Remove(p, v)),
         ]
+    }
+
+    /// The trie nodes a set of patterns needs: one per distinct prefix of segments,
+    /// a final `#` excluded (it lives in its parent node).
+    fn prefixes(patterns: impl Iterator<Item = String>) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for p in patterns {
+            let segs: Vec<&str> = p.split('.').collect();
+            let fixed = if segs.last() == Some(&"#") {
+                segs.len() - 1
+            } else {
+                segs.len()
+            };
+            for n in 1..=fixed {
+                out.insert(segs[..n].join("."));
+            }
+        }
+        out
     }
 
     fn sorted_matches(index: &SubIndex<u8>, channel: &str) -> Vec<(String, u8)> {
@@ -153,28 +171,43 @@ mod index {
         fn index_agrees_with_brute_force(
             ops in prop::collection::vec(op(), 0..80),
             max_entries in 0..40usize,
+            max_nodes in 0..60usize,
         ) {
-            let mut index = SubIndex::new(max_entries);
+            let mut index = SubIndex::with_limits(max_entries, max_nodes);
             let mut model: BTreeSet<(String, u8)> = BTreeSet::new();
             for op in &ops {
                 match op {
                     Op::Insert(p, v) => {
                         let key = (p.clone(), *v);
+                        let nodes_now = prefixes(model.iter().map(|(p, _)| p.clone())).len();
+                        let nodes_after = prefixes(
+                            model.iter().map(|(p, _)| p.clone()).chain([p.clone()]),
+                        )
+                        .len();
                         let expected = if model.contains(&key) {
                             Ok(false)
                         } else if model.len() >= max_entries {
-                            Err(IndexFull { max_entries })
+                            Err((max_entries, false))
+                        } else if nodes_after > max_nodes {
+                            Err((max_nodes, true))
                         } else {
                             model.insert(key);
                             Ok(true)
                         };
-                        prop_assert_eq!(index.insert(p, *v), expected);
+                        let got = index.insert(p, *v).map_err(|e| (e.limit(), e.is_node_limit()));
+                        prop_assert_eq!(got, expected);
+                        prop_assert!(index.node_count() <= max_nodes.max(nodes_now));
                     }
                     Op::Remove(p, v) => {
                         prop_assert_eq!(index.remove(p, *v), model.remove(&(p.clone(), *v)));
                     }
                 }
                 prop_assert_eq!(index.len(), model.len());
+                // Exactly the nodes the live patterns need: removal prunes the rest.
+                prop_assert_eq!(
+                    index.node_count(),
+                    prefixes(model.iter().map(|(p, _)| p.clone())).len()
+                );
             }
             for channel in all_channels(MAX_CHANNEL_SEGMENTS) {
                 let expected: Vec<(String, u8)> =

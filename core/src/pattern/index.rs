@@ -15,23 +15,41 @@ use super::validate::{MAX_NAME_LEN, PatternError, validate_pattern};
 const SMALL_MAX: usize = 32;
 const SMALL_MIN: usize = 16;
 
-/// The index is full: it already holds its maximum number of (pattern, value) entries.
+/// The index is full: storing the entry would pass its entry limit or its trie-node
+/// limit (see [`SubIndex::with_limits`]). Nothing was changed.
 ///
 /// A capacity error, not the peer's fault and not misuse: the caller refuses the
 /// subscription (and counts it) or raises the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexFull {
-    /// The capacity that was reached.
-    pub max_entries: usize,
+    limit: usize,
+    nodes: bool,
+}
+
+impl IndexFull {
+    /// The limit that was reached: a number of entries, or of trie nodes when
+    /// [`Self::is_node_limit`].
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// True when the trie-node limit was reached rather than the entry limit.
+    pub fn is_node_limit(&self) -> bool {
+        self.nodes
+    }
 }
 
 impl fmt::Display for IndexFull {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "subscription index is full ({} entries)",
-            self.max_entries
-        )
+        if self.nodes {
+            write!(
+                f,
+                "subscription index is full ({} trie nodes: too many long, distinct patterns)",
+                self.limit
+            )
+        } else {
+            write!(f, "subscription index is full ({} entries)", self.limit)
+        }
     }
 }
 
@@ -71,7 +89,8 @@ impl core::error::Error for InsertError {}
 ///
 /// Removing the last value of a node frees the node and every ancestor left empty, so
 /// memory follows the live entries, not the history. The number of entries is bounded
-/// by `max_entries`; inserting beyond it is refused with [`IndexFull`].
+/// by `max_entries` and the number of trie nodes by `max_nodes`; an insert that would
+/// pass either is refused with [`IndexFull`] and changes nothing.
 ///
 /// Values of one pattern are kept in a plain list: insert and remove scan the values of
 /// that one pattern to find duplicates (`V` is only `Eq`).
@@ -79,8 +98,13 @@ pub struct SubIndex<V> {
     root: Node<V>,
     len: usize,
     max_entries: usize,
+    max_nodes: usize,
     nodes: usize,
 }
+
+/// Trie nodes allowed per entry by [`SubIndex::new`]: enough for every pattern of up to
+/// 8 segments to share no prefix at all. Typical relay subscriptions use 1 to 2.
+pub const DEFAULT_NODES_PER_ENTRY: usize = 8;
 
 /// One trie node: 48 bytes for `V = u32` on 64-bit targets (see `sizes` test).
 struct Node<V> {
@@ -381,13 +405,27 @@ fn unreachable_child() -> ! {
 }
 
 impl<V: Copy + Eq> SubIndex<V> {
-    /// Creates an empty index that holds at most `max_entries` (pattern, value) entries.
-    /// Allocates nothing until the first insert.
+    /// Creates an empty index that holds at most `max_entries` (pattern, value) entries
+    /// and at most [`DEFAULT_NODES_PER_ENTRY`] × `max_entries` trie nodes. Allocates
+    /// nothing until the first insert.
     pub const fn new(max_entries: usize) -> Self {
+        Self::with_limits(
+            max_entries,
+            max_entries.saturating_mul(DEFAULT_NODES_PER_ENTRY),
+        )
+    }
+
+    /// Creates an empty index with explicit limits: at most `max_entries` (pattern, value)
+    /// entries and at most `max_nodes` trie nodes (the root not counted). The node limit
+    /// bounds memory even when every pattern is long and distinct (a 255-byte pattern can
+    /// need up to 128 nodes); each node costs about 72 bytes plus its segment's bytes
+    /// beyond 22.
+    pub const fn with_limits(max_entries: usize, max_nodes: usize) -> Self {
         SubIndex {
             root: Node::new(),
             len: 0,
             max_entries,
+            max_nodes,
             nodes: 0,
         }
     }
@@ -398,7 +436,7 @@ impl<V: Copy + Eq> SubIndex<V> {
     /// or `pattern` is not valid (validate with
     /// [`validate_pattern`](super::validate_pattern) first, or use [`Self::try_insert`]
     /// to tell the two apart). `Err(IndexFull)`: the entry is new but the index holds
-    /// `max_entries` already; nothing changed.
+    /// `max_entries` already, or storing it would pass the node limit; nothing changed.
     pub fn insert(&mut self, pattern: &str, value: V) -> Result<bool, IndexFull> {
         match self.try_insert(pattern, value) {
             Ok(stored) => Ok(stored),
@@ -411,15 +449,21 @@ impl<V: Copy + Eq> SubIndex<V> {
     /// entry was already there.
     pub fn try_insert(&mut self, pattern: &str, value: V) -> Result<bool, InsertError> {
         validate_pattern(pattern).map_err(InsertError::Invalid)?;
-        if self
-            .values(pattern)
-            .is_some_and(|vals| vals.contains(&value))
-        {
-            return Ok(false);
-        }
+        let new_nodes = match self.locate(pattern) {
+            Ok(values) if values.contains(&value) => return Ok(false),
+            Ok(_) => 0,
+            Err(missing) => missing,
+        };
         if self.len >= self.max_entries {
             return Err(InsertError::Full(IndexFull {
-                max_entries: self.max_entries,
+                limit: self.max_entries,
+                nodes: false,
+            }));
+        }
+        if new_nodes > self.max_nodes.saturating_sub(self.nodes) {
+            return Err(InsertError::Full(IndexFull {
+                limit: self.max_nodes,
+                nodes: true,
             }));
         }
         let mut node = &mut self.root;
@@ -445,18 +489,24 @@ impl<V: Copy + Eq> SubIndex<V> {
         Ok(true)
     }
 
-    /// The values stored for exactly `pattern`, if its node exists.
-    fn values(&self, pattern: &str) -> Option<&[V]> {
+    /// The values stored for exactly `pattern` if its node exists, otherwise how many
+    /// nodes inserting it would create.
+    fn locate(&self, pattern: &str) -> Result<&[V], usize> {
         let mut node = &self.root;
         let mut segs = pattern.split('.').peekable();
         while let Some(seg) = segs.next() {
-            node = match seg {
-                "#" if segs.peek().is_none() => return Some(node.hash()),
-                "*" => node.star.as_deref()?,
-                literal => node.children.get(literal)?,
+            let next = match seg {
+                "#" if segs.peek().is_none() => return Ok(node.hash()),
+                "*" => node.star.as_deref(),
+                literal => node.children.get(literal),
             };
+            match next {
+                Some(next) => node = next,
+                // This segment and every later one but a final `#` need a node.
+                None => return Err(1 + segs.filter(|s| *s != "#").count()),
+            }
         }
-        Some(node.exact())
+        Ok(node.exact())
     }
 
     /// Removes the entry (`pattern`, `value`); returns true when it was there. Nodes left
@@ -504,6 +554,11 @@ impl<V: Copy + Eq> SubIndex<V> {
         self.max_entries
     }
 
+    /// The trie-node limit given to [`Self::with_limits`].
+    pub fn max_nodes(&self) -> usize {
+        self.max_nodes
+    }
+
     /// Number of trie nodes besides the root (0 when empty): a view of memory use.
     pub fn node_count(&self) -> usize {
         self.nodes
@@ -515,6 +570,7 @@ impl<V: Copy + Eq> fmt::Debug for SubIndex<V> {
         f.debug_struct("SubIndex")
             .field("len", &self.len)
             .field("max_entries", &self.max_entries)
+            .field("max_nodes", &self.max_nodes)
             .field("nodes", &self.nodes)
             .finish()
     }
@@ -637,6 +693,7 @@ fn any_match<V>(node: &Node<V>, mut segs: Split<'_, char>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pattern::MAX_SEGMENTS;
     use alloc::string::String;
     use alloc::vec;
 
@@ -727,8 +784,20 @@ mod tests {
         assert_eq!(index.insert("b.#", 1), Ok(true));
         assert_eq!(index.insert("c.*", 1), Ok(true));
         let nodes = index.node_count();
-        assert_eq!(index.insert("d.e.f", 1), Err(IndexFull { max_entries: 3 }));
-        assert_eq!(index.insert("a", 2), Err(IndexFull { max_entries: 3 }));
+        assert_eq!(
+            index.insert("d.e.f", 1),
+            Err(IndexFull {
+                limit: 3,
+                nodes: false
+            })
+        );
+        assert_eq!(
+            index.insert("a", 2),
+            Err(IndexFull {
+                limit: 3,
+                nodes: false
+            })
+        );
         // A refused insert leaves no trace.
         assert_eq!(index.node_count(), nodes);
         assert!(!index.has_match("d.e.f"));
@@ -739,11 +808,24 @@ mod tests {
         assert_eq!(index.len(), 3);
         let mut text = String::new();
         use core::fmt::Write;
-        assert!(write!(text, "{}", IndexFull { max_entries: 3 }).is_ok());
+        assert!(
+            write!(
+                text,
+                "{}",
+                IndexFull {
+                    limit: 3,
+                    nodes: false
+                }
+            )
+            .is_ok()
+        );
         assert_eq!(text, "subscription index is full (3 entries)");
         assert_eq!(
             SubIndex::<u32>::new(0).insert("a", 1),
-            Err(IndexFull { max_entries: 0 })
+            Err(IndexFull {
+                limit: 0,
+                nodes: false
+            })
         );
     }
 
@@ -815,7 +897,7 @@ mod tests {
     fn deepest_pattern_and_long_channels() {
         let deep: String = "a.".repeat(127) + "#";
         assert_eq!(deep.len(), MAX_NAME_LEN);
-        let mut index = SubIndex::new(2);
+        let mut index = SubIndex::with_limits(2, MAX_SEGMENTS);
         assert_eq!(index.insert(&deep, 1u32), Ok(true));
         let channel = "a.".repeat(1000) + "a";
         assert_eq!(matches_of(&index, &channel), vec![(deep.clone(), 1)]);
@@ -885,5 +967,41 @@ mod tests {
         let mut deeper = matches_of(&index, "a.b");
         deeper.retain(|(p, _)| p != "a.#");
         assert!(deeper.is_empty());
+    }
+
+    #[test]
+    fn node_limit_is_enforced_without_a_trace() {
+        let mut index = SubIndex::with_limits(100, 5);
+        assert_eq!(index.insert("a.b.c", 1u32), Ok(true));
+        assert_eq!(index.node_count(), 3);
+        // Shares `a.b`: one new node, and `#` needs none.
+        assert_eq!(index.insert("a.b.d.#", 1), Ok(true));
+        assert_eq!(index.insert("a.b.#", 1), Ok(true));
+        assert_eq!(index.node_count(), 4);
+        let full = IndexFull {
+            limit: 5,
+            nodes: true,
+        };
+        assert_eq!(index.insert("x.y", 1), Err(full));
+        assert_eq!(index.insert("a.*.c", 1), Err(full));
+        assert_eq!(index.node_count(), 4);
+        assert_eq!(index.len(), 3);
+        assert!(!index.has_match("x.y"));
+        assert_eq!(index.insert("a.b.c", 2), Ok(true));
+        assert_eq!(index.insert("a.*", 2), Ok(true));
+        assert_eq!(index.node_count(), 5);
+        assert!(full.is_node_limit());
+        assert_eq!(full.limit(), 5);
+        let mut text = String::new();
+        use core::fmt::Write;
+        assert!(write!(text, "{full}").is_ok());
+        assert!(
+            text.starts_with("subscription index is full (5 trie nodes"),
+            "{text}"
+        );
+        // The default allows 8 nodes per entry.
+        let index = SubIndex::<u32>::new(10);
+        assert_eq!(index.max_nodes(), 80);
+        assert_eq!(SubIndex::<u32>::new(usize::MAX).max_nodes(), usize::MAX);
     }
 }

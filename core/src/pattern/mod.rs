@@ -24,6 +24,6 @@ mod validate;
 
 pub use contain::contains;
 #[cfg(feature = "alloc")]
-pub use index::{IndexFull, InsertError, SubIndex};
+pub use index::{DEFAULT_NODES_PER_ENTRY, IndexFull, InsertError, SubIndex};
 pub use matching::matches;
 pub use validate::{MAX_NAME_LEN, MAX_SEGMENTS, PatternError, validate_channel, validate_pattern};
