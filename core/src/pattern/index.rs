@@ -147,7 +147,6 @@ struct Child<V> {
 
 /// A literal segment; short ones (the common case) live inline without a heap block.
 /// 24 bytes.
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
 enum Seg {
     Inline(heapless::String<INLINE_SEG, u8>),
     Heap(Box<str>),
@@ -172,10 +171,32 @@ impl Seg {
     }
 }
 
-// `Ord` of both variants is `str`'s order, so `BTreeMap<Seg, _>` can be searched by `&str`.
+// Equality and order are exactly `str`'s (whatever the variant), as `Borrow<str>`
+// requires, so a `BTreeMap<Seg, _>` can be searched by `&str`. A derived `Ord` would
+// order by variant first and break that.
 impl core::borrow::Borrow<str> for Seg {
     fn borrow(&self) -> &str {
         self.as_str()
+    }
+}
+
+impl PartialEq for Seg {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Seg {}
+
+impl PartialOrd for Seg {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Seg {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
     }
 }
 
@@ -1003,5 +1024,52 @@ mod tests {
         let index = SubIndex::<u32>::new(10);
         assert_eq!(index.max_nodes(), 80);
         assert_eq!(SubIndex::<u32>::new(usize::MAX).max_nodes(), usize::MAX);
+    }
+
+    /// Inline (short) and heap (long) segments under one large node: lookups by `&str`
+    /// must find both, in both representations of the children list.
+    #[test]
+    fn mixed_segment_lengths_in_a_large_node() {
+        let mut index = SubIndex::new(1000);
+        let names: Vec<String> = (0..80)
+            .map(|i| {
+                let len = if i % 2 == 0 {
+                    1 + i % 5
+                } else {
+                    INLINE_SEG + 1 + i % 7
+                };
+                let c = char::from(b'a' + (i % 26) as u8);
+                alloc::format!(
+                    "r.{}{}",
+                    core::iter::repeat_n(c, len).collect::<String>(),
+                    i
+                )
+            })
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(index.insert(n, i as u32), Ok(true));
+        }
+        assert!(matches!(
+            index.root.children.get("r").map(|n| &n.children),
+            Some(Children::Large(_))
+        ));
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(matches_of(&index, n), vec![(n.clone(), i as u32)], "{n}");
+        }
+        for (i, n) in names.iter().enumerate().skip(10) {
+            assert!(index.remove(n, i as u32), "{n}");
+        }
+        assert!(matches!(
+            index.root.children.get("r").map(|n| &n.children),
+            Some(Children::Small(_))
+        ));
+        for (i, n) in names.iter().enumerate() {
+            let expected = if i < 10 {
+                vec![(n.clone(), i as u32)]
+            } else {
+                vec![]
+            };
+            assert_eq!(matches_of(&index, n), expected, "{n}");
+        }
     }
 }
