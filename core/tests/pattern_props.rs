@@ -223,4 +223,51 @@ mod index {
             prop_assert_eq!(index.node_count(), 0);
         }
     }
+
+    /// 60 sibling names, short (stored inline) and long (stored on the heap), so that a
+    /// node switches between its small and large children lists.
+    fn sibling(i: usize) -> String {
+        let len = if i % 3 == 0 { 23 + i % 9 } else { 1 + i % 6 };
+        let c = char::from(b'a' + (i % 26) as u8);
+        format!("{}{}", c.to_string().repeat(len), i)
+    }
+
+    fn wide_pattern() -> impl Strategy<Value = String> {
+        let first = prop_oneof![9 => (0..60usize).prop_map(sibling), 1 => Just("*".to_string())];
+        let second = prop_oneof![Just(""), Just(".x"), Just(".*"), Just(".#")];
+        (first, second).prop_map(|(a, b)| format!("{a}{b}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn index_with_many_siblings_agrees_with_brute_force(
+            ops in prop::collection::vec((any::<bool>(), wide_pattern(), 0..2u8), 0..300),
+        ) {
+            let mut index = SubIndex::new(1000);
+            let mut model: BTreeSet<(String, u8)> = BTreeSet::new();
+            for (insert, p, v) in &ops {
+                if *insert {
+                    let fresh = model.insert((p.clone(), *v));
+                    prop_assert_eq!(index.insert(p, *v), Ok(fresh));
+                } else {
+                    let had = model.remove(&(p.clone(), *v));
+                    prop_assert_eq!(index.remove(p, *v), had);
+                }
+            }
+            for i in 0..60 {
+                for tail in ["", ".x", ".y", ".x.y"] {
+                    let channel = format!("{}{tail}", sibling(i));
+                    let expected: Vec<(String, u8)> =
+                        model.iter().filter(|(p, _)| matches(p, &channel)).cloned().collect();
+                    prop_assert_eq!(sorted_matches(&index, &channel), expected, "channel {}", channel);
+                }
+            }
+            prop_assert_eq!(
+                index.node_count(),
+                prefixes(model.iter().map(|(p, _)| p.clone())).len()
+            );
+        }
+    }
 }
