@@ -227,7 +227,11 @@ mod index {
     /// 60 sibling names, short (stored inline) and long (stored on the heap), so that a
     /// node switches between its small and large children lists.
     fn sibling(i: usize) -> String {
-        let len = if i % 3 == 0 { 23 + i % 9 } else { 1 + i % 6 };
+        let len = if i.is_multiple_of(3) {
+            23 + i % 9
+        } else {
+            1 + i % 6
+        };
         let c = char::from(b'a' + (i % 26) as u8);
         format!("{}{}", c.to_string().repeat(len), i)
     }

@@ -1031,9 +1031,9 @@ mod tests {
     #[test]
     fn mixed_segment_lengths_in_a_large_node() {
         let mut index = SubIndex::new(1000);
-        let names: Vec<String> = (0..80)
+        let names: Vec<String> = (0..80usize)
             .map(|i| {
-                let len = if i % 2 == 0 {
+                let len = if i.is_multiple_of(2) {
                     1 + i % 5
                 } else {
                     INLINE_SEG + 1 + i % 7
