@@ -96,6 +96,17 @@ proptest! {
         prop_assert_eq!(contains(&outer, &channel), matches(&outer, &channel));
     }
 
+    /// Any Unicode text: no panic anywhere, and the validators stay consistent.
+    #[test]
+    fn arbitrary_text_never_panics(a in any::<String>(), b in any::<String>()) {
+        let _ = validate_channel(&a);
+        let _ = matches(&a, &b);
+        let _ = contains(&a, &b);
+        if validate_pattern(&a).is_ok() {
+            prop_assert!(contains(&a, &a));
+        }
+    }
+
     /// Arbitrary text never panics, and the validators agree with each other.
     #[test]
     fn validators_never_panic_and_agree(s in "[ab.*#\\t \u{e9}\u{7f}]{0,12}") {
@@ -221,6 +232,32 @@ mod index {
             }
             prop_assert!(index.is_empty());
             prop_assert_eq!(index.node_count(), 0);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// The rustdoc promises agreement with `matches` for any channel text, not only
+        /// valid channels (empty segments, `*` or `#` segments, other characters).
+        #[test]
+        fn index_agrees_with_matches_on_unvalidated_channels(
+            patterns in prop::collection::vec(pattern(), 0..30),
+            channels in prop::collection::vec("[ab.*# ]{0,9}", 1..40),
+        ) {
+            let mut index = SubIndex::new(100);
+            let mut model = BTreeSet::new();
+            for p in &patterns {
+                prop_assert_eq!(index.insert(p, 0u8), Ok(model.insert(p.clone())));
+            }
+            for channel in &channels {
+                let expected: Vec<(String, u8)> = model
+                    .iter()
+                    .filter(|p| matches(p, channel))
+                    .map(|p| (p.clone(), 0))
+                    .collect();
+                prop_assert_eq!(sorted_matches(&index, channel), expected, "channel {:?}", channel);
+            }
         }
     }
 
