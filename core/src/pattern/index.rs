@@ -545,7 +545,7 @@ impl<V: Copy + Eq> SubIndex<V> {
     /// Calls `f(pattern, value)` once for each entry whose pattern matches `channel`;
     /// `pattern` is the text as inserted. The order is unspecified. Does not allocate.
     ///
-    /// Agrees with [`matches`](super::matches) for any `channel`; callers pass channels
+    /// Agrees with [`matches()`](super::matches()) for any `channel`; callers pass channels
     /// that passed [`validate_channel`](super::validate_channel).
     pub fn for_each_match(&self, channel: &str, mut f: impl FnMut(&str, V)) {
         let mut path = Path::new();
