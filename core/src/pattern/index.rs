@@ -570,12 +570,13 @@ impl<V: Copy + Eq> SubIndex<V> {
         self.len == 0
     }
 
-    /// The capacity given to [`Self::new`].
+    /// The entry limit given to [`Self::new`] or [`Self::with_limits`].
     pub fn max_entries(&self) -> usize {
         self.max_entries
     }
 
-    /// The trie-node limit given to [`Self::with_limits`].
+    /// The trie-node limit: given to [`Self::with_limits`], or
+    /// [`DEFAULT_NODES_PER_ENTRY`] × `max_entries` by [`Self::new`].
     pub fn max_nodes(&self) -> usize {
         self.max_nodes
     }
