@@ -22,9 +22,16 @@ use super::validate::validate_pattern;
 ///   `outer` literal covers it).
 ///
 /// Positions of `inner` beyond `outer`'s prefix are absorbed by `outer`'s `#`.
+///
+/// One correction to that model: a channel has at least one segment, so the zero-length
+/// case of an `inner` `#` at position 0 does not exist. It only matters when `inner` is
+/// exactly `#`: then `*.#` contains it as well as `#` does (both match every channel).
 pub fn contains(outer: &str, inner: &str) -> bool {
     if validate_pattern(outer).is_err() || validate_pattern(inner).is_err() {
         return false;
+    }
+    if inner == "#" {
+        return outer == "#" || outer == "*.#";
     }
     let mut out = outer.split('.');
     let mut inn = inner.split('.');
@@ -81,7 +88,10 @@ mod tests {
         ("a.*.#", "a.b", true),
         ("a.*.#", "a.b.#", true),
         ("a.*.#", "a", false),
-        ("*.#", "#", false),
+        // Channels have at least one segment, so `*.#` matches everything `#` does.
+        ("*.#", "#", true),
+        ("*.*.#", "#", false),
+        ("a.#", "#", false),
         ("*.#", "a", true),
         ("*.#", "*.*", true),
         ("*.*", "*.#", false),
