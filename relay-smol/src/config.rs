@@ -28,6 +28,10 @@ pub struct Config {
 impl Config {
     /// A plain-HTTP config with default limits.
     pub fn new(listen: SocketAddr) -> Self {
-        Config { listen, tls: None, limits: Limits::default() }
+        Config {
+            listen,
+            tls: None,
+            limits: Limits::default(),
+        }
     }
 }

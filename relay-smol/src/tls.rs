@@ -22,8 +22,12 @@ pub fn load_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String>
     if certs.is_empty() {
         return Err(format!("no CERTIFICATE block in {}", files.cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("cannot read a private key from {}: {e}", files.key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+        format!(
+            "cannot read a private key from {}: {e}",
+            files.key.display()
+        )
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -111,7 +111,11 @@ struct Bucket {
 
 impl Bucket {
     fn new(rate: u32, now: Instant) -> Self {
-        Bucket { rate, tokens: f64::from(rate), last: now }
+        Bucket {
+            rate,
+            tokens: f64::from(rate),
+            last: now,
+        }
     }
     fn take(&mut self, n: usize, now: Instant) -> bool {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
@@ -363,7 +367,8 @@ impl Broker {
                 st.subs.len() - 1
             }
         };
-        let slot16 = u16::try_from(slot).map_err(|_| SubError::TooManyForConnection(max_per_conn))?;
+        let slot16 =
+            u16::try_from(slot).map_err(|_| SubError::TooManyForConnection(max_per_conn))?;
         let index = self
             .tenants
             .entry(tenant.into())
@@ -372,7 +377,10 @@ impl Broker {
             return Err(SubError::RelayFull(max_total));
         }
         if let Some(s) = st.subs.get_mut(slot) {
-            *s = Some(Sub { tenant: tenant.into(), pattern: pattern.into() });
+            *s = Some(Sub {
+                tenant: tenant.into(),
+                pattern: pattern.into(),
+            });
         }
         st.nsubs += 1;
         self.total_subs += 1;
@@ -385,11 +393,10 @@ impl Broker {
         let Some(Some(st)) = self.conns.get_mut(id as usize) else {
             return false;
         };
-        let Some(slot) = st
-            .subs
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|s| &*s.tenant == tenant && &*s.pattern == pattern))
-        else {
+        let Some(slot) = st.subs.iter().position(|s| {
+            s.as_ref()
+                .is_some_and(|s| &*s.tenant == tenant && &*s.pattern == pattern)
+        }) else {
             return false;
         };
         if let Some(s) = st.subs.get_mut(slot) {
@@ -496,7 +503,10 @@ impl Broker {
         }
         self.stats.published += 1;
         if let Some(m) = self.mesh.clone() {
-            let has_local = self.tenants.get(tenant).is_some_and(|i| i.has_match(channel));
+            let has_local = self
+                .tenants
+                .get(tenant)
+                .is_some_and(|i| i.has_match(channel));
             if m.local_publish(tenant, channel, payload, mode, has_local) == LocalPlan::NotHere {
                 return Ok(0);
             }
@@ -505,7 +515,13 @@ impl Broker {
     }
 
     /// A message from the mesh: deliver to local subscribers only.
-    pub fn deliver_from_mesh(&mut self, tenant: &str, channel: &str, payload: &[u8], mode: Mode) -> usize {
+    pub fn deliver_from_mesh(
+        &mut self,
+        tenant: &str,
+        channel: &str,
+        payload: &[u8],
+        mode: Mode,
+    ) -> usize {
         if pattern::validate_channel(channel).is_err() {
             return 0;
         }
@@ -531,10 +547,15 @@ impl Broker {
                 }
             }
             _ => {
-                let groups = scratch.chunk_by(|a, b| key_conn(*a) == key_conn(*b)).count();
+                let groups = scratch
+                    .chunk_by(|a, b| key_conn(*a) == key_conn(*b))
+                    .count();
                 if groups > 0 {
                     let pick = fastrand::usize(..groups);
-                    if let Some(group) = scratch.chunk_by(|a, b| key_conn(*a) == key_conn(*b)).nth(pick) {
+                    if let Some(group) = scratch
+                        .chunk_by(|a, b| key_conn(*a) == key_conn(*b))
+                        .nth(pick)
+                    {
                         delivered += usize::from(self.enqueue_deliver(group, &d));
                     }
                 }
@@ -547,10 +568,23 @@ impl Broker {
 
     /// Queues one deliver frame for the connection of `group` (all its matching slots).
     fn enqueue_deliver(&mut self, group: &[SubKey], d: &Deliver<'_>) -> bool {
-        let Some(&first) = group.first() else { return false };
+        let Some(&first) = group.first() else {
+            return false;
+        };
         let id = key_conn(first);
-        let Some(Some(st)) = self.conns.get_mut(id as usize) else { return false };
-        let ConnState { subs, out, closing, dropped, slow_since, egress, waker, .. } = st;
+        let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            return false;
+        };
+        let ConnState {
+            subs,
+            out,
+            closing,
+            dropped,
+            slow_since,
+            egress,
+            waker,
+            ..
+        } = st;
         if *closing != Closing::Open {
             return false;
         }
@@ -558,7 +592,9 @@ impl Broker {
             .iter()
             .filter_map(|k| subs.get(key_slot(*k)).and_then(Option::as_ref))
             .map(|s| &*s.pattern);
-        let Ok(flen) = d.encoded_len(patterns.clone()) else { return false };
+        let Ok(flen) = d.encoded_len(patterns.clone()) else {
+            return false;
+        };
         let total = queue::framed_len(flen);
         if out.queued() + total > self.limits.queue_bytes {
             self.stats.dropped_queue_full += 1;
@@ -589,7 +625,10 @@ impl Broker {
 
     fn close_pending_slow(&mut self) {
         while let Some(id) = self.to_close.pop() {
-            if self.conn_mut(id).is_some_and(|c| c.closing == Closing::Open) {
+            if self
+                .conn_mut(id)
+                .is_some_and(|c| c.closing == Closing::Open)
+            {
                 self.stats.slow_consumers_closed += 1;
                 let grace = self.limits.slow_consumer_grace.as_secs_f64();
                 let why = format!(
@@ -604,14 +643,17 @@ impl Broker {
     /// Queues a text reply to connection `id` (replies are small and are queued even past
     /// the queue limit, so a refusal is never lost).
     pub fn send_reply(&mut self, id: ConnId, reply: &Reply<'_>) {
-        let Some(Some(st)) = self.conns.get_mut(id as usize) else { return };
+        let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            return;
+        };
         if st.closing != Closing::Open {
             return;
         }
         let was_empty = st.out.is_empty();
-        st.out.push_frame(OP_TEXT, reply.encoded_len(), &mut self.pool, |sink| {
-            reply.encode_with(sink);
-        });
+        st.out
+            .push_frame(OP_TEXT, reply.encoded_len(), &mut self.pool, |sink| {
+                reply.encode_with(sink);
+            });
         if was_empty {
             st.wake();
         }
@@ -619,7 +661,9 @@ impl Broker {
 
     /// Queues a control frame (pong) to connection `id`.
     pub fn send_control(&mut self, id: ConnId, opcode: u8, payload: &[u8]) {
-        let Some(Some(st)) = self.conns.get_mut(id as usize) else { return };
+        let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            return;
+        };
         if st.closing != Closing::Open {
             return;
         }
@@ -636,17 +680,23 @@ impl Broker {
     pub fn close(&mut self, id: ConnId, code: u16, close_reason: &str, err: Option<(&str, &str)>) {
         self.drop_all_subs(id);
         let deadline = self.now + self.limits.close_timeout;
-        let Some(Some(st)) = self.conns.get_mut(id as usize) else { return };
+        let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            return;
+        };
         if st.closing != Closing::Open {
             return;
         }
         st.out.discard_unstarted();
         if let Some((reason, why)) = err {
             let parts = [why];
-            let reply = Reply::Err { reason, parts: &parts };
-            st.out.push_frame(OP_TEXT, reply.encoded_len(), &mut self.pool, |sink| {
-                reply.encode_with(sink);
-            });
+            let reply = Reply::Err {
+                reason,
+                parts: &parts,
+            };
+            st.out
+                .push_frame(OP_TEXT, reply.encoded_len(), &mut self.pool, |sink| {
+                    reply.encode_with(sink);
+                });
         }
         let mut body = Vec::with_capacity(2 + close_reason.len().min(123));
         body.extend_from_slice(&code.to_be_bytes());
@@ -654,7 +704,7 @@ impl Broker {
         while !close_reason.is_char_boundary(cut) {
             cut -= 1;
         }
-        body.extend_from_slice(close_reason.get(..cut).unwrap_or(""). as_bytes());
+        body.extend_from_slice(close_reason.get(..cut).unwrap_or("").as_bytes());
         st.out.push_simple(OP_CLOSE, &body, &mut self.pool);
         st.closing = Closing::Flushing(deadline);
         st.wake();
@@ -734,6 +784,11 @@ impl Broker {
 
     /// Heap bytes held by outbound queues and the spare-buffer pool (for stats).
     pub fn queue_bytes_held(&self) -> usize {
-        self.conns.iter().flatten().map(|c| c.out.capacity()).sum::<usize>() + self.pool.held_bytes()
+        self.conns
+            .iter()
+            .flatten()
+            .map(|c| c.out.capacity())
+            .sum::<usize>()
+            + self.pool.held_bytes()
     }
 }

@@ -18,7 +18,11 @@ pub struct BufPool {
 impl BufPool {
     /// A pool keeping at most `max_count` buffers of at most `max_capacity` bytes each.
     pub fn new(max_count: usize, max_capacity: usize) -> Self {
-        BufPool { bufs: Vec::new(), max_count, max_capacity }
+        BufPool {
+            bufs: Vec::new(),
+            max_count,
+            max_capacity,
+        }
     }
 
     fn take(&mut self) -> Vec<u8> {
@@ -26,7 +30,10 @@ impl BufPool {
     }
 
     fn give(&mut self, mut buf: Vec<u8>) {
-        if buf.capacity() > 0 && buf.capacity() <= self.max_capacity && self.bufs.len() < self.max_count {
+        if buf.capacity() > 0
+            && buf.capacity() <= self.max_capacity
+            && self.bufs.len() < self.max_count
+        {
             buf.clear();
             self.bufs.push(buf);
         }
@@ -79,7 +86,11 @@ impl OutQueue {
             return;
         }
         while self.frame_start < self.off {
-            match self.buf.get(self.frame_start..).and_then(codec::server_frame_len) {
+            match self
+                .buf
+                .get(self.frame_start..)
+                .and_then(codec::server_frame_len)
+            {
                 Some(len) if self.frame_start + len <= self.off => self.frame_start += len,
                 _ => break,
             }
@@ -133,7 +144,11 @@ impl OutQueue {
         let cut = if self.off == self.frame_start {
             self.off
         } else {
-            match self.buf.get(self.frame_start..).and_then(codec::server_frame_len) {
+            match self
+                .buf
+                .get(self.frame_start..)
+                .and_then(codec::server_frame_len)
+            {
                 Some(len) => self.frame_start + len,
                 None => self.buf.len(),
             }

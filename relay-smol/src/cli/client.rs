@@ -64,16 +64,25 @@ type Ws = WebSocket<TcpStream>;
 /// Connects and completes the handshake, with readable errors.
 pub fn connect(url: &str, token: Option<&str>) -> Result<Ws, String> {
     if url.starts_with("wss://") {
-        return Err("wss:// is not supported by the CLI tools yet; use ws:// (e.g. on 127.0.0.1)".into());
+        return Err(
+            "wss:// is not supported by the CLI tools yet; use ws:// (e.g. on 127.0.0.1)".into(),
+        );
     }
-    let mut req = url.into_client_request().map_err(|e| format!("bad URL {url:?}: {e}"))?;
-    let host = req.uri().host().ok_or_else(|| format!("URL {url:?} has no host"))?.to_string();
+    let mut req = url
+        .into_client_request()
+        .map_err(|e| format!("bad URL {url:?}: {e}"))?;
+    let host = req
+        .uri()
+        .host()
+        .ok_or_else(|| format!("URL {url:?} has no host"))?
+        .to_string();
     let port = req.uri().port_u16().unwrap_or(80);
     let protocols = match token {
         Some(t) => format!("llps.v1, at.{t}"),
         None => "llps.v1".to_string(),
     };
-    let value = HeaderValue::from_str(&protocols).map_err(|_| "the token contains characters not allowed in a header".to_string())?;
+    let value = HeaderValue::from_str(&protocols)
+        .map_err(|_| "the token contains characters not allowed in a header".to_string())?;
     req.headers_mut().insert("Sec-WebSocket-Protocol", value);
     let stream = TcpStream::connect((host.as_str(), port))
         .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
@@ -81,8 +90,16 @@ pub fn connect(url: &str, token: Option<&str>) -> Result<Ws, String> {
     match tungstenite::client::client(req, stream) {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
-            let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-            Err(format!("the relay refused the connection: HTTP {}: {}", resp.status(), body.trim()))
+            let body = resp
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            Err(format!(
+                "the relay refused the connection: HTTP {}: {}",
+                resp.status(),
+                body.trim()
+            ))
         }
         Err(e) => Err(format!("WebSocket handshake with {url} failed: {e}")),
     }
@@ -171,14 +188,23 @@ fn parse_mode(s: &str) -> Result<Mode, String> {
         "broadcast" | "0" => Ok(Mode::Broadcast),
         "low-latency" | "lowlatency" | "1" => Ok(Mode::LowLatency),
         "random" | "2" => Ok(Mode::Random),
-        other => Err(format!("unknown --mode {other:?}: use broadcast, low-latency or random")),
+        other => Err(format!(
+            "unknown --mode {other:?}: use broadcast, low-latency or random"
+        )),
     }
 }
 
-fn send_publish(ws: &mut Ws, mode: Mode, tenant: &str, channel: &str, payload: &[u8]) -> Result<(), String> {
+fn send_publish(
+    ws: &mut Ws,
+    mode: Mode,
+    tenant: &str,
+    channel: &str,
+    payload: &[u8],
+) -> Result<(), String> {
     let mut frame = vec![0u8; Publish::encoded_len_v2(tenant, channel, payload)];
     Publish::encode_v2(mode, tenant, channel, payload, &mut frame).map_err(|e| e.to_string())?;
-    ws.send(Message::binary(frame)).map_err(|e| format!("cannot send: {e}"))
+    ws.send(Message::binary(frame))
+        .map_err(|e| format!("cannot send: {e}"))
 }
 
 /// `pub`: returns the exit code. After publishing it sends `PING` and waits for `PONG`, so

@@ -20,7 +20,10 @@ use crate::ws::Relay;
 #[argh(subcommand, name = "run")]
 pub struct RunArgs {
     /// address of the HTTP/WebSocket port (default 127.0.0.1:8080)
-    #[argh(option, default = "\"127.0.0.1:8080\".parse().expect(\"valid default\")")]
+    #[argh(
+        option,
+        default = "\"127.0.0.1:8080\".parse().expect(\"valid default\")"
+    )]
     pub listen: SocketAddr,
     /// TLS certificate chain (PEM) for wss:// and https://
     #[argh(option)]
@@ -98,9 +101,11 @@ pub fn choose_authorizer(args: &RunArgs) -> Result<Rc<dyn Authorizer>, String> {
         log::warn!("**************************************************************");
         return Ok(Rc::new(AllowAll));
     }
-    Err("no access control configured: refusing to start an open relay.\n  \
+    Err(
+        "no access control configured: refusing to start an open relay.\n  \
          For a lab or a test, start it with --insecure-no-auth (every client may do anything)."
-        .to_string())
+            .to_string(),
+    )
 }
 
 /// Runs the relay; returns the exit code.
@@ -113,14 +118,21 @@ pub fn run(args: RunArgs) -> i32 {
         }
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
         (None, None) => None,
         _ => {
             eprintln!("error: --tls-cert and --tls-key go together");
             return 2;
         }
     };
-    let config = Config { listen: args.listen, tls, limits: args.limits() };
+    let config = Config {
+        listen: args.listen,
+        tls,
+        limits: args.limits(),
+    };
     let ex = Rc::new(LocalExecutor::new());
     let result = smol::block_on(ex.run(serve(config, auth, ex.clone())));
     match result {
@@ -135,12 +147,21 @@ pub fn run(args: RunArgs) -> i32 {
     }
 }
 
-async fn serve(config: Config, auth: Rc<dyn Authorizer>, ex: Rc<LocalExecutor<'static>>) -> Result<(), String> {
+async fn serve(
+    config: Config,
+    auth: Rc<dyn Authorizer>,
+    ex: Rc<LocalExecutor<'static>>,
+) -> Result<(), String> {
     let mut signals = Signals::new([Signal::Term, Signal::Int])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let relay = Relay::bind(&config, auth).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let relay = Relay::bind(&config, auth)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = relay.local_addr();
-    let (ws, http) = if relay.is_tls() { ("wss", "https") } else { ("ws", "http") };
+    let (ws, http) = if relay.is_tls() {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
     println!("fastpubsub-relay listening on {ws}://{addr}/ws (REST on {http}://{addr})");
     log::info!("listening on {addr}");
     let shutdown = async move {

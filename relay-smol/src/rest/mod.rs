@@ -29,19 +29,28 @@ pub struct HttpRequest {
 impl HttpRequest {
     /// The first header with this (lower-case) name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of a header (lower-case name), in order.
     pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers.iter().filter(move |(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The token of an `Authorization: Bearer <token>` header.
     pub fn bearer_token(&self) -> Option<&str> {
         let v = self.header("authorization")?;
         let (scheme, token) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty())
     }
 }
 
@@ -71,7 +80,12 @@ impl HttpResponse {
 
     /// An `application/json` response.
     pub fn json(status: u16, body: String) -> Self {
-        HttpResponse { status, content_type: "application/json", headers: Vec::new(), body: body.into_bytes() }
+        HttpResponse {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: body.into_bytes(),
+        }
     }
 }
 
@@ -82,11 +96,17 @@ pub trait RestHandler {
 }
 
 /// Routes a request: built-ins first, then the handlers, then 404.
-pub fn route(req: &HttpRequest, handlers: &[std::rc::Rc<dyn RestHandler>], broker: &Broker, now: SystemTime) -> HttpResponse {
+pub fn route(
+    req: &HttpRequest,
+    handlers: &[std::rc::Rc<dyn RestHandler>],
+    broker: &Broker,
+    now: SystemTime,
+) -> HttpResponse {
     match (req.method.as_str(), req.path.as_str()) {
         ("GET" | "HEAD", "/ping") => {
             let mut r = HttpResponse::text(200, "pong".to_string());
-            r.headers.push(("Access-Control-Allow-Origin", "*".to_string()));
+            r.headers
+                .push(("Access-Control-Allow-Origin", "*".to_string()));
             return r;
         }
         (_, "/ping") => return HttpResponse::text(405, "use GET /ping".to_string()),
@@ -106,7 +126,10 @@ pub fn route(req: &HttpRequest, handlers: &[std::rc::Rc<dyn RestHandler>], broke
     }
     HttpResponse::text(
         404,
-        format!("no such path: {} {} (this relay serves GET /ping, GET /stats and the WebSocket at /ws)", req.method, req.path),
+        format!(
+            "no such path: {} {} (this relay serves GET /ping, GET /stats and the WebSocket at /ws)",
+            req.method, req.path
+        ),
     )
 }
 

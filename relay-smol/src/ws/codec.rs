@@ -126,11 +126,19 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<Header>, ProtocolError> {
         n => (u64::from(n), 0),
     };
     let mask_at = 2 + len_bytes;
-    let Some(mask) = buf.get(mask_at..mask_at + 4).and_then(|m| <[u8; 4]>::try_from(m).ok())
+    let Some(mask) = buf
+        .get(mask_at..mask_at + 4)
+        .and_then(|m| <[u8; 4]>::try_from(m).ok())
     else {
         return Ok(None);
     };
-    Ok(Some(Header { fin, opcode, header_len: mask_at + 4, payload_len, mask }))
+    Ok(Some(Header {
+        fin,
+        opcode,
+        header_len: mask_at + 4,
+        payload_len,
+        mask,
+    }))
 }
 
 /// Unmasks `data` in place; `offset` is the position of `data[0]` within the frame payload.
@@ -194,10 +202,22 @@ mod tests {
     #[test]
     fn protocol_errors() {
         assert_eq!(parse_header(&[0x82, 0x00]), Err(ProtocolError::Unmasked));
-        assert_eq!(parse_header(&[0xC2, 0x80]), Err(ProtocolError::ReservedBits));
-        assert_eq!(parse_header(&[0x83, 0x80]), Err(ProtocolError::UnknownOpcode(3)));
-        assert_eq!(parse_header(&[0x09, 0x80]), Err(ProtocolError::BadControlFrame));
-        assert_eq!(parse_header(&[0x89, 0xFE]), Err(ProtocolError::BadControlFrame));
+        assert_eq!(
+            parse_header(&[0xC2, 0x80]),
+            Err(ProtocolError::ReservedBits)
+        );
+        assert_eq!(
+            parse_header(&[0x83, 0x80]),
+            Err(ProtocolError::UnknownOpcode(3))
+        );
+        assert_eq!(
+            parse_header(&[0x09, 0x80]),
+            Err(ProtocolError::BadControlFrame)
+        );
+        assert_eq!(
+            parse_header(&[0x89, 0xFE]),
+            Err(ProtocolError::BadControlFrame)
+        );
     }
 
     #[test]

@@ -116,7 +116,9 @@ impl Driver {
     fn flush(&mut self, cx: &mut Context<'_>) -> Result<(bool, bool), End> {
         let mut b = self.shared.broker.borrow_mut();
         loop {
-            let Some(st) = b.conn_mut(self.id) else { return Err(End::Drop) };
+            let Some(st) = b.conn_mut(self.id) else {
+                return Err(End::Drop);
+            };
             if st.must_drop() {
                 return Err(End::Drop);
             }
@@ -141,7 +143,9 @@ impl Driver {
     /// Handles freshly read bytes.
     fn process(&mut self, mut data: &mut [u8]) -> Result<(), End> {
         if self.skip > 0 {
-            let k = usize::try_from(self.skip).unwrap_or(usize::MAX).min(data.len());
+            let k = usize::try_from(self.skip)
+                .unwrap_or(usize::MAX)
+                .min(data.len());
             self.skip -= k as u64;
             data = data.get_mut(k..).unwrap_or(&mut []);
         }
@@ -182,7 +186,11 @@ impl Driver {
                 }
             };
             let is_data = matches!(h.opcode, OP_TEXT | OP_BINARY | OP_CONT);
-            let so_far = if h.opcode == OP_CONT { self.msg.len() as u64 } else { 0 };
+            let so_far = if h.opcode == OP_CONT {
+                self.msg.len() as u64
+            } else {
+                0
+            };
             if is_data && h.payload_len + so_far > max as u64 {
                 let total = h.header_len as u64 + h.payload_len;
                 let avail = rest.len() as u64;
@@ -232,7 +240,9 @@ impl Driver {
     }
 
     fn broker_closing(&self) -> bool {
-        self.broker().conn_mut(self.id).is_none_or(|c| c.is_closing())
+        self.broker()
+            .conn_mut(self.id)
+            .is_none_or(|c| c.is_closing())
     }
 
     fn on_frame(&mut self, opcode: u8, fin: bool, payload: &[u8]) -> Result<(), End> {
@@ -280,7 +290,11 @@ impl Driver {
                     [a, b, ..] => u16::from_be_bytes([*a, *b]),
                     _ => 1000,
                 };
-                let code = if matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999) { code } else { 1000 };
+                let code = if matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999) {
+                    code
+                } else {
+                    1000
+                };
                 self.broker().close(self.id, code, "", None);
                 Ok(())
             }
@@ -296,7 +310,13 @@ impl Driver {
     fn refuse_bad(&mut self, reason: &str, why: &str) -> Result<(), End> {
         let max = self.shared.limits.max_bad_frames;
         let mut b = self.broker();
-        b.send_reply(self.id, &Reply::Err { reason, parts: &[why] });
+        b.send_reply(
+            self.id,
+            &Reply::Err {
+                reason,
+                parts: &[why],
+            },
+        );
         let count = b.conn_mut(self.id).map_or(0, |c| c.note_bad_frame());
         if count > max {
             let why = format!("more than {max} malformed frames");
@@ -319,12 +339,20 @@ impl Driver {
                 Ok(p) => self.on_publish(&p),
                 Err(e @ FrameError::PayloadTooLarge { len }) => {
                     // Name the tenant and channel: they parsed fine before the payload.
-                    let cut = bytes.len().saturating_sub(len - fastpubsub_core::frame::limits::MAX_PAYLOAD_LEN);
+                    let cut = bytes
+                        .len()
+                        .saturating_sub(len - fastpubsub_core::frame::limits::MAX_PAYLOAD_LEN);
                     let why = e.to_string();
                     match bytes.get(..cut).map(Publish::new_checked) {
                         Some(Ok(p)) => {
                             let parts = ["PUB", p.tenant(), p.channel(), why.as_str()];
-                            self.broker().send_reply(self.id, &Reply::Err { reason: e.reason(), parts: &parts });
+                            self.broker().send_reply(
+                                self.id,
+                                &Reply::Err {
+                                    reason: e.reason(),
+                                    parts: &parts,
+                                },
+                            );
                             Ok(())
                         }
                         _ => self.refuse_bad(e.reason(), &why),
@@ -348,14 +376,21 @@ impl Driver {
                         SubError::PermissionDenied => ("permission_denied", String::new()),
                         SubError::TooManyForConnection(n) => (
                             "too_many_subscriptions",
-                            format!("this connection already holds the maximum of {n} subscriptions"),
+                            format!(
+                                "this connection already holds the maximum of {n} subscriptions"
+                            ),
                         ),
-                        SubError::RelayFull(n) => {
-                            ("relay_full", format!("this relay holds its maximum of {n} subscriptions"))
-                        }
+                        SubError::RelayFull(n) => (
+                            "relay_full",
+                            format!("this relay holds its maximum of {n} subscriptions"),
+                        ),
                     };
                     let parts_full = ["SUB", tenant, pattern, why.as_str()];
-                    let parts = if why.is_empty() { &parts_full[..3] } else { &parts_full[..] };
+                    let parts = if why.is_empty() {
+                        &parts_full[..3]
+                    } else {
+                        &parts_full[..]
+                    };
                     b.send_reply(id, &Reply::Err { reason, parts });
                 }
             },
@@ -375,12 +410,17 @@ impl Driver {
             let (reason, why) = match e {
                 PubError::InvalidChannel(pe) => ("invalid_channel", pe.to_string()),
                 PubError::PermissionDenied => ("permission_denied", String::new()),
-                PubError::RateLimited(rate) => {
-                    ("rate_limited", format!("over this connection's ingress limit of {rate} bytes/s"))
-                }
+                PubError::RateLimited(rate) => (
+                    "rate_limited",
+                    format!("over this connection's ingress limit of {rate} bytes/s"),
+                ),
             };
             let parts_full = ["PUB", p.tenant(), p.channel(), why.as_str()];
-            let parts = if why.is_empty() { &parts_full[..3] } else { &parts_full[..] };
+            let parts = if why.is_empty() {
+                &parts_full[..3]
+            } else {
+                &parts_full[..]
+            };
             b.send_reply(id, &Reply::Err { reason, parts });
         }
         Ok(())

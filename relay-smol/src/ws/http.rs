@@ -49,7 +49,10 @@ pub async fn read_request(
                 }
             }
             Err(e) => {
-                return Err(ReadError::Respond(HttpResponse::text(400, format!("malformed HTTP request: {e}"))));
+                return Err(ReadError::Respond(HttpResponse::text(
+                    400,
+                    format!("malformed HTTP request: {e}"),
+                )));
             }
         }
     };
@@ -60,14 +63,23 @@ pub async fn read_request(
         }
         buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
     }
-    req.body = buf.get(head_len..head_len + body_len).unwrap_or(&[]).to_vec();
+    req.body = buf
+        .get(head_len..head_len + body_len)
+        .unwrap_or(&[])
+        .to_vec();
     let rest = buf.get(head_len + body_len..).unwrap_or(&[]).to_vec();
     Ok((req, rest))
 }
 
-fn to_request(parsed: &httparse::Request<'_, '_>, peer: SocketAddr) -> Result<HttpRequest, ReadError> {
+fn to_request(
+    parsed: &httparse::Request<'_, '_>,
+    peer: SocketAddr,
+) -> Result<HttpRequest, ReadError> {
     let bad = |why: &str| ReadError::Respond(HttpResponse::text(400, why.to_string()));
-    let method = parsed.method.ok_or_else(|| bad("missing method"))?.to_string();
+    let method = parsed
+        .method
+        .ok_or_else(|| bad("missing method"))?
+        .to_string();
     let target = parsed.path.ok_or_else(|| bad("missing request target"))?;
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
@@ -79,7 +91,14 @@ fn to_request(parsed: &httparse::Request<'_, '_>, peer: SocketAddr) -> Result<Ht
             .map_err(|_| bad(&format!("header {} is not valid UTF-8", h.name)))?;
         headers.push((h.name.to_ascii_lowercase(), value.trim().to_string()));
     }
-    Ok(HttpRequest { method, path, query, headers, body: Vec::new(), peer })
+    Ok(HttpRequest {
+        method,
+        path,
+        query,
+        headers,
+        body: Vec::new(),
+        peer,
+    })
 }
 
 fn body_length(req: &HttpRequest, limits: &Limits) -> Result<usize, ReadError> {
@@ -89,14 +108,22 @@ fn body_length(req: &HttpRequest, limits: &Limits) -> Result<usize, ReadError> {
             "chunked bodies are not supported; send Content-Length".to_string(),
         )));
     }
-    let Some(v) = req.header("content-length") else { return Ok(0) };
+    let Some(v) = req.header("content-length") else {
+        return Ok(0);
+    };
     let len: usize = v.parse().map_err(|_| {
-        ReadError::Respond(HttpResponse::text(400, format!("bad Content-Length: {v:?}")))
+        ReadError::Respond(HttpResponse::text(
+            400,
+            format!("bad Content-Length: {v:?}"),
+        ))
     })?;
     if len > limits.max_http_body {
         return Err(ReadError::Respond(HttpResponse::text(
             413,
-            format!("request body of {len} bytes is over the limit of {} bytes", limits.max_http_body),
+            format!(
+                "request body of {len} bytes is over the limit of {} bytes",
+                limits.max_http_body
+            ),
         )));
     }
     Ok(len)

@@ -71,7 +71,14 @@ impl Relay {
             scratch: RefCell::new(vec![0u8; SCRATCH_LEN]),
             limits: config.limits.clone(),
         });
-        Ok(Relay { listener, local_addr, shared, auth, tls, rest: Vec::new() })
+        Ok(Relay {
+            listener,
+            local_addr,
+            shared,
+            auth,
+            tls,
+            rest: Vec::new(),
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -101,17 +108,32 @@ impl Relay {
         ex: Rc<LocalExecutor<'static>>,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let Relay { listener, shared, auth, tls, rest, .. } = self;
+        let Relay {
+            listener,
+            shared,
+            auth,
+            tls,
+            rest,
+            ..
+        } = self;
         let limits = shared.limits.clone();
-        let ctx = Rc::new(Ctx { shared: shared.clone(), auth, tls, rest });
+        let ctx = Rc::new(Ctx {
+            shared: shared.clone(),
+            auth,
+            tls,
+            rest,
+        });
         let broker = shared.broker.clone();
 
-        let sweep_every = (limits.slow_consumer_grace / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let sweep_every = (limits.slow_consumer_grace / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
         let sweeper_broker = broker.clone();
         let sweeper = ex.spawn(async move {
             loop {
                 Timer::after(sweep_every).await;
-                sweeper_broker.borrow_mut().sweep(clock::now(), clock::wall_now());
+                sweeper_broker
+                    .borrow_mut()
+                    .sweep(clock::now(), clock::wall_now());
             }
         });
 
@@ -195,11 +217,14 @@ async fn respond(io: &mut Transport, resp: &HttpResponse) {
 }
 
 fn has_token(value: &str, token: &str) -> bool {
-    value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+    value
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 fn is_upgrade(req: &HttpRequest) -> bool {
-    req.headers_named("upgrade").any(|v| has_token(v, "websocket"))
+    req.headers_named("upgrade")
+        .any(|v| has_token(v, "websocket"))
 }
 
 /// What the handshake found in the request.
@@ -214,7 +239,10 @@ fn check_upgrade(req: &HttpRequest) -> Result<Offer<'_>, HttpResponse> {
     if req.method != "GET" {
         return Err(bad("the WebSocket handshake must be a GET"));
     }
-    if !req.headers_named("connection").any(|v| has_token(v, "upgrade")) {
+    if !req
+        .headers_named("connection")
+        .any(|v| has_token(v, "upgrade"))
+    {
         return Err(bad("WebSocket handshake needs `Connection: Upgrade`"));
     }
     if req.header("sec-websocket-version") != Some("13") {
@@ -222,7 +250,9 @@ fn check_upgrade(req: &HttpRequest) -> Result<Offer<'_>, HttpResponse> {
         r.headers.push(("Sec-WebSocket-Version", "13".to_string()));
         return Err(r);
     }
-    let key = req.header("sec-websocket-key").ok_or_else(|| bad("missing Sec-WebSocket-Key"))?;
+    let key = req
+        .header("sec-websocket-key")
+        .ok_or_else(|| bad("missing Sec-WebSocket-Key"))?;
     let mut token = None;
     let mut offered = false;
     let mut wants_llps = false;
@@ -237,10 +267,16 @@ fn check_upgrade(req: &HttpRequest) -> Result<Offer<'_>, HttpResponse> {
         }
     }
     if offered && !wants_llps {
-        return Err(bad("this relay speaks the WebSocket subprotocol llps.v1; offer it in Sec-WebSocket-Protocol"));
+        return Err(bad(
+            "this relay speaks the WebSocket subprotocol llps.v1; offer it in Sec-WebSocket-Protocol",
+        ));
     }
     let token = token.or_else(|| req.bearer_token());
-    Ok(Offer { key, token, wants_llps })
+    Ok(Offer {
+        key,
+        token,
+        wants_llps,
+    })
 }
 
 async fn upgrade(mut io: Transport, req: HttpRequest, rest: Vec<u8>, ctx: Rc<Ctx>) {
@@ -257,22 +293,28 @@ async fn upgrade(mut io: Transport, req: HttpRequest, rest: Vec<u8>, ctx: Rc<Ctx
     let access = match ctx.auth.authorize(&hs) {
         Ok(a) => a,
         Err(refusal) => {
-            log::debug!("handshake from {} refused: {} {}", req.peer, refusal.status, refusal.reason);
+            log::debug!(
+                "handshake from {} refused: {} {}",
+                req.peer,
+                refusal.status,
+                refusal.reason
+            );
             return respond(&mut io, &HttpResponse::text(refusal.status, refusal.reason)).await;
         }
     };
     let registered = ctx.shared.broker.borrow_mut().register(access);
     let Some(id) = registered else {
-        let broker = ctx.shared.broker.borrow();
-        let why = if broker.is_shutting_down() {
-            "relay is shutting down; connect to another relay or retry shortly".to_string()
-        } else {
-            format!(
-                "relay is at its connection limit ({}); retry later or use another relay",
-                broker.limits().max_connections
-            )
+        let why = {
+            let broker = ctx.shared.broker.borrow();
+            if broker.is_shutting_down() {
+                "relay is shutting down; connect to another relay or retry shortly".to_string()
+            } else {
+                format!(
+                    "relay is at its connection limit ({}); retry later or use another relay",
+                    broker.limits().max_connections
+                )
+            }
         };
-        drop(broker);
         return respond(&mut io, &HttpResponse::text(503, why)).await;
     };
     let accept = tungstenite::handshake::derive_accept_key(offer.key.as_bytes());
