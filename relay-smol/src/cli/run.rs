@@ -108,6 +108,23 @@ pub fn choose_authorizer(args: &RunArgs) -> Result<Rc<dyn Authorizer>, String> {
     )
 }
 
+/// Raises the soft open-files limit to the hard limit: every connection is a descriptor.
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let l = getrlimit(Resource::Nofile);
+    let target = l.maximum.unwrap_or(1 << 20);
+    if l.current.is_some_and(|c| c < target) {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(target),
+                maximum: l.maximum,
+            },
+        );
+    }
+    getrlimit(Resource::Nofile).current
+}
+
 /// Runs the relay; returns the exit code.
 pub fn run(args: RunArgs) -> i32 {
     let auth = match choose_authorizer(&args) {
