@@ -163,6 +163,8 @@ struct RouteSlot {
     adv: Metric,
     /// Smoothed total metric (adv + link cost).
     smoothed: Metric,
+    /// Mean deviation of the samples from `smoothed`, µs (noise estimate).
+    dev: u32,
     expires_at: u64,
 }
 
@@ -172,8 +174,26 @@ impl RouteSlot {
         seqno: Seqno(0),
         adv: Metric::INFINITY,
         smoothed: Metric::INFINITY,
+        dev: 0,
         expires_at: 0,
     };
+
+    /// Takes a new sample of the route's total metric: smoothing (with a jump on
+    /// large changes) and the noise estimate, like TCP's SRTT and RTTVAR.
+    fn sample(&mut self, raw: Metric, cfg: &RouteConfig) {
+        if !self.smoothed.is_finite() || !raw.is_finite() {
+            self.smoothed = raw;
+            self.dev = 0;
+            return;
+        }
+        let (next, jumped) = smooth(self.smoothed, raw, cfg);
+        if !jumped {
+            let diff = raw.as_us().abs_diff(self.smoothed.as_us());
+            let dev = i64::from(self.dev);
+            self.dev = u32::try_from(dev + ((i64::from(diff) - dev) >> 2)).unwrap_or(u32::MAX);
+        }
+        self.smoothed = next;
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -247,21 +267,22 @@ fn feasible(fd: Option<(Seqno, Metric)>, seqno: Seqno, metric: Metric) -> bool {
     }
 }
 
-/// Moves `prev` toward `sample`; jumps straight to it on a large change.
-fn smooth(prev: Metric, sample: Metric, cfg: &RouteConfig) -> Metric {
+/// Moves `prev` toward `sample`; jumps straight to it on a large change (then
+/// also returns true).
+fn smooth(prev: Metric, sample: Metric, cfg: &RouteConfig) -> (Metric, bool) {
     if !prev.is_finite() || !sample.is_finite() {
-        return sample;
+        return (sample, true);
     }
     let (p, s) = (i64::from(prev.as_us()), i64::from(sample.as_us()));
     let diff = s - p;
     if diff.unsigned_abs() > u64::from(margin(prev, cfg.jump_us, cfg.jump_ppm)) {
-        return sample;
+        return (sample, true);
     }
     let mut step = diff >> cfg.smoothing_shift.min(16);
     if step == 0 && diff != 0 {
         step = diff.signum();
     }
-    Metric::from_us(u64::try_from(p + step).unwrap_or(0))
+    (Metric::from_us(u64::try_from(p + step).unwrap_or(0)), false)
 }
 
 /// `a + margin < b`, without overflow.
@@ -472,8 +493,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
                 continue;
             }
             let raw = self.metric(d, nb);
-            let r = &mut self.routes[d][nb];
-            r.smoothed = smooth(r.smoothed, raw, &self.cfg);
+            self.routes[d][nb].sample(raw, &self.cfg);
             self.reconsider(d, nb, now_us);
         }
         Ok(())
@@ -563,18 +583,27 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         }
         let raw = update.metric.add(self.neighbors[nb].cost);
         let r = &mut self.routes[d][nb];
-        let smoothed = if r.present {
-            smooth(r.smoothed, raw, &self.cfg)
-        } else {
-            raw
-        };
-        *r = RouteSlot {
-            present: true,
-            seqno: update.seqno,
-            adv: update.metric,
-            smoothed,
-            expires_at: now_us.saturating_add(self.cfg.route_expiry_us),
-        };
+        // Fast path: a refresh of an unchanged, settled route only extends its life.
+        if r.present
+            && r.seqno == update.seqno
+            && r.adv == update.metric
+            && r.smoothed == raw
+            && r.dev == 0
+        {
+            r.expires_at = now_us.saturating_add(self.cfg.route_expiry_us);
+            if self.dests[d].settle.is_some_and(|(c, _)| c == nb) {
+                self.select(d, now_us);
+            }
+            return Ok(());
+        }
+        if !r.present {
+            *r = RouteSlot::EMPTY;
+        }
+        r.present = true;
+        r.seqno = update.seqno;
+        r.adv = update.metric;
+        r.expires_at = now_us.saturating_add(self.cfg.route_expiry_us);
+        r.sample(raw, &self.cfg);
         self.reconsider(d, nb, now_us);
         Ok(())
     }
@@ -608,7 +637,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
             self.touch(d, |s| s.send_update = true);
             return Ok(());
         }
-        let target = self.dests[d].selected.or_else(|| self.best(d, false));
+        let target = self.dests[d].selected.or_else(|| self.best(d).1);
         let dup = self.dests[d].last_forward.is_some_and(|(s, t)| {
             s == request.seqno && now_us.saturating_sub(t) < self.cfg.request_dedup_us
         });
@@ -807,20 +836,34 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
                 continue;
             }
             let mut expired = false;
+            let mut moved = false;
             let mut any = false;
             for n in 0..N_NEIGH {
+                if !self.routes[d][n].present {
+                    continue;
+                }
+                let raw = self.metric(d, n);
                 let r = &mut self.routes[d][n];
-                if r.present && r.expires_at <= now_us {
+                if r.expires_at <= now_us {
                     *r = RouteSlot::EMPTY;
                     expired = true;
                     self.stats.routes_expired += 1;
+                    continue;
                 }
-                any |= self.routes[d][n].present;
+                any = true;
+                // Time-based part of the smoothing: the smoothed metric keeps moving
+                // toward the current one even without new samples, and the noise
+                // estimate fades when no new deviation feeds it.
+                r.dev -= r.dev.div_ceil(4);
+                if r.smoothed != raw {
+                    r.smoothed = smooth(r.smoothed, raw, &self.cfg).0;
+                    moved = true;
+                }
             }
             let settled = self.dests[d]
                 .settle
                 .is_some_and(|(_, t)| now_us.saturating_sub(t) >= self.cfg.settle_time_us);
-            if expired || settled {
+            if expired || settled || moved {
                 self.select(d, now_us);
             }
             if let Some(mut r) = self.dests[d].request
@@ -871,25 +914,27 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         }
     }
 
-    /// The best route to `d` by smoothed metric (ties: raw metric, then neighbour
-    /// id), among feasible routes only or among all finite ones.
-    fn best(&self, d: usize, feasible_only: bool) -> Option<usize> {
+    /// The best routes to `d` by smoothed metric (ties: raw metric, then neighbour
+    /// id): (among feasible routes, among all finite routes).
+    fn best(&self, d: usize) -> (Option<usize>, Option<usize>) {
         let fd = self.dests[d].fd;
-        let mut best: Option<(Metric, Metric, RelayId, usize)> = None;
-        for n in 0..N_NEIGH {
-            let r = &self.routes[d][n];
+        type Key = (Metric, Metric, RelayId, usize);
+        let mut best_f: Option<Key> = None;
+        let mut best_a: Option<Key> = None;
+        let better = |k: &Key, b: &Option<Key>| b.is_none_or(|b| (k.0, k.1, k.2) < (b.0, b.1, b.2));
+        for (n, r) in self.routes[d].iter().enumerate() {
             if !r.present || !r.adv.is_finite() {
                 continue;
             }
-            if feasible_only && !feasible(fd, r.seqno, r.adv) {
-                continue;
-            }
             let key = (r.smoothed, self.metric(d, n), self.neighbors[n].id, n);
-            if best.is_none_or(|b| (key.0, key.1, key.2) < (b.0, b.1, b.2)) {
-                best = Some(key);
+            if better(&key, &best_a) {
+                best_a = Some(key);
+            }
+            if feasible(fd, r.seqno, r.adv) && better(&key, &best_f) {
+                best_f = Some(key);
             }
         }
-        best.map(|b| b.3)
+        (best_f.map(|b| b.3), best_a.map(|b| b.3))
     }
 
     /// Route selection with hysteresis (see the module docs), then the seqno
@@ -900,7 +945,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
             let r = &self.routes[d][n];
             r.present && feasible(fd, r.seqno, r.adv)
         });
-        let best = self.best(d, true);
+        let (best, best_any) = self.best(d);
         let new = match (cur, best) {
             (None, b) => {
                 self.dests[d].settle = None;
@@ -919,11 +964,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
                     margin(cs, self.cfg.fast_margin_us, self.cfg.fast_margin_ppm),
                 ) {
                     Some(b)
-                } else if better_by(
-                    bs,
-                    cs,
-                    margin(cs, self.cfg.settle_margin_us, self.cfg.settle_margin_ppm),
-                ) {
+                } else if better_by(bs, cs, self.settle_margin(d, c, b)) {
                     match self.dests[d].settle {
                         Some((n, since)) if n == b => {
                             if now_us.saturating_sub(since) >= self.cfg.settle_time_us {
@@ -951,7 +992,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
             self.install(d, new, now_us);
         }
         // Seqno request when a better route is stuck unfeasible (RFC 8966 §3.8.2.1).
-        match self.best(d, false) {
+        match best_any {
             Some(a) if !feasible(fd, self.routes[d][a].seqno, self.routes[d][a].adv) => {
                 let better = match new {
                     None => true,
@@ -975,6 +1016,22 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
             }
         }
         self.check_trigger(d);
+    }
+
+    /// The margin a candidate `b` must beat the current route `c` by for the settle
+    /// time: the configured margin plus an allowance for the measured noise of both
+    /// routes, so two equal routes under noise do not take turns.
+    fn settle_margin(&self, d: usize, c: usize, b: usize) -> u32 {
+        let cs = self.routes[d][c].smoothed;
+        let noise = (u64::from(self.routes[d][c].dev) + u64::from(self.routes[d][b].dev))
+            * u64::from(self.cfg.noise_weight_pct)
+            / 100;
+        let m = u64::from(margin(
+            cs,
+            self.cfg.settle_margin_us,
+            self.cfg.settle_margin_ppm,
+        )) + noise;
+        u32::try_from(m).unwrap_or(u32::MAX)
     }
 
     fn install(&mut self, d: usize, new: Option<usize>, now_us: u64) {
