@@ -510,3 +510,368 @@ pub fn load_matrix(file: &str) -> (Vec<String>, Vec<Vec<u32>>) {
     }
     (names, m)
 }
+
+/// How good the installed routes are against an optimum over the same link costs.
+#[derive(Clone, Debug, Default)]
+pub struct Quality {
+    /// Ordered pairs looked at.
+    pub pairs: usize,
+    /// Pairs whose installed path costs within `max(1 ms, 1 %)` of the optimum.
+    pub within: usize,
+    /// Pairs with no working installed path although the optimum exists.
+    pub broken: usize,
+    /// Largest excess of an installed path over its optimum, µs (one-way metric).
+    pub worst_excess_us: u64,
+    /// Sum over directly linked pairs of (direct link cost − optimum), µs.
+    pub possible_saving_us: u64,
+    /// Sum over directly linked pairs of (direct link cost − installed path cost), µs.
+    pub realized_saving_us: u64,
+}
+
+impl Quality {
+    /// Share of the possible savings over direct links the mesh realizes.
+    pub fn realized_share(&self) -> f64 {
+        if self.possible_saving_us == 0 {
+            1.0
+        } else {
+            self.realized_saving_us as f64 / self.possible_saving_us as f64
+        }
+    }
+    pub fn all_within(&self) -> bool {
+        self.within == self.pairs
+    }
+}
+
+impl<const D: usize, const N: usize> Sim<D, N> {
+    pub fn quality(&self, opt: &[Vec<Option<u64>>]) -> Quality {
+        let n = self.len();
+        let mut q = Quality::default();
+        for a in 0..n {
+            for d in 0..n {
+                let Some(o) = opt[a][d] else { continue };
+                if a == d {
+                    continue;
+                }
+                q.pairs += 1;
+                let Some(g) = self.path_cost(a, d) else {
+                    q.broken += 1;
+                    continue;
+                };
+                if within_tolerance(g, o) {
+                    q.within += 1;
+                }
+                q.worst_excess_us = q.worst_excess_us.max(g.saturating_sub(o));
+                if self.up[a][d] {
+                    let direct = self.link_cost(a, d);
+                    q.possible_saving_us += direct.saturating_sub(o);
+                    q.realized_saving_us += direct.saturating_sub(g);
+                }
+            }
+        }
+        q
+    }
+
+    /// Runs in 100 ms slices until every pair is within tolerance of `opt` (checked
+    /// after each slice) or `limit` µs passed; returns the virtual time it took.
+    pub fn converge(&mut self, opt: &[Vec<Option<u64>>], limit: u64) -> Option<u64> {
+        let t0 = self.now;
+        loop {
+            if self.quality(opt).all_within() {
+                return Some(self.now - t0);
+            }
+            if self.now >= t0 + limit {
+                return None;
+            }
+            let t = self.now + 100_000;
+            self.run_until(t);
+        }
+    }
+
+    /// The RTT (sum of the matrix RTTs, ms) along the installed path a→d.
+    pub fn path_rtt_ms(&self, a: usize, d: usize) -> Option<f64> {
+        let mut at = a;
+        let mut sum = 0u64;
+        for _ in 0..self.len() {
+            if at == d {
+                return Some(sum as f64 / 1000.0);
+            }
+            let nh = self.next_hop(at, d)?;
+            sum += u64::from(self.rtt[at][nh]);
+            at = nh;
+        }
+        None
+    }
+
+    /// The up link (a, b) used by the most installed paths.
+    pub fn busiest_link(&self) -> (usize, usize, usize) {
+        let n = self.len();
+        let mut count = vec![vec![0usize; n]; n];
+        for a in 0..n {
+            for d in 0..n {
+                let mut at = a;
+                for nh in self.path(a, d) {
+                    count[at][nh] += 1;
+                    at = nh;
+                }
+            }
+        }
+        let mut best = (0, 0, 0);
+        for a in 0..n {
+            for b in 0..n {
+                let c = count[a][b] + count[b][a];
+                if a < b && c > best.2 {
+                    best = (a, b, c);
+                }
+            }
+        }
+        best
+    }
+}
+
+/// The savings table in RTT terms, comparable with the data set's own figures:
+/// pairs improved by ≥ 5 ms and ≥ 10 % over the direct RTT, and their median saving.
+#[derive(Clone, Debug)]
+pub struct Savings {
+    pub pairs: usize,
+    pub improved: usize,
+    pub median_saving_ms: f64,
+    /// Pairs whose path is ≥ 5 ms slower than the direct Internet path (only
+    /// possible when the direct link is not in the mesh).
+    pub worse: usize,
+}
+
+impl Savings {
+    /// From (direct RTT, path RTT) per ordered pair, in ms.
+    pub fn from_pairs(pairs: &[(f64, f64)]) -> Savings {
+        let mut s: Vec<f64> = pairs
+            .iter()
+            .filter(|(d, p)| d - p >= 5.0 && d - p >= 0.1 * d)
+            .map(|(d, p)| d - p)
+            .collect();
+        s.sort_by(f64::total_cmp);
+        let median = if s.is_empty() { 0.0 } else { s[s.len() / 2] };
+        Savings {
+            pairs: pairs.len(),
+            improved: s.len(),
+            median_saving_ms: median,
+            worse: pairs.iter().filter(|(d, p)| p - d >= 5.0).count(),
+        }
+    }
+
+    pub fn share(&self) -> f64 {
+        self.improved as f64 / self.pairs.max(1) as f64
+    }
+}
+
+/// Optimal RTT paths (Dijkstra over the RTT matrix restricted to `links`), ms.
+pub fn optimal_rtt_ms(rtt: &[Vec<u32>], up: &dyn Fn(usize, usize) -> bool, src: usize) -> Vec<f64> {
+    let n = rtt.len();
+    let mut dist = vec![f64::INFINITY; n];
+    let mut done = vec![false; n];
+    dist[src] = 0.0;
+    for _ in 0..n {
+        let Some(u) = (0..n)
+            .filter(|&v| !done[v] && dist[v].is_finite())
+            .min_by(|&x, &y| dist[x].total_cmp(&dist[y]))
+        else {
+            break;
+        };
+        done[u] = true;
+        for v in 0..n {
+            if v != u && up(u, v) {
+                let nd = dist[u] + f64::from(rtt[u][v]) / 1000.0;
+                if nd < dist[v] {
+                    dist[v] = nd;
+                }
+            }
+        }
+    }
+    dist
+}
+
+/// Neighbour choice for a mesh limited to `max` neighbours per relay: first the
+/// lowest-latency peers (pairs taken in order of mean RTT, while both ends have
+/// fewer than `near` such links), then random long links (seeded) until every
+/// relay has `max` or no partner with room is left. Links are symmetric.
+pub fn limited_neighbours(
+    rtt: &[Vec<u32>],
+    near: usize,
+    max: usize,
+    seed: u64,
+) -> Vec<(usize, usize)> {
+    let n = rtt.len();
+    let mut deg = vec![0usize; n];
+    let mut linked = vec![vec![false; n]; n];
+    let mut links = Vec::new();
+    let mut pairs: Vec<(u64, usize, usize)> = Vec::new();
+    for a in 0..n {
+        for b in a + 1..n {
+            pairs.push((u64::from(rtt[a][b]) + u64::from(rtt[b][a]), a, b));
+        }
+    }
+    pairs.sort();
+    for &(_, a, b) in &pairs {
+        if deg[a] < near && deg[b] < near {
+            deg[a] += 1;
+            deg[b] += 1;
+            linked[a][b] = true;
+            linked[b][a] = true;
+            links.push((a, b));
+        }
+    }
+    let mut rng = Rng::new(seed);
+    for a in 0..n {
+        let mut tries = 0;
+        while deg[a] < max && tries < 20 * n {
+            tries += 1;
+            let b = rng.below(n as u64) as usize;
+            if b != a && !linked[a][b] && deg[b] < max {
+                deg[a] += 1;
+                deg[b] += 1;
+                linked[a][b] = true;
+                linked[b][a] = true;
+                links.push((a.min(b), a.max(b)));
+            }
+        }
+    }
+    links
+}
+
+/// Results of one scenario on the real matrix.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub label: String,
+    pub links: usize,
+    pub cold_start_us: Option<u64>,
+    pub quality: Quality,
+    pub mesh: Savings,
+    pub optimum: Savings,
+    pub doubled: (usize, usize),
+    pub after_double_us: Option<u64>,
+    pub quality_after_double: Quality,
+    pub messages: u64,
+    pub route_changes: u64,
+    pub example: String,
+}
+
+/// Cold start of `links` on the matrix, convergence, then the busiest link's RTT
+/// doubles and the mesh converges again. `limit_us` bounds each phase.
+pub fn scenario<const D: usize, const N: usize>(
+    label: &str,
+    names: &[String],
+    rtt: &[Vec<u32>],
+    links: &[(usize, usize)],
+    cfg: RouteConfig,
+    limit_us: u64,
+) -> Report {
+    let n = names.len();
+    let mut sim: Sim<D, N> = Sim::new(n, cfg, 7);
+    let all: Vec<_> = links
+        .iter()
+        .map(|&(a, b)| (a, b, rtt[a][b], rtt[b][a]))
+        .collect();
+    sim.add_links(&all);
+    let opt = sim.all_pairs();
+    let cold_start_us = sim.converge(&opt, limit_us);
+    let quality = sim.quality(&opt);
+
+    let mut mesh_pairs = Vec::new();
+    let mut opt_pairs = Vec::new();
+    for a in 0..n {
+        let best = optimal_rtt_ms(rtt, &|u, v| sim.is_up(u, v), a);
+        for d in 0..n {
+            if a != d {
+                let direct = f64::from(rtt[a][d]) / 1000.0;
+                mesh_pairs.push((direct, sim.path_rtt_ms(a, d).unwrap_or(f64::INFINITY)));
+                opt_pairs.push((direct, best[d]));
+            }
+        }
+    }
+    let idx = |name: &str| names.iter().position(|x| x == name);
+    let example = match (idx("Tokyo"), idx("Frankfurt")) {
+        (Some(t), Some(f)) => {
+            let hops: Vec<&str> = sim.path(t, f).iter().map(|&h| names[h].as_str()).collect();
+            format!(
+                "Tokyo→Frankfurt: direct {:.1} ms, mesh {:.1} ms via {}",
+                f64::from(rtt[t][f]) / 1000.0,
+                sim.path_rtt_ms(t, f).unwrap_or(f64::NAN),
+                hops.join(" → ")
+            )
+        }
+        _ => String::new(),
+    };
+
+    let (a, b, _) = sim.busiest_link();
+    sim.set_rtt(a, b, rtt[a][b] * 2, rtt[b][a] * 2);
+    let opt2 = sim.all_pairs();
+    let t0 = sim.now;
+    // The ends learn the new RTT at their next measurement; time counts from the change.
+    let after = sim.converge(&opt2, limit_us);
+    let after_double_us = after.map(|_| sim.now - t0);
+    let quality_after_double = sim.quality(&opt2);
+    Report {
+        label: label.to_string(),
+        links: links.len(),
+        cold_start_us,
+        quality,
+        mesh: Savings::from_pairs(&mesh_pairs),
+        optimum: Savings::from_pairs(&opt_pairs),
+        doubled: (a, b),
+        after_double_us,
+        quality_after_double,
+        messages: sim.delivered,
+        route_changes: sim.route_changes,
+        example,
+    }
+}
+
+impl Report {
+    pub fn print(&self, names: &[String]) {
+        let secs = |t: Option<u64>| {
+            t.map_or("not converged".to_string(), |t| {
+                format!("{:.1} s", t as f64 / 1e6)
+            })
+        };
+        println!("== {} ({} links)", self.label, self.links);
+        println!(
+            "  cold start: all {} pairs within max(1 ms, 1 %) of the optimum after {} (worst excess {} µs, {} broken)",
+            self.quality.pairs,
+            secs(self.cold_start_us),
+            self.quality.worst_excess_us,
+            self.quality.broken
+        );
+        println!(
+            "  savings over direct links realized: {:.2} % of possible",
+            100.0 * self.quality.realized_share()
+        );
+        println!(
+            "  RTT of {}–{} doubled: converged again after {} (worst excess {} µs)",
+            names[self.doubled.0],
+            names[self.doubled.1],
+            secs(self.after_double_us),
+            self.quality_after_double.worst_excess_us
+        );
+        println!(
+            "  {} messages, {} route changes in all",
+            self.messages, self.route_changes
+        );
+        println!(
+            "  | paths | pairs improved ≥5 ms & ≥10 % | median saving | pairs ≥5 ms worse than direct |"
+        );
+        println!("  |---|---|---|---|");
+        for (name, s) in [
+            ("installed routes", &self.mesh),
+            ("optimum over the same links", &self.optimum),
+        ] {
+            println!(
+                "  | {name} | {} / {} ({:.1} %) | {:.1} ms | {} |",
+                s.improved,
+                s.pairs,
+                100.0 * s.share(),
+                s.median_saving_ms,
+                s.worse
+            );
+        }
+        println!("  {}", self.example);
+    }
+}
