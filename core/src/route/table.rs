@@ -1125,3 +1125,297 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: RelayId = RelayId(1);
+    const B: RelayId = RelayId(2);
+    const D: RelayId = RelayId(9);
+    const ME: RelayId = RelayId(5);
+
+    fn table() -> RouteTable<4, 2> {
+        let t = RouteTable::new(ME, Seqno(100), RouteConfig::default(), 0);
+        t.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn drain(t: &mut RouteTable<4, 2>) -> heapless::Vec<Transmit, 16> {
+        let mut v = heapless::Vec::new();
+        while let Some(tx) = t.poll_transmit() {
+            assert!(v.push(tx).is_ok(), "too many transmits");
+        }
+        v
+    }
+
+    fn upd(source: RelayId, seqno: u16, ms: u32) -> Update {
+        Update {
+            source,
+            seqno: Seqno(seqno),
+            metric: if ms == u32::MAX {
+                Metric::INFINITY
+            } else {
+                Metric(ms * 1000)
+            },
+        }
+    }
+
+    /// Link costs: A 10.1 ms, B 20.1 ms (RTT/2 + 100 µs hop cost).
+    fn with_links(t: &mut RouteTable<4, 2>) {
+        assert_eq!(
+            t.handle_link_metric(A, LinkMeasurement::from_rtt_us(20_000), 0),
+            Ok(())
+        );
+        assert_eq!(
+            t.handle_link_metric(B, LinkMeasurement::from_rtt_us(40_000), 0),
+            Ok(())
+        );
+        let out = drain(t);
+        // One self announcement, to everyone.
+        assert_eq!(
+            out.as_slice(),
+            &[Transmit {
+                to: Recipient::AllNeighbors,
+                message: Message::Update(Update {
+                    source: ME,
+                    seqno: Seqno(100),
+                    metric: Metric::ZERO,
+                }),
+            }]
+        );
+    }
+
+    #[test]
+    fn learns_announces_and_reports_a_route() {
+        let mut t = table();
+        with_links(&mut t);
+        assert_eq!(t.handle_update(A, upd(D, 7, 30), 1_000), Ok(()));
+        assert_eq!(t.next_hop(D), Some(A));
+        assert_eq!(
+            t.poll_event(),
+            Some(RouteEvent::Installed {
+                at_us: 1_000,
+                dest: D,
+                next_hop: A,
+                metric: Metric(40_100),
+            })
+        );
+        assert_eq!(t.poll_event(), None);
+        let out = drain(&mut t);
+        assert_eq!(out.len(), 1);
+        let mut want = upd(D, 7, 0);
+        want.metric = Metric(40_100);
+        assert_eq!(out[0].message, Message::Update(want));
+        let info = t.route(D).unwrap_or_else(|| panic!("route to D"));
+        assert_eq!(info.metric, Metric(40_100));
+        assert_eq!(info.seqno, Some(Seqno(7)));
+        assert_eq!(info.feasibility_distance, Some((Seqno(7), Metric(40_100))));
+        assert_eq!(info.direct_metric, None);
+        assert_eq!(t.routes().count(), 1);
+        assert_eq!(t.neighbors().count(), 2);
+    }
+
+    #[test]
+    fn unfeasible_route_waits_for_a_new_seqno() {
+        let mut t = table();
+        with_links(&mut t);
+        t.handle_update(A, upd(D, 7, 30), 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        drain(&mut t); // advertised (7, 40.1 ms): the feasibility distance
+        while t.poll_event().is_some() {}
+        t.handle_update(A, upd(D, 7, u32::MAX), 1_000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.next_hop(D), None);
+        assert!(matches!(
+            t.poll_event(),
+            Some(RouteEvent::Retracted {
+                dest: D,
+                old_next_hop: A,
+                ..
+            })
+        ));
+        let out = drain(&mut t);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].message, Message::Update(upd(D, 7, u32::MAX)));
+        // B's route has the same seqno and a metric (45 ms) not below the
+        // feasibility distance (40.1 ms): unfeasible, so a seqno request goes to B.
+        t.handle_update(B, upd(D, 7, 45), 2_000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            t.next_hop(D),
+            None,
+            "unfeasible route must not be installed"
+        );
+        assert_eq!(t.stats().updates_unfeasible, 1);
+        let out = drain(&mut t);
+        assert_eq!(
+            out.as_slice(),
+            &[Transmit {
+                to: Recipient::Neighbor(B),
+                message: Message::SeqnoRequest(SeqnoRequest {
+                    source: D,
+                    seqno: Seqno(8),
+                    hop_count: 16,
+                }),
+            }]
+        );
+        // The source answers with seqno 8: feasible now.
+        t.handle_update(B, upd(D, 8, 45), 3_000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.next_hop(D), Some(B));
+        assert_eq!(t.route(D).map(|r| r.metric), Some(Metric(65_100)));
+    }
+
+    #[test]
+    fn answers_and_forwards_seqno_requests() {
+        let mut t = table();
+        with_links(&mut t);
+        // For itself: raises its seqno and announces.
+        let req = SeqnoRequest {
+            source: ME,
+            seqno: Seqno(103),
+            hop_count: 5,
+        };
+        t.handle_seqno_request(A, req, 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.seqno(), Seqno(103));
+        let out = drain(&mut t);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].message, Message::Update(upd(ME, 103, 0)));
+        // For D, with an older route via A: forwarded to A, hop count - 1, once.
+        t.handle_update(A, upd(D, 7, 30), 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        drain(&mut t);
+        let req = SeqnoRequest {
+            source: D,
+            seqno: Seqno(8),
+            hop_count: 5,
+        };
+        t.handle_seqno_request(B, req, 10)
+            .unwrap_or_else(|e| panic!("{e}"));
+        t.handle_seqno_request(B, req, 20)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let out = drain(&mut t);
+        assert_eq!(
+            out.as_slice(),
+            &[Transmit {
+                to: Recipient::Neighbor(A),
+                message: Message::SeqnoRequest(SeqnoRequest {
+                    hop_count: 4,
+                    ..req
+                }),
+            }]
+        );
+        assert_eq!(t.stats().seqno_requests_dropped, 1);
+        // A request our route already satisfies is answered with an update.
+        let old = SeqnoRequest {
+            seqno: Seqno(7),
+            ..req
+        };
+        t.handle_seqno_request(B, old, 30)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let out = drain(&mut t);
+        assert!(
+            matches!(out.as_slice(), [Transmit { message: Message::Update(u), .. }] if u.source == D)
+        );
+    }
+
+    #[test]
+    fn link_down_and_expiry_retract() {
+        let mut t = table();
+        with_links(&mut t);
+        t.handle_update(A, upd(D, 7, 30), 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        t.handle_update(B, upd(D, 7, 25), 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.next_hop(D), Some(A)); // 40.1 ms < 45.1 ms
+        drain(&mut t);
+        t.handle_link_down(A, 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            t.next_hop(D),
+            Some(B),
+            "the other feasible route takes over at once"
+        );
+        assert_eq!(
+            t.handle_update(A, upd(D, 7, 30), 20),
+            Err(RouteError::UnknownNeighbor(A))
+        );
+        // B stops refreshing: gone after the expiry (14 s) at the next tick.
+        let mut now = 0;
+        while now < 20_000_000 {
+            now = t.poll_timeout().unwrap_or(u64::MAX).min(20_000_000);
+            t.handle_timeout(now);
+            drain(&mut t);
+            if t.next_hop(D).is_none() {
+                break;
+            }
+        }
+        assert_eq!(t.next_hop(D), None);
+        assert!((14_000_000..=15_000_000).contains(&now), "expired at {now}");
+        assert_eq!(t.stats().routes_expired, 1);
+    }
+
+    #[test]
+    fn refuses_misuse_and_overflow() {
+        let mut t = table();
+        let m = LinkMeasurement::from_rtt_us(1_000);
+        assert_eq!(
+            t.handle_link_metric(ME, m, 0),
+            Err(RouteError::SelfAsNeighbor)
+        );
+        assert_eq!(
+            t.handle_link_down(A, 0),
+            Err(RouteError::UnknownNeighbor(A))
+        );
+        with_links(&mut t);
+        assert_eq!(
+            t.handle_link_metric(RelayId(3), m, 0),
+            Err(RouteError::NeighborTableFull(RelayId(3)))
+        );
+        for i in 0..4 {
+            assert_eq!(t.handle_update(A, upd(RelayId(20 + i), 1, 5), 0), Ok(()));
+        }
+        assert_eq!(
+            t.handle_update(A, upd(RelayId(30), 1, 5), 0),
+            Err(RouteError::DestTableFull(RelayId(30)))
+        );
+        // A retraction of an unknown destination is not an error.
+        assert_eq!(t.handle_update(A, upd(RelayId(30), 1, u32::MAX), 0), Ok(()));
+        let s = t.stats();
+        assert_eq!((s.neighbor_table_full, s.dest_table_full), (1, 1));
+        // Updates about ourselves are ignored.
+        assert_eq!(t.handle_update(A, upd(ME, 1, 5), 0), Ok(()));
+        assert_eq!(t.stats().updates_about_self, 1);
+    }
+
+    #[test]
+    fn smoothing_jumps_on_real_changes_only() {
+        let cfg = RouteConfig::default();
+        assert_eq!(
+            smooth(Metric(100_000), Metric(104_000), &cfg),
+            (Metric(100_500), false)
+        );
+        assert_eq!(
+            smooth(Metric(100_000), Metric(200_000), &cfg),
+            (Metric(200_000), true)
+        );
+        assert_eq!(
+            smooth(Metric(100_000), Metric(100_001), &cfg),
+            (Metric(100_001), false)
+        );
+        assert!(feasible(None, Seqno(1), Metric(5)));
+        assert!(!feasible(None, Seqno(1), Metric::INFINITY));
+        assert!(feasible(Some((Seqno(1), Metric(10))), Seqno(1), Metric(9)));
+        assert!(!feasible(
+            Some((Seqno(1), Metric(10))),
+            Seqno(1),
+            Metric(10)
+        ));
+        assert!(feasible(
+            Some((Seqno(1), Metric(10))),
+            Seqno(2),
+            Metric(1000)
+        ));
+        assert!(!feasible(Some((Seqno(1), Metric(10))), Seqno(0), Metric(1)));
+    }
+}
