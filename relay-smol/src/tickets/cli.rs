@@ -349,34 +349,38 @@ pub fn ensure_state(dir: &Path) -> Result<StateFiles, KeyError> {
 }
 
 /// The text a first run prints: where the state is, the master token, a dev ticket and the
-/// exact commands to try against `http_addr` (e.g. `127.0.0.1:8080`).
+/// exact commands to try against `http_addr` (e.g. `127.0.0.1:8080`) at `now`.
 pub fn first_run_banner(
     state: &StateFiles,
     http_addr: &str,
     dev_ticket: &str,
     exe: &str,
+    now: u64,
 ) -> String {
     format!(
         "\
-FastPubSub relay: secure first run. Created in {dir}:
-  ticket-signing.key, ticket-public.key, master.token (mode 0600)
-Master token (REST Authorization: Bearer ...):
+FastPubSub relay: secure first run. Created in {dir} (mode 0700, files 0600):
+  ticket-signing.key, ticket-public.key, master.token
+Master token (REST: Authorization: Bearer ...):
   {master}
-A dev ticket for tenant `dev`, pub/sub `public.#`, valid 24 h:
+Dev ticket: tenant `dev`, publish/subscribe `public.#`, valid 24 h:
   {ticket}
-Try it:
-  {exe} sub --url ws://{addr}/ws --token {ticket} --tenant dev 'public.#'
-  {exe} pub --url ws://{addr}/ws --token {ticket} --tenant dev public.hello 'hi there'
+Try it (two terminals):
+  {exe} sub --url ws://{addr}/ws --token {ticket} dev 'public.#'
+  {exe} pub --url ws://{addr}/ws --token {ticket} dev public.hello 'hi there'
+Get a ticket over REST (valid 1 h):
   curl -s -X POST http://{addr}/v1/get-token -H 'Authorization: Bearer {master}' \\
     -H 'Content-Type: application/json' \\
-    -d '{{\"right\":{{\"tenant_grants\":[{{\"tenant_ids\":[\"dev\"],\"allow_channels_pub\":[\"public.#\"],\"allow_channels_sub\":[\"public.#\"]}}],\"expires_at\":\"<RFC3339, at most 24 h ahead>\"}}}}'
-Mint more offline: {exe} ticket --state-dir-key {dir}/ticket-signing.key --tenant t1 --pub 'public.#' --sub 'public.#' --ttl 1h
-(Labs only: --insecure-no-auth turns all checks off.)
+    -d '{{\"right\":{{\"tenant_grants\":[{{\"tenant_ids\":[\"dev\"],\"allow_channels_pub\":[\"public.#\"],\"allow_channels_sub\":[\"public.#\"]}}],\"expires_at\":\"{exp}\"}}}}'
+Mint offline: {exe} ticket --signing-key {dir}/ticket-signing.key --tenant t1 --pub 'public.#' --sub 'public.#' --ttl 1h
+Other relays of the overlay only need {dir}/ticket-public.key (run --ticket-public-key FILE).
+Labs only: --insecure-no-auth turns every check off.
 ",
         dir = state.dir.display(),
         master = state.master_token,
         ticket = dev_ticket,
         addr = http_addr,
+        exp = rfc3339::format(now + 3600),
     )
 }
 
@@ -450,7 +454,7 @@ mod tests {
                 .expect_err("must fail")
                 .contains("--egress-kb 7")
         );
-        let banner = first_run_banner(&s, "127.0.0.1:8080", &token, "fastpubsub-relay");
+        let banner = first_run_banner(&s, "127.0.0.1:8080", &token, "fastpubsub-relay", 0);
         assert!(banner.contains(&s.master_token) && banner.contains(&token));
         std::fs::remove_dir_all(&dir).expect("must succeed");
     }

@@ -7,10 +7,12 @@
 //! - [`request`]: the JSON of `POST /v1/get-token` → signed token.
 //! - [`cache`]: the bounded verified-ticket cache.
 //! - [`rfc3339`]: timestamps of the REST API.
-//! - [`cli`]: `keygen`, `ticket` (mint offline), `ticket inspect`.
+//! - [`cli`]: `keygen`, `ticket` (mint offline), `ticket inspect`, first-run state.
+//! - [`edge`]: the edge's `Authorizer`/`Access`, the REST routes, `run`'s setup.
 
 pub mod cache;
 pub mod cli;
+pub mod edge;
 pub mod keys;
 pub mod request;
 pub mod rfc3339;
