@@ -8,9 +8,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    MAX_CHANNEL, MAX_NAME, MAX_TENANT, TAG_LEN, U64_LEN, bytes_len, check_len, check_name,
+    MAX_CHANNEL, MAX_NAME, MAX_TENANT, TAG_LEN, U16_LEN, U64_LEN, bytes_len, check_len, check_name,
     varint_len,
 };
+use crate::route::RelayId;
 
 /// Most destination relays listed in one [`Data`].
 pub const MAX_DESTINATIONS: usize = 32;
@@ -43,8 +44,7 @@ pub struct Data<'a> {
     /// Delivery mode.
     pub mode: DeliveryMode,
     /// Relays this copy must reach (deliver locally, or forward).
-    #[serde(borrow)]
-    pub destinations: heapless::Vec<&'a str, MAX_DESTINATIONS>,
+    pub destinations: heapless::Vec<RelayId, MAX_DESTINATIONS>,
     /// The tenant.
     pub tenant: &'a str,
     /// The (concrete) channel.
@@ -61,16 +61,13 @@ impl Data<'_> {
         + 1
         + 1
         + varint_len(MAX_DESTINATIONS)
-        + MAX_DESTINATIONS * bytes_len(MAX_NAME)
+        + MAX_DESTINATIONS * U16_LEN
         + bytes_len(MAX_TENANT)
         + bytes_len(MAX_CHANNEL)
         + bytes_len(MAX_PAYLOAD);
 
     pub(super) fn validate(&self) -> Result<(), &'static str> {
         check_name(self.origin, "data: bad origin name")?;
-        for d in &self.destinations {
-            check_name(d, "data: bad destination name")?;
-        }
         if self.destinations.is_empty() {
             return Err("data: no destination");
         }
@@ -99,7 +96,7 @@ mod tests {
     fn worst_case() {
         let mut destinations = heapless::Vec::new();
         for _ in 0..MAX_DESTINATIONS {
-            let _ = destinations.push(s(MAX_NAME, b'a'));
+            let _ = destinations.push(RelayId(u16::MAX));
         }
         let n = roundtrip(&Message::Data(Data {
             origin: s(MAX_NAME, b'z'),
@@ -118,7 +115,7 @@ mod tests {
     #[test]
     fn rules() {
         let mut destinations = heapless::Vec::new();
-        let _ = destinations.push("f");
+        let _ = destinations.push(RelayId(7));
         let good = Data {
             origin: "t",
             msg_id: 1,

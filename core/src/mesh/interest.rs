@@ -1,7 +1,8 @@
 //! Subscription interest: which (tenant, pattern) each relay has local subscribers for.
 //!
-//! Each relay numbers the changes to its own interest (`seq`, per origin, starting at 1)
-//! and floods them as [`InterestUpdate`]s. A relay that sees a gap in an origin's numbers
+//! Each relay numbers the changes to its own interest (`seq`, per origin, starting at 1
+//! in each `epoch`: the relay's start time, so a restarted relay is not taken for an old
+//! one) and floods them as [`InterestUpdate`]s. `(epoch, seq)` compare lexicographically. A relay that sees a gap in an origin's numbers
 //! asks a neighbour for the full set ([`InterestSnapshotRequest`]) and gets it back in
 //! parts ([`InterestSnapshot`]), tagged with the `seq` it reflects.
 
@@ -55,6 +56,8 @@ pub struct InterestChange<'a> {
 pub struct InterestUpdate<'a> {
     /// The relay whose interest changed.
     pub origin: &'a str,
+    /// The origin's epoch (its start time, in seconds).
+    pub epoch: u32,
     /// Number of the first change.
     pub seq: u32,
     /// Up to [`MAX_INTEREST_CHANGES`] changes.
@@ -66,7 +69,7 @@ impl InterestUpdate<'_> {
     /// Largest encoding (including the message tag).
     pub const MAX_LEN: usize = TAG_LEN
         + bytes_len(MAX_NAME)
-        + U32_LEN
+        + 2 * U32_LEN
         + varint_len(MAX_INTEREST_CHANGES)
         + MAX_INTEREST_CHANGES * (1 + InterestEntry::MAX_LEN);
 
@@ -98,6 +101,8 @@ impl InterestSnapshotRequest<'_> {
 pub struct InterestSnapshot<'a> {
     /// The relay whose interest this is.
     pub origin: &'a str,
+    /// The origin's epoch.
+    pub epoch: u32,
     /// The change number the snapshot reflects.
     pub seq: u32,
     /// Part number, from 0.
@@ -113,7 +118,7 @@ impl InterestSnapshot<'_> {
     /// Largest encoding (including the message tag).
     pub const MAX_LEN: usize = TAG_LEN
         + bytes_len(MAX_NAME)
-        + U32_LEN
+        + 2 * U32_LEN
         + U16_LEN
         + 1
         + varint_len(MAX_SNAPSHOT_ENTRIES)
@@ -149,6 +154,7 @@ mod tests {
         }
         let n = roundtrip(&Message::InterestUpdate(InterestUpdate {
             origin: s(MAX_NAME, b'a'),
+            epoch: u32::MAX,
             seq: u32::MAX,
             changes,
         }));
@@ -159,6 +165,7 @@ mod tests {
         }
         let n = roundtrip(&Message::InterestSnapshot(InterestSnapshot {
             origin: s(MAX_NAME, b'a'),
+            epoch: u32::MAX,
             seq: u32::MAX,
             part: u16::MAX,
             last: true,
@@ -183,6 +190,7 @@ mod tests {
         });
         let m = Message::InterestUpdate(InterestUpdate {
             origin: "n",
+            epoch: 1,
             seq: 1,
             changes,
         });

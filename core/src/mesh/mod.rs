@@ -11,13 +11,14 @@
 //!
 //! Which message goes where (the relay decides, this module only encodes):
 //! - [`Probe`] / [`ProbeAck`]: QUIC datagrams (unreliable: loss is what they measure).
-//! - [`Hello`], [`Peers`], [`RouteUpdate`], [`SeqnoRequest`], [`InterestUpdate`],
+//! - [`Hello`], [`Peers`], [`RouteBatch`], [`InterestUpdate`],
 //!   [`InterestSnapshotRequest`], [`InterestSnapshot`], [`TicketStatus`]: the link's
 //!   control stream, in order.
 //! - [`Data`]: one QUIC unidirectional stream per message.
 //!
 //! Relays are identified by their name (the DNS name in their mesh certificate), see
-//! [`valid_relay_name`].
+//! [`valid_relay_name`]; routing and data destinations use the compact
+//! [`crate::route::RelayId`] the relay derives from each name.
 
 mod data;
 mod hello;
@@ -33,7 +34,7 @@ pub use interest::{
     MAX_INTEREST_CHANGES, MAX_SNAPSHOT_ENTRIES,
 };
 pub use probe::{Probe, ProbeAck};
-pub use route::{MAX_ROUTE_ENTRIES, METRIC_INFINITY, RouteEntry, RouteUpdate, SeqnoRequest};
+pub use route::{MAX_ROUTE_MESSAGES, RouteBatch};
 pub use ticket::{MAX_TICKET_RECORD, TicketStatus};
 
 use core::fmt;
@@ -111,12 +112,8 @@ pub enum Message<'a> {
     Probe(Probe),
     /// Answer to a [`Probe`] (datagram).
     ProbeAck(ProbeAck),
-    /// Distance-vector routes.
-    #[serde(borrow)]
-    RouteUpdate(RouteUpdate<'a>),
-    /// Ask for a newer sequence number of a destination's route.
-    #[serde(borrow)]
-    SeqnoRequest(SeqnoRequest<'a>),
+    /// Distance-vector routing messages (updates, retractions, seqno requests).
+    Route(RouteBatch),
     /// Changes to one relay's subscription interest.
     #[serde(borrow)]
     InterestUpdate(InterestUpdate<'a>),
@@ -145,8 +142,7 @@ impl Message<'_> {
             Self::Peers(_) => Peers::MAX_LEN,
             Self::Probe(_) => Probe::MAX_LEN,
             Self::ProbeAck(_) => ProbeAck::MAX_LEN,
-            Self::RouteUpdate(_) => RouteUpdate::MAX_LEN,
-            Self::SeqnoRequest(_) => SeqnoRequest::MAX_LEN,
+            Self::Route(_) => RouteBatch::MAX_LEN,
             Self::InterestUpdate(_) => InterestUpdate::MAX_LEN,
             Self::InterestSnapshotRequest(_) => InterestSnapshotRequest::MAX_LEN,
             Self::InterestSnapshot(_) => InterestSnapshot::MAX_LEN,
@@ -160,9 +156,7 @@ impl Message<'_> {
         match self {
             Self::Hello(m) => m.validate(),
             Self::Peers(m) => m.validate(),
-            Self::Probe(_) | Self::ProbeAck(_) => Ok(()),
-            Self::RouteUpdate(m) => m.validate(),
-            Self::SeqnoRequest(m) => m.validate(),
+            Self::Probe(_) | Self::ProbeAck(_) | Self::Route(_) => Ok(()),
             Self::InterestUpdate(m) => m.validate(),
             Self::InterestSnapshotRequest(m) => m.validate(),
             Self::InterestSnapshot(m) => m.validate(),
@@ -307,7 +301,9 @@ mod tests {
             rng ^= rng << 17;
             rng
         };
-        let dests = heapless::Vec::from_slice(&["n", "f"]).unwrap_or_default();
+        let dests =
+            heapless::Vec::from_slice(&[crate::route::RelayId(1), crate::route::RelayId(2)])
+                .unwrap_or_default();
         let base = Message::Data(Data {
             origin: "t",
             msg_id: 7,
