@@ -1,0 +1,1076 @@
+//! [`SubIndex`]: which subscriptions match a channel, without scanning them all.
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::fmt;
+use core::ops::ControlFlow;
+use core::str::Split;
+
+use super::validate::{MAX_NAME_LEN, PatternError, validate_pattern};
+
+/// A literal-children list switches from a sorted `Vec` to a `BTreeMap` above this many
+/// entries (a sorted `Vec` is smallest, but inserting into a long one moves every later
+/// entry), and back at or below [`SMALL_MIN`]. The gap keeps a node from flapping.
+const SMALL_MAX: usize = 32;
+const SMALL_MIN: usize = 16;
+
+/// The index is full: storing the entry would pass its entry limit or its trie-node
+/// limit (see [`SubIndex::with_limits`]). Nothing was changed.
+///
+/// A capacity error, not the peer's fault and not misuse: the caller refuses the
+/// subscription (and counts it) or raises the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexFull {
+    limit: usize,
+    nodes: bool,
+}
+
+impl IndexFull {
+    /// The limit that was reached: a number of entries, or of trie nodes when
+    /// [`Self::is_node_limit`].
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// True when the trie-node limit was reached rather than the entry limit.
+    pub fn is_node_limit(&self) -> bool {
+        self.nodes
+    }
+}
+
+impl fmt::Display for IndexFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.nodes {
+            write!(
+                f,
+                "subscription index is full ({} trie nodes: too many long, distinct patterns)",
+                self.limit
+            )
+        } else {
+            write!(f, "subscription index is full ({} entries)", self.limit)
+        }
+    }
+}
+
+impl core::error::Error for IndexFull {}
+
+/// Why [`SubIndex::try_insert`] stored nothing.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertError {
+    /// The pattern is not valid (the peer's fault).
+    Invalid(PatternError),
+    /// The index is at capacity.
+    Full(IndexFull),
+}
+
+impl fmt::Display for InsertError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Invalid(e) => write!(f, "invalid pattern: {e}"),
+            Self::Full(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl core::error::Error for InsertError {}
+
+/// A subscription index: a set of (pattern, value) entries, answering "which entries
+/// match this channel".
+///
+/// It is a trie over segments: each node keeps its literal children (keyed by segment),
+/// one child for `*`, the values whose pattern ends at the node, and the values whose
+/// pattern ends with `#` at the node. A lookup follows only the trie paths compatible with
+/// the channel (the literal child equal to the next segment and the `*` child), so its
+/// cost depends on the channel and on the matches, not on the number of entries; it does
+/// not allocate, and its recursion depth is bounded by the trie depth (at most
+/// [`MAX_SEGMENTS`](super::MAX_SEGMENTS) levels, since only valid patterns are stored).
+///
+/// Removing the last value of a node frees the node and every ancestor left empty, so
+/// memory follows the live entries, not the history. The number of entries is bounded
+/// by `max_entries` and the number of trie nodes by `max_nodes`; an insert that would
+/// pass either is refused with [`IndexFull`] and changes nothing.
+///
+/// Values of one pattern are kept in a plain list: insert and remove scan the values of
+/// that one pattern to find duplicates (`V` is only `Eq`).
+pub struct SubIndex<V> {
+    root: Node<V>,
+    len: usize,
+    max_entries: usize,
+    max_nodes: usize,
+    nodes: usize,
+}
+
+/// Trie nodes allowed per entry by [`SubIndex::new`]: enough for every pattern of up to
+/// 8 segments to share no prefix at all. Typical relay subscriptions use 1 to 2.
+pub const DEFAULT_NODES_PER_ENTRY: usize = 8;
+
+/// One trie node: 48 bytes for `V = u32` on 64-bit targets (see `sizes` test).
+struct Node<V> {
+    children: Children<V>,
+    star: Option<Box<Node<V>>>,
+    values: Values<V>,
+}
+
+/// The values whose pattern ends at a node ("exact") and those whose pattern ends with
+/// `#` right after it ("hash"). Most nodes hold none or one, which need no heap block.
+enum Values<V> {
+    Empty,
+    One { value: V, hash: bool },
+    Many(Box<ValueList<V>>),
+}
+
+/// `values[..split]` are the exact values, `values[split..]` the `#` ones: one list
+/// instead of two saves a `Vec` header.
+struct ValueList<V> {
+    values: Vec<V>,
+    split: usize,
+}
+
+/// Literal children. Nodes live inline in their parent's list (no box per node).
+enum Children<V> {
+    /// Sorted by segment, capacity kept exact: most nodes have 0 or 1 child.
+    Small(Vec<Child<V>>),
+    /// Boxed so that this enum is no larger than the `Vec` (24 bytes, not 32).
+    #[expect(
+        clippy::box_collection,
+        reason = "an unboxed BTreeMap would make every node 8 bytes larger"
+    )]
+    Large(Box<BTreeMap<Seg, Node<V>>>),
+}
+
+struct Child<V> {
+    seg: Seg,
+    node: Node<V>,
+}
+
+/// A literal segment; short ones (the common case) live inline without a heap block.
+/// 24 bytes.
+enum Seg {
+    Inline(heapless::String<INLINE_SEG, u8>),
+    Heap(Box<str>),
+}
+
+/// Longest segment stored inline in a [`Seg`].
+const INLINE_SEG: usize = 22;
+
+impl Seg {
+    fn new(seg: &str) -> Self {
+        match heapless::String::try_from(seg) {
+            Ok(s) => Seg::Inline(s),
+            Err(_) => Seg::Heap(Box::from(seg)),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Seg::Inline(s) => s.as_str(),
+            Seg::Heap(s) => s,
+        }
+    }
+}
+
+// Equality and order are exactly `str`'s (whatever the variant), as `Borrow<str>`
+// requires, so a `BTreeMap<Seg, _>` can be searched by `&str`. A derived `Ord` would
+// order by variant first and break that.
+impl core::borrow::Borrow<str> for Seg {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Seg {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Seg {}
+
+impl PartialOrd for Seg {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Seg {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl<V> Node<V> {
+    const fn new() -> Self {
+        Node {
+            children: Children::Small(Vec::new()),
+            star: None,
+            values: Values::Empty,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self.values, Values::Empty) && self.star.is_none() && self.children.is_empty()
+    }
+
+    fn exact(&self) -> &[V] {
+        match &self.values {
+            Values::One { value, hash: false } => core::slice::from_ref(value),
+            Values::Many(l) => l.values.get(..l.split).unwrap_or_default(),
+            Values::Empty | Values::One { hash: true, .. } => &[],
+        }
+    }
+
+    fn hash(&self) -> &[V] {
+        match &self.values {
+            Values::One { value, hash: true } => core::slice::from_ref(value),
+            Values::Many(l) => l.values.get(l.split..).unwrap_or_default(),
+            Values::Empty | Values::One { hash: false, .. } => &[],
+        }
+    }
+}
+
+impl<V: Copy + Eq> Node<V> {
+    /// Adds a value (exact or `#`); the caller has checked it is not there yet.
+    fn push(&mut self, value: V, hash: bool) {
+        let list = match &mut self.values {
+            Values::Empty => {
+                self.values = Values::One { value, hash };
+                return;
+            }
+            Values::One {
+                value: old,
+                hash: old_hash,
+            } => {
+                let (old, old_hash) = (*old, *old_hash);
+                let mut values = Vec::with_capacity(2);
+                values.push(old);
+                self.values = Values::Many(Box::new(ValueList {
+                    values,
+                    split: usize::from(!old_hash),
+                }));
+                match &mut self.values {
+                    Values::Many(l) => l,
+                    // Just set above.
+                    Values::Empty | Values::One { .. } => return,
+                }
+            }
+            Values::Many(l) => l,
+        };
+        grow(&mut list.values);
+        list.values.push(value);
+        if !hash {
+            let last = list.values.len() - 1;
+            // Move the first `#` value (if any) to the end to make room in the exact part.
+            list.values.swap(list.split, last);
+            list.split += 1;
+        }
+    }
+
+    /// Removes a value (exact or `#`); returns true when it was there.
+    fn remove(&mut self, value: V, hash: bool) -> bool {
+        let list = match &mut self.values {
+            Values::Empty => return false,
+            Values::One { value: v, hash: h } => {
+                if *v != value || *h != hash {
+                    return false;
+                }
+                self.values = Values::Empty;
+                return true;
+            }
+            Values::Many(l) => l,
+        };
+        let last = list.values.len() - 1;
+        if hash {
+            let hashes = list.values.get(list.split..).unwrap_or_default();
+            let Some(i) = hashes.iter().position(|v| *v == value) else {
+                return false;
+            };
+            list.values.swap_remove(list.split + i);
+        } else {
+            let exacts = list.values.get(..list.split).unwrap_or_default();
+            let Some(i) = exacts.iter().position(|v| *v == value) else {
+                return false;
+            };
+            list.split -= 1;
+            // Move it to the end of the exact part, then swap that slot with the very end.
+            list.values.swap(i, list.split);
+            list.values.swap(list.split, last);
+            list.values.pop();
+        }
+        match list.values.as_slice() {
+            [] => self.values = Values::Empty,
+            [only] => {
+                self.values = Values::One {
+                    value: *only,
+                    hash: list.split == 0,
+                }
+            }
+            _ => shrink(&mut list.values),
+        }
+        true
+    }
+}
+
+/// Short lists grow one slot at a time (most patterns have a few subscribers); long ones
+/// grow geometrically so a popular pattern stays amortised O(1) per insert.
+fn grow<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() && v.len() < 8 {
+        v.reserve_exact(1);
+    }
+}
+
+/// Gives memory back as a list empties, so memory follows live entries.
+fn shrink<T>(v: &mut Vec<T>) {
+    if v.len() * 4 <= v.capacity() {
+        v.shrink_to(v.len() * 2);
+    }
+}
+
+impl<V> Children<V> {
+    fn is_empty(&self) -> bool {
+        match self {
+            Children::Small(v) => v.is_empty(),
+            Children::Large(m) => m.is_empty(),
+        }
+    }
+
+    fn search(v: &[Child<V>], seg: &str) -> Result<usize, usize> {
+        v.binary_search_by(|c| c.seg.as_str().cmp(seg))
+    }
+
+    fn get(&self, seg: &str) -> Option<&Node<V>> {
+        match self {
+            Children::Small(v) => Self::search(v, seg)
+                .ok()
+                .and_then(|i| v.get(i))
+                .map(|c| &c.node),
+            Children::Large(m) => m.get(seg),
+        }
+    }
+
+    fn get_mut(&mut self, seg: &str) -> Option<&mut Node<V>> {
+        match self {
+            Children::Small(v) => match Self::search(v, seg) {
+                Ok(i) => v.get_mut(i).map(|c| &mut c.node),
+                Err(_) => None,
+            },
+            Children::Large(m) => m.get_mut(seg),
+        }
+    }
+
+    /// Returns the child for `seg`, creating it (and counting it in `nodes`) if absent.
+    fn get_or_insert(&mut self, seg: &str, nodes: &mut usize) -> &mut Node<V> {
+        if let Children::Small(v) = self
+            && v.len() >= SMALL_MAX
+            && Self::search(v, seg).is_err()
+        {
+            let map: BTreeMap<_, _> = core::mem::take(v)
+                .into_iter()
+                .map(|c| (c.seg, c.node))
+                .collect();
+            *self = Children::Large(Box::new(map));
+        }
+        match self {
+            Children::Small(v) => match Self::search(v, seg) {
+                Ok(i) => match v.get_mut(i) {
+                    Some(c) => &mut c.node,
+                    // `binary_search` returned an index in bounds.
+                    None => unreachable_child(),
+                },
+                Err(i) => {
+                    *nodes += 1;
+                    v.reserve_exact(1);
+                    let child = Child {
+                        seg: Seg::new(seg),
+                        node: Node::new(),
+                    };
+                    &mut v.insert_mut(i, child).node
+                }
+            },
+            Children::Large(m) => {
+                if !m.contains_key(seg) {
+                    *nodes += 1;
+                }
+                m.entry(Seg::new(seg)).or_insert_with(Node::new)
+            }
+        }
+    }
+
+    fn remove(&mut self, seg: &str) {
+        match self {
+            Children::Small(v) => {
+                if let Ok(i) = Self::search(v, seg) {
+                    v.remove(i);
+                    v.shrink_to_fit();
+                }
+            }
+            Children::Large(m) => {
+                m.remove(seg);
+                if m.len() <= SMALL_MIN {
+                    let v: Vec<_> = core::mem::take(&mut **m)
+                        .into_iter()
+                        .map(|(seg, node)| Child { seg, node })
+                        .collect();
+                    *self = Children::Small(v);
+                }
+            }
+        }
+    }
+}
+
+#[cold]
+fn unreachable_child() -> ! {
+    // Only reachable if `binary_search` broke its contract.
+    panic!("SubIndex: binary_search returned an index out of bounds")
+}
+
+impl<V: Copy + Eq> SubIndex<V> {
+    /// Creates an empty index that holds at most `max_entries` (pattern, value) entries
+    /// and at most [`DEFAULT_NODES_PER_ENTRY`] × `max_entries` trie nodes. Allocates
+    /// nothing until the first insert.
+    pub const fn new(max_entries: usize) -> Self {
+        Self::with_limits(
+            max_entries,
+            max_entries.saturating_mul(DEFAULT_NODES_PER_ENTRY),
+        )
+    }
+
+    /// Creates an empty index with explicit limits: at most `max_entries` (pattern, value)
+    /// entries and at most `max_nodes` trie nodes (the root not counted). The node limit
+    /// bounds memory even when every pattern is long and distinct (a 255-byte pattern can
+    /// need up to 128 nodes); each node costs about 72 bytes plus its segment's bytes
+    /// beyond 22.
+    pub const fn with_limits(max_entries: usize, max_nodes: usize) -> Self {
+        SubIndex {
+            root: Node::new(),
+            len: 0,
+            max_entries,
+            max_nodes,
+            nodes: 0,
+        }
+    }
+
+    /// Adds the entry (`pattern`, `value`).
+    ///
+    /// `Ok(true)`: stored. `Ok(false)`: nothing new stored — the entry was already there,
+    /// or `pattern` is not valid (validate with
+    /// [`validate_pattern`](super::validate_pattern) first, or use [`Self::try_insert`]
+    /// to tell the two apart). `Err(IndexFull)`: the entry is new but the index holds
+    /// `max_entries` already, or storing it would pass the node limit; nothing changed.
+    pub fn insert(&mut self, pattern: &str, value: V) -> Result<bool, IndexFull> {
+        match self.try_insert(pattern, value) {
+            Ok(stored) => Ok(stored),
+            Err(InsertError::Full(full)) => Err(full),
+            Err(InsertError::Invalid(_)) => Ok(false),
+        }
+    }
+
+    /// Like [`Self::insert`] but says why nothing was stored: `Ok(false)` only means the
+    /// entry was already there.
+    pub fn try_insert(&mut self, pattern: &str, value: V) -> Result<bool, InsertError> {
+        validate_pattern(pattern).map_err(InsertError::Invalid)?;
+        let new_nodes = match self.locate(pattern) {
+            Ok(values) if values.contains(&value) => return Ok(false),
+            Ok(_) => 0,
+            Err(missing) => missing,
+        };
+        if self.len >= self.max_entries {
+            return Err(InsertError::Full(IndexFull {
+                limit: self.max_entries,
+                nodes: false,
+            }));
+        }
+        if new_nodes > self.max_nodes.saturating_sub(self.nodes) {
+            return Err(InsertError::Full(IndexFull {
+                limit: self.max_nodes,
+                nodes: true,
+            }));
+        }
+        let mut node = &mut self.root;
+        let mut segs = pattern.split('.').peekable();
+        while let Some(seg) = segs.next() {
+            node = match seg {
+                "#" if segs.peek().is_none() => {
+                    node.push(value, true);
+                    self.len += 1;
+                    return Ok(true);
+                }
+                "*" => {
+                    if node.star.is_none() {
+                        self.nodes += 1;
+                    }
+                    node.star.get_or_insert_with(|| Box::new(Node::new()))
+                }
+                literal => node.children.get_or_insert(literal, &mut self.nodes),
+            };
+        }
+        node.push(value, false);
+        self.len += 1;
+        Ok(true)
+    }
+
+    /// The values stored for exactly `pattern` if its node exists, otherwise how many
+    /// nodes inserting it would create.
+    fn locate(&self, pattern: &str) -> Result<&[V], usize> {
+        let mut node = &self.root;
+        let mut segs = pattern.split('.').peekable();
+        while let Some(seg) = segs.next() {
+            let next = match seg {
+                "#" if segs.peek().is_none() => return Ok(node.hash()),
+                "*" => node.star.as_deref(),
+                literal => node.children.get(literal),
+            };
+            match next {
+                Some(next) => node = next,
+                // This segment and every later one but a final `#` need a node.
+                None => return Err(1 + segs.filter(|s| *s != "#").count()),
+            }
+        }
+        Ok(node.exact())
+    }
+
+    /// Removes the entry (`pattern`, `value`); returns true when it was there. Nodes left
+    /// empty are freed.
+    pub fn remove(&mut self, pattern: &str, value: V) -> bool {
+        let mut segs = pattern.split('.');
+        let first = segs.next();
+        let removed = remove_in(&mut self.root, first, segs, value, &mut self.nodes);
+        if removed {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    /// Calls `f(pattern, value)` once for each entry whose pattern matches `channel`;
+    /// `pattern` is the text as inserted. The order is unspecified. Does not allocate.
+    ///
+    /// Agrees with [`matches()`](super::matches()) for any `channel`; callers pass channels
+    /// that passed [`validate_channel`](super::validate_channel).
+    pub fn for_each_match(&self, channel: &str, mut f: impl FnMut(&str, V)) {
+        let mut path = Path::new();
+        let _ = walk(&self.root, channel.split('.'), &mut path, &mut |p, v| {
+            f(p, v);
+            ControlFlow::Continue(())
+        });
+    }
+
+    /// Returns true when at least one entry matches `channel`; stops at the first.
+    pub fn has_match(&self, channel: &str) -> bool {
+        any_match(&self.root, channel.split('.'))
+    }
+
+    /// Number of (pattern, value) entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the index holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The entry limit given to [`Self::new`] or [`Self::with_limits`].
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
+    /// The trie-node limit: given to [`Self::with_limits`], or
+    /// [`DEFAULT_NODES_PER_ENTRY`] × `max_entries` by [`Self::new`].
+    pub fn max_nodes(&self) -> usize {
+        self.max_nodes
+    }
+
+    /// Number of trie nodes besides the root (0 when empty): a view of memory use.
+    pub fn node_count(&self) -> usize {
+        self.nodes
+    }
+}
+
+impl<V: Copy + Eq> fmt::Debug for SubIndex<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubIndex")
+            .field("len", &self.len)
+            .field("max_entries", &self.max_entries)
+            .field("max_nodes", &self.max_nodes)
+            .field("nodes", &self.nodes)
+            .finish()
+    }
+}
+
+/// Removes `value` under the pattern whose current segment is `seg` and whose remaining
+/// segments are `rest`, below `node`; prunes children left empty. Returns true when
+/// removed. Recursion depth is bounded by the trie depth.
+fn remove_in<V: Copy + Eq>(
+    node: &mut Node<V>,
+    seg: Option<&str>,
+    mut rest: Split<'_, char>,
+    value: V,
+    nodes: &mut usize,
+) -> bool {
+    let Some(seg) = seg else {
+        return node.remove(value, false);
+    };
+    let next = rest.next();
+    if seg == "#" && next.is_none() {
+        return node.remove(value, true);
+    }
+    if seg == "*" {
+        let Some(star) = node.star.as_deref_mut() else {
+            return false;
+        };
+        let removed = remove_in(star, next, rest, value, nodes);
+        if removed && star.is_empty() {
+            node.star = None;
+            *nodes -= 1;
+        }
+        return removed;
+    }
+    let Some(child) = node.children.get_mut(seg) else {
+        return false;
+    };
+    let removed = remove_in(child, next, rest, value, nodes);
+    if removed && child.is_empty() {
+        node.children.remove(seg);
+        *nodes -= 1;
+    }
+    removed
+}
+
+/// The pattern text of the trie path being walked; never longer than a valid pattern.
+struct Path(heapless::String<MAX_NAME_LEN>);
+
+impl Path {
+    fn new() -> Self {
+        Path(heapless::String::new())
+    }
+
+    /// Appends a segment; returns the length to truncate back to, or `None` if it does
+    /// not fit (cannot happen for stored patterns, which are valid).
+    fn push(&mut self, seg: &str) -> Option<usize> {
+        let mark = self.0.len();
+        if mark > 0 {
+            self.0.push('.').ok()?;
+        }
+        if self.0.push_str(seg).is_err() {
+            self.0.truncate(mark);
+            return None;
+        }
+        Some(mark)
+    }
+}
+
+fn walk<V: Copy>(
+    node: &Node<V>,
+    mut segs: Split<'_, char>,
+    path: &mut Path,
+    f: &mut impl FnMut(&str, V) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    if !node.hash().is_empty()
+        && let Some(mark) = path.push("#")
+    {
+        for &v in node.hash() {
+            f(path.0.as_str(), v)?;
+        }
+        path.0.truncate(mark);
+    }
+    let Some(seg) = segs.next() else {
+        for &v in node.exact() {
+            f(path.0.as_str(), v)?;
+        }
+        return ControlFlow::Continue(());
+    };
+    if let Some(child) = node.children.get(seg)
+        && let Some(mark) = path.push(seg)
+    {
+        walk(child, segs.clone(), path, f)?;
+        path.0.truncate(mark);
+    }
+    if let Some(star) = node.star.as_deref()
+        && let Some(mark) = path.push("*")
+    {
+        walk(star, segs, path, f)?;
+        path.0.truncate(mark);
+    }
+    ControlFlow::Continue(())
+}
+
+fn any_match<V>(node: &Node<V>, mut segs: Split<'_, char>) -> bool {
+    if !node.hash().is_empty() {
+        return true;
+    }
+    let Some(seg) = segs.next() else {
+        return !node.exact().is_empty();
+    };
+    if let Some(child) = node.children.get(seg)
+        && any_match(child, segs.clone())
+    {
+        return true;
+    }
+    node.star
+        .as_deref()
+        .is_some_and(|star| any_match(star, segs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pattern::MAX_SEGMENTS;
+    use alloc::string::String;
+    use alloc::vec;
+
+    fn matches_of(index: &SubIndex<u32>, channel: &str) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        index.for_each_match(channel, |p, v| out.push((String::from(p), v)));
+        out.sort();
+        out
+    }
+
+    fn owned(items: &[(&str, u32)]) -> Vec<(String, u32)> {
+        let mut v: Vec<_> = items.iter().map(|&(p, v)| (String::from(p), v)).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn finds_every_matching_pattern_with_its_text() {
+        let mut index = SubIndex::new(100);
+        for (p, v) in [
+            ("public.#", 1),
+            ("public.*", 2),
+            ("public.chat.room1", 3),
+            ("public.chat.*", 4),
+            ("#", 5),
+            ("*.chat.#", 6),
+            ("private.#", 7),
+            ("public", 8),
+            ("public.#", 9),
+        ] {
+            assert_eq!(index.insert(p, v), Ok(true), "{p}");
+        }
+        assert_eq!(index.len(), 9);
+        assert_eq!(
+            matches_of(&index, "public.chat.room1"),
+            owned(&[
+                ("public.#", 1),
+                ("public.#", 9),
+                ("public.chat.room1", 3),
+                ("public.chat.*", 4),
+                ("#", 5),
+                ("*.chat.#", 6)
+            ])
+        );
+        assert_eq!(
+            matches_of(&index, "public"),
+            owned(&[("public.#", 1), ("public.#", 9), ("#", 5), ("public", 8)])
+        );
+        assert_eq!(
+            matches_of(&index, "public.demo"),
+            owned(&[("public.#", 1), ("public.#", 9), ("public.*", 2), ("#", 5)])
+        );
+        assert_eq!(matches_of(&index, "other.x"), owned(&[("#", 5)]));
+        assert!(index.has_match("x"));
+        assert!(index.remove("#", 5));
+        assert!(!index.has_match("x"));
+        assert!(index.has_match("a.chat"));
+        assert!(!index.has_match("a.chatter"));
+    }
+
+    #[test]
+    fn duplicates_and_invalid_patterns_store_nothing() {
+        let mut index = SubIndex::new(10);
+        assert_eq!(index.insert("a.*", 1u32), Ok(true));
+        assert_eq!(index.insert("a.*", 1), Ok(false));
+        assert_eq!(index.insert("a.*", 2), Ok(true));
+        assert_eq!(index.insert("a.#.b", 1), Ok(false));
+        assert_eq!(
+            index.try_insert("a.#.b", 1),
+            Err(InsertError::Invalid(PatternError::HashNotLast {
+                segment: 2
+            }))
+        );
+        assert_eq!(index.try_insert("a.*", 2), Ok(false));
+        assert_eq!(index.len(), 2);
+        assert!(!index.remove("a.*", 3));
+        assert!(!index.remove("a.b", 1));
+        assert!(!index.remove("a.#.b", 1));
+        assert!(index.remove("a.*", 1));
+        assert!(!index.remove("a.*", 1));
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn capacity_is_enforced() {
+        let mut index = SubIndex::new(3);
+        assert_eq!(index.insert("a", 1u32), Ok(true));
+        assert_eq!(index.insert("b.#", 1), Ok(true));
+        assert_eq!(index.insert("c.*", 1), Ok(true));
+        let nodes = index.node_count();
+        assert_eq!(
+            index.insert("d.e.f", 1),
+            Err(IndexFull {
+                limit: 3,
+                nodes: false
+            })
+        );
+        assert_eq!(
+            index.insert("a", 2),
+            Err(IndexFull {
+                limit: 3,
+                nodes: false
+            })
+        );
+        // A refused insert leaves no trace.
+        assert_eq!(index.node_count(), nodes);
+        assert!(!index.has_match("d.e.f"));
+        // An entry already there is still reported as such when full.
+        assert_eq!(index.insert("a", 1), Ok(false));
+        assert!(index.remove("a", 1));
+        assert_eq!(index.insert("d.e.f", 1), Ok(true));
+        assert_eq!(index.len(), 3);
+        let mut text = String::new();
+        use core::fmt::Write;
+        assert!(
+            write!(
+                text,
+                "{}",
+                IndexFull {
+                    limit: 3,
+                    nodes: false
+                }
+            )
+            .is_ok()
+        );
+        assert_eq!(text, "subscription index is full (3 entries)");
+        assert_eq!(
+            SubIndex::<u32>::new(0).insert("a", 1),
+            Err(IndexFull {
+                limit: 0,
+                nodes: false
+            })
+        );
+    }
+
+    #[test]
+    fn removing_everything_prunes_every_node() {
+        let mut index = SubIndex::new(10_000);
+        let mut patterns = Vec::new();
+        for i in 0..300u32 {
+            let mut p = String::new();
+            use core::fmt::Write;
+            let tail = match i % 4 {
+                0 => "#",
+                1 => "*",
+                2 => "x",
+                _ => "*.y",
+            };
+            assert!(write!(p, "t{}.room{}.{}", i % 3, i % 50, tail).is_ok());
+            patterns.push(p);
+        }
+        // Enough siblings under one node to cross the Vec → BTreeMap threshold and back.
+        for round in 0..3u32 {
+            for (i, p) in patterns.iter().enumerate() {
+                assert_eq!(index.insert(p, round * 1000 + i as u32), Ok(true));
+            }
+            assert!(index.node_count() > 0);
+            assert_eq!(index.len(), patterns.len());
+            for (i, p) in patterns.iter().enumerate().rev() {
+                assert!(index.remove(p, round * 1000 + i as u32), "{p}");
+            }
+            assert_eq!(index.len(), 0);
+            assert_eq!(index.node_count(), 0);
+            assert!(index.root.is_empty());
+            assert!(index.is_empty());
+        }
+    }
+
+    #[test]
+    fn many_siblings_switch_representation_and_still_match() {
+        let mut index = SubIndex::new(1000);
+        let names: Vec<String> = (0..100).map(|i| alloc::format!("room.r{i}")).collect();
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(index.insert(n, i as u32), Ok(true));
+        }
+        assert!(matches!(
+            index.root.children.get("room").map(|n| &n.children),
+            Some(Children::Large(_))
+        ));
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(matches_of(&index, n), vec![(n.clone(), i as u32)]);
+        }
+        for (i, n) in names.iter().enumerate().skip(10) {
+            assert!(index.remove(n, i as u32));
+        }
+        assert!(matches!(
+            index.root.children.get("room").map(|n| &n.children),
+            Some(Children::Small(_))
+        ));
+        for (i, n) in names.iter().enumerate() {
+            let expected = if i < 10 {
+                vec![(n.clone(), i as u32)]
+            } else {
+                vec![]
+            };
+            assert_eq!(matches_of(&index, n), expected);
+        }
+    }
+
+    #[test]
+    fn deepest_pattern_and_long_channels() {
+        let deep: String = "a.".repeat(127) + "#";
+        assert_eq!(deep.len(), MAX_NAME_LEN);
+        let mut index = SubIndex::with_limits(2, MAX_SEGMENTS);
+        assert_eq!(index.insert(&deep, 1u32), Ok(true));
+        let channel = "a.".repeat(1000) + "a";
+        assert_eq!(matches_of(&index, &channel), vec![(deep.clone(), 1)]);
+        assert!(index.has_match(&channel));
+        assert!(!index.has_match("a.a"));
+        assert!(index.remove(&deep, 1));
+        assert_eq!(index.node_count(), 0);
+    }
+
+    /// Memory budget of the trie's building blocks (64-bit targets).
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn sizes() {
+        use core::mem::size_of;
+        assert!(size_of::<Seg>() <= 24, "Seg is {} bytes", size_of::<Seg>());
+        assert!(
+            size_of::<Node<u32>>() <= 48,
+            "Node is {} bytes",
+            size_of::<Node<u32>>()
+        );
+        assert!(
+            size_of::<Child<u32>>() <= 72,
+            "Child is {} bytes",
+            size_of::<Child<u32>>()
+        );
+    }
+
+    #[test]
+    fn long_segments_are_stored_on_the_heap_and_still_match() {
+        let long = "s".repeat(INLINE_SEG + 1);
+        let short = "s".repeat(INLINE_SEG);
+        let mut index = SubIndex::new(10);
+        for (i, seg) in [&long, &short].into_iter().enumerate() {
+            assert!(matches!(Seg::new(seg), Seg::Heap(_)) == (seg.len() > INLINE_SEG));
+            let p = alloc::format!("x.{seg}.*");
+            assert_eq!(index.insert(&p, i as u32), Ok(true));
+            assert_eq!(
+                matches_of(&index, &alloc::format!("x.{seg}.y")),
+                vec![(p, i as u32)]
+            );
+        }
+        assert!(index.remove(&alloc::format!("x.{long}.*"), 0));
+        assert!(index.remove(&alloc::format!("x.{short}.*"), 1));
+        assert_eq!(index.node_count(), 0);
+    }
+
+    #[test]
+    fn exact_and_hash_values_share_one_list_correctly() {
+        let mut index = SubIndex::new(100);
+        // Interleave inserts and removes of `a` and `a.#` values on the same node.
+        for v in 0..10u32 {
+            assert_eq!(index.insert("a", v), Ok(true));
+            assert_eq!(index.insert("a.#", v + 100), Ok(true));
+        }
+        for v in (0..10u32).step_by(3) {
+            assert!(index.remove("a", v));
+            assert!(index.remove("a.#", v + 101 - 1));
+        }
+        let got = matches_of(&index, "a");
+        let mut expected: Vec<(String, u32)> = Vec::new();
+        for v in (0..10u32).filter(|v| v % 3 != 0) {
+            expected.push((String::from("a"), v));
+            expected.push((String::from("a.#"), v + 100));
+        }
+        expected.sort();
+        assert_eq!(got, expected);
+        let mut deeper = matches_of(&index, "a.b");
+        deeper.retain(|(p, _)| p != "a.#");
+        assert!(deeper.is_empty());
+    }
+
+    #[test]
+    fn node_limit_is_enforced_without_a_trace() {
+        let mut index = SubIndex::with_limits(100, 5);
+        assert_eq!(index.insert("a.b.c", 1u32), Ok(true));
+        assert_eq!(index.node_count(), 3);
+        // Shares `a.b`: one new node, and `#` needs none.
+        assert_eq!(index.insert("a.b.d.#", 1), Ok(true));
+        assert_eq!(index.insert("a.b.#", 1), Ok(true));
+        assert_eq!(index.node_count(), 4);
+        let full = IndexFull {
+            limit: 5,
+            nodes: true,
+        };
+        assert_eq!(index.insert("x.y", 1), Err(full));
+        assert_eq!(index.insert("a.*.c", 1), Err(full));
+        assert_eq!(index.node_count(), 4);
+        assert_eq!(index.len(), 3);
+        assert!(!index.has_match("x.y"));
+        assert_eq!(index.insert("a.b.c", 2), Ok(true));
+        assert_eq!(index.insert("a.*", 2), Ok(true));
+        assert_eq!(index.node_count(), 5);
+        assert!(full.is_node_limit());
+        assert_eq!(full.limit(), 5);
+        let mut text = String::new();
+        use core::fmt::Write;
+        assert!(write!(text, "{full}").is_ok());
+        assert!(
+            text.starts_with("subscription index is full (5 trie nodes"),
+            "{text}"
+        );
+        // The default allows 8 nodes per entry.
+        let index = SubIndex::<u32>::new(10);
+        assert_eq!(index.max_nodes(), 80);
+        assert_eq!(SubIndex::<u32>::new(usize::MAX).max_nodes(), usize::MAX);
+    }
+
+    /// Inline (short) and heap (long) segments under one large node: lookups by `&str`
+    /// must find both, in both representations of the children list.
+    #[test]
+    fn mixed_segment_lengths_in_a_large_node() {
+        let mut index = SubIndex::new(1000);
+        let names: Vec<String> = (0..80usize)
+            .map(|i| {
+                let len = if i.is_multiple_of(2) {
+                    1 + i % 5
+                } else {
+                    INLINE_SEG + 1 + i % 7
+                };
+                let c = char::from(b'a' + (i % 26) as u8);
+                alloc::format!(
+                    "r.{}{}",
+                    core::iter::repeat_n(c, len).collect::<String>(),
+                    i
+                )
+            })
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(index.insert(n, i as u32), Ok(true));
+        }
+        assert!(matches!(
+            index.root.children.get("r").map(|n| &n.children),
+            Some(Children::Large(_))
+        ));
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(matches_of(&index, n), vec![(n.clone(), i as u32)], "{n}");
+        }
+        for (i, n) in names.iter().enumerate().skip(10) {
+            assert!(index.remove(n, i as u32), "{n}");
+        }
+        assert!(matches!(
+            index.root.children.get("r").map(|n| &n.children),
+            Some(Children::Small(_))
+        ));
+        for (i, n) in names.iter().enumerate() {
+            let expected = if i < 10 {
+                vec![(n.clone(), i as u32)]
+            } else {
+                vec![]
+            };
+            assert_eq!(matches_of(&index, n), expected, "{n}");
+        }
+    }
+}
