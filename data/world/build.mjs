@@ -49,6 +49,25 @@ function simplify(pts, tol) {
   return pts.filter((_, i) => keep[i]);
 }
 
+// Rings that cross the antimeridian (Chukotka, Fiji) jump from +180 to -180. Unwrap them into
+// one continuous ring and draw it twice, once shifted by 360 degrees; the map clips the overflow.
+// A ring around a pole does not close when unwrapped (Antarctica): keep it as it is.
+function unwrap(pts) {
+  const out = [pts[0]];
+  let shift = 0;
+  for (let i = 1; i < pts.length; i++) {
+    const d = pts[i][0] - pts[i - 1][0];
+    if (d > 180) shift -= 360;
+    else if (d < -180) shift += 360;
+    out.push([pts[i][0] + shift, pts[i][1]]);
+  }
+  if (shift !== 0) return [pts];
+  const min = Math.min(...out.map((p) => p[0])), max = Math.max(...out.map((p) => p[0]));
+  if (min < -180) return [out, out.map(([x, y]) => [x + 360, y])];
+  if (max > 180) return [out, out.map(([x, y]) => [x - 360, y])];
+  return [out];
+}
+
 const fmt = (v) => (Math.round(v * 10) / 10).toString();
 let d = "";
 let rings = 0, points = 0;
@@ -56,10 +75,12 @@ for (const geom of topo.objects.land.geometries) {
   const polys = geom.type === "Polygon" ? [geom.arcs] : geom.arcs;
   for (const poly of polys) {
     for (const ring of poly) {
-      const pts = simplify(ringPoints(ring), TOLERANCE);
-      if (pts.length < MIN_RING_POINTS) continue;
-      rings++; points += pts.length;
-      d += "M" + pts.map(([lon, lat]) => fmt(lon + 180) + " " + fmt(90 - lat)).join(" ") + "Z";
+      const simple = simplify(ringPoints(ring), TOLERANCE);
+      if (simple.length < MIN_RING_POINTS) continue;
+      for (const pts of unwrap(simple)) {
+        rings++; points += pts.length;
+        d += "M" + pts.map(([lon, lat]) => fmt(lon + 180) + " " + fmt(90 - lat)).join(" ") + "Z";
+      }
     }
   }
 }

@@ -92,6 +92,23 @@ pub struct RelayCounters {
     pub slow_consumer_disconnects: u64,
 }
 
+impl RelayCounters {
+    /// The local relay's counters, read from its metrics.
+    pub fn from_metrics(m: &crate::metrics::RelayMetrics) -> Self {
+        RelayCounters {
+            connections: u64::try_from(m.connections.get()).unwrap_or(0),
+            subscriptions: u64::try_from(m.subscriptions.get()).unwrap_or(0),
+            messages_in: m.messages_received.sum(),
+            messages_out: m
+                .messages_delivered
+                .get()
+                .saturating_add(m.messages_forwarded.get()),
+            drops: m.drops.sum(),
+            slow_consumer_disconnects: m.slow_consumer_disconnects.get(),
+        }
+    }
+}
+
 /// One link as its reporting relay measures it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LinkSummary {

@@ -224,7 +224,7 @@
     }
   }
 
-  function fill(id, rows, make) {
+  function fill(id, rows, make, max = MAX_ROWS) {
     const tb = document.querySelector(`#${id} tbody`);
     tb.replaceChildren();
     if (!rows.length) {
@@ -234,7 +234,7 @@
       tb.appendChild(tr);
       return;
     }
-    for (const r of rows.slice(0, MAX_ROWS)) {
+    for (const r of rows.slice(0, max)) {
       const tr = el("tr");
       for (const c of make(r, tr)) tr.appendChild(typeof c === "string" ? el("td", "", c) : c);
       tb.appendChild(tr);
@@ -248,7 +248,7 @@
       tr.dataset.src = names[p[0]];
       tr.dataset.dst = names[p[1]];
       tr.addEventListener("click", () => { sel = { src: names[p[0]], dst: names[p[1]], user: true }; render(); });
-      return [names[p[0]], names[p[1]], p[2].map((i) => names[i]).join(", ") || "direct", numTd(ms(p[6])), numTd(ms(p[5])), numTd(ms(p[7]))];
+      return [names[p[0]], names[p[1]], p[2].map((i) => names[i]).join(", ") || "direct", numTd(ms(p[6])), numTd(ms(p[7]))];
     });
   }
 
@@ -288,7 +288,7 @@
       return [r.name + (r.is_self ? " (this relay)" : ""), r.region, numTd(String(r.connections)), numTd(String(r.subscriptions)),
         numTd(num(r.messages_in_per_s)), numTd(num(r.messages_out_per_s)), numTd(String(r.drops_total)),
         numTd(String(r.slow_consumer_disconnects_total)), numTd(String(up[r.id])), ago(r.age_ms)];
-    });
+    }, Infinity);
   }
 
   function status(ok, text) {
