@@ -2,11 +2,13 @@
 //! and checks in the rendered DOM what the relay serves; saves a screenshot per scenario under
 //! `target/dashboard-*.png`.
 //!
-//! The admin listener, routes, access rule, `/v1/mesh` builder and page are the real ones. The
-//! mesh-wide announcements do not exist yet, so each scenario feeds the relay's `MeshState`
-//! with the summaries the relays of a converged mesh would announce (see dashboard_common).
-//! When the mesh lands, add a scenario that starts three relay processes instead and reuse
-//! `open_dashboard` / the DOM checks unchanged.
+//! - one real relay process (`fastpubsub-relay run`, a subscriber and a publisher): its own row,
+//!   live counters, zero links;
+//! - three and 100 relays: the admin listener, routes, `/v1/mesh` builder and page are the real
+//!   ones, but the mesh-wide announcements do not exist yet, so the relay's `MeshState` is fed
+//!   the summaries the relays of a converged mesh would announce (see dashboard_common). When
+//!   the mesh lands, start three relay processes with the link emulator instead and keep
+//!   `open_dashboard` and the DOM checks unchanged.
 //!
 //! Needs `/usr/bin/chromium` (CI: `apt-get install -y chromium`); override with `CHROMIUM=…`.
 
@@ -16,36 +18,32 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use dashboard_common::{Site, dataset, summaries, tnf};
+use dashboard_common::{dataset, start_relay_process, summaries, tnf, wait_for};
 use fastpubsub_relay::dashboard::access::AdminAccess;
 use fastpubsub_relay::dashboard::routes::AdminRoutes;
 use fastpubsub_relay::dashboard::server::AdminServer;
-use fastpubsub_relay::dashboard::view::{MeshState, RelayCounters, RelaySummary};
-use fastpubsub_relay::metrics::{RelayMetrics, Source};
+use fastpubsub_relay::dashboard::view::{MeshState, RelaySummary};
+use fastpubsub_relay::metrics::RelayMetrics;
 
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    fastpubsub_relay::dashboard::edge::unix_ms()
 }
 
-/// A relay's admin side: metrics, mesh picture, the admin listener on 127.0.0.1:0.
+/// A relay's admin side in this process: mesh picture and admin listener on 127.0.0.1:0.
 struct Relay {
     addr: SocketAddr,
-    metrics: Arc<RelayMetrics>,
     mesh: Arc<Mutex<MeshState>>,
 }
 
 fn start_relay(self_name: &str) -> Relay {
-    let metrics = Arc::new(RelayMetrics::default());
     let mesh = Arc::new(Mutex::new(MeshState::new(self_name)));
     let routes = Arc::new(AdminRoutes {
         access: AdminAccess::loopback_only(),
-        metrics: metrics.clone(),
+        metrics: Arc::new(RelayMetrics::default()),
         mesh: mesh.clone(),
         status: None,
     });
@@ -54,13 +52,10 @@ fn start_relay(self_name: &str) -> Relay {
     let addr = server.local_addr().expect("local addr");
     let ex = Arc::new(smol::Executor::new());
     std::thread::spawn(move || {
-        let _ = smol::block_on(ex.run(server.run(ex.clone())));
+        let spawner = ex.clone();
+        let _ = smol::block_on(ex.run(server.run(move |t| spawner.spawn(t).detach())));
     });
-    Relay {
-        addr,
-        metrics,
-        mesh,
-    }
+    Relay { addr, mesh }
 }
 
 fn feed(relay: &Relay, all: Vec<RelaySummary>) {
@@ -113,7 +108,7 @@ fn open_dashboard(url: &str, shot: &str) -> String {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromium");
-        let start = Instant::now();
+        let start = fastpubsub_relay::clock::now();
         loop {
             if let Some(_status) = child.try_wait().expect("wait chromium") {
                 break;
@@ -165,46 +160,69 @@ fn count(dom: &str, needle: &str) -> usize {
     dom.matches(needle).count()
 }
 
-fn local_summary(site: &Site, metrics: &RelayMetrics) -> RelaySummary {
-    RelaySummary {
-        name: site.name.clone(),
-        region: site.region.clone(),
-        lat: Some(site.lat),
-        lon: Some(site.lon),
-        url: "ws://127.0.0.1:7000/ws".into(),
-        counters: RelayCounters::from_metrics(metrics),
-        links: vec![],
-        routes: vec![],
-    }
-}
-
+/// A real relay process with one subscriber and three publishes: its own row, live counters,
+/// no links. The template for the three-relay mesh scenario once the mesh exists.
 #[test]
 fn single_relay_shows_its_own_row_and_no_links() {
-    let (sites, _) = tnf();
-    let relay = start_relay("Tokyo");
-    relay.metrics.connections.set(3);
-    relay.metrics.subscriptions.set(7);
-    relay.metrics.messages_received.add(Source::Client, 42);
-    feed(&relay, vec![local_summary(&sites[0], &relay.metrics)]);
-
-    let dom = open_dashboard(
-        &format!("http://{}/dashboard", relay.addr),
-        "dashboard-single",
+    let relay = start_relay_process(&["--admin-listen", "127.0.0.1:0"]);
+    let admin = relay.admin.expect("admin listener address");
+    let url = format!("ws://{}/ws", relay.edge);
+    let mut sub = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"))
+            .args(["sub", "--url", &url, "demo", "public.#"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sub"),
     );
+    wait_for(admin, "/v1/mesh", 20, |b| {
+        b.contains("\"subscriptions\":1,")
+    });
+    for i in 0..3 {
+        let st = Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"))
+            .args([
+                "pub",
+                "--url",
+                &url,
+                "demo",
+                "public.chat",
+                &format!("hello {i}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run pub");
+        assert!(st.success(), "pub failed");
+    }
+    let mesh = wait_for(admin, "/v1/mesh", 20, |b| {
+        b.contains("\"messages_in_total\":3,")
+    });
+    let name = mesh
+        .split("\"self_name\":\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("self_name")
+        .to_string();
+
+    let dom = open_dashboard(&format!("http://{admin}/dashboard"), "dashboard-single");
     assert!(
         dom.contains("data-ready=\"1\""),
         "the page never rendered /v1/mesh:\n{dom}"
     );
+    let row = tag_with(&dom, "<tr ", &format!("data-relay=\"{name}\"")).expect("relay row");
+    let row_html = &dom[dom.find(row).expect("row")..];
+    let row_html = &row_html[..row_html.find("</tr>").expect("row end")];
     assert!(
-        dom.contains("<tr data-relay=\"Tokyo\">"),
-        "relay row missing"
+        row_html.contains(&format!("{name} (this relay)")),
+        "{row_html}"
     );
-    assert!(dom.contains("Tokyo (this relay)"));
+    // connections, subscriptions
     assert!(
-        dom.contains("<td class=\"n\">3</td><td class=\"n\">7</td>"),
-        "connections/subscriptions"
+        row_html.contains("<td class=\"n\">1</td><td class=\"n\">1</td>"),
+        "{row_html}"
     );
-    let dot = tag_with(dom.as_str(), "<circle ", "data-relay=\"Tokyo\"").expect("Tokyo on the map");
+    let dot =
+        tag_with(&dom, "<circle ", &format!("data-relay=\"{name}\"")).expect("relay on the map");
     assert!(
         dot.contains("class=\"self"),
         "self marker on the map: {dot}"
@@ -213,11 +231,20 @@ fn single_relay_shows_its_own_row_and_no_links() {
     assert_eq!(text_after(&dom, "data-k=\"relays\""), "1");
     assert_eq!(text_after(&dom, "data-k=\"links\""), "0/0");
     assert!(text_after(&dom, "id=\"status\"").contains("live"));
-    let land = text_after(&dom, "id=\"land\"");
     assert!(
         dom.contains("id=\"land\" class=\"land\" d=\"M"),
-        "land outline not loaded {land}"
+        "land outline not loaded"
     );
+    let _ = sub.0.kill();
+}
+
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]

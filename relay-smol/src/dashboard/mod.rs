@@ -6,6 +6,7 @@
 //! - [`routes`]: [`routes::AdminRoutes::handle`], every admin path as one function the HTTP
 //!   layers call (it applies the access rule first).
 //! - [`server`]: the admin listener (loopback by default) serving those routes.
+//! - [`edge`]: [`edge::install`] wires all of it into a running edge (`run` calls it).
 //! - [`serve`]: the page's static assets, embedded in the binary (cargo feature `dashboard`,
 //!   on by default). With the feature off, `serve` answers `None` and the page costs nothing.
 //!
@@ -13,6 +14,7 @@
 //! `/dashboard/*` and `/v1/mesh` from the relay that served it.
 
 pub mod access;
+pub mod edge;
 pub mod routes;
 pub mod server;
 pub mod view;

@@ -16,6 +16,9 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
 use super::access::Listener;
 use super::routes::{AdminRoutes, Response};
 
+/// One connection's task, for the caller's executor.
+pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
 /// Most admin connections served at once.
 pub const MAX_CONNECTIONS: usize = 32;
 /// Longest request head (request line and headers) accepted.
@@ -58,8 +61,9 @@ impl AdminServer {
         self.refused.clone()
     }
 
-    /// Accepts and serves connections on `ex` forever (or until an accept error).
-    pub async fn run(self, ex: Arc<smol::Executor<'static>>) -> io::Result<()> {
+    /// Accepts connections forever (or until an accept error), handing each connection's task
+    /// to `spawn` (e.g. `|t| ex.spawn(t).detach()` on a smol `Executor` or `LocalExecutor`).
+    pub async fn run(self, spawn: impl Fn(Task)) -> io::Result<()> {
         loop {
             let (stream, peer) = self.listener.accept().await?;
             if self.active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
@@ -74,13 +78,12 @@ impl AdminServer {
             let guard = ActiveGuard(self.active.clone());
             let routes = self.routes.clone();
             let clock = self.clock;
-            ex.spawn(async move {
+            spawn(Box::pin(async move {
                 let _guard = guard;
                 if let Err(e) = serve_one(stream, &routes, clock).await {
                     log::debug!("admin listener: {peer}: {e}");
                 }
-            })
-            .detach();
+            }));
         }
     }
 }

@@ -40,6 +40,11 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+    /// Mirrors a total kept elsewhere (e.g. the broker's own statistics). Never goes down:
+    /// a smaller value is ignored, so the exposed series stays monotonic.
+    pub fn mirror(&self, total: u64) {
+        self.0.fetch_max(total, Ordering::Relaxed);
+    }
 }
 
 /// An integer gauge (connections, subscriptions).
@@ -102,6 +107,12 @@ impl<L: LabelValues> CounterBy<L> {
     pub fn add(&self, value: L, n: u64) {
         if let Some(c) = self.counts.get(value.index()) {
             c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+    /// Mirrors a total kept elsewhere for `value` (see [`Counter::mirror`]).
+    pub fn mirror(&self, value: L, total: u64) {
+        if let Some(c) = self.counts.get(value.index()) {
+            c.fetch_max(total, Ordering::Relaxed);
         }
     }
     /// The count of `value`.
@@ -564,6 +575,15 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert_eq!(m.drops.sum(), 8);
+        m.slow_consumer_disconnects.mirror(5);
+        m.slow_consumer_disconnects.mirror(3);
+        m.drops.mirror(DropReason::NoRoute, 4);
+        assert_eq!(
+            m.slow_consumer_disconnects.get(),
+            5,
+            "mirrored counters never go down"
+        );
+        assert_eq!(m.drops.get(DropReason::NoRoute), 4);
     }
 
     #[test]

@@ -168,3 +168,114 @@ pub fn dataset() -> (Vec<Site>, Rtt) {
     }
     (sites, rtt)
 }
+
+/// A `fastpubsub-relay run` process on 127.0.0.1, killed on drop.
+pub struct RelayProcess {
+    child: std::process::Child,
+    /// The edge (public) address.
+    pub edge: std::net::SocketAddr,
+    /// The admin listener's address, if it runs.
+    pub admin: Option<std::net::SocketAddr>,
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the relay binary with `extra` arguments after
+/// `run --insecure-no-auth --listen 127.0.0.1:0`, and waits (at most 20 s) for the lines that
+/// announce its addresses.
+pub fn start_relay_process(extra: &[&str]) -> RelayProcess {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"))
+        .args(["run", "--insecure-no-auth", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start fastpubsub-relay");
+    let stdout = child.stdout.take().expect("relay stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut edge = None;
+    let mut admin = None;
+    let deadline = fastpubsub_relay::clock::now() + std::time::Duration::from_secs(20);
+    while edge.is_none() {
+        let left = deadline.saturating_duration_since(fastpubsub_relay::clock::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("relay did not print its addresses within 20 s");
+        let addr_after = |prefix: &str| -> Option<std::net::SocketAddr> {
+            let rest = &line[line.find(prefix)? + prefix.len()..];
+            rest.split('/').next()?.parse().ok()
+        };
+        if line.contains("admin on http://") {
+            admin = addr_after("admin on http://");
+        } else if line.contains("listening on ws://") {
+            edge = addr_after("listening on ws://");
+        }
+    }
+    RelayProcess {
+        child,
+        edge: edge.expect("edge address"),
+        admin,
+    }
+}
+
+/// `GET path` over plain HTTP/1.1 with an optional `Authorization` value; returns (status, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str, auth: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Polls `GET path` until `ok(body)` holds, at most `secs` seconds; returns the last body.
+pub fn wait_for(
+    addr: std::net::SocketAddr,
+    path: &str,
+    secs: u64,
+    ok: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = fastpubsub_relay::clock::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let (status, body) = http_get(addr, path, None);
+        if status == 200 && ok(&body) {
+            return body;
+        }
+        assert!(
+            fastpubsub_relay::clock::now() < deadline,
+            "condition on {path} not met within {secs} s; last: {status} {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
