@@ -67,14 +67,99 @@ pub struct AdminHandle {
     pub metrics: Arc<RelayMetrics>,
     /// The mesh picture (`/v1/mesh`); feed received relay summaries here.
     pub mesh: Arc<Mutex<MeshState>>,
-    local_mesh: Arc<Mutex<(Vec<LinkSummary>, Vec<RouteSummary>)>>,
+    local: Arc<Mutex<Local>>,
+}
+
+struct Local {
+    identity: LocalIdentity,
+    links: Vec<LinkSummary>,
+    routes: Vec<RouteSummary>,
+    status: Option<String>,
 }
 
 impl AdminHandle {
     /// Sets the local relay's links and route table for its next summary (mesh layer).
     pub fn set_local_mesh(&self, links: Vec<LinkSummary>, routes: Vec<RouteSummary>) {
-        *self.local_mesh.lock().unwrap_or_else(|p| p.into_inner()) = (links, routes);
+        let mut l = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        l.links = links;
+        l.routes = routes;
     }
+
+    /// Takes the mesh node's latest `/v1/status` document (see docs/api.md): serves it on
+    /// `/v1/status`, and takes the local relay's identity, links and routes from it for the
+    /// next summary. Call it about once a second. A document that does not parse is still
+    /// served, and the previous links and routes are kept.
+    pub fn set_status(&self, json: String) {
+        let parsed = summary_parts_from_status(&json);
+        let mut l = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((identity, links, routes)) = parsed {
+            if let Some(id) = identity {
+                l.identity = id;
+            }
+            l.links = links;
+            l.routes = routes;
+        }
+        l.status = Some(json);
+    }
+}
+
+/// Reads identity, links and routes out of a `/v1/status` document.
+pub fn summary_parts_from_status(
+    json: &str,
+) -> Option<(Option<LocalIdentity>, Vec<LinkSummary>, Vec<RouteSummary>)> {
+    use serde_json::Value;
+    let v: Value = serde_json::from_str(json).ok()?;
+    let num = |x: &Value, k: &str| x.get(k).and_then(Value::as_f64);
+    let text = |x: &Value, k: &str| x.get(k).and_then(Value::as_str).map(str::to_string);
+    let identity = v.get("identity").and_then(|i| {
+        Some(LocalIdentity {
+            name: text(i, "name")?,
+            region: text(i, "region")
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "unknown".into()),
+            position: i
+                .get("position")
+                .and_then(|p| Some((num(p, "lat")?, num(p, "lon")?))),
+            url: text(i, "edge_url")?,
+        })
+    });
+    let links = v
+        .get("links")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| {
+                    let rtt_min = num(l, "min_rtt_ms").unwrap_or(0.0);
+                    Some(LinkSummary {
+                        peer: text(l, "peer")?,
+                        up: l.get("up").and_then(Value::as_bool).unwrap_or(false),
+                        rtt_ms: num(l, "rtt_ms").unwrap_or(rtt_min),
+                        rtt_min_ms: rtt_min,
+                        jitter_ms: num(l, "jitter_ms").unwrap_or(0.0),
+                        loss: (num(l, "loss_pct").unwrap_or(0.0) / 100.0).clamp(0.0, 1.0),
+                    })
+                })
+                .take(super::view::MAX_LINKS_PER_RELAY)
+                .collect()
+        })
+        .unwrap_or_default();
+    let routes = v
+        .get("routes")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| {
+                    Some(RouteSummary {
+                        dst: text(r, "dest")?,
+                        next_hop: text(r, "next_hop")?,
+                        metric_ms: num(r, "metric_ms")?,
+                    })
+                })
+                .take(super::view::MAX_RELAYS)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((identity, links, routes))
 }
 
 /// Milliseconds since the Unix epoch, from the relay's clock module.
@@ -105,11 +190,30 @@ pub fn install(
     };
     let metrics = Arc::new(RelayMetrics::default());
     let mesh = Arc::new(Mutex::new(MeshState::new(&opts.identity.name)));
+    let local = Arc::new(Mutex::new(Local {
+        identity: opts.identity,
+        links: Vec::new(),
+        routes: Vec::new(),
+        status: None,
+    }));
+    let status: Arc<StatusFn> = match opts.status {
+        Some(f) => f,
+        None => {
+            let local = local.clone();
+            Arc::new(move |_now| {
+                local
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .status
+                    .clone()
+            })
+        }
+    };
     let routes = Arc::new(AdminRoutes {
         access,
         metrics: metrics.clone(),
         mesh: mesh.clone(),
-        status: opts.status,
+        status: Some(status),
     });
     relay.add_rest_handler(Rc::new(PublicAdmin(routes.clone())));
     let admin_addr = match opts.listen {
@@ -140,14 +244,13 @@ pub fn install(
         admin_addr,
         metrics,
         mesh,
-        local_mesh: Arc::new(Mutex::new((Vec::new(), Vec::new()))),
+        local,
     };
     let refresher = handle.clone();
     let broker = relay.broker();
-    let identity = opts.identity;
     ex.spawn(async move {
         loop {
-            refresh(&refresher, &broker, &identity, unix_ms());
+            refresh(&refresher, &broker, unix_ms());
             Timer::after(REFRESH).await;
         }
     })
@@ -156,7 +259,7 @@ pub fn install(
 }
 
 /// Mirrors the broker's statistics into the metrics and refreshes the local summary.
-fn refresh(h: &AdminHandle, broker: &Rc<RefCell<Broker>>, id: &LocalIdentity, now_ms: u64) {
+fn refresh(h: &AdminHandle, broker: &Rc<RefCell<Broker>>, now_ms: u64) {
     {
         let b = broker.borrow();
         let s = b.stats();
@@ -176,20 +279,19 @@ fn refresh(h: &AdminHandle, broker: &Rc<RefCell<Broker>>, id: &LocalIdentity, no
         );
         m.slow_consumer_disconnects.mirror(s.slow_consumers_closed);
     }
-    let (links, routes) = h
-        .local_mesh
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let summary = RelaySummary {
-        name: id.name.clone(),
-        region: id.region.clone(),
-        lat: id.position.map(|p| p.0),
-        lon: id.position.map(|p| p.1),
-        url: id.url.clone(),
-        counters: RelayCounters::from_metrics(&h.metrics),
-        links,
-        routes,
+    let summary = {
+        let l = h.local.lock().unwrap_or_else(|p| p.into_inner());
+        let id = &l.identity;
+        RelaySummary {
+            name: id.name.clone(),
+            region: id.region.clone(),
+            lat: id.position.map(|p| p.0),
+            lon: id.position.map(|p| p.1),
+            url: id.url.clone(),
+            counters: RelayCounters::from_metrics(&h.metrics),
+            links: l.links.clone(),
+            routes: l.routes.clone(),
+        }
     };
     let mut mesh = h.mesh.lock().unwrap_or_else(|p| p.into_inner());
     if let Err(e) = mesh.update(summary, now_ms) {
@@ -265,4 +367,83 @@ pub fn options_from_cli(
         },
         status: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shaped like the mesh node's `status_json` (quic branch, docs/api.md).
+    const STATUS: &str = r#"{
+      "identity": {"name": "tokyo", "relay_id": 7, "region": "asia",
+                   "position": {"lat": 35.68, "lon": 139.69},
+                   "edge_url": "wss://tokyo.example/ws", "mesh_addr": "127.0.0.1:4433",
+                   "protocol_version": 1, "uptime_s": 12},
+      "links": [
+        {"peer": "nsk", "remote": "127.0.0.1:5000", "side": "out", "up": true, "rtt_ms": 95.2,
+         "min_rtt_ms": 94.8, "jitter_ms": 0.4, "loss_pct": 2.5, "probes_sent": 40,
+         "probes_answered": 39, "quic_rtt_ms": 95.0, "queued_messages": 0, "age_s": 10},
+        {"peer": "fra", "remote": "127.0.0.1:5001", "side": "in", "up": false, "rtt_ms": null,
+         "min_rtt_ms": 221.0, "jitter_ms": 1.0, "loss_pct": 100.0, "probes_sent": 40,
+         "probes_answered": 0, "quic_rtt_ms": null, "queued_messages": 0, "age_s": 10},
+        {"peer": null, "remote": "127.0.0.1:5002", "side": "in", "up": false, "rtt_ms": null,
+         "min_rtt_ms": 0.0, "jitter_ms": 0.0, "loss_pct": 0.0, "probes_sent": 0,
+         "probes_answered": 0, "quic_rtt_ms": null, "queued_messages": 0, "age_s": 0}
+      ],
+      "routes": [
+        {"dest": "fra", "next_hop": "nsk", "metric_ms": 90.1, "smoothed_metric_ms": 90.0,
+         "direct_metric_ms": 110.9, "saving_ms": 20.8, "seqno": 3},
+        {"dest": "lon", "next_hop": null, "metric_ms": null, "smoothed_metric_ms": null,
+         "direct_metric_ms": null, "saving_ms": 0.0, "seqno": null}
+      ],
+      "peers": [], "interest": {}, "counters": {}, "route_events": []
+    }"#;
+
+    #[test]
+    fn status_document_becomes_the_local_summary() {
+        let (id, links, routes) = summary_parts_from_status(STATUS).expect("parses");
+        let id = id.expect("identity");
+        assert_eq!((id.name.as_str(), id.region.as_str()), ("tokyo", "asia"));
+        assert_eq!(id.position, Some((35.68, 139.69)));
+        assert_eq!(id.url, "wss://tokyo.example/ws");
+        assert_eq!(links.len(), 2, "the link without a known peer is skipped");
+        assert_eq!(
+            links[0],
+            LinkSummary {
+                peer: "nsk".into(),
+                up: true,
+                rtt_ms: 95.2,
+                rtt_min_ms: 94.8,
+                jitter_ms: 0.4,
+                loss: 0.025,
+            }
+        );
+        assert!(!links[1].up);
+        assert_eq!(
+            links[1].rtt_ms, 221.0,
+            "no smoothed RTT: falls back to the minimum"
+        );
+        assert_eq!(links[1].loss, 1.0);
+        assert_eq!(
+            routes,
+            vec![RouteSummary {
+                dst: "fra".into(),
+                next_hop: "nsk".into(),
+                metric_ms: 90.1
+            }],
+            "unreachable destinations are not routes"
+        );
+        let summary = RelaySummary {
+            name: id.name,
+            region: id.region,
+            lat: Some(35.68),
+            lon: Some(139.69),
+            url: id.url,
+            counters: RelayCounters::default(),
+            links,
+            routes,
+        };
+        assert_eq!(summary.validate(), Ok(()));
+        assert!(summary_parts_from_status("not json").is_none());
+    }
 }

@@ -11,8 +11,9 @@ use super::view::MeshState;
 use super::{JSON_CONTENT_TYPE, serve};
 use crate::metrics::{RelayMetrics, text::CONTENT_TYPE as METRICS_CONTENT_TYPE};
 
-/// Builds the `GET /v1/status` JSON document at `now_ms` (provided by the mesh layer).
-pub type StatusFn = dyn Fn(u64) -> String + Send + Sync;
+/// Builds the `GET /v1/status` JSON document at `now_ms` (provided by the mesh layer);
+/// `None` while there is none (answered with 503).
+pub type StatusFn = dyn Fn(u64) -> Option<String> + Send + Sync;
 
 /// One HTTP response, ready to write.
 #[derive(Clone, Debug, PartialEq)]
@@ -144,17 +145,14 @@ impl AdminRoutes {
                     ),
                 }
             }
-            "/v1/status" => match &self.status {
-                Some(f) => Response::new(
-                    200,
-                    "OK",
-                    JSON_CONTENT_TYPE,
-                    Cow::Owned(f(now_ms).into_bytes()),
-                ),
+            "/v1/status" => match self.status.as_ref().and_then(|f| f(now_ms)) {
+                Some(doc) => {
+                    Response::new(200, "OK", JSON_CONTENT_TYPE, Cow::Owned(doc.into_bytes()))
+                }
                 None => Response::text(
                     503,
                     "Service Unavailable",
-                    "status is not available: this relay runs without the mesh layer\n",
+                    "status is not available yet: this relay runs without the mesh layer, or it has not reported\n",
                 ),
             },
             _ => match serve(route) {
