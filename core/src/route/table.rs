@@ -215,6 +215,8 @@ struct DestSlot {
     /// Metric of the selected route when last looked at (for events).
     sel_metric: Metric,
     advertised: Option<(Seqno, Metric)>,
+    /// Smoothed metric of the selected route when it was last advertised.
+    adv_smoothed: Metric,
     lost_at: Option<u64>,
     idle_since: u64,
     settle: Option<(usize, u64)>,
@@ -232,6 +234,7 @@ impl DestSlot {
         selected: None,
         sel_metric: Metric::INFINITY,
         advertised: None,
+        adv_smoothed: Metric::INFINITY,
         lost_at: None,
         idle_since: 0,
         settle: None,
@@ -775,7 +778,10 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
     fn make_update(&mut self, d: usize) -> Option<Transmit> {
         let slot = self.dests[d];
         let (seqno, metric) = match slot.selected {
-            Some(n) => (self.routes[d][n].seqno, self.metric(d, n)),
+            Some(n) => {
+                self.dests[d].adv_smoothed = self.routes[d][n].smoothed;
+                (self.routes[d][n].seqno, self.metric(d, n))
+            }
             None => {
                 let (s, m) = slot.advertised?;
                 if !m.is_finite() {
@@ -1118,6 +1124,16 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
                     || !m.is_finite()
                     || u64::from(raw.as_us().abs_diff(m.as_us()))
                         > u64::from(margin(m, self.cfg.trigger_us, self.cfg.trigger_ppm))
+                    || {
+                        // A smaller change that lasts (seen in the smoothed metric).
+                        let (now, then) = (self.routes[d][n].smoothed, self.dests[d].adv_smoothed);
+                        u64::from(now.as_us().abs_diff(then.as_us()))
+                            > u64::from(margin(
+                                then,
+                                self.cfg.lasting_trigger_us,
+                                self.cfg.lasting_trigger_ppm,
+                            ))
+                    }
             }
         };
         if trigger {
