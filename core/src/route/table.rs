@@ -533,7 +533,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
             state: SlotState::Tombstone,
             ..NeighborSlot::EMPTY
         };
-        self.n_neighbors -= 1;
+        self.n_neighbors = self.n_neighbors.saturating_sub(1);
         if self.n_neighbors == 0 {
             self.neighbors = [NeighborSlot::EMPTY; N_NEIGH];
         }
@@ -690,7 +690,12 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
                 });
             }
         }
-        while self.pending > 0 {
+        // Each slot is visited at most twice (once to take its last output, once
+        // to move past it): bounded even if the pending count were wrong.
+        for _ in 0..=2 * N_DEST {
+            if self.pending == 0 {
+                return None;
+            }
             let d = self.cursor % N_DEST.max(1);
             if self.dests.get(d).is_some_and(|s| s.has_output()) {
                 if let Some(tx) = self.take_output(d) {
@@ -700,6 +705,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
                 self.cursor = self.cursor.wrapping_add(1);
             }
         }
+        self.pending = 0;
         None
     }
 
@@ -726,7 +732,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         let after = self.dests[d].has_output();
         match (before, after) {
             (false, true) => self.pending += 1,
-            (true, false) => self.pending -= 1,
+            (true, false) => self.pending = self.pending.saturating_sub(1),
             _ => {}
         }
     }
@@ -895,7 +901,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
                     state: SlotState::Tombstone,
                     ..DestSlot::EMPTY
                 };
-                self.n_dests -= 1;
+                self.n_dests = self.n_dests.saturating_sub(1);
                 if self.n_dests == 0 {
                     self.dests = [DestSlot::EMPTY; N_DEST];
                 }
@@ -929,7 +935,9 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         let mut best_a: Option<Key> = None;
         let better = |k: &Key, b: &Option<Key>| b.is_none_or(|b| (k.0, k.1, k.2) < (b.0, b.1, b.2));
         for (n, r) in self.routes[d].iter().enumerate() {
-            if !r.present || !r.adv.is_finite() {
+            // A finite advertised metric can still sum to infinity with the link
+            // cost: such a route is unusable.
+            if !r.present || !self.metric(d, n).is_finite() {
                 continue;
             }
             let key = (r.smoothed, self.metric(d, n), self.neighbors[n].id, n);
@@ -949,7 +957,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         let fd = self.dests[d].fd;
         let cur = self.dests[d].selected.filter(|&n| {
             let r = &self.routes[d][n];
-            r.present && feasible(fd, r.seqno, r.adv)
+            r.present && feasible(fd, r.seqno, r.adv) && self.metric(d, n).is_finite()
         });
         let (best, best_any) = self.best(d);
         let new = match (cur, best) {
