@@ -1413,6 +1413,18 @@ mod tests {
     }
 
     #[test]
+    fn memory_budget() {
+        // One route slot per destination × neighbour dominates; keep it small.
+        assert!(
+            core::mem::size_of::<RouteSlot>() <= 40,
+            "{}",
+            core::mem::size_of::<RouteSlot>()
+        );
+        let size = core::mem::size_of::<RouteTable<100, 10>>();
+        assert!(size <= 48 * 1024, "RouteTable<100, 10> is {size} bytes");
+    }
+
+    #[test]
     fn smoothing_jumps_on_real_changes_only() {
         let cfg = RouteConfig::default();
         assert_eq!(
