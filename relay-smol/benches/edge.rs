@@ -21,7 +21,11 @@ use smol::LocalExecutor;
 const HANDSHAKE: &str = "GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: llps.v1, at.bench\r\n\r\n";
 
 fn pinned() -> bool {
-    Command::new("taskset").arg("-V").stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("taskset")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 struct Relay {
@@ -48,8 +52,16 @@ impl Relay {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.split("://").nth(1).and_then(|s| s.split('/').next()).unwrap().parse().unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split("://")
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .unwrap()
+            .parse()
+            .unwrap();
         Relay { child, addr }
     }
 
@@ -64,10 +76,13 @@ impl Relay {
 
     fn stats(&self) -> String {
         let mut s = TcpStream::connect(self.addr).unwrap();
-        s.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
-        out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -149,8 +164,22 @@ impl FrameCounter {
                 continue;
             }
             let (need, len) = match h[1] & 0x7f {
-                126 => (4, if h.len() >= 4 { u64::from(u16::from_be_bytes([h[2], h[3]])) } else { 0 }),
-                127 => (10, if h.len() >= 10 { u64::from_be_bytes(h[2..10].try_into().unwrap()) } else { 0 }),
+                126 => (
+                    4,
+                    if h.len() >= 4 {
+                        u64::from(u16::from_be_bytes([h[2], h[3]]))
+                    } else {
+                        0
+                    },
+                ),
+                127 => (
+                    10,
+                    if h.len() >= 10 {
+                        u64::from_be_bytes(h[2..10].try_into().unwrap())
+                    } else {
+                        0
+                    },
+                ),
                 n => (2, u64::from(n)),
             };
             if h.len() == need {
@@ -183,7 +212,10 @@ fn fanout(subs: usize, size: usize, secs: f64) -> (f64, String) {
                 tasks.push(ex.spawn(async move {
                     let (stream, rest) = connect_blocking(addr);
                     let mut stream = Async::new(stream).unwrap();
-                    stream.write_all(&client_frame(0x1, b"SUB:bench:fan.#")).await.unwrap();
+                    stream
+                        .write_all(&client_frame(0x1, b"SUB:bench:fan.#"))
+                        .await
+                        .unwrap();
                     let mut counter = FrameCounter::default();
                     counter.feed(&rest);
                     r.fetch_add(1, Ordering::SeqCst);
@@ -220,7 +252,12 @@ fn fanout(subs: usize, size: usize, secs: f64) -> (f64, String) {
         let (mut s, _) = connect_blocking(addr);
         let payload = vec![b'x'; size];
         let one = publish_frame("fan.x", &payload);
-        let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * (64 * 1024 / one.len()).max(1)).collect();
+        let batch: Vec<u8> = one
+            .iter()
+            .copied()
+            .cycle()
+            .take(one.len() * (64 * 1024 / one.len()).max(1))
+            .collect();
         while !s3.load(Ordering::Relaxed) {
             if s.write_all(&batch).is_err() {
                 break;
@@ -299,8 +336,18 @@ fn latency(rate: u64, secs: f64) -> (f64, f64, f64, usize) {
     }
     let mut lat = reader.join().unwrap();
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
-    (pct(0.50), pct(0.99), lat.last().copied().unwrap_or(0) as f64 / 1000.0, lat.len())
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    (
+        pct(0.50),
+        pct(0.99),
+        lat.last().copied().unwrap_or(0) as f64 / 1000.0,
+        lat.len(),
+    )
 }
 
 /// RSS of the relay at start and per idle subscribed connection.
@@ -313,7 +360,8 @@ fn idle_memory(conns: usize) -> (u64, f64) {
         let mut batch = Vec::new();
         for _ in 0..100.min(conns - chunk * 100) {
             let (mut s, _) = connect_blocking(relay.addr);
-            s.write_all(&client_frame(0x1, b"SUB:bench:idle.#")).unwrap();
+            s.write_all(&client_frame(0x1, b"SUB:bench:idle.#"))
+                .unwrap();
             batch.push(s);
         }
         held.extend(batch);
@@ -325,7 +373,10 @@ fn idle_memory(conns: usize) -> (u64, f64) {
     }
     std::thread::sleep(Duration::from_millis(300));
     let after = relay.rss_kib();
-    (idle, (after.saturating_sub(idle) * 1024) as f64 / conns as f64)
+    (
+        idle,
+        (after.saturating_sub(idle) * 1024) as f64 / conns as f64,
+    )
 }
 
 fn main() {
@@ -334,10 +385,17 @@ fn main() {
     }
     if pinned() {
         let me = std::process::id().to_string();
-        let _ = Command::new("taskset").args(["-a", "-p", "-c", "1", &me]).stdout(Stdio::null()).status();
+        let _ = Command::new("taskset")
+            .args(["-a", "-p", "-c", "1", &me])
+            .stdout(Stdio::null())
+            .status();
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("edge benchmark (relay pinned to CPU 0, load generator to CPU 1: {}); loadavg {}", pinned(), load.trim());
+    println!(
+        "edge benchmark (relay pinned to CPU 0, load generator to CPU 1: {}); loadavg {}",
+        pinned(),
+        load.trim()
+    );
     println!("\nfan-out, 1 publisher -> N subscribers (delivered msgs/s, 2 s window):");
     for size in [64usize, 1024] {
         for subs in [1usize, 10, 100] {
@@ -348,14 +406,21 @@ fn main() {
                 .and_then(|s| s.split(',').next())
                 .unwrap_or("?")
                 .to_string();
-            println!("  {size:>5} B x {subs:>3} subs: {:>12.0} msgs/s delivered   (relay dropped for full queues: {dropped})", rate);
+            println!(
+                "  {size:>5} B x {subs:>3} subs: {:>12.0} msgs/s delivered   (relay dropped for full queues: {dropped})",
+                rate
+            );
         }
     }
     println!("\npublish->deliver latency, 1 -> 1, 16 B payload:");
     for rate in [1_000u64, 10_000] {
         let (p50, p99, max, n) = latency(rate, 2.0);
-        println!("  {rate:>6} msgs/s: p50 {p50:.1} us, p99 {p99:.1} us, max {max:.1} us ({n} samples)");
+        println!(
+            "  {rate:>6} msgs/s: p50 {p50:.1} us, p99 {p99:.1} us, max {max:.1} us ({n} samples)"
+        );
     }
     let (idle, per_conn) = idle_memory(5000);
-    println!("\nmemory: relay idle RSS {idle} KiB; {per_conn:.0} bytes per idle subscribed connection (5000 connections)");
+    println!(
+        "\nmemory: relay idle RSS {idle} KiB; {per_conn:.0} bytes per idle subscribed connection (5000 connections)"
+    );
 }
