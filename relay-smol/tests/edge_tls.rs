@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::*;
 use fastpubsub_core::frame::Mode;
-use fastpubsub_relay::config::Config;
+use fastpubsub_relay::config::{Config, TlsFiles};
 use rustls::pki_types::ServerName;
 use tungstenite::Message;
 use tungstenite::client::IntoClientRequest;

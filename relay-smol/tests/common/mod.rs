@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use fastpubsub_core::frame::{DeliverView, Mode, Publish};
 use fastpubsub_relay::auth::AllowAll;
 use fastpubsub_relay::config::Config;
-pub use fastpubsub_relay::config::TlsFiles;
 use fastpubsub_relay::limits::Limits;
 use fastpubsub_relay::ws::Relay;
 use smol::LocalExecutor;
