@@ -74,6 +74,19 @@ impl Relay {
             .unwrap()
     }
 
+    /// CPU seconds (user + system) the relay has used so far.
+    fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<u64> = after
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        // Fields 14 and 15 of /proc/PID/stat (utime, stime); `after` starts at field 3.
+        let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+        ticks as f64 / clock_ticks()
+    }
+
     fn stats(&self) -> String {
         let mut s = TcpStream::connect(self.addr).unwrap();
         s.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -91,6 +104,15 @@ impl Drop for Relay {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
@@ -194,8 +216,9 @@ impl FrameCounter {
     }
 }
 
-/// 1 publisher → `subs` subscribers, `size`-byte payloads, for `secs`: delivered msgs/s.
-fn fanout(subs: usize, size: usize, secs: f64) -> (f64, String) {
+/// 1 publisher → `subs` subscribers, `size`-byte payloads, for `secs`: delivered msgs/s,
+/// relay CPU seconds per second, relay stats.
+fn fanout(subs: usize, size: usize, secs: f64) -> (f64, f64, String) {
     let relay = Relay::start(&["--queue-bytes", "1048576"]);
     let addr = relay.addr;
     let delivered = Arc::new(AtomicU64::new(0));
@@ -266,16 +289,18 @@ fn fanout(subs: usize, size: usize, secs: f64) -> (f64, String) {
     });
     std::thread::sleep(Duration::from_millis(300)); // warm-up
     let c0 = delivered.load(Ordering::Relaxed);
+    let cpu0 = relay.cpu_secs();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(secs));
     let c1 = delivered.load(Ordering::Relaxed);
+    let cpu1 = relay.cpu_secs();
     let dt = t0.elapsed().as_secs_f64();
     let stats = relay.stats();
     stop.store(true, Ordering::Relaxed);
     drop(relay);
     let _ = publisher.join();
     let _ = readers.join();
-    ((c1 - c0) as f64 / dt, stats)
+    ((c1 - c0) as f64 / dt, (cpu1 - cpu0) / dt, stats)
 }
 
 /// Publish→deliver latency at `rate` msgs/s for `secs`: (p50 µs, p99 µs, max µs, samples).
@@ -399,16 +424,17 @@ fn main() {
     println!("\nfan-out, 1 publisher -> N subscribers (delivered msgs/s, 2 s window):");
     for size in [64usize, 1024] {
         for subs in [1usize, 10, 100] {
-            let (rate, stats) = fanout(subs, size, 2.0);
+            let (rate, cpu, stats) = fanout(subs, size, 2.0);
             let dropped = stats
                 .split("\"dropped_queue_full\":")
                 .nth(1)
                 .and_then(|s| s.split(',').next())
                 .unwrap_or("?")
                 .to_string();
+            let us_per = if rate > 0.0 { cpu * 1e6 / rate } else { 0.0 };
             println!(
-                "  {size:>5} B x {subs:>3} subs: {:>12.0} msgs/s delivered   (relay dropped for full queues: {dropped})",
-                rate
+                "  {size:>5} B x {subs:>3} subs: {rate:>10.0} msgs/s delivered; relay CPU {:>3.0}% = {us_per:.2} us/delivery; dropped for full queues: {dropped}",
+                cpu * 100.0
             );
         }
     }
