@@ -44,7 +44,14 @@ impl Relay {
             Command::new(bin)
         };
         let mut child = cmd
-            .args(["run", "--listen", "127.0.0.1:0", "--insecure-no-auth"])
+            .args([
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--insecure-no-auth",
+                "--admin-listen",
+                "off",
+            ])
             .args(extra)
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
@@ -154,7 +161,11 @@ fn connect_blocking(addr: SocketAddr) -> (TcpStream, Vec<u8>) {
         assert!(n > 0);
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            assert!(buf.starts_with(b"HTTP/1.1 101"));
+            assert!(
+                buf.starts_with(b"HTTP/1.1 101"),
+                "handshake refused: {}",
+                String::from_utf8_lossy(&buf)
+            );
             buf.drain(..end + 4);
             return (s, buf);
         }
