@@ -125,12 +125,41 @@ fn connection_limit_answers_503() {
 }
 
 #[test]
-fn run_without_access_control_refuses_to_start() {
-    let out = Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"))
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .output()
+fn insecure_no_auth_logs_a_loud_warning() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"))
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-auth",
+            "--admin-listen",
+            "off",
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--insecure-no-auth"), "{err}");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let found = loop {
+        match rx.recv_timeout(WAIT) {
+            Ok(line) if line.contains("EVERY client may publish and subscribe") => break true,
+            Ok(line) => seen.push(line),
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "no warning in: {seen:?}");
 }
