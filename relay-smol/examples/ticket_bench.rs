@@ -163,7 +163,7 @@ fn main() {
             std::hint::black_box("rooms.r1.chat")
         ));
     }
-    rate("may_publish (claims decode + match)", n, t.elapsed());
+    rate("may_publish (owned grants + pattern match)", n, t.elapsed());
     let t = Instant::now();
     for _ in 0..n {
         assert!(
