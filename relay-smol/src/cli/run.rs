@@ -70,6 +70,12 @@ pub struct RunArgs {
     /// milliseconds a closing connection gets to flush (default 2000)
     #[argh(option)]
     pub close_timeout_ms: Option<u64>,
+    /// admin listener for /dashboard, /v1/mesh, /v1/status, /metrics (default 127.0.0.1:9091; `off` for none)
+    #[argh(option, default = "String::from(\"127.0.0.1:9091\")")]
+    pub admin_listen: String,
+    /// file with an admin token: the admin pages are then also served on the public port to its holders
+    #[argh(option)]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -123,6 +129,23 @@ pub fn choose_authorizer(
     Ok((tickets.authorizer(), Some(tickets)))
 }
 
+/// Raises the soft open-files limit to the hard limit: every connection is a descriptor.
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let l = getrlimit(Resource::Nofile);
+    let target = l.maximum.unwrap_or(1 << 20);
+    if l.current.is_some_and(|c| c < target) {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(target),
+                maximum: l.maximum,
+            },
+        );
+    }
+    getrlimit(Resource::Nofile).current
+}
+
 /// Runs the relay; returns the exit code.
 pub fn run(args: RunArgs) -> i32 {
     let (auth, tickets) = match choose_authorizer(&args) {
@@ -148,8 +171,9 @@ pub fn run(args: RunArgs) -> i32 {
         tls,
         limits: args.limits(),
     };
+    let admin = (args.admin_listen.clone(), args.admin_token_file.clone());
     let ex = Rc::new(LocalExecutor::new());
-    let result = smol::block_on(ex.run(serve(config, auth, tickets, ex.clone())));
+    let result = smol::block_on(ex.run(serve(config, auth, tickets, ex.clone(), admin)));
     match result {
         Ok(()) => {
             log::info!("stopped");
@@ -167,6 +191,7 @@ async fn serve(
     auth: Rc<dyn Authorizer>,
     tickets: Option<TicketSetup>,
     ex: Rc<LocalExecutor<'static>>,
+    admin: (String, Option<PathBuf>),
 ) -> Result<(), String> {
     let mut signals = Signals::new([Signal::Term, Signal::Int])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -176,6 +201,18 @@ async fn serve(
         relay.add_rest_handler(t.rest_handler());
     }
     let addr = relay.local_addr();
+    let admin_opts = crate::dashboard::edge::options_from_cli(
+        &admin.0,
+        admin.1.as_deref(),
+        addr,
+        relay.is_tls(),
+    )?;
+    let admin = crate::dashboard::edge::install(&mut relay, admin_opts, &ex)?;
+    if let Some(a) = admin.admin_addr {
+        println!(
+            "fastpubsub-relay admin on http://{a}/dashboard (also /v1/mesh, /v1/status, /metrics)"
+        );
+    }
     let (ws, http) = if relay.is_tls() {
         ("wss", "https")
     } else {
