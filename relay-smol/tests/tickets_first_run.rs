@@ -1,6 +1,8 @@
 //! The secure first run and the ticket CLI, through the real binary: `run` with no key
 //! material creates the state directory and prints a master token, a dev ticket and
 //! commands that work; a restart reuses the keys; `keygen`, `ticket`, `ticket inspect`.
+// Deadlines for waiting on a real child process.
+#![allow(clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -193,6 +195,7 @@ fn sub_and_pub_work(addr: &str, token: &str) {
         Some(s) => s,
         None => {
             let _ = sub.kill();
+            let _ = sub.wait();
             panic!("sub got nothing within {WAIT:?}");
         }
     };
