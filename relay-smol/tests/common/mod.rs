@@ -376,7 +376,14 @@ pub struct RelayProcess {
 impl RelayProcess {
     pub fn start(extra: &[&str]) -> RelayProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"))
-            .args(["run", "--listen", "127.0.0.1:0", "--insecure-no-auth"])
+            .args([
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--insecure-no-auth",
+                "--admin-listen",
+                "off",
+            ])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
