@@ -220,10 +220,9 @@ async fn serve(
     };
     println!("fastpubsub-relay listening on {ws}://{addr}/ws (REST on {http}://{addr})");
     if let Some(t) = &tickets {
-        print!(
-            "{}",
-            t.announce(addr, crate::clock::wall_now(), "fastpubsub-relay")
-        );
+        // A closed stdout must not take the relay down.
+        let banner = t.announce(addr, crate::clock::wall_now(), "fastpubsub-relay");
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
     }
     log::info!("listening on {addr}");
     let shutdown = async move {
