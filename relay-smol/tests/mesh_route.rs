@@ -3,6 +3,8 @@
 //! = 180 ms. A publish at T reaches a subscriber at F through N (≈ 90 ms), moves to the
 //! direct path when T–N gets slow, and when N dies.
 
+#![allow(clippy::disallowed_methods)]
+
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

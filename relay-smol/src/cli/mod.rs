@@ -14,6 +14,8 @@ pub struct Args {
 }
 
 /// Subcommands.
+// Parsed once at start: the size of `run`'s options does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 pub enum Cmd {
@@ -23,6 +25,10 @@ pub enum Cmd {
     Sub(client::SubArgs),
     /// Publish messages.
     Pub(client::PubArgs),
+    /// Create a mesh CA.
+    MeshCa(crate::quic::certs::MeshCaArgs),
+    /// Issue a relay certificate from the mesh CA.
+    MeshCert(crate::quic::certs::MeshCertArgs),
 }
 
 /// Parses the process arguments and runs the command; returns the exit code.
@@ -32,5 +38,19 @@ pub fn main() -> i32 {
         Cmd::Run(a) => run::run(a),
         Cmd::Sub(a) => client::sub(a),
         Cmd::Pub(a) => client::publish(a),
+        Cmd::MeshCa(a) => crate::quic::certs::run_mesh_ca(&a).map_or_else(
+            |e| {
+                eprintln!("error: {e}");
+                2
+            },
+            |_| 0,
+        ),
+        Cmd::MeshCert(a) => crate::quic::certs::run_mesh_cert(&a).map_or_else(
+            |e| {
+                eprintln!("error: {e}");
+                2
+            },
+            |_| 0,
+        ),
     }
 }

@@ -58,6 +58,66 @@ pub struct RunArgs {
     /// milliseconds a closing connection gets to flush (default 2000)
     #[argh(option)]
     pub close_timeout_ms: Option<u64>,
+    // ----- mesh (see docs/mesh.md) -----
+    /// UDP address for relay-to-relay QUIC (enables the mesh), e.g. 0.0.0.0:7000
+    #[argh(option)]
+    pub mesh_listen: Option<SocketAddr>,
+    /// this relay's name in the mesh (must match its mesh certificate)
+    #[argh(option)]
+    pub name: Option<String>,
+    /// region label shown to other relays
+    #[argh(option)]
+    pub region: Option<String>,
+    /// latitude in degrees (with --lon)
+    #[argh(option)]
+    pub lat: Option<f64>,
+    /// longitude in degrees (with --lat)
+    #[argh(option)]
+    pub lon: Option<f64>,
+    /// public URL of this relay's WebSocket edge, told to other relays
+    #[argh(option)]
+    pub edge_url: Option<String>,
+    /// relay certificate chain (PEM) from `mesh-cert`
+    #[argh(option)]
+    pub mesh_cert: Option<PathBuf>,
+    /// relay private key (PEM) from `mesh-cert`
+    #[argh(option)]
+    pub mesh_key: Option<PathBuf>,
+    /// mesh CA certificate (PEM) from `mesh-ca`
+    #[argh(option)]
+    pub mesh_ca: Option<PathBuf>,
+    /// a seed relay NAME@HOST:PORT (repeatable)
+    #[argh(option)]
+    pub peer: Vec<crate::mesh::config::Seed>,
+    /// mesh address other relays should dial (default: --mesh-listen)
+    #[argh(option)]
+    pub mesh_advertise: Option<SocketAddr>,
+    /// most mesh links kept (default 16)
+    #[argh(option)]
+    pub max_neighbours: Option<usize>,
+    /// milliseconds between mesh link probes (default 250)
+    #[argh(option)]
+    pub probe_interval_ms: Option<u64>,
+}
+
+impl RunArgs {
+    fn mesh_args(&self) -> crate::mesh::edge::MeshArgs {
+        crate::mesh::edge::MeshArgs {
+            mesh_listen: self.mesh_listen,
+            name: self.name.clone(),
+            region: self.region.clone(),
+            lat: self.lat,
+            lon: self.lon,
+            edge_url: self.edge_url.clone(),
+            mesh_cert: self.mesh_cert.clone(),
+            mesh_key: self.mesh_key.clone(),
+            mesh_ca: self.mesh_ca.clone(),
+            peer: self.peer.clone(),
+            mesh_advertise: self.mesh_advertise,
+            max_neighbours: self.max_neighbours,
+            probe_interval_ms: self.probe_interval_ms,
+        }
+    }
 }
 
 impl RunArgs {
@@ -145,13 +205,20 @@ pub fn run(args: RunArgs) -> i32 {
             return 2;
         }
     };
+    let mesh = match args.mesh_args().build() {
+        Ok(m) => m,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return 2;
+        }
+    };
     let config = Config {
         listen: args.listen,
         tls,
         limits: args.limits(),
     };
     let ex = Rc::new(LocalExecutor::new());
-    let result = smol::block_on(ex.run(serve(config, auth, ex.clone())));
+    let result = smol::block_on(ex.run(serve(config, auth, ex.clone(), mesh)));
     match result {
         Ok(()) => {
             log::info!("stopped");
@@ -168,11 +235,24 @@ async fn serve(
     config: Config,
     auth: Rc<dyn Authorizer>,
     ex: Rc<LocalExecutor<'static>>,
+    mesh: Option<(
+        crate::mesh::config::MeshConfig,
+        crate::quic::tls::MeshIdentity,
+    )>,
 ) -> Result<(), String> {
     let mut signals = Signals::new([Signal::Term, Signal::Int])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let relay = Relay::bind(&config, auth)
+    let mut relay = Relay::bind(&config, auth)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let mut mesh_line = None;
+    if let Some((mesh_cfg, identity)) = mesh {
+        let name = mesh_cfg.name.clone();
+        let at = crate::mesh::edge::attach(&mut relay, &ex, mesh_cfg, &identity)
+            .map_err(|e| e.to_string())?;
+        mesh_line = Some(format!(
+            "fastpubsub-relay mesh {name} on quic://{at} (status: GET /v1/status)"
+        ));
+    }
     let addr = relay.local_addr();
     let (ws, http) = if relay.is_tls() {
         ("wss", "https")
@@ -180,6 +260,9 @@ async fn serve(
         ("ws", "http")
     };
     println!("fastpubsub-relay listening on {ws}://{addr}/ws (REST on {http}://{addr})");
+    if let Some(line) = mesh_line {
+        println!("{line}");
+    }
     log::info!("listening on {addr}");
     let shutdown = async move {
         if let Some(Ok(sig)) = signals.next().await {

@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 use fastpubsub_core::mesh::{
@@ -190,10 +190,11 @@ pub struct MeshNode {
     stats: MeshStats,
     next_gossip: Instant,
     buf: Vec<u8>,
+    status_sink: Option<(std::rc::Rc<std::cell::RefCell<String>>, Duration, Instant)>,
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now()
+    crate::clock::wall_now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
@@ -227,7 +228,7 @@ impl MeshNode {
             return Err(NodeError::BadName(cfg.name.clone()));
         }
         let me = relay_id(&cfg.name);
-        let secs = SystemTime::now()
+        let secs = crate::clock::wall_now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
@@ -277,8 +278,23 @@ impl MeshNode {
             stats: MeshStats::default(),
             next_gossip: now + GOSSIP_EVERY,
             buf: vec![0; Message::MAX_LEN],
+            status_sink: None,
             cfg,
         })
+    }
+
+    /// This relay's name.
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// Keep `sink` filled with the status JSON, refreshed every `every`.
+    pub fn set_status_sink(
+        &mut self,
+        sink: std::rc::Rc<std::cell::RefCell<String>>,
+        every: Duration,
+    ) {
+        self.status_sink = Some((sink, every, self.start));
     }
 
     fn us(&self, now: Instant) -> u64 {
@@ -734,7 +750,7 @@ impl MeshNode {
 
     fn record_event(&mut self, ev: RouteEvent) {
         let wall = unix_ms();
-        let ago_ms = self.us(Instant::now()).saturating_sub(ev.at_us()) / 1000;
+        let ago_ms = self.us(crate::clock::now()).saturating_sub(ev.at_us()) / 1000;
         let (kind, next_hop, old_next_hop, metric, old_metric) = match ev {
             RouteEvent::Installed {
                 next_hop, metric, ..
@@ -1161,8 +1177,7 @@ impl MeshNode {
     // ----- status -------------------------------------------------------------------
 
     /// The status JSON (identity, links, routes, interest, counters, recent events).
-    pub fn status_json(&self, quic: &Driver) -> String {
-        let now = Instant::now();
+    pub fn status_json(&self, quic: &Driver, now: Instant) -> String {
         let us = self.us(now);
         #[derive(Serialize)]
         struct LinkJ {
@@ -1349,7 +1364,7 @@ impl Handler for MeshNode {
                 present,
             } => self.on_local_interest(quic, now, &tenant, &pattern, present),
             MeshCommand::Status(reply) => {
-                let _ = reply.try_send(self.status_json(quic));
+                let _ = reply.try_send(self.status_json(quic, now));
             }
         }
     }
@@ -1366,10 +1381,23 @@ impl Handler for MeshNode {
             self.send_gossip(quic, now, None);
         }
         self.drain_route(quic, now);
+        if let Some((_, every, due)) = &self.status_sink
+            && now >= *due
+        {
+            let next = now + *every;
+            let json = self.status_json(quic, now);
+            if let Some((sink, _, due)) = &mut self.status_sink {
+                *sink.borrow_mut() = json;
+                *due = next;
+            }
+        }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
         let mut t = self.next_gossip;
+        if let Some((_, _, due)) = &self.status_sink {
+            t = t.min(*due);
+        }
         for l in self.links.values().filter(|l| l.peer.is_some()) {
             t = t.min(self.at(l.probe.next_probe_at()));
         }
@@ -1382,7 +1410,7 @@ impl Handler for MeshNode {
             t = t.min(self.at(r));
         }
         // Down detection needs a look even when nothing else is due.
-        Some(t.min(Instant::now() + Duration::from_millis(100)))
+        Some(t.min(crate::clock::now() + Duration::from_millis(100)))
     }
 }
 

@@ -934,7 +934,7 @@ pub async fn run<H: Handler>(
 ) -> io::Result<()> {
     let mut timer = Timer::never();
     loop {
-        let now = Instant::now();
+        let now = crate::clock::now();
         quic.recv_batch(now);
         let mut n = 0;
         while n < COMMAND_BATCH {
@@ -991,7 +991,7 @@ pub async fn run<H: Handler>(
             Ok(Wake::Command(commands.recv().await.ok()))
         };
         match readable.or(writable).or(tick).or(cmd).await? {
-            Wake::Command(Some(cmd)) => handler.on_command(&mut quic, Instant::now(), cmd),
+            Wake::Command(Some(cmd)) => handler.on_command(&mut quic, crate::clock::now(), cmd),
             Wake::Command(None) => return Ok(()),
             Wake::Io | Wake::Timer => {}
         }
