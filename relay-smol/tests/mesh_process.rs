@@ -2,7 +2,7 @@
 //! Tokyo (T), Novosibirsk (N), Frankfurt (F) with the data set's RTTs (T–F 221.8 ms
 //! direct; T–N + N–F = 180 ms). A WebSocket subscriber on F gets a WebSocket publish
 //! from T through N after ≈ 90 ms; with 1 % loss on the relay path at least 99.9 % still
-//! arrive; killing N moves traffic to the direct path within 2 s; a relay with a
+//! arrive; slowing T–N or killing N moves traffic to the direct path within 2 s; a relay with a
 //! certificate from another CA cannot join.
 
 #![allow(clippy::disallowed_methods)]
@@ -355,6 +355,21 @@ fn tokyo_to_frankfurt_through_novosibirsk() {
     wait_until("T→F via N after loss", Duration::from_secs(20), || {
         (next_hop(&t, "f")? == "n").then_some(())
     });
+
+    // T–N gets slow (150 ms one way): T→F direct within 2 s; then back.
+    emu_cmd(e_tn.control, "delay 150ms").expect("emu");
+    let (_, took) = wait_until(
+        "T→F direct after T–N slowed",
+        Duration::from_secs(5),
+        || (next_hop(&t, "f")? == "f").then_some(()),
+    );
+    eprintln!("T–N slowed to 300 ms RTT: route T→F direct after {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    emu_cmd(e_tn.control, "delay 45ms").expect("emu");
+    let (_, took) = wait_until("T→F via N again", Duration::from_secs(30), || {
+        (next_hop(&t, "f")? == "n").then_some(())
+    });
+    eprintln!("T–N back to 90 ms RTT: route T→F via n again after {took:?}");
 
     // N dies: T→F direct within 2 s, and messages flow (≈ 111 ms).
     let _ = n.proc.0.kill();
