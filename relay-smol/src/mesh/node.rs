@@ -140,7 +140,14 @@ struct Link {
     peer: Option<(String, RelayId)>,
     probe: LinkProbe,
     since: Instant,
+    /// The routing table knows this neighbour once a first measurement came in; route
+    /// messages that arrive before are kept (bounded) and replayed then.
+    measured: bool,
+    pending_route: Vec<route::Message>,
 }
+
+/// Route messages kept per link until its first measurement.
+const MAX_PENDING_ROUTE: usize = 1024;
 
 #[derive(Debug, Clone)]
 struct PeerRec {
@@ -380,6 +387,8 @@ impl MeshNode {
                 peer: None,
                 probe: LinkProbe::new(self.cfg.probe, us),
                 since: now,
+                measured: false,
+                pending_route: Vec::new(),
             },
         );
         let advertise = self.cfg.advertise.unwrap_or(self.cfg.listen).to_string();
@@ -501,7 +510,8 @@ impl MeshNode {
             l.peer = Some((h.name.to_owned(), id));
         }
         log::info!("mesh: link to {} ({remote}) up", h.name);
-        self.send_gossip(quic, now, Some(conn));
+        // Everyone learns the new relay's name and address at once.
+        self.send_gossip(quic, now, None);
         self.send_all_snapshots(quic, now, conn);
     }
 
@@ -705,6 +715,33 @@ impl MeshNode {
         let m = l.probe.measurement(us);
         if self.route.handle_link_metric(id, m, us).is_err() {
             self.stats.route_errors += 1;
+            return;
+        }
+        if !l.measured {
+            l.measured = true;
+            let pending = std::mem::take(&mut l.pending_route);
+            for msg in pending {
+                self.apply_route_message(id, msg, us);
+            }
+        }
+    }
+
+    fn apply_route_message(&mut self, from: RelayId, m: route::Message, us: u64) {
+        let r = match m {
+            route::Message::Update(u) => self.route.handle_update(from, u, us),
+            route::Message::SeqnoRequest(s) => self.route.handle_seqno_request(from, s, us),
+            _ => Ok(()),
+        };
+        if r.is_err() {
+            self.stats.route_errors += 1;
+        }
+    }
+
+    /// Remember a relay name seen in a flooded message (for the status page).
+    fn learn_name(&mut self, name: &str) {
+        let id = relay_id(name);
+        if !self.names.contains_key(&id) && self.names.len() < MAX_PEERS * 2 {
+            self.names.insert(id, name.to_owned());
         }
     }
 
@@ -812,20 +849,26 @@ impl MeshNode {
         conn: ConnectionHandle,
         batch: &RouteBatch,
     ) {
-        let Some((_, from)) = self.links.get(&conn).and_then(|l| l.peer.clone()) else {
+        let Some(link) = self.links.get_mut(&conn) else {
+            return;
+        };
+        let Some((_, from)) = link.peer.clone() else {
             self.stats.bad_messages += 1;
             return;
         };
+        if !link.measured {
+            for m in &batch.messages {
+                if link.pending_route.len() < MAX_PENDING_ROUTE {
+                    link.pending_route.push(*m);
+                } else {
+                    self.stats.route_errors += 1;
+                }
+            }
+            return;
+        }
         let us = self.us(now);
         for m in &batch.messages {
-            let r = match *m {
-                route::Message::Update(u) => self.route.handle_update(from, u, us),
-                route::Message::SeqnoRequest(s) => self.route.handle_seqno_request(from, s, us),
-                _ => Ok(()),
-            };
-            if r.is_err() {
-                self.stats.route_errors += 1;
-            }
+            self.apply_route_message(from, *m, us);
         }
         self.drain_route(quic, now);
     }
@@ -1105,24 +1148,28 @@ impl MeshNode {
             }
             (Message::Peers(p), true) => self.on_peers(now, p),
             (Message::Route(b), true) => self.on_route(quic, now, conn, b),
-            (Message::InterestUpdate(u), true) => match self
-                .interest
-                .apply_update(u.origin, u.epoch, u.seq, &u.changes)
-            {
-                Applied::New => self.flood_interest(quic, now, &msg, Some(conn)),
-                Applied::Gap => {
-                    let req = Message::InterestSnapshotRequest(InterestSnapshotRequest {
-                        origin: u.origin,
-                    });
-                    self.send_control(quic, now, conn, &req);
+            (Message::InterestUpdate(u), true) => {
+                self.learn_name(u.origin);
+                match self
+                    .interest
+                    .apply_update(u.origin, u.epoch, u.seq, &u.changes)
+                {
+                    Applied::New => self.flood_interest(quic, now, &msg, Some(conn)),
+                    Applied::Gap => {
+                        let req = Message::InterestSnapshotRequest(InterestSnapshotRequest {
+                            origin: u.origin,
+                        });
+                        self.send_control(quic, now, conn, &req);
+                    }
+                    _ => {}
                 }
-                _ => {}
-            },
+            }
             (Message::InterestSnapshotRequest(r), true) => {
                 let origin = r.origin.to_owned();
                 self.send_snapshot(quic, now, conn, &origin);
             }
             (Message::InterestSnapshot(s), true) => {
+                self.learn_name(s.origin);
                 let replaced = self.interest.apply_snapshot(
                     s.origin,
                     s.epoch,
