@@ -635,7 +635,13 @@ impl Broker {
                     "your queue stayed over {} bytes for {grace:.1} s; messages were dropped, closing",
                     self.limits.queue_bytes
                 );
-                self.close(id, 1008, "slow consumer", Some(("slow_consumer", &why)));
+                self.close(
+                    id,
+                    1008,
+                    "slow consumer",
+                    Some(("slow_consumer", &why)),
+                    true,
+                );
             }
         }
     }
@@ -674,10 +680,18 @@ impl Broker {
         }
     }
 
-    /// Closes connection `id`: drops its subscriptions and unsent deliveries, queues
-    /// `ERR:<reason>:<why>` (if given) and a Close frame with `code`/`close_reason`, and
-    /// gives the task [`Limits::close_timeout`] to flush them.
-    pub fn close(&mut self, id: ConnId, code: u16, close_reason: &str, err: Option<(&str, &str)>) {
+    /// Closes connection `id`: drops its subscriptions (and, with `discard`, every queued
+    /// frame the socket has not started to take), queues `ERR:<reason>:<why>` (if given)
+    /// and a Close frame with `code`/`close_reason`, and gives the task
+    /// [`Limits::close_timeout`] to flush them.
+    pub fn close(
+        &mut self,
+        id: ConnId,
+        code: u16,
+        close_reason: &str,
+        err: Option<(&str, &str)>,
+        discard: bool,
+    ) {
         self.drop_all_subs(id);
         let deadline = self.now + self.limits.close_timeout;
         let Some(Some(st)) = self.conns.get_mut(id as usize) else {
@@ -686,7 +700,9 @@ impl Broker {
         if st.closing != Closing::Open {
             return;
         }
-        st.out.discard_unstarted();
+        if discard {
+            st.out.discard_unstarted();
+        }
         if let Some((reason, why)) = err {
             let parts = [why];
             let reply = Reply::Err {
@@ -742,7 +758,7 @@ impl Broker {
         self.close_pending_slow();
         for (id, why) in ended {
             self.stats.access_ended_closed += 1;
-            self.close(id, 1008, "access ended", Some(("access_ended", &why)));
+            self.close(id, 1008, "access ended", Some(("access_ended", &why)), true);
         }
     }
 
@@ -770,7 +786,7 @@ impl Broker {
             .filter_map(|(i, s)| s.as_ref().map(|_| i as ConnId))
             .collect();
         for id in ids {
-            self.close(id, 1001, "relay shutting down", None);
+            self.close(id, 1001, "relay shutting down", None, false);
         }
     }
 

@@ -13,6 +13,7 @@ use smol::LocalExecutor;
 use crate::auth::{AllowAll, Authorizer};
 use crate::config::{Config, TlsFiles};
 use crate::limits::Limits;
+use crate::tickets::edge::{TicketOptions, TicketSetup};
 use crate::ws::Relay;
 
 /// Run the relay.
@@ -34,6 +35,17 @@ pub struct RunArgs {
     /// accept every client without a token (labs and tests only; logs a warning)
     #[argh(switch)]
     pub insecure_no_auth: bool,
+    /// state directory with the ticket signing key, public key and master token; created
+    /// on first run (default $FASTPUBSUB_STATE_DIR, $XDG_STATE_HOME/fastpubsub or
+    /// ~/.local/state/fastpubsub)
+    #[argh(option)]
+    pub state_dir: Option<PathBuf>,
+    /// check tickets with this public key file only (a relay that does not issue tickets)
+    #[argh(option)]
+    pub ticket_public_key: Option<PathBuf>,
+    /// refresh/revoke records kept before refusing new ones with 503 (default and max 8192)
+    #[argh(option)]
+    pub ticket_status_capacity: Option<usize>,
     /// open WebSocket connections before handshakes get 503 (default 16384)
     #[argh(option)]
     pub max_connections: Option<usize>,
@@ -97,26 +109,44 @@ impl RunArgs {
     }
 }
 
-/// Picks the handshake authorizer. This is where access-ticket checking is wired in; until
-/// it is configured, only `--insecure-no-auth` starts a relay.
-pub fn choose_authorizer(args: &RunArgs) -> Result<Rc<dyn Authorizer>, String> {
+/// Picks the handshake authorizer: access tickets (the default; a first run creates the
+/// key material), or everything allowed with `--insecure-no-auth`.
+pub fn choose_authorizer(args: &RunArgs) -> Result<(Rc<dyn Authorizer>, Option<TicketSetup>), String> {
     if args.insecure_no_auth {
         log::warn!("**************************************************************");
         log::warn!("* --insecure-no-auth: EVERY client may publish and subscribe *");
         log::warn!("* to EVERY tenant without a token. Labs and tests only.      *");
         log::warn!("**************************************************************");
-        return Ok(Rc::new(AllowAll));
+        return Ok((Rc::new(AllowAll), None));
     }
-    Err(
-        "no access control configured: refusing to start an open relay.\n  \
-         For a lab or a test, start it with --insecure-no-auth (every client may do anything)."
-            .to_string(),
-    )
+    let tickets = TicketSetup::load(&TicketOptions {
+        state_dir: args.state_dir.clone(),
+        public_key: args.ticket_public_key.clone(),
+        status_capacity: args.ticket_status_capacity,
+    })?;
+    Ok((tickets.authorizer(), Some(tickets)))
+}
+
+/// Raises the soft open-files limit to the hard limit: every connection is a descriptor.
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let l = getrlimit(Resource::Nofile);
+    let target = l.maximum.unwrap_or(1 << 20);
+    if l.current.is_some_and(|c| c < target) {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(target),
+                maximum: l.maximum,
+            },
+        );
+    }
+    getrlimit(Resource::Nofile).current
 }
 
 /// Runs the relay; returns the exit code.
 pub fn run(args: RunArgs) -> i32 {
-    let auth = match choose_authorizer(&args) {
+    let (auth, tickets) = match choose_authorizer(&args) {
         Ok(a) => a,
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -141,7 +171,7 @@ pub fn run(args: RunArgs) -> i32 {
     };
     let admin = (args.admin_listen.clone(), args.admin_token_file.clone());
     let ex = Rc::new(LocalExecutor::new());
-    let result = smol::block_on(ex.run(serve(config, auth, ex.clone(), admin)));
+    let result = smol::block_on(ex.run(serve(config, auth, tickets, ex.clone(), admin)));
     match result {
         Ok(()) => {
             log::info!("stopped");
@@ -157,6 +187,7 @@ pub fn run(args: RunArgs) -> i32 {
 async fn serve(
     config: Config,
     auth: Rc<dyn Authorizer>,
+    tickets: Option<TicketSetup>,
     ex: Rc<LocalExecutor<'static>>,
     admin: (String, Option<PathBuf>),
 ) -> Result<(), String> {
@@ -164,6 +195,9 @@ async fn serve(
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let mut relay = Relay::bind(&config, auth)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    if let Some(t) = &tickets {
+        relay.add_rest_handler(t.rest_handler());
+    }
     let addr = relay.local_addr();
     let admin_opts = crate::dashboard::edge::options_from_cli(
         &admin.0,
@@ -183,6 +217,9 @@ async fn serve(
         ("ws", "http")
     };
     println!("fastpubsub-relay listening on {ws}://{addr}/ws (REST on {http}://{addr})");
+    if let Some(t) = &tickets {
+        print!("{}", t.announce(addr, crate::clock::wall_now(), "fastpubsub-relay"));
+    }
     log::info!("listening on {addr}");
     let shutdown = async move {
         if let Some(Ok(sig)) = signals.next().await {

@@ -52,6 +52,8 @@ struct Driver {
     msg_discard: bool,
     /// We sent FIN after our final frames.
     fin_sent: bool,
+    /// The client sent a Close frame: drop as soon as our answer is flushed.
+    peer_closed: bool,
 }
 
 /// Runs the connection until it ends; unregisters it from the broker.
@@ -66,6 +68,7 @@ pub async fn run(io: Transport, id: ConnId, shared: Rc<Shared>, initial: Vec<u8>
         msg: Vec::new(),
         msg_discard: false,
         fin_sent: false,
+        peer_closed: false,
     };
     let mut ok = true;
     if !initial.is_empty() {
@@ -85,6 +88,9 @@ impl Driver {
                 Ok(v) => v,
                 Err(End::Drop) => return Poll::Ready(()),
             };
+            if closing && flushed && self.peer_closed {
+                return Poll::Ready(());
+            }
             if closing && flushed && !self.fin_sent {
                 self.io.shutdown_write();
                 self.fin_sent = true;
@@ -181,7 +187,7 @@ impl Driver {
                 Ok(None) => break,
                 Err(e) => {
                     let why = format!("WebSocket protocol error: {e}");
-                    self.broker().close(self.id, 1002, &why, None);
+                    self.broker().close(self.id, 1002, &why, None, false);
                     return Ok(buf.len());
                 }
             };
@@ -295,7 +301,8 @@ impl Driver {
                 } else {
                     1000
                 };
-                self.broker().close(self.id, code, "", None);
+                self.peer_closed = true;
+                self.broker().close(self.id, code, "", None, false);
                 Ok(())
             }
             _ => Ok(()),
@@ -303,7 +310,7 @@ impl Driver {
     }
 
     fn protocol_close(&mut self, why: &str) {
-        self.broker().close(self.id, 1002, why, None);
+        self.broker().close(self.id, 1002, why, None, false);
     }
 
     /// Answers `ERR:<reason>:<why>` for a malformed input; closes after too many.
@@ -320,7 +327,13 @@ impl Driver {
         let count = b.conn_mut(self.id).map_or(0, |c| c.note_bad_frame());
         if count > max {
             let why = format!("more than {max} malformed frames");
-            b.close(self.id, 1008, &why, Some(("too_many_bad_frames", &why)));
+            b.close(
+                self.id,
+                1008,
+                &why,
+                Some(("too_many_bad_frames", &why)),
+                false,
+            );
         }
         Ok(())
     }
