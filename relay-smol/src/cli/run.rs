@@ -111,7 +111,9 @@ impl RunArgs {
 
 /// Picks the handshake authorizer: access tickets (the default; a first run creates the
 /// key material), or everything allowed with `--insecure-no-auth`.
-pub fn choose_authorizer(args: &RunArgs) -> Result<(Rc<dyn Authorizer>, Option<TicketSetup>), String> {
+pub fn choose_authorizer(
+    args: &RunArgs,
+) -> Result<(Rc<dyn Authorizer>, Option<TicketSetup>), String> {
     if args.insecure_no_auth {
         log::warn!("**************************************************************");
         log::warn!("* --insecure-no-auth: EVERY client may publish and subscribe *");
@@ -218,7 +220,10 @@ async fn serve(
     };
     println!("fastpubsub-relay listening on {ws}://{addr}/ws (REST on {http}://{addr})");
     if let Some(t) = &tickets {
-        print!("{}", t.announce(addr, crate::clock::wall_now(), "fastpubsub-relay"));
+        print!(
+            "{}",
+            t.announce(addr, crate::clock::wall_now(), "fastpubsub-relay")
+        );
     }
     log::info!("listening on {addr}");
     let shutdown = async move {

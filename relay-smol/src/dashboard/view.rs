@@ -248,7 +248,10 @@ impl RelaySummary {
     pub fn validate(&self) -> Result<(), SummaryError> {
         check_text("name", &self.name, MAX_NAME_LEN)?;
         check_text("region", &self.region, MAX_NAME_LEN)?;
-        check_text("url", &self.url, MAX_URL_LEN)?;
+        if !self.url.is_empty() {
+            // a mesh-only relay has no edge URL
+            check_text("url", &self.url, MAX_URL_LEN)?;
+        }
         match (self.lat, self.lon) {
             (Some(lat), Some(lon)) => {
                 check_num("lat", lat, -90.0, 90.0)?;
