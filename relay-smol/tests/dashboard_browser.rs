@@ -244,3 +244,56 @@ fn hundred_relays_from_the_data_set_render() {
     );
     assert!(dom.contains("data-saving=\""), "a saving route is selected");
 }
+
+/// Anomalies and route changes from successive summaries reach the page: Tokyo–Novosibirsk
+/// slows to 300 ms (RTT anomaly on both ends, Tokyo→Frankfurt moves to the direct link) and
+/// Novosibirsk–Frankfurt loses 20 % of its probes.
+#[test]
+fn anomalies_and_route_changes_are_listed() {
+    let (sites, mut rtt) = tnf();
+    let relay = start_relay("Tokyo");
+    feed(&relay, summaries(&sites, &rtt));
+    rtt[0][1] = Some(300.0);
+    rtt[1][0] = Some(300.0);
+    let mut later = summaries(&sites, &rtt);
+    for s in &mut later {
+        for l in &mut s.links {
+            if (s.name == "Novosibirsk" && l.peer == "Frankfurt")
+                || (s.name == "Frankfurt" && l.peer == "Novosibirsk")
+            {
+                l.loss = 0.2;
+            }
+        }
+    }
+    feed(&relay, later);
+
+    let dom = open_dashboard(
+        &format!("http://{}/dashboard", relay.addr),
+        "dashboard-anomalies",
+    );
+    assert!(
+        dom.contains("data-ready=\"1\""),
+        "the page never rendered /v1/mesh"
+    );
+    assert_eq!(
+        count(&dom, "<tr data-kind=\"rtt_high\">"),
+        2,
+        "RTT anomaly on both ends"
+    );
+    assert_eq!(
+        count(&dom, "<tr data-kind=\"loss_spike\">"),
+        2,
+        "loss spike on both ends"
+    );
+    assert!(dom.contains("<span class=\"kind rtt_high\">rtt high</span>"));
+    assert!(
+        dom.contains("300.0 ms (baseline 95.0 ms)"),
+        "value and baseline shown"
+    );
+    assert!(
+        dom.contains("<td>Tokyo</td><td>Frankfurt</td><td>Novosibirsk → Frankfurt</td>"),
+        "route change logged"
+    );
+    let lossy = tag_with(&dom, "<path ", "data-link=\"Frankfurt|Novosibirsk\"").expect("N–F link");
+    assert!(lossy.contains("lossy"), "a lossy link is dashed: {lossy}");
+}
