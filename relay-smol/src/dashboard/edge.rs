@@ -25,8 +25,9 @@ use super::view::{LinkSummary, MeshState, RelayCounters, RelaySummary, RouteSumm
 use crate::broker::Broker;
 use crate::clock;
 use crate::mesh::node::MeshCommand;
-use crate::metrics::{DropReason, LinkSample, RefusalReason, RelayMetrics, Source};
+use crate::metrics::{DropReason, LinkSample, RefusalReason, RelayMetrics, Source, TicketCache};
 use crate::rest::{HttpRequest, HttpResponse, RestHandler};
+use crate::tickets::TicketService;
 use crate::ws::Relay;
 
 /// How often the local relay's counters and summary are refreshed.
@@ -55,8 +56,11 @@ pub struct AdminOptions {
     pub token_everywhere: bool,
     /// This relay.
     pub identity: LocalIdentity,
-    /// The `/v1/status` builder, from the mesh layer.
+    /// The `/v1/status` builder, from the mesh layer (default: the document last given to
+    /// [`AdminHandle::set_status`]).
     pub status: Option<Arc<StatusFn>>,
+    /// The ticket service, whose verification and refusal counters go to `/metrics`.
+    pub tickets: Option<Arc<TicketService>>,
 }
 
 /// What [`install`] set up; the mesh layer writes into it.
@@ -315,8 +319,19 @@ pub fn install(
     };
     let refresher = handle.clone();
     let broker = relay.broker();
+    let tickets = opts.tickets;
     ex.spawn(async move {
         loop {
+            if let Some(t) = &tickets {
+                let st = t.stats();
+                let m = &refresher.metrics;
+                m.ticket_verifications
+                    .mirror(TicketCache::Hit, st.cache_hits);
+                m.ticket_verifications
+                    .mirror(TicketCache::Miss, st.verified_cold);
+                m.handshake_refusals
+                    .mirror(RefusalReason::Ticket, st.refused);
+            }
             refresh(&refresher, &broker, unix_ms());
             Timer::after(REFRESH).await;
         }
@@ -433,6 +448,7 @@ pub fn options_from_cli(
             url: format!("{scheme}://{edge_addr}/ws"),
         },
         status: None,
+        tickets: None,
     })
 }
 

@@ -188,13 +188,20 @@ impl Drop for RelayProcess {
 }
 
 /// Starts the relay binary with `extra` arguments after
-/// `run --insecure-no-auth --listen 127.0.0.1:0`, and waits (at most 20 s) for the lines that
+/// `run --listen 127.0.0.1:0 --insecure-no-auth`, and waits (at most 20 s) for the lines that
 /// announce its addresses.
 pub fn start_relay_process(extra: &[&str]) -> RelayProcess {
+    let mut args = vec!["--insecure-no-auth"];
+    args.extend_from_slice(extra);
+    start_relay_process_args(&args)
+}
+
+/// Starts `fastpubsub-relay run --listen 127.0.0.1:0 ARGS…` and waits for its addresses.
+pub fn start_relay_process_args(args: &[&str]) -> RelayProcess {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"))
-        .args(["run", "--insecure-no-auth", "--listen", "127.0.0.1:0"])
-        .args(extra)
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
