@@ -115,6 +115,10 @@ impl AdminHandle {
         let mut l = self.local.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((identity, links, routes)) = parsed {
             if let Some(id) = identity {
+                if id.name != l.identity.name {
+                    let mut mesh = self.mesh.lock().unwrap_or_else(|p| p.into_inner());
+                    mesh.set_self_name(&id.name);
+                }
                 l.identity = id;
             }
             l.links = links;
@@ -172,6 +176,26 @@ pub async fn follow_mesh_status(handle: AdminHandle, commands: smol::channel::Se
         }
         Timer::after(REFRESH).await;
     }
+}
+
+/// Follows a status snapshot the mesh keeps up to date (`mesh::edge` keeps one as an
+/// `Rc<RefCell<String>>` on the edge's thread): every [`REFRESH`], a non-empty snapshot goes
+/// to [`AdminHandle::set_status`].
+pub fn follow_status_snapshot(
+    handle: AdminHandle,
+    snapshot: Rc<RefCell<String>>,
+    ex: &Rc<LocalExecutor<'static>>,
+) {
+    ex.spawn(async move {
+        loop {
+            let s = snapshot.borrow().clone();
+            if !s.is_empty() {
+                handle.set_status(s);
+            }
+            Timer::after(REFRESH).await;
+        }
+    })
+    .detach();
 }
 
 /// Reads identity, links and routes out of a `/v1/status` document.
@@ -532,6 +556,50 @@ mod tests {
         };
         assert_eq!(summary.validate(), Ok(()));
         assert!(summary_parts_from_status("not json").is_none());
+    }
+
+    #[test]
+    fn a_followed_snapshot_becomes_the_local_relay() {
+        use crate::auth::AllowAll;
+        use crate::config::Config;
+        let config = Config::new("127.0.0.1:0".parse().expect("addr"));
+        let mut relay = Relay::bind(&config, Rc::new(AllowAll)).expect("bind edge");
+        let ex = Rc::new(LocalExecutor::new());
+        let mut opts =
+            options_from_cli("127.0.0.1:0", None, relay.local_addr(), false).expect("options");
+        opts.identity.name = "relay-before".into();
+        let handle = install(&mut relay, opts, &ex).expect("install");
+        let snapshot = Rc::new(RefCell::new(String::new()));
+        follow_status_snapshot(handle.clone(), snapshot.clone(), &ex);
+        *snapshot.borrow_mut() = STATUS.to_string();
+        let view = smol::block_on(ex.run(async {
+            let deadline = clock::now() + Duration::from_secs(10);
+            loop {
+                Timer::after(Duration::from_millis(50)).await;
+                let v = handle.mesh.lock().expect("lock").view(unix_ms());
+                if v.relays.iter().any(|r| r.name == "tokyo") || clock::now() > deadline {
+                    return v;
+                }
+            }
+        }));
+        assert_eq!(view.self_name, "tokyo");
+        assert_eq!(
+            view.relays.len(),
+            1,
+            "the old name is gone: {:?}",
+            view.relays
+        );
+        let me = &view.relays[0];
+        assert!(me.is_self && me.lat == Some(35.68));
+        assert!(
+            view.links.is_empty(),
+            "its peers have not announced themselves yet"
+        );
+        let m = handle.metrics.render();
+        assert!(
+            m.contains("fastpubsub_link_rtt_seconds{peer=\"nsk\"} 0.0952"),
+            "{m}"
+        );
     }
 
     #[test]

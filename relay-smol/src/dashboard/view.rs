@@ -393,6 +393,16 @@ impl MeshState {
         }
     }
 
+    /// Renames the local relay (its identity came later, e.g. from the mesh node); its entry
+    /// under the old name is dropped.
+    pub fn set_self_name(&mut self, name: &str) {
+        if self.self_name != name {
+            let old = std::mem::replace(&mut self.self_name, name.to_string());
+            self.relays.remove(&old);
+            self.links.retain(|(a, _), _| a != &old);
+        }
+    }
+
     /// Number of relays in the picture.
     pub fn len(&self) -> usize {
         self.relays.len()
