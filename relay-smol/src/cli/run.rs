@@ -281,12 +281,13 @@ async fn serve(
         ));
     }
     let addr = relay.local_addr();
-    let admin_opts = crate::dashboard::edge::options_from_cli(
+    let mut admin_opts = crate::dashboard::edge::options_from_cli(
         &admin.0,
         admin.1.as_deref(),
         addr,
         relay.is_tls(),
     )?;
+    admin_opts.tickets = tickets.as_ref().map(|t| t.service());
     let admin = crate::dashboard::edge::install(&mut relay, admin_opts, &ex)?;
     if let Some(a) = admin.admin_addr {
         println!(
