@@ -1,16 +1,23 @@
 //! `fastpubsub-relay`: the relay library behind the `fastpubsub-relay` binary.
 //!
-//! - [`ws`]: the WebSocket/HTTP edge.
-//! - [`broker`]: local fan-out with bounded per-subscriber queues.
-//! - [`rest`]: REST endpoints.
+//! - [`ws`]: the WebSocket/HTTP edge (listener, handshake, connection tasks).
+//! - [`broker`]: local fan-out with bounded per-subscriber queues; the mesh seam.
+//! - [`rest`]: REST endpoints (`/ping`, `/stats`, pluggable handlers).
+//! - [`auth`]: the authorization seam every handshake goes through.
 //! - [`tickets`]: access-ticket issuing and checking.
 //! - [`quic`], [`mesh`]: the relay mesh.
-//! - [`cli`]: the command line.
+//! - [`cli`]: the command line (`run`, `pub`, `sub`).
+//! - [`clock`], [`limits`], [`config`], [`tls`]: time, capacities, configuration, TLS.
 
+pub mod auth;
 pub mod broker;
 pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod limits;
 pub mod mesh;
 pub mod quic;
 pub mod rest;
 pub mod tickets;
+pub mod tls;
 pub mod ws;

@@ -1,1 +1,794 @@
-//! Broker: local subscriptions, fan-out, delivery modes, per-subscriber bounded queues.
+//! Local fan-out: connections, their subscriptions, their bounded outbound queues.
+//!
+//! One `Broker` lives on the relay's single-threaded executor (shared as
+//! `Rc<RefCell<Broker>>`). Connection tasks call it to subscribe, publish and send replies;
+//! the fan-out encodes each deliver frame (WebSocket header + LLPS deliver frame) straight
+//! into the receiving connection's [`queue::OutQueue`] and wakes that connection's task,
+//! which writes everything queued in one syscall.
+//!
+//! Policy when a queue is full (design principle 1): the message is dropped for that
+//! connection only and counted ([`Stats::dropped_queue_full`]); a connection that keeps
+//! dropping for [`Limits::slow_consumer_grace`] (its queue never drains in that time) is
+//! sent `ERR:slow_consumer` and closed. Publishers never wait.
+//!
+//! The mesh plugs in through [`mesh::MeshHook`] (see there).
+
+pub mod mesh;
+pub mod queue;
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::rc::Rc;
+use std::task::Waker;
+use std::time::{Instant, SystemTime};
+
+use fastpubsub_core::frame::{Deliver, Mode, Reply};
+use fastpubsub_core::pattern::{self, PatternError, SubIndex};
+
+use crate::auth::Access;
+use crate::limits::Limits;
+use crate::ws::codec::{OP_BINARY, OP_CLOSE, OP_TEXT};
+use mesh::{LocalPlan, MeshHook};
+use queue::{BufPool, OutQueue};
+
+/// Identifies a connection inside one broker (a slot index; reused after close).
+pub type ConnId = u32;
+
+/// Index value: connection in the high bits, subscription slot in the low 16.
+type SubKey = u64;
+
+fn key(conn: ConnId, slot: u16) -> SubKey {
+    (u64::from(conn) << 16) | u64::from(slot)
+}
+fn key_conn(k: SubKey) -> ConnId {
+    (k >> 16) as ConnId
+}
+fn key_slot(k: SubKey) -> usize {
+    (k & 0xffff) as usize
+}
+
+/// Counters of the broker (monotonic).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    /// Connections accepted.
+    pub connections_opened: u64,
+    /// Publishes accepted from clients.
+    pub published: u64,
+    /// Deliver frames queued to connections.
+    pub delivered: u64,
+    /// Deliveries dropped because the receiver's queue was full.
+    pub dropped_queue_full: u64,
+    /// Deliveries dropped by a receiver's egress rate limit.
+    pub dropped_egress_rate: u64,
+    /// Publishes refused by a sender's ingress rate limit.
+    pub refused_ingress_rate: u64,
+    /// Connections closed as slow consumers.
+    pub slow_consumers_closed: u64,
+    /// Connections closed because their access ended (expired/revoked).
+    pub access_ended_closed: u64,
+}
+
+/// Why a `SUB` was refused.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SubError {
+    /// The pattern is not a valid pattern.
+    InvalidPattern(PatternError),
+    /// The connection's access does not cover the pattern.
+    PermissionDenied,
+    /// The connection holds [`Limits::max_subs_per_conn`] subscriptions already.
+    TooManyForConnection(usize),
+    /// The relay holds [`Limits::max_total_subs`] subscriptions already.
+    RelayFull(usize),
+}
+
+/// Why a publish was refused.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PubError {
+    /// The channel is not a valid concrete channel.
+    InvalidChannel(PatternError),
+    /// The connection's access does not allow publishing on this channel.
+    PermissionDenied,
+    /// Over the connection's ingress rate limit.
+    RateLimited(u32),
+}
+
+/// A connection's subscription, stored exactly as the client sent it.
+#[derive(Debug)]
+struct Sub {
+    tenant: Box<str>,
+    pattern: Box<str>,
+}
+
+/// A simple token bucket in bytes.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    rate: u32,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32, now: Instant) -> Self {
+        Bucket {
+            rate,
+            tokens: f64::from(rate),
+            last: now,
+        }
+    }
+    fn take(&mut self, n: usize, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        let cap = f64::from(self.rate);
+        self.tokens = (self.tokens + dt * cap).min(cap);
+        let n = n as f64;
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Why a connection is being closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    Open,
+    /// Final frames queued; flush them until the deadline, then drop.
+    Flushing(Instant),
+}
+
+/// State of one connection held by the broker (the socket stays with the connection task).
+pub struct ConnState {
+    out: OutQueue,
+    waker: Option<Waker>,
+    subs: Vec<Option<Sub>>,
+    nsubs: usize,
+    access: Box<dyn Access>,
+    slow_since: Option<Instant>,
+    dropped: u64,
+    closing: Closing,
+    kill: bool,
+    bad_frames: u32,
+    ingress: Option<Bucket>,
+    egress: Option<Bucket>,
+}
+
+impl ConnState {
+    /// The connection's access object.
+    pub fn access(&self) -> &dyn Access {
+        &*self.access
+    }
+    /// Bytes waiting to be written.
+    pub fn pending(&self) -> &[u8] {
+        self.out.pending()
+    }
+    /// Is the connection closing (final frames queued)?
+    pub fn is_closing(&self) -> bool {
+        self.closing != Closing::Open
+    }
+    /// Must the task drop the connection now (close deadline passed or shutdown)?
+    pub fn must_drop(&self) -> bool {
+        self.kill
+    }
+    /// Remembers the task's waker (cheaply, when it changed).
+    pub fn set_waker(&mut self, w: &Waker) {
+        match &self.waker {
+            Some(old) if old.will_wake(w) => {}
+            _ => self.waker = Some(w.clone()),
+        }
+    }
+    /// Counts a malformed frame; returns the total so far.
+    pub fn note_bad_frame(&mut self) -> u32 {
+        self.bad_frames = self.bad_frames.saturating_add(1);
+        self.bad_frames
+    }
+    /// Deliveries dropped for this connection.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+    fn wake(&self) {
+        if let Some(w) = &self.waker {
+            w.wake_by_ref();
+        }
+    }
+}
+
+/// Local subscriptions and fan-out of one relay.
+pub struct Broker {
+    conns: Vec<Option<ConnState>>,
+    free: Vec<ConnId>,
+    open: usize,
+    tenants: HashMap<Box<str>, SubIndex<SubKey>>,
+    /// `"tenant:pattern"` → connections subscribed (for interest changes).
+    interest: HashMap<Box<str>, u32>,
+    total_subs: usize,
+    limits: Limits,
+    pool: BufPool,
+    scratch: Vec<SubKey>,
+    to_close: Vec<ConnId>,
+    mesh: Option<Rc<dyn MeshHook>>,
+    stats: Stats,
+    now: Instant,
+    shutting_down: bool,
+}
+
+impl Broker {
+    /// An empty broker with these limits; `now` seeds its coarse clock.
+    pub fn new(limits: Limits, now: Instant) -> Self {
+        Broker {
+            conns: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            tenants: HashMap::new(),
+            interest: HashMap::new(),
+            total_subs: 0,
+            pool: BufPool::new(64, 4 * limits.queue_bytes.max(64 * 1024)),
+            limits,
+            scratch: Vec::new(),
+            to_close: Vec::new(),
+            mesh: None,
+            stats: Stats::default(),
+            now,
+            shutting_down: false,
+        }
+    }
+
+    /// Installs the mesh seam (see [`mesh`]).
+    pub fn set_mesh(&mut self, hook: Rc<dyn MeshHook>) {
+        self.mesh = Some(hook);
+    }
+
+    /// Updates the broker's coarse clock (called once per I/O batch).
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.open
+    }
+
+    /// Subscriptions on this relay.
+    pub fn subscription_count(&self) -> usize {
+        self.total_subs
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Is the relay draining for shutdown?
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// Admits a new connection, or `None` when [`Limits::max_connections`] are open.
+    pub fn register(&mut self, access: Box<dyn Access>) -> Option<ConnId> {
+        if self.open >= self.limits.max_connections || self.shutting_down {
+            return None;
+        }
+        let rates = access.rate_limits();
+        let now = self.now;
+        let state = ConnState {
+            out: OutQueue::default(),
+            waker: None,
+            subs: Vec::new(),
+            nsubs: 0,
+            access,
+            slow_since: None,
+            dropped: 0,
+            closing: Closing::Open,
+            kill: false,
+            bad_frames: 0,
+            ingress: rates.ingress_bytes_per_sec.map(|r| Bucket::new(r, now)),
+            egress: rates.egress_bytes_per_sec.map(|r| Bucket::new(r, now)),
+        };
+        let id = if let Some(id) = self.free.pop() {
+            if let Some(slot) = self.conns.get_mut(id as usize) {
+                *slot = Some(state);
+            }
+            id
+        } else {
+            let id = ConnId::try_from(self.conns.len()).ok()?;
+            self.conns.push(Some(state));
+            id
+        };
+        self.open += 1;
+        self.stats.connections_opened += 1;
+        Some(id)
+    }
+
+    /// Removes a connection and all its subscriptions.
+    pub fn unregister(&mut self, id: ConnId) {
+        self.drop_all_subs(id);
+        if let Some(slot) = self.conns.get_mut(id as usize)
+            && let Some(mut st) = slot.take()
+        {
+            st.out.consume(usize::MAX, &mut self.pool);
+            self.free.push(id);
+            self.open -= 1;
+        }
+    }
+
+    /// The state of a connection.
+    pub fn conn_mut(&mut self, id: ConnId) -> Option<&mut ConnState> {
+        self.conns.get_mut(id as usize).and_then(Option::as_mut)
+    }
+
+    /// Records that the socket took `n` queued bytes of connection `id`.
+    pub fn consumed(&mut self, id: ConnId, n: usize) {
+        if let Some(Some(st)) = self.conns.get_mut(id as usize) {
+            st.out.consume(n, &mut self.pool);
+            if st.out.is_empty() {
+                st.slow_since = None;
+            }
+        }
+    }
+
+    /// Subscribes connection `id` to `pattern` in `tenant`. `Ok(true)` = new, `Ok(false)` =
+    /// it was already subscribed. Does not send the reply.
+    pub fn subscribe(&mut self, id: ConnId, tenant: &str, pattern: &str) -> Result<bool, SubError> {
+        pattern::validate_pattern(pattern).map_err(SubError::InvalidPattern)?;
+        let max_per_conn = self.limits.max_subs_per_conn;
+        let max_total = self.limits.max_total_subs;
+        let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            return Ok(false);
+        };
+        if !st.access.may_subscribe(tenant, pattern) {
+            return Err(SubError::PermissionDenied);
+        }
+        let exists = st
+            .subs
+            .iter()
+            .flatten()
+            .any(|s| &*s.tenant == tenant && &*s.pattern == pattern);
+        if exists {
+            return Ok(false);
+        }
+        if st.nsubs >= max_per_conn || st.nsubs >= usize::from(u16::MAX) {
+            return Err(SubError::TooManyForConnection(max_per_conn));
+        }
+        if self.total_subs >= max_total {
+            return Err(SubError::RelayFull(max_total));
+        }
+        let slot = match st.subs.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                st.subs.push(None);
+                st.subs.len() - 1
+            }
+        };
+        let slot16 =
+            u16::try_from(slot).map_err(|_| SubError::TooManyForConnection(max_per_conn))?;
+        let index = self
+            .tenants
+            .entry(tenant.into())
+            .or_insert_with(|| SubIndex::new(max_total));
+        if index.insert(pattern, key(id, slot16)).is_err() {
+            return Err(SubError::RelayFull(max_total));
+        }
+        if let Some(s) = st.subs.get_mut(slot) {
+            *s = Some(Sub {
+                tenant: tenant.into(),
+                pattern: pattern.into(),
+            });
+        }
+        st.nsubs += 1;
+        self.total_subs += 1;
+        self.interest_add(tenant, pattern);
+        Ok(true)
+    }
+
+    /// Removes a subscription; `true` when it existed.
+    pub fn unsubscribe(&mut self, id: ConnId, tenant: &str, pattern: &str) -> bool {
+        let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            return false;
+        };
+        let Some(slot) = st.subs.iter().position(|s| {
+            s.as_ref()
+                .is_some_and(|s| &*s.tenant == tenant && &*s.pattern == pattern)
+        }) else {
+            return false;
+        };
+        if let Some(s) = st.subs.get_mut(slot) {
+            *s = None;
+        }
+        st.nsubs -= 1;
+        while st.subs.last().is_some_and(Option::is_none) {
+            st.subs.pop();
+        }
+        if st.nsubs == 0 {
+            st.subs = Vec::new();
+        }
+        let slot16 = slot as u16; // slots are < 65536 by construction
+        self.index_remove(tenant, pattern, key(id, slot16));
+        true
+    }
+
+    fn index_remove(&mut self, tenant: &str, pattern: &str, k: SubKey) {
+        if let Some(index) = self.tenants.get_mut(tenant) {
+            index.remove(pattern, k);
+            if index.is_empty() {
+                self.tenants.remove(tenant);
+            }
+        }
+        self.total_subs -= 1;
+        self.interest_remove(tenant, pattern);
+    }
+
+    fn drop_all_subs(&mut self, id: ConnId) {
+        let subs = match self.conns.get_mut(id as usize) {
+            Some(Some(st)) => {
+                st.nsubs = 0;
+                std::mem::take(&mut st.subs)
+            }
+            _ => return,
+        };
+        for (slot, sub) in subs.into_iter().enumerate() {
+            if let Some(sub) = sub {
+                self.index_remove(&sub.tenant, &sub.pattern, key(id, slot as u16));
+            }
+        }
+    }
+
+    fn interest_key(tenant: &str, pattern: &str) -> Box<str> {
+        let mut k = String::with_capacity(tenant.len() + 1 + pattern.len());
+        k.push_str(tenant);
+        k.push(':');
+        k.push_str(pattern);
+        k.into_boxed_str()
+    }
+
+    fn interest_add(&mut self, tenant: &str, pattern: &str) {
+        match self.interest.entry(Self::interest_key(tenant, pattern)) {
+            Entry::Occupied(mut e) => *e.get_mut() += 1,
+            Entry::Vacant(e) => {
+                e.insert(1);
+                if let Some(m) = &self.mesh {
+                    m.interest_changed(tenant, pattern, true);
+                }
+            }
+        }
+    }
+
+    fn interest_remove(&mut self, tenant: &str, pattern: &str) {
+        if let Entry::Occupied(mut e) = self.interest.entry(Self::interest_key(tenant, pattern)) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+                if let Some(m) = &self.mesh {
+                    m.interest_changed(tenant, pattern, false);
+                }
+            }
+        }
+    }
+
+    /// Every `(tenant, pattern)` with at least one subscriber here (for a mesh joining late).
+    pub fn interests(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.interest.keys().filter_map(|k| k.split_once(':'))
+    }
+
+    /// A client of connection `from` publishes. Checks the channel, the access and the
+    /// ingress rate, offers the message to the mesh, and fans it out locally. Returns the
+    /// number of connections it was queued to here.
+    pub fn publish(
+        &mut self,
+        from: ConnId,
+        tenant: &str,
+        channel: &str,
+        payload: &[u8],
+        mode: Mode,
+    ) -> Result<usize, PubError> {
+        pattern::validate_channel(channel).map_err(PubError::InvalidChannel)?;
+        let now = self.now;
+        if let Some(Some(st)) = self.conns.get_mut(from as usize) {
+            if !st.access.may_publish(tenant, channel) {
+                return Err(PubError::PermissionDenied);
+            }
+            if let Some(b) = &mut st.ingress
+                && !b.take(payload.len(), now)
+            {
+                self.stats.refused_ingress_rate += 1;
+                return Err(PubError::RateLimited(b.rate));
+            }
+        }
+        self.stats.published += 1;
+        if let Some(m) = self.mesh.clone() {
+            let has_local = self
+                .tenants
+                .get(tenant)
+                .is_some_and(|i| i.has_match(channel));
+            if m.local_publish(tenant, channel, payload, mode, has_local) == LocalPlan::NotHere {
+                return Ok(0);
+            }
+        }
+        Ok(self.deliver_local(tenant, channel, payload, mode))
+    }
+
+    /// A message from the mesh: deliver to local subscribers only.
+    pub fn deliver_from_mesh(
+        &mut self,
+        tenant: &str,
+        channel: &str,
+        payload: &[u8],
+        mode: Mode,
+    ) -> usize {
+        if pattern::validate_channel(channel).is_err() {
+            return 0;
+        }
+        self.deliver_local(tenant, channel, payload, mode)
+    }
+
+    fn deliver_local(&mut self, tenant: &str, channel: &str, payload: &[u8], mode: Mode) -> usize {
+        let Some(index) = self.tenants.get(tenant) else {
+            return 0;
+        };
+        let Ok(d) = Deliver::new(tenant, channel, payload) else {
+            return 0;
+        };
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        index.for_each_match(channel, |_, k| scratch.push(k));
+        scratch.sort_unstable();
+        let mut delivered = 0;
+        match mode {
+            Mode::Broadcast => {
+                for group in scratch.chunk_by(|a, b| key_conn(*a) == key_conn(*b)) {
+                    delivered += usize::from(self.enqueue_deliver(group, &d));
+                }
+            }
+            _ => {
+                let groups = scratch
+                    .chunk_by(|a, b| key_conn(*a) == key_conn(*b))
+                    .count();
+                if groups > 0 {
+                    let pick = fastrand::usize(..groups);
+                    if let Some(group) = scratch
+                        .chunk_by(|a, b| key_conn(*a) == key_conn(*b))
+                        .nth(pick)
+                    {
+                        delivered += usize::from(self.enqueue_deliver(group, &d));
+                    }
+                }
+            }
+        }
+        self.scratch = scratch;
+        self.close_pending_slow();
+        delivered
+    }
+
+    /// Queues one deliver frame for the connection of `group` (all its matching slots).
+    fn enqueue_deliver(&mut self, group: &[SubKey], d: &Deliver<'_>) -> bool {
+        let Some(&first) = group.first() else {
+            return false;
+        };
+        let id = key_conn(first);
+        let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            return false;
+        };
+        let ConnState {
+            subs,
+            out,
+            closing,
+            dropped,
+            slow_since,
+            egress,
+            waker,
+            ..
+        } = st;
+        if *closing != Closing::Open {
+            return false;
+        }
+        let patterns = group
+            .iter()
+            .filter_map(|k| subs.get(key_slot(*k)).and_then(Option::as_ref))
+            .map(|s| &*s.pattern);
+        let Ok(flen) = d.encoded_len(patterns.clone()) else {
+            return false;
+        };
+        let total = queue::framed_len(flen);
+        if out.queued() + total > self.limits.queue_bytes {
+            self.stats.dropped_queue_full += 1;
+            *dropped += 1;
+            let since = *slow_since.get_or_insert(self.now);
+            if self.now.saturating_duration_since(since) >= self.limits.slow_consumer_grace {
+                self.to_close.push(id);
+            }
+            return false;
+        }
+        if let Some(b) = egress
+            && !b.take(flen, self.now)
+        {
+            self.stats.dropped_egress_rate += 1;
+            *dropped += 1;
+            return false;
+        }
+        let was_empty = out.is_empty();
+        out.push_frame(OP_BINARY, flen, &mut self.pool, |sink| {
+            let _ = d.encode_with(patterns, sink);
+        });
+        if was_empty && let Some(w) = waker {
+            w.wake_by_ref();
+        }
+        self.stats.delivered += 1;
+        true
+    }
+
+    fn close_pending_slow(&mut self) {
+        while let Some(id) = self.to_close.pop() {
+            if self
+                .conn_mut(id)
+                .is_some_and(|c| c.closing == Closing::Open)
+            {
+                self.stats.slow_consumers_closed += 1;
+                let grace = self.limits.slow_consumer_grace.as_secs_f64();
+                let why = format!(
+                    "your queue stayed over {} bytes for {grace:.1} s; messages were dropped, closing",
+                    self.limits.queue_bytes
+                );
+                self.close(id, 1008, "slow consumer", Some(("slow_consumer", &why)));
+            }
+        }
+    }
+
+    /// Queues a text reply to connection `id` (replies are small and are queued even past
+    /// the queue limit, so a refusal is never lost).
+    pub fn send_reply(&mut self, id: ConnId, reply: &Reply<'_>) {
+        let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            return;
+        };
+        if st.closing != Closing::Open {
+            return;
+        }
+        let was_empty = st.out.is_empty();
+        st.out
+            .push_frame(OP_TEXT, reply.encoded_len(), &mut self.pool, |sink| {
+                reply.encode_with(sink);
+            });
+        if was_empty {
+            st.wake();
+        }
+    }
+
+    /// Queues a control frame (pong) to connection `id`.
+    pub fn send_control(&mut self, id: ConnId, opcode: u8, payload: &[u8]) {
+        let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            return;
+        };
+        if st.closing != Closing::Open {
+            return;
+        }
+        let was_empty = st.out.is_empty();
+        st.out.push_simple(opcode, payload, &mut self.pool);
+        if was_empty {
+            st.wake();
+        }
+    }
+
+    /// Closes connection `id`: drops its subscriptions and unsent deliveries, queues
+    /// `ERR:<reason>:<why>` (if given) and a Close frame with `code`/`close_reason`, and
+    /// gives the task [`Limits::close_timeout`] to flush them.
+    pub fn close(&mut self, id: ConnId, code: u16, close_reason: &str, err: Option<(&str, &str)>) {
+        self.drop_all_subs(id);
+        let deadline = self.now + self.limits.close_timeout;
+        let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            return;
+        };
+        if st.closing != Closing::Open {
+            return;
+        }
+        st.out.discard_unstarted();
+        if let Some((reason, why)) = err {
+            let parts = [why];
+            let reply = Reply::Err {
+                reason,
+                parts: &parts,
+            };
+            st.out
+                .push_frame(OP_TEXT, reply.encoded_len(), &mut self.pool, |sink| {
+                    reply.encode_with(sink);
+                });
+        }
+        let mut body = Vec::with_capacity(2 + close_reason.len().min(123));
+        body.extend_from_slice(&code.to_be_bytes());
+        let mut cut = close_reason.len().min(123);
+        while !close_reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        body.extend_from_slice(close_reason.get(..cut).unwrap_or("").as_bytes());
+        st.out.push_simple(OP_CLOSE, &body, &mut self.pool);
+        st.closing = Closing::Flushing(deadline);
+        st.wake();
+    }
+
+    /// Periodic housekeeping (about once a second and on shutdown): closes slow consumers
+    /// past their grace and connections whose access ended; drops connections whose close
+    /// deadline passed.
+    pub fn sweep(&mut self, now: Instant, wall: SystemTime) {
+        self.now = now;
+        let grace = self.limits.slow_consumer_grace;
+        let mut ended: Vec<(ConnId, String)> = Vec::new();
+        for (i, slot) in self.conns.iter_mut().enumerate() {
+            let Some(st) = slot else { continue };
+            let id = i as ConnId;
+            match st.closing {
+                Closing::Flushing(deadline) => {
+                    if now >= deadline && !st.kill {
+                        st.kill = true;
+                        st.wake();
+                    }
+                }
+                Closing::Open => {
+                    if let Some(since) = st.slow_since
+                        && !st.out.is_empty()
+                        && now.saturating_duration_since(since) >= grace
+                    {
+                        self.to_close.push(id);
+                    } else if let Err(why) = st.access.check(wall) {
+                        ended.push((id, why));
+                    }
+                }
+            }
+        }
+        self.close_pending_slow();
+        for (id, why) in ended {
+            self.stats.access_ended_closed += 1;
+            self.close(id, 1008, "access ended", Some(("access_ended", &why)));
+        }
+    }
+
+    /// Starts a graceful shutdown: refuses new connections and sends `RECONNECT` to every
+    /// open connection.
+    pub fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+        let ids: Vec<ConnId> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|_| i as ConnId))
+            .collect();
+        for id in ids {
+            self.send_reply(id, &Reply::Reconnect);
+        }
+    }
+
+    /// Ends the shutdown grace: closes every remaining connection (going away).
+    pub fn close_all(&mut self) {
+        let ids: Vec<ConnId> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|_| i as ConnId))
+            .collect();
+        for id in ids {
+            self.close(id, 1001, "relay shutting down", None);
+        }
+    }
+
+    /// Marks every connection to be dropped at once.
+    pub fn kill_all(&mut self) {
+        for st in self.conns.iter_mut().flatten() {
+            st.kill = true;
+            st.wake();
+        }
+    }
+
+    /// Heap bytes held by outbound queues and the spare-buffer pool (for stats).
+    pub fn queue_bytes_held(&self) -> usize {
+        self.conns
+            .iter()
+            .flatten()
+            .map(|c| c.out.capacity())
+            .sum::<usize>()
+            + self.pool.held_bytes()
+    }
+}

@@ -1,1 +1,36 @@
-//! Command-line interface.
+//! The command line: `run` (the relay), and the client tools `sub` and `pub`.
+
+pub mod client;
+pub mod run;
+
+use argh::FromArgs;
+
+/// FastPubSub relay: a WebSocket pub/sub edge (and mesh relay).
+#[derive(FromArgs, Debug)]
+pub struct Args {
+    #[argh(subcommand)]
+    /// what to do
+    pub cmd: Cmd,
+}
+
+/// Subcommands.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Cmd {
+    /// Run the relay.
+    Run(run::RunArgs),
+    /// Subscribe and print deliveries.
+    Sub(client::SubArgs),
+    /// Publish messages.
+    Pub(client::PubArgs),
+}
+
+/// Parses the process arguments and runs the command; returns the exit code.
+pub fn main() -> i32 {
+    let args: Args = argh::from_env();
+    match args.cmd {
+        Cmd::Run(a) => run::run(a),
+        Cmd::Sub(a) => client::sub(a),
+        Cmd::Pub(a) => client::publish(a),
+    }
+}

@@ -1,0 +1,193 @@
+//! Property tests of `fastpubsub_core::pattern` against brute force.
+//!
+//! The index properties need the `alloc` feature:
+//! `cargo test -p fastpubsub-core --features std --test pattern_props`.
+
+use fastpubsub_core::pattern::{
+    MAX_NAME_LEN, contains, matches, validate_channel, validate_pattern,
+};
+use proptest::prelude::*;
+
+/// Literal segments used by the generated patterns. `z` is never one of them: in the
+/// brute-force channels it stands for "any segment that no pattern names".
+const LITERALS: &[&str] = &["a", "b"];
+const FRESH: &str = "z";
+/// Generated patterns have at most this many segments, `#` included.
+const MAX_PATTERN_SEGMENTS: usize = 4;
+/// Brute-force channels have 1..=MAX_CHANNEL_SEGMENTS segments. Why this is enough for
+/// `contains` to be exact: if `inner ⊄ outer`, a counterexample channel exists of length
+/// `k_in` (the number of `inner` segments before any `#`) or `k_in + 1` (when `inner` ends
+/// in `#` and `outer` needs exactly `k_in` segments), or 1 (when `inner` is `#`): fill
+/// `inner`'s literals as themselves and its `*`/`#` positions with the fresh segment,
+/// which no `outer` literal equals. `k_in + 1 ≤ MAX_PATTERN_SEGMENTS`, so
+/// `MAX_PATTERN_SEGMENTS + 1` leaves a margin of one segment.
+const MAX_CHANNEL_SEGMENTS: usize = MAX_PATTERN_SEGMENTS + 1;
+
+/// A valid pattern over {a, b, *} with an optional final `#`.
+fn pattern() -> impl Strategy<Value = String> {
+    let token = prop_oneof![Just("a"), Just("b"), Just("*")];
+    (
+        prop::collection::vec(token, 0..=MAX_PATTERN_SEGMENTS),
+        any::<bool>(),
+    )
+        .prop_filter_map("pattern needs a segment", |(tokens, hash)| {
+            let mut segs: Vec<&str> = tokens;
+            if hash || segs.is_empty() {
+                segs.push("#");
+            }
+            (segs.len() <= MAX_PATTERN_SEGMENTS).then(|| segs.join("."))
+        })
+}
+
+/// Every channel of 1..=max segments over the literals plus the fresh segment.
+fn all_channels(max: usize) -> Vec<String> {
+    let alphabet: Vec<&str> = LITERALS.iter().copied().chain([FRESH]).collect();
+    let mut out = Vec::new();
+    let mut layer: Vec<String> = alphabet.iter().map(|s| s.to_string()).collect();
+    for _ in 0..max {
+        out.extend(layer.iter().cloned());
+        layer = layer
+            .iter()
+            .flat_map(|c| alphabet.iter().map(move |s| format!("{c}.{s}")))
+            .collect();
+    }
+    out
+}
+
+/// `inner ⊆ outer` by brute force over `channels`.
+fn contains_brute(outer: &str, inner: &str, channels: &[String]) -> bool {
+    channels
+        .iter()
+        .all(|c| !matches(inner, c) || matches(outer, c))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn generated_patterns_are_valid(p in pattern()) {
+        prop_assert_eq!(validate_pattern(&p), Ok(()));
+    }
+
+    #[test]
+    fn contains_agrees_with_brute_force(outer in pattern(), inner in pattern()) {
+        let channels = all_channels(MAX_CHANNEL_SEGMENTS);
+        prop_assert_eq!(
+            contains(&outer, &inner),
+            contains_brute(&outer, &inner, &channels),
+            "{} ⊇ {}", outer, inner
+        );
+    }
+
+    #[test]
+    fn contains_is_reflexive_and_transitive(a in pattern(), b in pattern(), c in pattern()) {
+        prop_assert!(contains(&a, &a));
+        if contains(&a, &b) && contains(&b, &c) {
+            prop_assert!(contains(&a, &c), "{} ⊇ {} ⊇ {}", a, b, c);
+        }
+    }
+
+    #[test]
+    fn a_concrete_inner_is_contained_iff_matched(
+        outer in pattern(),
+        segs in prop::collection::vec(prop_oneof![Just("a"), Just("b"), Just("z")], 1..6),
+    ) {
+        let channel = segs.join(".");
+        prop_assert_eq!(contains(&outer, &channel), matches(&outer, &channel));
+    }
+
+    /// Arbitrary text never panics, and the validators agree with each other.
+    #[test]
+    fn validators_never_panic_and_agree(s in "[ab.*#\\t \u{e9}\u{7f}]{0,12}") {
+        let channel_ok = validate_channel(&s).is_ok();
+        let pattern_ok = validate_pattern(&s).is_ok();
+        if channel_ok {
+            // A valid channel is a valid pattern matching exactly itself.
+            prop_assert!(pattern_ok);
+            prop_assert!(matches(&s, &s));
+            prop_assert!(contains(&s, &s));
+        }
+        if pattern_ok {
+            prop_assert!(contains("#", &s));
+            prop_assert!(s.len() <= MAX_NAME_LEN);
+            prop_assert!(!s.split('.').any(|seg| seg.is_empty()));
+        } else {
+            prop_assert!(!contains(&s, "a"));
+            prop_assert!(!contains("#", &s));
+        }
+    }
+}
+
+#[cfg(feature = "alloc")]
+mod index {
+    use super::*;
+    use fastpubsub_core::pattern::{IndexFull, SubIndex};
+    use std::collections::BTreeSet;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(String, u8),
+        Remove(String, u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (pattern(), 0..3u8).prop_map(|(p, v)| Op::Insert(p, v)),
+            2 => (pattern(), 0..3u8).prop_map(|(p, v)| Op::Remove(p, v)),
+        ]
+    }
+
+    fn sorted_matches(index: &SubIndex<u8>, channel: &str) -> Vec<(String, u8)> {
+        let mut out = Vec::new();
+        index.for_each_match(channel, |p, v| out.push((p.to_string(), v)));
+        out.sort();
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// The index returns exactly (each once) what a scan of all entries with `matches`
+        /// returns, for every short channel, through inserts, removes and a capacity.
+        #[test]
+        fn index_agrees_with_brute_force(
+            ops in prop::collection::vec(op(), 0..80),
+            max_entries in 0..40usize,
+        ) {
+            let mut index = SubIndex::new(max_entries);
+            let mut model: BTreeSet<(String, u8)> = BTreeSet::new();
+            for op in &ops {
+                match op {
+                    Op::Insert(p, v) => {
+                        let key = (p.clone(), *v);
+                        let expected = if model.contains(&key) {
+                            Ok(false)
+                        } else if model.len() >= max_entries {
+                            Err(IndexFull { max_entries })
+                        } else {
+                            model.insert(key);
+                            Ok(true)
+                        };
+                        prop_assert_eq!(index.insert(p, *v), expected);
+                    }
+                    Op::Remove(p, v) => {
+                        prop_assert_eq!(index.remove(p, *v), model.remove(&(p.clone(), *v)));
+                    }
+                }
+                prop_assert_eq!(index.len(), model.len());
+            }
+            for channel in all_channels(MAX_CHANNEL_SEGMENTS) {
+                let expected: Vec<(String, u8)> =
+                    model.iter().filter(|(p, _)| matches(p, &channel)).cloned().collect();
+                prop_assert_eq!(index.has_match(&channel), !expected.is_empty());
+                prop_assert_eq!(sorted_matches(&index, &channel), expected, "channel {}", channel);
+            }
+            // Removing what is left frees every node.
+            for (p, v) in &model {
+                prop_assert!(index.remove(p, *v));
+            }
+            prop_assert!(index.is_empty());
+            prop_assert_eq!(index.node_count(), 0);
+        }
+    }
+}

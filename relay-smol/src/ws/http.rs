@@ -1,0 +1,175 @@
+//! Just enough HTTP/1.1 for one port that serves REST and the WebSocket upgrade: read one
+//! request head (bounded) and its `Content-Length` body (bounded), write one response.
+
+use std::net::SocketAddr;
+
+use crate::limits::Limits;
+use crate::rest::{HttpRequest, HttpResponse};
+use crate::ws::transport::Transport;
+
+/// Why no request could be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The peer closed or the socket failed before a full request; no answer possible.
+    Closed,
+    /// The request is malformed or too large; answer with this response and close.
+    Respond(HttpResponse),
+}
+
+const MAX_HEADERS: usize = 48;
+
+/// Reads one request. Returns it with any bytes that followed it on the wire.
+pub async fn read_request(
+    io: &mut Transport,
+    peer: SocketAddr,
+    limits: &Limits,
+) -> Result<(HttpRequest, Vec<u8>), ReadError> {
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    let (mut req, head_len, body_len) = loop {
+        let n = io.read(&mut chunk).await.map_err(|_| ReadError::Closed)?;
+        if n == 0 {
+            return Err(ReadError::Closed);
+        }
+        buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&buf) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let req = to_request(&parsed, peer)?;
+                let body_len = body_length(&req, limits)?;
+                break (req, head_len, body_len);
+            }
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > limits.max_http_head {
+                    return Err(ReadError::Respond(HttpResponse::text(
+                        431,
+                        format!("request head larger than {} bytes", limits.max_http_head),
+                    )));
+                }
+            }
+            Err(e) => {
+                return Err(ReadError::Respond(HttpResponse::text(
+                    400,
+                    format!("malformed HTTP request: {e}"),
+                )));
+            }
+        }
+    };
+    while buf.len() < head_len + body_len {
+        let n = io.read(&mut chunk).await.map_err(|_| ReadError::Closed)?;
+        if n == 0 {
+            return Err(ReadError::Closed);
+        }
+        buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+    }
+    req.body = buf
+        .get(head_len..head_len + body_len)
+        .unwrap_or(&[])
+        .to_vec();
+    let rest = buf.get(head_len + body_len..).unwrap_or(&[]).to_vec();
+    Ok((req, rest))
+}
+
+fn to_request(
+    parsed: &httparse::Request<'_, '_>,
+    peer: SocketAddr,
+) -> Result<HttpRequest, ReadError> {
+    let bad = |why: &str| ReadError::Respond(HttpResponse::text(400, why.to_string()));
+    let method = parsed
+        .method
+        .ok_or_else(|| bad("missing method"))?
+        .to_string();
+    let target = parsed.path.ok_or_else(|| bad("missing request target"))?;
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        None => (target.to_string(), None),
+    };
+    let mut headers = Vec::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| bad(&format!("header {} is not valid UTF-8", h.name)))?;
+        headers.push((h.name.to_ascii_lowercase(), value.trim().to_string()));
+    }
+    Ok(HttpRequest {
+        method,
+        path,
+        query,
+        headers,
+        body: Vec::new(),
+        peer,
+    })
+}
+
+fn body_length(req: &HttpRequest, limits: &Limits) -> Result<usize, ReadError> {
+    if req.header("transfer-encoding").is_some() {
+        return Err(ReadError::Respond(HttpResponse::text(
+            411,
+            "chunked bodies are not supported; send Content-Length".to_string(),
+        )));
+    }
+    let Some(v) = req.header("content-length") else {
+        return Ok(0);
+    };
+    let len: usize = v.parse().map_err(|_| {
+        ReadError::Respond(HttpResponse::text(
+            400,
+            format!("bad Content-Length: {v:?}"),
+        ))
+    })?;
+    if len > limits.max_http_body {
+        return Err(ReadError::Respond(HttpResponse::text(
+            413,
+            format!(
+                "request body of {len} bytes is over the limit of {} bytes",
+                limits.max_http_body
+            ),
+        )));
+    }
+    Ok(len)
+}
+
+/// Standard reason phrase of a status code.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// Serializes a response (always `Connection: close`).
+pub fn encode_response(resp: &HttpResponse) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        resp.status,
+        reason_phrase(resp.status),
+        resp.content_type,
+        resp.body.len()
+    );
+    for (k, v) in &resp.headers {
+        out.push_str(k);
+        out.push_str(": ");
+        out.push_str(v);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&resp.body);
+    bytes
+}
