@@ -14,6 +14,7 @@ pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod config_file;
 pub mod limits;
 pub mod mesh;
 pub mod quic;

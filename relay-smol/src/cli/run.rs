@@ -19,12 +19,12 @@ use crate::ws::Relay;
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "run")]
 pub struct RunArgs {
+    /// configuration file (TOML, see docs/embedded.md); flags given here override it
+    #[argh(option)]
+    pub config: Option<PathBuf>,
     /// address of the HTTP/WebSocket port (default 127.0.0.1:8080)
-    #[argh(
-        option,
-        default = "\"127.0.0.1:8080\".parse().expect(\"valid default\")"
-    )]
-    pub listen: SocketAddr,
+    #[argh(option)]
+    pub listen: Option<SocketAddr>,
     /// TLS certificate chain (PEM) for wss:// and https://
     #[argh(option)]
     pub tls_cert: Option<PathBuf>,
@@ -109,7 +109,13 @@ pub fn choose_authorizer(args: &RunArgs) -> Result<Rc<dyn Authorizer>, String> {
 }
 
 /// Runs the relay; returns the exit code.
-pub fn run(args: RunArgs) -> i32 {
+pub fn run(mut args: RunArgs) -> i32 {
+    if let Some(path) = args.config.clone()
+        && let Err(e) = crate::config_file::apply(&path, &mut args)
+    {
+        eprintln!("error: {e}");
+        return 2;
+    }
     let auth = match choose_authorizer(&args) {
         Ok(a) => a,
         Err(msg) => {
@@ -129,7 +135,9 @@ pub fn run(args: RunArgs) -> i32 {
         }
     };
     let config = Config {
-        listen: args.listen,
+        listen: args
+            .listen
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
         tls,
         limits: args.limits(),
     };
