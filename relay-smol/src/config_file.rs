@@ -228,7 +228,7 @@ fn value(s: &str) -> Result<(Value, &str), String> {
         && !digits.starts_with('_')
         && !digits.ends_with('_')
         && !digits.contains("__")
-        && !(digits.len() > 1 && digits.starts_with('0'));
+        && (digits.len() == 1 || !digits.starts_with('0'));
     if !well_formed {
         return Err(format!(
             "expected a \"string\", a whole number or true/false, found {word:?}"
