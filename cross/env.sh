@@ -27,7 +27,13 @@ select_target() {
         "") die "missing target: use 'aarch64' (or 'armv7')" ;;
         *) die "unknown target '$1': use 'aarch64' (or 'armv7')" ;;
     esac
-    SYSROOT=/usr/$GNU_PREFIX
+    # Where qemu-user finds the ARM loader and libc. Not simply /usr/$GNU_PREFIX (the cross
+    # libc): libstd-rust-web-dev:$DEB_ARCH pulls in the multiarch libc6:$DEB_ARCH, and the cross
+    # loader then finds that libc first in /lib/$GNU_PREFIX; a loader and a libc from two
+    # different glibc builds hang in the first pthread_create (seen: 2.36-8cross1 loader
+    # with 2.36-9+deb12u14 libc; every test harness spawns threads). With "/" qemu uses the
+    # multiarch loader and libc, which always match.
+    if [ -e "/lib/$GNU_PREFIX/libc.so.6" ]; then SYSROOT=/; else SYSROOT=/usr/$GNU_PREFIX; fi
     TRIPLE_ENV=$(printf '%s' "$TRIPLE" | tr 'a-z-' 'A-Z_')
     BIN_DIR="$CROSS_TARGET_DIR/$TRIPLE/release"
 }

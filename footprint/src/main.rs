@@ -309,13 +309,21 @@ fn measure_memory(
 
     // 1. Idle, then 1,000 and 10,000 idle connections with one subscription each.
     let mut r = Relay::start(bin, &[], start)?;
-    let idle = r.memory()?.rss;
+    let idle_mem = r.memory()?;
+    let idle = idle_mem.rss;
     rep.check(
         budgets,
         &format!("{arch}.idle_rss_bytes"),
         "idle RSS after start",
         arch,
         idle,
+    );
+    rep.check(
+        budgets,
+        &format!("{arch}.idle_rss_anon_bytes"),
+        "idle RssAnon (heap + stacks: the stable part of idle RSS)",
+        arch,
+        idle_mem.anon,
     );
     let mut fleet = Fleet::default();
     let pat = |i: usize, _j: usize| format!("idle.c{i}");
