@@ -96,6 +96,17 @@ proptest! {
         prop_assert_eq!(contains(&outer, &channel), matches(&outer, &channel));
     }
 
+    /// Any Unicode text: no panic anywhere, and the validators stay consistent.
+    #[test]
+    fn arbitrary_text_never_panics(a in any::<String>(), b in any::<String>()) {
+        let _ = validate_channel(&a);
+        let _ = matches(&a, &b);
+        let _ = contains(&a, &b);
+        if validate_pattern(&a).is_ok() {
+            prop_assert!(contains(&a, &a));
+        }
+    }
+
     /// Arbitrary text never panics, and the validators agree with each other.
     #[test]
     fn validators_never_panic_and_agree(s in "[ab.*#\\t \u{e9}\u{7f}]{0,12}") {
@@ -121,7 +132,7 @@ proptest! {
 #[cfg(feature = "alloc")]
 mod index {
     use super::*;
-    use fastpubsub_core::pattern::{IndexFull, SubIndex};
+    use fastpubsub_core::pattern::SubIndex;
     use std::collections::BTreeSet;
 
     #[derive(Debug, Clone)]
@@ -135,6 +146,24 @@ mod index {
             3 => (pattern(), 0..3u8).prop_map(|(p, v)| Op::Insert(p, v)),
             2 => (pattern(), 0..3u8).prop_map(|(p, v)| Op::Remove(p, v)),
         ]
+    }
+
+    /// The trie nodes a set of patterns needs: one per distinct prefix of segments,
+    /// a final `#` excluded (it lives in its parent node).
+    fn prefixes(patterns: impl Iterator<Item = String>) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for p in patterns {
+            let segs: Vec<&str> = p.split('.').collect();
+            let fixed = if segs.last() == Some(&"#") {
+                segs.len() - 1
+            } else {
+                segs.len()
+            };
+            for n in 1..=fixed {
+                out.insert(segs[..n].join("."));
+            }
+        }
+        out
     }
 
     fn sorted_matches(index: &SubIndex<u8>, channel: &str) -> Vec<(String, u8)> {
@@ -153,28 +182,43 @@ mod index {
         fn index_agrees_with_brute_force(
             ops in prop::collection::vec(op(), 0..80),
             max_entries in 0..40usize,
+            max_nodes in 0..60usize,
         ) {
-            let mut index = SubIndex::new(max_entries);
+            let mut index = SubIndex::with_limits(max_entries, max_nodes);
             let mut model: BTreeSet<(String, u8)> = BTreeSet::new();
             for op in &ops {
                 match op {
                     Op::Insert(p, v) => {
                         let key = (p.clone(), *v);
+                        let nodes_now = prefixes(model.iter().map(|(p, _)| p.clone())).len();
+                        let nodes_after = prefixes(
+                            model.iter().map(|(p, _)| p.clone()).chain([p.clone()]),
+                        )
+                        .len();
                         let expected = if model.contains(&key) {
                             Ok(false)
                         } else if model.len() >= max_entries {
-                            Err(IndexFull { max_entries })
+                            Err((max_entries, false))
+                        } else if nodes_after > max_nodes {
+                            Err((max_nodes, true))
                         } else {
                             model.insert(key);
                             Ok(true)
                         };
-                        prop_assert_eq!(index.insert(p, *v), expected);
+                        let got = index.insert(p, *v).map_err(|e| (e.limit(), e.is_node_limit()));
+                        prop_assert_eq!(got, expected);
+                        prop_assert!(index.node_count() <= max_nodes.max(nodes_now));
                     }
                     Op::Remove(p, v) => {
                         prop_assert_eq!(index.remove(p, *v), model.remove(&(p.clone(), *v)));
                     }
                 }
                 prop_assert_eq!(index.len(), model.len());
+                // Exactly the nodes the live patterns need: removal prunes the rest.
+                prop_assert_eq!(
+                    index.node_count(),
+                    prefixes(model.iter().map(|(p, _)| p.clone())).len()
+                );
             }
             for channel in all_channels(MAX_CHANNEL_SEGMENTS) {
                 let expected: Vec<(String, u8)> =
@@ -188,6 +232,83 @@ mod index {
             }
             prop_assert!(index.is_empty());
             prop_assert_eq!(index.node_count(), 0);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// The rustdoc promises agreement with `matches` for any channel text, not only
+        /// valid channels (empty segments, `*` or `#` segments, other characters).
+        #[test]
+        fn index_agrees_with_matches_on_unvalidated_channels(
+            patterns in prop::collection::vec(pattern(), 0..30),
+            channels in prop::collection::vec("[ab.*# ]{0,9}", 1..40),
+        ) {
+            let mut index = SubIndex::new(100);
+            let mut model = BTreeSet::new();
+            for p in &patterns {
+                prop_assert_eq!(index.insert(p, 0u8), Ok(model.insert(p.clone())));
+            }
+            for channel in &channels {
+                let expected: Vec<(String, u8)> = model
+                    .iter()
+                    .filter(|p| matches(p, channel))
+                    .map(|p| (p.clone(), 0))
+                    .collect();
+                prop_assert_eq!(sorted_matches(&index, channel), expected, "channel {:?}", channel);
+            }
+        }
+    }
+
+    /// 60 sibling names, short (stored inline) and long (stored on the heap), so that a
+    /// node switches between its small and large children lists.
+    fn sibling(i: usize) -> String {
+        let len = if i.is_multiple_of(3) {
+            23 + i % 9
+        } else {
+            1 + i % 6
+        };
+        let c = char::from(b'a' + (i % 26) as u8);
+        format!("{}{}", c.to_string().repeat(len), i)
+    }
+
+    fn wide_pattern() -> impl Strategy<Value = String> {
+        let first = prop_oneof![9 => (0..60usize).prop_map(sibling), 1 => Just("*".to_string())];
+        let second = prop_oneof![Just(""), Just(".x"), Just(".*"), Just(".#")];
+        (first, second).prop_map(|(a, b)| format!("{a}{b}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn index_with_many_siblings_agrees_with_brute_force(
+            ops in prop::collection::vec((any::<bool>(), wide_pattern(), 0..2u8), 0..300),
+        ) {
+            let mut index = SubIndex::new(1000);
+            let mut model: BTreeSet<(String, u8)> = BTreeSet::new();
+            for (insert, p, v) in &ops {
+                if *insert {
+                    let fresh = model.insert((p.clone(), *v));
+                    prop_assert_eq!(index.insert(p, *v), Ok(fresh));
+                } else {
+                    let had = model.remove(&(p.clone(), *v));
+                    prop_assert_eq!(index.remove(p, *v), had);
+                }
+            }
+            for i in 0..60 {
+                for tail in ["", ".x", ".y", ".x.y"] {
+                    let channel = format!("{}{tail}", sibling(i));
+                    let expected: Vec<(String, u8)> =
+                        model.iter().filter(|(p, _)| matches(p, &channel)).cloned().collect();
+                    prop_assert_eq!(sorted_matches(&index, &channel), expected, "channel {}", channel);
+                }
+            }
+            prop_assert_eq!(
+                index.node_count(),
+                prefixes(model.iter().map(|(p, _)| p.clone())).len()
+            );
         }
     }
 }

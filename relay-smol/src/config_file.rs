@@ -90,6 +90,8 @@ pub struct Entry {
 pub enum Kind {
     /// `"IP:PORT"`.
     Addr,
+    /// `"IP:PORT"` or `"off"`.
+    AddrOrOff,
     /// A file path string.
     Path,
     /// `true` / `false`.
@@ -114,6 +116,10 @@ pub struct KeySpec {
     pub kind: Kind,
 }
 
+const fn key(table: &'static str, key: &'static str, kind: Kind) -> KeySpec {
+    KeySpec { table, key, kind }
+}
+
 const fn int(table: &'static str, key: &'static str, min: u64, max: u64) -> KeySpec {
     KeySpec {
         table,
@@ -125,26 +131,10 @@ const fn int(table: &'static str, key: &'static str, min: u64, max: u64) -> KeyS
 /// Every key the file may contain. `docs/embedded.md` documents them; defaults are those
 /// of the `run` flags (see `fastpubsub-relay run --help`).
 pub const KEYS: &[KeySpec] = &[
-    KeySpec {
-        table: "edge",
-        key: "listen",
-        kind: Kind::Addr,
-    },
-    KeySpec {
-        table: "edge",
-        key: "tls_cert",
-        kind: Kind::Path,
-    },
-    KeySpec {
-        table: "edge",
-        key: "tls_key",
-        kind: Kind::Path,
-    },
-    KeySpec {
-        table: "edge",
-        key: "insecure_no_auth",
-        kind: Kind::Bool,
-    },
+    key("edge", "listen", Kind::Addr),
+    key("edge", "tls_cert", Kind::Path),
+    key("edge", "tls_key", Kind::Path),
+    key("edge", "insecure_no_auth", Kind::Bool),
     int("limits", "max_connections", 1, 10_000_000),
     int("limits", "max_subs_per_conn", 1, 1_000_000),
     int("limits", "max_total_subs", 1, 100_000_000),
@@ -153,6 +143,11 @@ pub const KEYS: &[KeySpec] = &[
     int("limits", "slow_consumer_grace_ms", 0, 3_600_000),
     int("limits", "shutdown_grace_ms", 0, 3_600_000),
     int("limits", "close_timeout_ms", 0, 600_000),
+    key("tickets", "state_dir", Kind::Path),
+    key("tickets", "public_key", Kind::Path),
+    int("tickets", "status_capacity", 1, 8192),
+    key("admin", "listen", Kind::AddrOrOff),
+    key("admin", "token_file", Kind::Path),
 ];
 
 fn is_bare_key(s: &str) -> bool {
@@ -314,6 +309,7 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, (usize, String)> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Checked {
     Addr(SocketAddr),
+    Text(String),
     Path(PathBuf),
     Bool(bool),
     Int(u64),
@@ -324,6 +320,13 @@ fn check(spec: &KeySpec, v: &Value) -> Result<Checked, String> {
         (Kind::Addr, Value::Str(s)) => s.parse().map(Checked::Addr).map_err(|_| {
             format!("expected an address like \"0.0.0.0:8080\" or \"[::]:8080\", found {s:?}")
         }),
+        (Kind::AddrOrOff, Value::Str(s)) if s == "off" => Ok(Checked::Text(s.clone())),
+        (Kind::AddrOrOff, Value::Str(s)) => match s.parse::<SocketAddr>() {
+            Ok(_) => Ok(Checked::Text(s.clone())),
+            Err(_) => Err(format!(
+                "expected an address like \"127.0.0.1:9091\" or \"off\", found {s:?}"
+            )),
+        },
         (Kind::Path, Value::Str(s)) if s.is_empty() => {
             Err("expected a file path, found an empty string".to_string())
         }
@@ -338,6 +341,7 @@ fn check(spec: &KeySpec, v: &Value) -> Result<Checked, String> {
         (kind, v) => {
             let want = match kind {
                 Kind::Addr => "an address string like \"0.0.0.0:8080\"",
+                Kind::AddrOrOff => "an address string like \"127.0.0.1:9091\" or \"off\"",
                 Kind::Path => "a file path string",
                 Kind::Bool => "true or false",
                 Kind::Int { .. } => "a whole number (no quotes)",
@@ -376,7 +380,7 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> Result<(), ConfigFileError> {
             return Err(err(
                 Some(e.line),
                 Some(e.key.clone()),
-                "every key belongs in a table: [edge] or [limits]".to_string(),
+                "every key belongs in a table: [edge], [limits], [tickets] or [admin]".to_string(),
             ));
         }
         let spec = KEYS
@@ -390,7 +394,7 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> Result<(), ConfigFileError> {
                     .collect();
                 let why = if known.is_empty() {
                     format!(
-                        "unknown table [{}]; known tables: [edge], [limits]",
+                        "unknown table [{}]; known tables: [edge], [limits], [tickets], [admin]",
                         e.table
                     )
                 } else {
@@ -399,7 +403,7 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> Result<(), ConfigFileError> {
                 err(Some(e.line), Some(name.clone()), why)
             })?;
         let v = check(spec, &e.value).map_err(|why| err(Some(e.line), Some(name.clone()), why))?;
-        store(args, spec.key, v);
+        store(args, spec.table, spec.key, v);
     }
     // A queue smaller than the largest frame could never deliver a full-size message.
     let defaults = Limits::default();
@@ -419,26 +423,33 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> Result<(), ConfigFileError> {
 }
 
 /// Stores a checked value unless the command line already set that argument.
-fn store(a: &mut RunArgs, key: &str, v: Checked) {
+fn store(a: &mut RunArgs, table: &str, key: &str, v: Checked) {
     fn fill<T>(slot: &mut Option<T>, v: T) {
         if slot.is_none() {
             *slot = Some(v);
         }
     }
     let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-    match (key, v) {
-        ("listen", Checked::Addr(x)) => fill(&mut a.listen, x),
-        ("tls_cert", Checked::Path(x)) => fill(&mut a.tls_cert, x),
-        ("tls_key", Checked::Path(x)) => fill(&mut a.tls_key, x),
-        ("insecure_no_auth", Checked::Bool(x)) => a.insecure_no_auth |= x,
-        ("max_connections", Checked::Int(n)) => fill(&mut a.max_connections, as_usize(n)),
-        ("max_subs_per_conn", Checked::Int(n)) => fill(&mut a.max_subs_per_conn, as_usize(n)),
-        ("max_total_subs", Checked::Int(n)) => fill(&mut a.max_total_subs, as_usize(n)),
-        ("max_frame_bytes", Checked::Int(n)) => fill(&mut a.max_frame_bytes, as_usize(n)),
-        ("queue_bytes", Checked::Int(n)) => fill(&mut a.queue_bytes, as_usize(n)),
-        ("slow_consumer_grace_ms", Checked::Int(n)) => fill(&mut a.slow_consumer_grace_ms, n),
-        ("shutdown_grace_ms", Checked::Int(n)) => fill(&mut a.shutdown_grace_ms, n),
-        ("close_timeout_ms", Checked::Int(n)) => fill(&mut a.close_timeout_ms, n),
+    match (table, key, v) {
+        ("edge", "listen", Checked::Addr(x)) => fill(&mut a.listen, x),
+        ("tickets", "state_dir", Checked::Path(x)) => fill(&mut a.state_dir, x),
+        ("tickets", "public_key", Checked::Path(x)) => fill(&mut a.ticket_public_key, x),
+        ("tickets", "status_capacity", Checked::Int(n)) => {
+            fill(&mut a.ticket_status_capacity, as_usize(n))
+        }
+        ("admin", "listen", Checked::Text(x)) => fill(&mut a.admin_listen, x),
+        ("admin", "token_file", Checked::Path(x)) => fill(&mut a.admin_token_file, x),
+        (_, "tls_cert", Checked::Path(x)) => fill(&mut a.tls_cert, x),
+        (_, "tls_key", Checked::Path(x)) => fill(&mut a.tls_key, x),
+        (_, "insecure_no_auth", Checked::Bool(x)) => a.insecure_no_auth |= x,
+        (_, "max_connections", Checked::Int(n)) => fill(&mut a.max_connections, as_usize(n)),
+        (_, "max_subs_per_conn", Checked::Int(n)) => fill(&mut a.max_subs_per_conn, as_usize(n)),
+        (_, "max_total_subs", Checked::Int(n)) => fill(&mut a.max_total_subs, as_usize(n)),
+        (_, "max_frame_bytes", Checked::Int(n)) => fill(&mut a.max_frame_bytes, as_usize(n)),
+        (_, "queue_bytes", Checked::Int(n)) => fill(&mut a.queue_bytes, as_usize(n)),
+        (_, "slow_consumer_grace_ms", Checked::Int(n)) => fill(&mut a.slow_consumer_grace_ms, n),
+        (_, "shutdown_grace_ms", Checked::Int(n)) => fill(&mut a.shutdown_grace_ms, n),
+        (_, "close_timeout_ms", Checked::Int(n)) => fill(&mut a.close_timeout_ms, n),
         // KEYS and this match are kept in step by the `every_key_is_stored` test.
         _ => {}
     }
@@ -634,6 +645,7 @@ mod tests {
         for spec in KEYS {
             let value = match spec.kind {
                 Kind::Addr => "\"10.0.0.1:1\"".to_string(),
+                Kind::AddrOrOff => "\"off\"".to_string(),
                 Kind::Path => "\"/x\"".to_string(),
                 Kind::Bool => "true".to_string(),
                 // The largest frame limit would exceed the default queue (a checked error).

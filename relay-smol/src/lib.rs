@@ -8,6 +8,7 @@
 //! - [`quic`], [`mesh`]: the relay mesh.
 //! - [`cli`]: the command line (`run`, `pub`, `sub`).
 //! - [`clock`], [`limits`], [`config`], [`tls`]: time, capacities, configuration, TLS.
+//! - [`dashboard`], [`metrics`]: `/dashboard`, `/v1/mesh`, admin access, `/metrics`.
 
 pub mod auth;
 pub mod broker;
@@ -15,8 +16,10 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod config_file;
+pub mod dashboard;
 pub mod limits;
 pub mod mesh;
+pub mod metrics;
 pub mod quic;
 pub mod rest;
 pub mod tickets;

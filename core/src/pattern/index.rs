@@ -15,23 +15,41 @@ use super::validate::{MAX_NAME_LEN, PatternError, validate_pattern};
 const SMALL_MAX: usize = 32;
 const SMALL_MIN: usize = 16;
 
-/// The index is full: it already holds its maximum number of (pattern, value) entries.
+/// The index is full: storing the entry would pass its entry limit or its trie-node
+/// limit (see [`SubIndex::with_limits`]). Nothing was changed.
 ///
 /// A capacity error, not the peer's fault and not misuse: the caller refuses the
 /// subscription (and counts it) or raises the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexFull {
-    /// The capacity that was reached.
-    pub max_entries: usize,
+    limit: usize,
+    nodes: bool,
+}
+
+impl IndexFull {
+    /// The limit that was reached: a number of entries, or of trie nodes when
+    /// [`Self::is_node_limit`].
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// True when the trie-node limit was reached rather than the entry limit.
+    pub fn is_node_limit(&self) -> bool {
+        self.nodes
+    }
 }
 
 impl fmt::Display for IndexFull {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "subscription index is full ({} entries)",
-            self.max_entries
-        )
+        if self.nodes {
+            write!(
+                f,
+                "subscription index is full ({} trie nodes: too many long, distinct patterns)",
+                self.limit
+            )
+        } else {
+            write!(f, "subscription index is full ({} entries)", self.limit)
+        }
     }
 }
 
@@ -71,7 +89,8 @@ impl core::error::Error for InsertError {}
 ///
 /// Removing the last value of a node frees the node and every ancestor left empty, so
 /// memory follows the live entries, not the history. The number of entries is bounded
-/// by `max_entries`; inserting beyond it is refused with [`IndexFull`].
+/// by `max_entries` and the number of trie nodes by `max_nodes`; an insert that would
+/// pass either is refused with [`IndexFull`] and changes nothing.
 ///
 /// Values of one pattern are kept in a plain list: insert and remove scan the values of
 /// that one pattern to find duplicates (`V` is only `Eq`).
@@ -79,22 +98,106 @@ pub struct SubIndex<V> {
     root: Node<V>,
     len: usize,
     max_entries: usize,
+    max_nodes: usize,
     nodes: usize,
 }
 
+/// Trie nodes allowed per entry by [`SubIndex::new`]: enough for every pattern of up to
+/// 8 segments to share no prefix at all. Typical relay subscriptions use 1 to 2.
+pub const DEFAULT_NODES_PER_ENTRY: usize = 8;
+
+/// One trie node: 48 bytes for `V = u32` on 64-bit targets (see `sizes` test).
 struct Node<V> {
     children: Children<V>,
     star: Option<Box<Node<V>>>,
-    /// Values whose pattern ends at this node.
-    exact: Vec<V>,
-    /// Values whose pattern ends with `#` right after this node.
-    hash: Vec<V>,
+    values: Values<V>,
 }
 
+/// The values whose pattern ends at a node ("exact") and those whose pattern ends with
+/// `#` right after it ("hash"). Most nodes hold none or one, which need no heap block.
+enum Values<V> {
+    Empty,
+    One { value: V, hash: bool },
+    Many(Box<ValueList<V>>),
+}
+
+/// `values[..split]` are the exact values, `values[split..]` the `#` ones: one list
+/// instead of two saves a `Vec` header.
+struct ValueList<V> {
+    values: Vec<V>,
+    split: usize,
+}
+
+/// Literal children. Nodes live inline in their parent's list (no box per node).
 enum Children<V> {
-    /// Sorted by segment.
-    Small(Vec<(Box<str>, Box<Node<V>>)>),
-    Large(BTreeMap<Box<str>, Box<Node<V>>>),
+    /// Sorted by segment, capacity kept exact: most nodes have 0 or 1 child.
+    Small(Vec<Child<V>>),
+    /// Boxed so that this enum is no larger than the `Vec` (24 bytes, not 32).
+    #[expect(
+        clippy::box_collection,
+        reason = "an unboxed BTreeMap would make every node 8 bytes larger"
+    )]
+    Large(Box<BTreeMap<Seg, Node<V>>>),
+}
+
+struct Child<V> {
+    seg: Seg,
+    node: Node<V>,
+}
+
+/// A literal segment; short ones (the common case) live inline without a heap block.
+/// 24 bytes.
+enum Seg {
+    Inline(heapless::String<INLINE_SEG, u8>),
+    Heap(Box<str>),
+}
+
+/// Longest segment stored inline in a [`Seg`].
+const INLINE_SEG: usize = 22;
+
+impl Seg {
+    fn new(seg: &str) -> Self {
+        match heapless::String::try_from(seg) {
+            Ok(s) => Seg::Inline(s),
+            Err(_) => Seg::Heap(Box::from(seg)),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Seg::Inline(s) => s.as_str(),
+            Seg::Heap(s) => s,
+        }
+    }
+}
+
+// Equality and order are exactly `str`'s (whatever the variant), as `Borrow<str>`
+// requires, so a `BTreeMap<Seg, _>` can be searched by `&str`. A derived `Ord` would
+// order by variant first and break that.
+impl core::borrow::Borrow<str> for Seg {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Seg {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Seg {}
+
+impl PartialOrd for Seg {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Seg {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
 }
 
 impl<V> Node<V> {
@@ -102,16 +205,125 @@ impl<V> Node<V> {
         Node {
             children: Children::Small(Vec::new()),
             star: None,
-            exact: Vec::new(),
-            hash: Vec::new(),
+            values: Values::Empty,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.exact.is_empty()
-            && self.hash.is_empty()
-            && self.star.is_none()
-            && self.children.is_empty()
+        matches!(self.values, Values::Empty) && self.star.is_none() && self.children.is_empty()
+    }
+
+    fn exact(&self) -> &[V] {
+        match &self.values {
+            Values::One { value, hash: false } => core::slice::from_ref(value),
+            Values::Many(l) => l.values.get(..l.split).unwrap_or_default(),
+            Values::Empty | Values::One { hash: true, .. } => &[],
+        }
+    }
+
+    fn hash(&self) -> &[V] {
+        match &self.values {
+            Values::One { value, hash: true } => core::slice::from_ref(value),
+            Values::Many(l) => l.values.get(l.split..).unwrap_or_default(),
+            Values::Empty | Values::One { hash: false, .. } => &[],
+        }
+    }
+}
+
+impl<V: Copy + Eq> Node<V> {
+    /// Adds a value (exact or `#`); the caller has checked it is not there yet.
+    fn push(&mut self, value: V, hash: bool) {
+        let list = match &mut self.values {
+            Values::Empty => {
+                self.values = Values::One { value, hash };
+                return;
+            }
+            Values::One {
+                value: old,
+                hash: old_hash,
+            } => {
+                let (old, old_hash) = (*old, *old_hash);
+                let mut values = Vec::with_capacity(2);
+                values.push(old);
+                self.values = Values::Many(Box::new(ValueList {
+                    values,
+                    split: usize::from(!old_hash),
+                }));
+                match &mut self.values {
+                    Values::Many(l) => l,
+                    // Just set above.
+                    Values::Empty | Values::One { .. } => return,
+                }
+            }
+            Values::Many(l) => l,
+        };
+        grow(&mut list.values);
+        list.values.push(value);
+        if !hash {
+            let last = list.values.len() - 1;
+            // Move the first `#` value (if any) to the end to make room in the exact part.
+            list.values.swap(list.split, last);
+            list.split += 1;
+        }
+    }
+
+    /// Removes a value (exact or `#`); returns true when it was there.
+    fn remove(&mut self, value: V, hash: bool) -> bool {
+        let list = match &mut self.values {
+            Values::Empty => return false,
+            Values::One { value: v, hash: h } => {
+                if *v != value || *h != hash {
+                    return false;
+                }
+                self.values = Values::Empty;
+                return true;
+            }
+            Values::Many(l) => l,
+        };
+        let last = list.values.len() - 1;
+        if hash {
+            let hashes = list.values.get(list.split..).unwrap_or_default();
+            let Some(i) = hashes.iter().position(|v| *v == value) else {
+                return false;
+            };
+            list.values.swap_remove(list.split + i);
+        } else {
+            let exacts = list.values.get(..list.split).unwrap_or_default();
+            let Some(i) = exacts.iter().position(|v| *v == value) else {
+                return false;
+            };
+            list.split -= 1;
+            // Move it to the end of the exact part, then swap that slot with the very end.
+            list.values.swap(i, list.split);
+            list.values.swap(list.split, last);
+            list.values.pop();
+        }
+        match list.values.as_slice() {
+            [] => self.values = Values::Empty,
+            [only] => {
+                self.values = Values::One {
+                    value: *only,
+                    hash: list.split == 0,
+                }
+            }
+            _ => shrink(&mut list.values),
+        }
+        true
+    }
+}
+
+/// Short lists grow one slot at a time (most patterns have a few subscribers); long ones
+/// grow geometrically so a popular pattern stays amortised O(1) per insert.
+fn grow<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() && v.len() < 8 {
+        v.reserve_exact(1);
+    }
+}
+
+/// Gives memory back as a list empties, so memory follows live entries.
+fn shrink<T>(v: &mut Vec<T>) {
+    if v.len() * 4 <= v.capacity() {
+        v.shrink_to(v.len() * 2);
     }
 }
 
@@ -123,24 +335,27 @@ impl<V> Children<V> {
         }
     }
 
+    fn search(v: &[Child<V>], seg: &str) -> Result<usize, usize> {
+        v.binary_search_by(|c| c.seg.as_str().cmp(seg))
+    }
+
     fn get(&self, seg: &str) -> Option<&Node<V>> {
         match self {
-            Children::Small(v) => v
-                .binary_search_by(|(k, _)| (**k).cmp(seg))
+            Children::Small(v) => Self::search(v, seg)
                 .ok()
                 .and_then(|i| v.get(i))
-                .map(|(_, n)| &**n),
-            Children::Large(m) => m.get(seg).map(|n| &**n),
+                .map(|c| &c.node),
+            Children::Large(m) => m.get(seg),
         }
     }
 
     fn get_mut(&mut self, seg: &str) -> Option<&mut Node<V>> {
         match self {
-            Children::Small(v) => match v.binary_search_by(|(k, _)| (**k).cmp(seg)) {
-                Ok(i) => v.get_mut(i).map(|(_, n)| &mut **n),
+            Children::Small(v) => match Self::search(v, seg) {
+                Ok(i) => v.get_mut(i).map(|c| &mut c.node),
                 Err(_) => None,
             },
-            Children::Large(m) => m.get_mut(seg).map(|n| &mut **n),
+            Children::Large(m) => m.get_mut(seg),
         }
     }
 
@@ -148,45 +363,55 @@ impl<V> Children<V> {
     fn get_or_insert(&mut self, seg: &str, nodes: &mut usize) -> &mut Node<V> {
         if let Children::Small(v) = self
             && v.len() >= SMALL_MAX
-            && v.binary_search_by(|(k, _)| (**k).cmp(seg)).is_err()
+            && Self::search(v, seg).is_err()
         {
-            let map: BTreeMap<_, _> = core::mem::take(v).into_iter().collect();
-            *self = Children::Large(map);
+            let map: BTreeMap<_, _> = core::mem::take(v)
+                .into_iter()
+                .map(|c| (c.seg, c.node))
+                .collect();
+            *self = Children::Large(Box::new(map));
         }
         match self {
-            Children::Small(v) => match v.binary_search_by(|(k, _)| (**k).cmp(seg)) {
+            Children::Small(v) => match Self::search(v, seg) {
                 Ok(i) => match v.get_mut(i) {
-                    Some((_, n)) => n,
+                    Some(c) => &mut c.node,
                     // `binary_search` returned an index in bounds.
                     None => unreachable_child(),
                 },
                 Err(i) => {
                     *nodes += 1;
-                    &mut v.insert_mut(i, (Box::from(seg), Box::new(Node::new()))).1
+                    v.reserve_exact(1);
+                    let child = Child {
+                        seg: Seg::new(seg),
+                        node: Node::new(),
+                    };
+                    &mut v.insert_mut(i, child).node
                 }
             },
-            Children::Large(m) => m.entry(Box::from(seg)).or_insert_with(|| {
-                *nodes += 1;
-                Box::new(Node::new())
-            }),
+            Children::Large(m) => {
+                if !m.contains_key(seg) {
+                    *nodes += 1;
+                }
+                m.entry(Seg::new(seg)).or_insert_with(Node::new)
+            }
         }
     }
 
     fn remove(&mut self, seg: &str) {
         match self {
             Children::Small(v) => {
-                if let Ok(i) = v.binary_search_by(|(k, _)| (**k).cmp(seg)) {
+                if let Ok(i) = Self::search(v, seg) {
                     v.remove(i);
-                    if v.is_empty() {
-                        // Give the buffer back: memory follows live entries.
-                        *v = Vec::new();
-                    }
+                    v.shrink_to_fit();
                 }
             }
             Children::Large(m) => {
                 m.remove(seg);
                 if m.len() <= SMALL_MIN {
-                    let v: Vec<_> = core::mem::take(m).into_iter().collect();
+                    let v: Vec<_> = core::mem::take(&mut **m)
+                        .into_iter()
+                        .map(|(seg, node)| Child { seg, node })
+                        .collect();
                     *self = Children::Small(v);
                 }
             }
@@ -197,17 +422,31 @@ impl<V> Children<V> {
 #[cold]
 fn unreachable_child() -> ! {
     // Only reachable if `binary_search` broke its contract.
-    panic!("SubIndex: child vanished after insert")
+    panic!("SubIndex: binary_search returned an index out of bounds")
 }
 
 impl<V: Copy + Eq> SubIndex<V> {
-    /// Creates an empty index that holds at most `max_entries` (pattern, value) entries.
-    /// Allocates nothing until the first insert.
+    /// Creates an empty index that holds at most `max_entries` (pattern, value) entries
+    /// and at most [`DEFAULT_NODES_PER_ENTRY`] × `max_entries` trie nodes. Allocates
+    /// nothing until the first insert.
     pub const fn new(max_entries: usize) -> Self {
+        Self::with_limits(
+            max_entries,
+            max_entries.saturating_mul(DEFAULT_NODES_PER_ENTRY),
+        )
+    }
+
+    /// Creates an empty index with explicit limits: at most `max_entries` (pattern, value)
+    /// entries and at most `max_nodes` trie nodes (the root not counted). The node limit
+    /// bounds memory even when every pattern is long and distinct (a 255-byte pattern can
+    /// need up to 128 nodes); each node costs about 72 bytes plus its segment's bytes
+    /// beyond 22.
+    pub const fn with_limits(max_entries: usize, max_nodes: usize) -> Self {
         SubIndex {
             root: Node::new(),
             len: 0,
             max_entries,
+            max_nodes,
             nodes: 0,
         }
     }
@@ -218,7 +457,7 @@ impl<V: Copy + Eq> SubIndex<V> {
     /// or `pattern` is not valid (validate with
     /// [`validate_pattern`](super::validate_pattern) first, or use [`Self::try_insert`]
     /// to tell the two apart). `Err(IndexFull)`: the entry is new but the index holds
-    /// `max_entries` already; nothing changed.
+    /// `max_entries` already, or storing it would pass the node limit; nothing changed.
     pub fn insert(&mut self, pattern: &str, value: V) -> Result<bool, IndexFull> {
         match self.try_insert(pattern, value) {
             Ok(stored) => Ok(stored),
@@ -231,15 +470,21 @@ impl<V: Copy + Eq> SubIndex<V> {
     /// entry was already there.
     pub fn try_insert(&mut self, pattern: &str, value: V) -> Result<bool, InsertError> {
         validate_pattern(pattern).map_err(InsertError::Invalid)?;
-        if self
-            .values(pattern)
-            .is_some_and(|vals| vals.contains(&value))
-        {
-            return Ok(false);
-        }
+        let new_nodes = match self.locate(pattern) {
+            Ok(values) if values.contains(&value) => return Ok(false),
+            Ok(_) => 0,
+            Err(missing) => missing,
+        };
         if self.len >= self.max_entries {
             return Err(InsertError::Full(IndexFull {
-                max_entries: self.max_entries,
+                limit: self.max_entries,
+                nodes: false,
+            }));
+        }
+        if new_nodes > self.max_nodes.saturating_sub(self.nodes) {
+            return Err(InsertError::Full(IndexFull {
+                limit: self.max_nodes,
+                nodes: true,
             }));
         }
         let mut node = &mut self.root;
@@ -247,7 +492,7 @@ impl<V: Copy + Eq> SubIndex<V> {
         while let Some(seg) = segs.next() {
             node = match seg {
                 "#" if segs.peek().is_none() => {
-                    node.hash.push(value);
+                    node.push(value, true);
                     self.len += 1;
                     return Ok(true);
                 }
@@ -260,23 +505,29 @@ impl<V: Copy + Eq> SubIndex<V> {
                 literal => node.children.get_or_insert(literal, &mut self.nodes),
             };
         }
-        node.exact.push(value);
+        node.push(value, false);
         self.len += 1;
         Ok(true)
     }
 
-    /// The values stored for exactly `pattern`, if its node exists.
-    fn values(&self, pattern: &str) -> Option<&[V]> {
+    /// The values stored for exactly `pattern` if its node exists, otherwise how many
+    /// nodes inserting it would create.
+    fn locate(&self, pattern: &str) -> Result<&[V], usize> {
         let mut node = &self.root;
         let mut segs = pattern.split('.').peekable();
         while let Some(seg) = segs.next() {
-            node = match seg {
-                "#" if segs.peek().is_none() => return Some(&node.hash),
-                "*" => node.star.as_deref()?,
-                literal => node.children.get(literal)?,
+            let next = match seg {
+                "#" if segs.peek().is_none() => return Ok(node.hash()),
+                "*" => node.star.as_deref(),
+                literal => node.children.get(literal),
             };
+            match next {
+                Some(next) => node = next,
+                // This segment and every later one but a final `#` need a node.
+                None => return Err(1 + segs.filter(|s| *s != "#").count()),
+            }
         }
-        Some(&node.exact)
+        Ok(node.exact())
     }
 
     /// Removes the entry (`pattern`, `value`); returns true when it was there. Nodes left
@@ -294,7 +545,7 @@ impl<V: Copy + Eq> SubIndex<V> {
     /// Calls `f(pattern, value)` once for each entry whose pattern matches `channel`;
     /// `pattern` is the text as inserted. The order is unspecified. Does not allocate.
     ///
-    /// Agrees with [`matches`](super::matches) for any `channel`; callers pass channels
+    /// Agrees with [`matches()`](super::matches()) for any `channel`; callers pass channels
     /// that passed [`validate_channel`](super::validate_channel).
     pub fn for_each_match(&self, channel: &str, mut f: impl FnMut(&str, V)) {
         let mut path = Path::new();
@@ -319,9 +570,15 @@ impl<V: Copy + Eq> SubIndex<V> {
         self.len == 0
     }
 
-    /// The capacity given to [`Self::new`].
+    /// The entry limit given to [`Self::new`] or [`Self::with_limits`].
     pub fn max_entries(&self) -> usize {
         self.max_entries
+    }
+
+    /// The trie-node limit: given to [`Self::with_limits`], or
+    /// [`DEFAULT_NODES_PER_ENTRY`] × `max_entries` by [`Self::new`].
+    pub fn max_nodes(&self) -> usize {
+        self.max_nodes
     }
 
     /// Number of trie nodes besides the root (0 when empty): a view of memory use.
@@ -335,6 +592,7 @@ impl<V: Copy + Eq> fmt::Debug for SubIndex<V> {
         f.debug_struct("SubIndex")
             .field("len", &self.len)
             .field("max_entries", &self.max_entries)
+            .field("max_nodes", &self.max_nodes)
             .field("nodes", &self.nodes)
             .finish()
     }
@@ -351,11 +609,11 @@ fn remove_in<V: Copy + Eq>(
     nodes: &mut usize,
 ) -> bool {
     let Some(seg) = seg else {
-        return remove_value(&mut node.exact, value);
+        return node.remove(value, false);
     };
     let next = rest.next();
     if seg == "#" && next.is_none() {
-        return remove_value(&mut node.hash, value);
+        return node.remove(value, true);
     }
     if seg == "*" {
         let Some(star) = node.star.as_deref_mut() else {
@@ -377,21 +635,6 @@ fn remove_in<V: Copy + Eq>(
         *nodes -= 1;
     }
     removed
-}
-
-fn remove_value<V: Copy + Eq>(values: &mut Vec<V>, value: V) -> bool {
-    match values.iter().position(|v| *v == value) {
-        Some(i) => {
-            values.swap_remove(i);
-            if values.is_empty() {
-                *values = Vec::new();
-            } else if values.len() * 4 <= values.capacity() {
-                values.shrink_to(values.len() * 2);
-            }
-            true
-        }
-        None => false,
-    }
 }
 
 /// The pattern text of the trie path being walked; never longer than a valid pattern.
@@ -423,16 +666,16 @@ fn walk<V: Copy>(
     path: &mut Path,
     f: &mut impl FnMut(&str, V) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
-    if !node.hash.is_empty()
+    if !node.hash().is_empty()
         && let Some(mark) = path.push("#")
     {
-        for &v in &node.hash {
+        for &v in node.hash() {
             f(path.0.as_str(), v)?;
         }
         path.0.truncate(mark);
     }
     let Some(seg) = segs.next() else {
-        for &v in &node.exact {
+        for &v in node.exact() {
             f(path.0.as_str(), v)?;
         }
         return ControlFlow::Continue(());
@@ -453,11 +696,11 @@ fn walk<V: Copy>(
 }
 
 fn any_match<V>(node: &Node<V>, mut segs: Split<'_, char>) -> bool {
-    if !node.hash.is_empty() {
+    if !node.hash().is_empty() {
         return true;
     }
     let Some(seg) = segs.next() else {
-        return !node.exact.is_empty();
+        return !node.exact().is_empty();
     };
     if let Some(child) = node.children.get(seg)
         && any_match(child, segs.clone())
@@ -472,6 +715,7 @@ fn any_match<V>(node: &Node<V>, mut segs: Split<'_, char>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pattern::MAX_SEGMENTS;
     use alloc::string::String;
     use alloc::vec;
 
@@ -562,8 +806,20 @@ mod tests {
         assert_eq!(index.insert("b.#", 1), Ok(true));
         assert_eq!(index.insert("c.*", 1), Ok(true));
         let nodes = index.node_count();
-        assert_eq!(index.insert("d.e.f", 1), Err(IndexFull { max_entries: 3 }));
-        assert_eq!(index.insert("a", 2), Err(IndexFull { max_entries: 3 }));
+        assert_eq!(
+            index.insert("d.e.f", 1),
+            Err(IndexFull {
+                limit: 3,
+                nodes: false
+            })
+        );
+        assert_eq!(
+            index.insert("a", 2),
+            Err(IndexFull {
+                limit: 3,
+                nodes: false
+            })
+        );
         // A refused insert leaves no trace.
         assert_eq!(index.node_count(), nodes);
         assert!(!index.has_match("d.e.f"));
@@ -574,11 +830,24 @@ mod tests {
         assert_eq!(index.len(), 3);
         let mut text = String::new();
         use core::fmt::Write;
-        assert!(write!(text, "{}", IndexFull { max_entries: 3 }).is_ok());
+        assert!(
+            write!(
+                text,
+                "{}",
+                IndexFull {
+                    limit: 3,
+                    nodes: false
+                }
+            )
+            .is_ok()
+        );
         assert_eq!(text, "subscription index is full (3 entries)");
         assert_eq!(
             SubIndex::<u32>::new(0).insert("a", 1),
-            Err(IndexFull { max_entries: 0 })
+            Err(IndexFull {
+                limit: 0,
+                nodes: false
+            })
         );
     }
 
@@ -650,7 +919,7 @@ mod tests {
     fn deepest_pattern_and_long_channels() {
         let deep: String = "a.".repeat(127) + "#";
         assert_eq!(deep.len(), MAX_NAME_LEN);
-        let mut index = SubIndex::new(2);
+        let mut index = SubIndex::with_limits(2, MAX_SEGMENTS);
         assert_eq!(index.insert(&deep, 1u32), Ok(true));
         let channel = "a.".repeat(1000) + "a";
         assert_eq!(matches_of(&index, &channel), vec![(deep.clone(), 1)]);
@@ -658,5 +927,150 @@ mod tests {
         assert!(!index.has_match("a.a"));
         assert!(index.remove(&deep, 1));
         assert_eq!(index.node_count(), 0);
+    }
+
+    /// Memory budget of the trie's building blocks (64-bit targets).
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn sizes() {
+        use core::mem::size_of;
+        assert!(size_of::<Seg>() <= 24, "Seg is {} bytes", size_of::<Seg>());
+        assert!(
+            size_of::<Node<u32>>() <= 48,
+            "Node is {} bytes",
+            size_of::<Node<u32>>()
+        );
+        assert!(
+            size_of::<Child<u32>>() <= 72,
+            "Child is {} bytes",
+            size_of::<Child<u32>>()
+        );
+    }
+
+    #[test]
+    fn long_segments_are_stored_on_the_heap_and_still_match() {
+        let long = "s".repeat(INLINE_SEG + 1);
+        let short = "s".repeat(INLINE_SEG);
+        let mut index = SubIndex::new(10);
+        for (i, seg) in [&long, &short].into_iter().enumerate() {
+            assert!(matches!(Seg::new(seg), Seg::Heap(_)) == (seg.len() > INLINE_SEG));
+            let p = alloc::format!("x.{seg}.*");
+            assert_eq!(index.insert(&p, i as u32), Ok(true));
+            assert_eq!(
+                matches_of(&index, &alloc::format!("x.{seg}.y")),
+                vec![(p, i as u32)]
+            );
+        }
+        assert!(index.remove(&alloc::format!("x.{long}.*"), 0));
+        assert!(index.remove(&alloc::format!("x.{short}.*"), 1));
+        assert_eq!(index.node_count(), 0);
+    }
+
+    #[test]
+    fn exact_and_hash_values_share_one_list_correctly() {
+        let mut index = SubIndex::new(100);
+        // Interleave inserts and removes of `a` and `a.#` values on the same node.
+        for v in 0..10u32 {
+            assert_eq!(index.insert("a", v), Ok(true));
+            assert_eq!(index.insert("a.#", v + 100), Ok(true));
+        }
+        for v in (0..10u32).step_by(3) {
+            assert!(index.remove("a", v));
+            assert!(index.remove("a.#", v + 101 - 1));
+        }
+        let got = matches_of(&index, "a");
+        let mut expected: Vec<(String, u32)> = Vec::new();
+        for v in (0..10u32).filter(|v| v % 3 != 0) {
+            expected.push((String::from("a"), v));
+            expected.push((String::from("a.#"), v + 100));
+        }
+        expected.sort();
+        assert_eq!(got, expected);
+        let mut deeper = matches_of(&index, "a.b");
+        deeper.retain(|(p, _)| p != "a.#");
+        assert!(deeper.is_empty());
+    }
+
+    #[test]
+    fn node_limit_is_enforced_without_a_trace() {
+        let mut index = SubIndex::with_limits(100, 5);
+        assert_eq!(index.insert("a.b.c", 1u32), Ok(true));
+        assert_eq!(index.node_count(), 3);
+        // Shares `a.b`: one new node, and `#` needs none.
+        assert_eq!(index.insert("a.b.d.#", 1), Ok(true));
+        assert_eq!(index.insert("a.b.#", 1), Ok(true));
+        assert_eq!(index.node_count(), 4);
+        let full = IndexFull {
+            limit: 5,
+            nodes: true,
+        };
+        assert_eq!(index.insert("x.y", 1), Err(full));
+        assert_eq!(index.insert("a.*.c", 1), Err(full));
+        assert_eq!(index.node_count(), 4);
+        assert_eq!(index.len(), 3);
+        assert!(!index.has_match("x.y"));
+        assert_eq!(index.insert("a.b.c", 2), Ok(true));
+        assert_eq!(index.insert("a.*", 2), Ok(true));
+        assert_eq!(index.node_count(), 5);
+        assert!(full.is_node_limit());
+        assert_eq!(full.limit(), 5);
+        let mut text = String::new();
+        use core::fmt::Write;
+        assert!(write!(text, "{full}").is_ok());
+        assert!(
+            text.starts_with("subscription index is full (5 trie nodes"),
+            "{text}"
+        );
+        // The default allows 8 nodes per entry.
+        let index = SubIndex::<u32>::new(10);
+        assert_eq!(index.max_nodes(), 80);
+        assert_eq!(SubIndex::<u32>::new(usize::MAX).max_nodes(), usize::MAX);
+    }
+
+    /// Inline (short) and heap (long) segments under one large node: lookups by `&str`
+    /// must find both, in both representations of the children list.
+    #[test]
+    fn mixed_segment_lengths_in_a_large_node() {
+        let mut index = SubIndex::new(1000);
+        let names: Vec<String> = (0..80usize)
+            .map(|i| {
+                let len = if i.is_multiple_of(2) {
+                    1 + i % 5
+                } else {
+                    INLINE_SEG + 1 + i % 7
+                };
+                let c = char::from(b'a' + (i % 26) as u8);
+                alloc::format!(
+                    "r.{}{}",
+                    core::iter::repeat_n(c, len).collect::<String>(),
+                    i
+                )
+            })
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(index.insert(n, i as u32), Ok(true));
+        }
+        assert!(matches!(
+            index.root.children.get("r").map(|n| &n.children),
+            Some(Children::Large(_))
+        ));
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(matches_of(&index, n), vec![(n.clone(), i as u32)], "{n}");
+        }
+        for (i, n) in names.iter().enumerate().skip(10) {
+            assert!(index.remove(n, i as u32), "{n}");
+        }
+        assert!(matches!(
+            index.root.children.get("r").map(|n| &n.children),
+            Some(Children::Small(_))
+        ));
+        for (i, n) in names.iter().enumerate() {
+            let expected = if i < 10 {
+                vec![(n.clone(), i as u32)]
+            } else {
+                vec![]
+            };
+            assert_eq!(matches_of(&index, n), expected, "{n}");
+        }
     }
 }

@@ -9,9 +9,9 @@
 //! How it is called:
 //! - at the edge, [`validate_channel`] every publish channel and [`validate_pattern`] every
 //!   `SUB` pattern (the errors say what is wrong and where);
-//! - [`matches`] answers "does this grant or subscription cover this channel";
+//! - [`matches()`] answers "does this grant or subscription cover this channel";
 //! - [`contains`] answers "is every channel of this pattern covered by that grant";
-//! - [`SubIndex`] (feature `alloc`) answers "which subscriptions match this channel"
+//! - `SubIndex` (feature `alloc`) answers "which subscriptions match this channel"
 //!   without scanning them all.
 //!
 //! Validation, matching and containment never allocate and never panic, on any input.
@@ -24,6 +24,6 @@ mod validate;
 
 pub use contain::contains;
 #[cfg(feature = "alloc")]
-pub use index::{IndexFull, InsertError, SubIndex};
+pub use index::{DEFAULT_NODES_PER_ENTRY, IndexFull, InsertError, SubIndex};
 pub use matching::matches;
 pub use validate::{MAX_NAME_LEN, MAX_SEGMENTS, PatternError, validate_channel, validate_pattern};

@@ -23,6 +23,10 @@ pub enum Cmd {
     Sub(client::SubArgs),
     /// Publish messages.
     Pub(client::PubArgs),
+    /// Create a ticket signing key pair.
+    Keygen(crate::tickets::cli::KeygenArgs),
+    /// Mint an access ticket offline, or inspect one.
+    Ticket(crate::tickets::cli::TicketArgs),
 }
 
 /// Parses the process arguments and runs the command; returns the exit code.
@@ -32,5 +36,7 @@ pub fn main() -> i32 {
         Cmd::Run(a) => run::run(a),
         Cmd::Sub(a) => client::sub(a),
         Cmd::Pub(a) => client::publish(a),
+        Cmd::Keygen(a) => crate::tickets::cli::keygen(a),
+        Cmd::Ticket(a) => crate::tickets::cli::ticket(a, crate::clock::wall_now()),
     }
 }

@@ -52,6 +52,11 @@ struct Driver {
     msg_discard: bool,
     /// We sent FIN after our final frames.
     fin_sent: bool,
+    /// The client sent a Close frame: drop as soon as our answer is flushed.
+    peer_closed: bool,
+    /// The last read returned data, so more may be waiting: read without asking the
+    /// reactor first. When false, a wake-up for writing costs no read syscall.
+    read_hot: bool,
 }
 
 /// Runs the connection until it ends; unregisters it from the broker.
@@ -66,6 +71,8 @@ pub async fn run(io: Transport, id: ConnId, shared: Rc<Shared>, initial: Vec<u8>
         msg: Vec::new(),
         msg_discard: false,
         fin_sent: false,
+        peer_closed: false,
+        read_hot: true,
     };
     let mut ok = true;
     if !initial.is_empty() {
@@ -85,15 +92,28 @@ impl Driver {
                 Ok(v) => v,
                 Err(End::Drop) => return Poll::Ready(()),
             };
+            if closing && flushed && self.peer_closed {
+                return Poll::Ready(());
+            }
             if closing && flushed && !self.fin_sent {
                 self.io.shutdown_write();
                 self.fin_sent = true;
             }
-            let n = {
+            if !self.read_hot {
+                match self.io.poll_read_ready(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Ready(Ok(())) => self.read_hot = true,
+                }
+            }
+            {
                 let shared = self.shared.clone();
                 let mut scratch = shared.scratch.borrow_mut();
                 let n = match self.io.poll_read(cx, &mut scratch[..]) {
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        self.read_hot = false;
+                        return Poll::Pending;
+                    }
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
                     Poll::Ready(Ok(n)) => n,
                 };
@@ -104,9 +124,7 @@ impl Driver {
                         return Poll::Ready(());
                     }
                 }
-                n
-            };
-            let _ = n;
+            }
         }
         cx.waker().wake_by_ref();
         Poll::Pending
@@ -181,7 +199,7 @@ impl Driver {
                 Ok(None) => break,
                 Err(e) => {
                     let why = format!("WebSocket protocol error: {e}");
-                    self.broker().close(self.id, 1002, &why, None);
+                    self.broker().close(self.id, 1002, &why, None, false);
                     return Ok(buf.len());
                 }
             };
@@ -295,7 +313,8 @@ impl Driver {
                 } else {
                     1000
                 };
-                self.broker().close(self.id, code, "", None);
+                self.peer_closed = true;
+                self.broker().close(self.id, code, "", None, false);
                 Ok(())
             }
             _ => Ok(()),
@@ -303,7 +322,7 @@ impl Driver {
     }
 
     fn protocol_close(&mut self, why: &str) {
-        self.broker().close(self.id, 1002, why, None);
+        self.broker().close(self.id, 1002, why, None, false);
     }
 
     /// Answers `ERR:<reason>:<why>` for a malformed input; closes after too many.
@@ -320,7 +339,13 @@ impl Driver {
         let count = b.conn_mut(self.id).map_or(0, |c| c.note_bad_frame());
         if count > max {
             let why = format!("more than {max} malformed frames");
-            b.close(self.id, 1008, &why, Some(("too_many_bad_frames", &why)));
+            b.close(
+                self.id,
+                1008,
+                &why,
+                Some(("too_many_bad_frames", &why)),
+                false,
+            );
         }
         Ok(())
     }

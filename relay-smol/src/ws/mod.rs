@@ -24,7 +24,7 @@ use futures_lite::FutureExt;
 use smol::LocalExecutor;
 
 use crate::auth::{Authorizer, HandshakeRequest};
-use crate::broker::Broker;
+use crate::broker::{Broker, ConnId};
 use crate::clock;
 use crate::config::Config;
 use crate::rest::{self, HttpRequest, HttpResponse, RestHandler};
@@ -192,22 +192,27 @@ async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Ctx>) {
         Timer::after(limits.handshake_timeout).await;
         Err(ReadError::Closed)
     };
-    let (req, rest) = match http::read_request(&mut io, peer, limits).or(timeout).await {
+    // Boxed: the handshake's buffers must not stay in the connection's long-lived future.
+    let read = Box::pin(http::read_request(&mut io, peer, limits));
+    let (req, rest) = match read.or(timeout).await {
         Ok(r) => r,
         Err(ReadError::Closed) => return,
         Err(ReadError::Respond(resp)) => {
-            respond(&mut io, &resp).await;
+            Box::pin(respond(&mut io, &resp)).await;
             return;
         }
     };
     if req.path == "/ws" && is_upgrade(&req) {
-        upgrade(io, req, rest, ctx).await;
+        let Some((io, id)) = Box::pin(upgrade(io, req, ctx.clone())).await else {
+            return;
+        };
+        conn::run(io, id, ctx.shared.clone(), rest).await;
     } else {
         let resp = {
             let broker = ctx.shared.broker.borrow();
             rest::route(&req, &ctx.rest, &broker, clock::wall_now())
         };
-        respond(&mut io, &resp).await;
+        Box::pin(respond(&mut io, &resp)).await;
     }
 }
 
@@ -279,10 +284,14 @@ fn check_upgrade(req: &HttpRequest) -> Result<Offer<'_>, HttpResponse> {
     })
 }
 
-async fn upgrade(mut io: Transport, req: HttpRequest, rest: Vec<u8>, ctx: Rc<Ctx>) {
+/// Answers the upgrade request; on success returns the stream and the registered connection.
+async fn upgrade(mut io: Transport, req: HttpRequest, ctx: Rc<Ctx>) -> Option<(Transport, ConnId)> {
     let offer = match check_upgrade(&req) {
         Ok(o) => o,
-        Err(resp) => return respond(&mut io, &resp).await,
+        Err(resp) => {
+            respond(&mut io, &resp).await;
+            return None;
+        }
     };
     let hs = HandshakeRequest {
         token: offer.token,
@@ -299,7 +308,8 @@ async fn upgrade(mut io: Transport, req: HttpRequest, rest: Vec<u8>, ctx: Rc<Ctx
                 refusal.status,
                 refusal.reason
             );
-            return respond(&mut io, &HttpResponse::text(refusal.status, refusal.reason)).await;
+            respond(&mut io, &HttpResponse::text(refusal.status, refusal.reason)).await;
+            return None;
         }
     };
     let registered = ctx.shared.broker.borrow_mut().register(access);
@@ -315,7 +325,8 @@ async fn upgrade(mut io: Transport, req: HttpRequest, rest: Vec<u8>, ctx: Rc<Ctx
                 )
             }
         };
-        return respond(&mut io, &HttpResponse::text(503, why)).await;
+        respond(&mut io, &HttpResponse::text(503, why)).await;
+        return None;
     };
     let accept = tungstenite::handshake::derive_accept_key(offer.key.as_bytes());
     let mut head = format!(
@@ -328,7 +339,7 @@ async fn upgrade(mut io: Transport, req: HttpRequest, rest: Vec<u8>, ctx: Rc<Ctx
     drop(req);
     if io.write_all(head.as_bytes()).await.is_err() {
         ctx.shared.broker.borrow_mut().unregister(id);
-        return;
+        return None;
     }
-    conn::run(io, id, ctx.shared.clone(), rest).await;
+    Some((io, id))
 }

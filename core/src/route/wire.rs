@@ -1,0 +1,129 @@
+//! Routing messages between neighbours and the transmits the table hands out.
+//!
+//! The structs are plain serde types so the mesh wire can carry them with postcard;
+//! the table does not encode anything itself.
+
+use serde::{Deserialize, Serialize};
+
+use super::types::{Metric, RelayId, Seqno};
+
+/// A route announcement: "I reach `source` with this metric, at this seqno".
+///
+/// An infinite metric is a retraction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Update {
+    /// The destination relay (the route's source, in Babel's words).
+    pub source: RelayId,
+    /// The source's sequence number carried by this route.
+    pub seqno: Seqno,
+    /// The sender's metric to `source`; [`Metric::INFINITY`] retracts the route.
+    pub metric: Metric,
+}
+
+impl Update {
+    /// Upper bound of the postcard encoding (varints: 3 + 3 + 5 bytes).
+    pub const MAX_ENCODED_LEN: usize = 11;
+
+    /// Whether this update retracts the route.
+    pub const fn is_retraction(&self) -> bool {
+        !self.metric.is_finite()
+    }
+}
+
+/// A request to `source` for a sequence number at least `seqno`, forwarded hop by hop
+/// toward it (RFC 8966 §3.8.1.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeqnoRequest {
+    /// The destination whose routes are stuck unfeasible.
+    pub source: RelayId,
+    /// The seqno wanted (the requester's feasibility distance seqno + 1).
+    pub seqno: Seqno,
+    /// Hops left; a request arriving with 1 is not forwarded further.
+    pub hop_count: u8,
+}
+
+impl SeqnoRequest {
+    /// Upper bound of the postcard encoding (3 + 3 + 1 bytes).
+    pub const MAX_ENCODED_LEN: usize = 7;
+}
+
+/// One routing message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Message {
+    /// A route announcement or retraction.
+    Update(Update),
+    /// A seqno request.
+    SeqnoRequest(SeqnoRequest),
+}
+
+impl Message {
+    /// Upper bound of the postcard encoding (1-byte variant tag + the largest body).
+    pub const MAX_ENCODED_LEN: usize = 1 + Update::MAX_ENCODED_LEN;
+}
+
+/// Who a [`Transmit`] goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recipient {
+    /// Every neighbour whose link is up.
+    AllNeighbors,
+    /// One neighbour.
+    Neighbor(RelayId),
+}
+
+/// A message to send, from [`RouteTable::poll_transmit`](super::RouteTable::poll_transmit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub to: Recipient,
+    /// What to send.
+    pub message: Message,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worst_case_encodings_fit() {
+        let mut buf = [0u8; 64];
+        let upd = Update {
+            source: RelayId(u16::MAX),
+            seqno: Seqno(u16::MAX),
+            metric: Metric::INFINITY,
+        };
+        let n = postcard::to_slice(&upd, &mut buf).map(|b| b.len());
+        assert_eq!(n, Ok(Update::MAX_ENCODED_LEN));
+        let req = SeqnoRequest {
+            source: RelayId(u16::MAX),
+            seqno: Seqno(u16::MAX),
+            hop_count: u8::MAX,
+        };
+        let n = postcard::to_slice(&req, &mut buf).map(|b| b.len());
+        assert_eq!(n, Ok(SeqnoRequest::MAX_ENCODED_LEN));
+        for msg in [Message::Update(upd), Message::SeqnoRequest(req)] {
+            let enc = postcard::to_slice(&msg, &mut buf).map(|b| b.len());
+            let len = enc.unwrap_or(usize::MAX);
+            assert!(len <= Message::MAX_ENCODED_LEN, "{msg:?} took {len}");
+            let back: Result<Message, _> = postcard::from_bytes(&buf[..len]);
+            assert_eq!(back, Ok(msg));
+        }
+    }
+
+    #[test]
+    fn garbage_decodes_to_error_not_panic() {
+        let mut state = 0x1234_5678_u32;
+        let mut buf = [0u8; 16];
+        for _ in 0..2000 {
+            for b in buf.iter_mut() {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                *b = state as u8;
+            }
+            let len = (state % 17) as usize;
+            let _ = postcard::from_bytes::<Message>(&buf[..len]);
+        }
+    }
+}

@@ -1,0 +1,1416 @@
+//! The mesh node: links, probing, routing, interest and forwarding, as the
+//! [`Handler`] of the QUIC [`Driver`] (same task, no locks).
+//!
+//! - Links: seeds are dialled at once, relays learned by gossip after
+//!   `discover_delay` (lowest route metric first) up to `max_neighbours`; a lost link is
+//!   redialled with exponential backoff (1 s … 30 s) by the side that dialled it. The
+//!   first control frame each way is a [`Hello`]; its name must be one the peer's
+//!   certificate is valid for. A second link to the same relay is closed.
+//! - Probing: a [`Probe`] datagram per link every `probe.interval`; answers feed
+//!   [`LinkProbe`], whose measurement feeds the [`RouteTable`].
+//! - Interest: local changes are numbered and flooded; remote ones applied in order
+//!   and flooded on; gaps ask for a snapshot; a new link gets snapshots of everything.
+//! - Forwarding: a publish goes to every relay with matching interest (or one, for the
+//!   deliver-one modes), grouped by next hop: one copy per next hop listing its
+//!   destinations; each relay delivers if it is a destination (once: [`Dedup`]) and
+//!   re-splits the rest, while the hop limit lasts.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fastpubsub_core::mesh::{
+    self, Data, DeliveryMode, Hello, InterestChange, InterestEntry, InterestSnapshot,
+    InterestSnapshotRequest, InterestUpdate, MAX_DESTINATIONS, MAX_GOSSIP, MAX_ROUTE_MESSAGES,
+    MAX_SNAPSHOT_ENTRIES, Message, PROTOCOL_VERSION, PeerInfo, Peers, Probe, ProbeAck, RouteBatch,
+};
+use fastpubsub_core::route::{self, Metric, RelayId, RouteEvent, RouteTable, Seqno};
+use quinn_proto::{ConnectionHandle, Side};
+use rustls_pki_types::CertificateDer;
+use serde::Serialize;
+
+use super::config::MeshConfig;
+use super::dedup::Dedup;
+use super::interest::{Applied, InterestTable};
+use super::probe::{LinkProbe, LinkState};
+use crate::quic::driver::{self, Driver, Handler, QuicEvent, SendError};
+use crate::quic::tls::cert_is_valid_for;
+
+/// Destinations the routing table holds.
+pub const ROUTE_DESTS: usize = 128;
+/// Neighbours the routing table holds.
+pub const ROUTE_NEIGHBOURS: usize = 32;
+/// Relays known (linked or not).
+pub const MAX_PEERS: usize = 256;
+/// Route events kept for the status page.
+pub const MAX_EVENTS: usize = 64;
+/// Gossip interval.
+const GOSSIP_EVERY: Duration = Duration::from_secs(30);
+/// Backoff bounds for redialling.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A relay that dialled us and went away is only redialled by us after this long.
+const INBOUND_GRACE: Duration = Duration::from_secs(30);
+
+type RT = RouteTable<ROUTE_DESTS, ROUTE_NEIGHBOURS>;
+
+/// The relay's own 16-bit id for a name (FNV-1a folded); collisions are detected and
+/// refused at link time.
+pub fn relay_id(name: &str) -> RelayId {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    RelayId(((h >> 16) ^ (h & 0xffff)) as u16)
+}
+
+/// Where mesh messages for this relay's own subscribers go (the broker).
+pub trait LocalSink {
+    /// Deliver to local subscribers by `mode`; returns how many connections got it.
+    fn deliver(&mut self, tenant: &str, channel: &str, payload: &[u8], mode: DeliveryMode)
+    -> usize;
+}
+
+/// Work for the mesh from other tasks.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum MeshCommand {
+    /// A client of this relay published.
+    Publish {
+        /// Tenant.
+        tenant: String,
+        /// Channel (concrete).
+        channel: String,
+        /// Payload.
+        payload: Bytes,
+        /// Delivery mode.
+        mode: DeliveryMode,
+        /// Whether this relay has a matching subscriber (and, for the deliver-one modes,
+        /// is a candidate: broadcast always delivers here separately).
+        local_match: bool,
+    },
+    /// This relay gained its first / lost its last subscriber for (tenant, pattern).
+    Interest {
+        /// Tenant.
+        tenant: String,
+        /// Pattern.
+        pattern: String,
+        /// Gained (true) or lost (false).
+        present: bool,
+    },
+    /// Reply with the status JSON.
+    Status(smol::channel::Sender<String>),
+}
+
+/// Counters of the mesh layer.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct MeshStats {
+    /// Publishes offered by the local edge.
+    pub published: u64,
+    /// Data copies sent (one per next hop).
+    pub data_sent: u64,
+    /// Data messages received.
+    pub data_received: u64,
+    /// Messages delivered to local subscribers.
+    pub delivered_local: u64,
+    /// Duplicates suppressed.
+    pub duplicates: u64,
+    /// Dropped: hop limit reached.
+    pub dropped_hop_limit: u64,
+    /// Dropped: no route to a destination.
+    pub dropped_no_route: u64,
+    /// Dropped: link queue full.
+    pub dropped_queue_full: u64,
+    /// Bad messages from peers (undecodable, invalid, wrong order).
+    pub bad_messages: u64,
+    /// Links refused: certificate does not name the relay of the Hello, or a name clash.
+    pub refused_identity: u64,
+    /// Links closed because another link to the same relay existed.
+    pub duplicate_links: u64,
+    /// Route messages the table refused (unknown neighbour, table full).
+    pub route_errors: u64,
+}
+
+struct Link {
+    side: Side,
+    remote: SocketAddr,
+    cert: Option<CertificateDer<'static>>,
+    peer: Option<(String, RelayId)>,
+    probe: LinkProbe,
+    since: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct PeerRec {
+    id: RelayId,
+    dial: Option<SocketAddr>,
+    advertised: Option<SocketAddr>,
+    region: String,
+    edge_url: String,
+    position: Option<mesh::GeoPos>,
+    seed: bool,
+    link: Option<ConnectionHandle>,
+    dialing: Option<ConnectionHandle>,
+    /// We dialled the current / last link.
+    we_dialled: bool,
+    backoff: Duration,
+    next_dial: Instant,
+    last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct EventRec {
+    unix_ms: u64,
+    text: String,
+    kind: &'static str,
+    dest: String,
+    next_hop: Option<String>,
+    old_next_hop: Option<String>,
+    metric_us: Option<u32>,
+    old_metric_us: Option<u32>,
+}
+
+/// The mesh node. Create with [`MeshNode::new`], run with [`crate::quic::driver::run`].
+pub struct MeshNode {
+    cfg: MeshConfig,
+    me: RelayId,
+    start: Instant,
+    epoch: u32,
+    links: HashMap<ConnectionHandle, Link>,
+    peers: HashMap<String, PeerRec>,
+    names: HashMap<RelayId, String>,
+    route: Box<RT>,
+    interest: InterestTable,
+    dedup: Dedup,
+    sink: Box<dyn LocalSink>,
+    next_msg: u64,
+    events: VecDeque<EventRec>,
+    stats: MeshStats,
+    next_gossip: Instant,
+    buf: Vec<u8>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Why a node could not be created.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The relay name is invalid.
+    BadName(String),
+    /// The routing configuration is invalid.
+    Route(route::ConfigError),
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::BadName(n) => write!(f, "invalid relay name {n:?}"),
+            Self::Route(e) => write!(f, "routing configuration: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+impl MeshNode {
+    /// A node for `cfg` delivering to `sink`.
+    pub fn new(cfg: MeshConfig, sink: Box<dyn LocalSink>, now: Instant) -> Result<Self, NodeError> {
+        if !mesh::valid_relay_name(&cfg.name) {
+            return Err(NodeError::BadName(cfg.name.clone()));
+        }
+        let me = relay_id(&cfg.name);
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let epoch = secs as u32;
+        let route =
+            Box::new(RT::new(me, Seqno(secs as u16), cfg.route, 0).map_err(NodeError::Route)?);
+        let mut peers = HashMap::new();
+        let mut names = HashMap::new();
+        names.insert(me, cfg.name.clone());
+        for s in &cfg.seeds {
+            if s.name == cfg.name {
+                continue;
+            }
+            names.insert(relay_id(&s.name), s.name.clone());
+            peers.insert(
+                s.name.clone(),
+                PeerRec {
+                    id: relay_id(&s.name),
+                    dial: Some(s.addr),
+                    advertised: None,
+                    region: String::new(),
+                    edge_url: String::new(),
+                    position: None,
+                    seed: true,
+                    link: None,
+                    dialing: None,
+                    we_dialled: true,
+                    backoff: BACKOFF_MIN,
+                    next_dial: now,
+                    last_error: None,
+                },
+            );
+        }
+        Ok(Self {
+            interest: InterestTable::new(&cfg.name, epoch),
+            me,
+            start: now,
+            epoch,
+            links: HashMap::new(),
+            peers,
+            names,
+            route,
+            dedup: Dedup::default(),
+            sink,
+            next_msg: 0,
+            events: VecDeque::new(),
+            stats: MeshStats::default(),
+            next_gossip: now + GOSSIP_EVERY,
+            buf: vec![0; Message::MAX_LEN],
+            cfg,
+        })
+    }
+
+    fn us(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.start).as_micros() as u64
+    }
+
+    fn at(&self, us: u64) -> Instant {
+        self.start + Duration::from_micros(us)
+    }
+
+    fn name_of(&self, id: RelayId) -> String {
+        self.names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("#{}", id.0))
+    }
+
+    fn encode(&mut self, msg: &Message<'_>) -> Option<Bytes> {
+        match mesh::encode(msg, &mut self.buf) {
+            Ok(b) => Some(Bytes::copy_from_slice(b)),
+            Err(e) => {
+                log::error!("mesh: cannot encode {msg:?}: {e}");
+                None
+            }
+        }
+    }
+
+    fn send_control(
+        &mut self,
+        quic: &mut Driver,
+        now: Instant,
+        conn: ConnectionHandle,
+        msg: &Message<'_>,
+    ) {
+        if let Some(b) = self.encode(msg) {
+            let _ = quic.send_control(now, conn, &b);
+        }
+    }
+
+    /// Links whose Hello arrived, with the peer's id.
+    fn up_links(&self) -> Vec<(ConnectionHandle, RelayId)> {
+        self.links
+            .iter()
+            .filter_map(|(c, l)| l.peer.as_ref().map(|(_, id)| (*c, *id)))
+            .collect()
+    }
+
+    fn conn_of(&self, id: RelayId) -> Option<ConnectionHandle> {
+        let name = self.names.get(&id)?;
+        let c = self.peers.get(name)?.link?;
+        self.links.get(&c)?.probe.is_up().then_some(c)
+    }
+
+    // ----- links ---------------------------------------------------------------------
+
+    fn hello(&self) -> Hello<'_> {
+        Hello {
+            version: PROTOCOL_VERSION,
+            name: &self.cfg.name,
+            region: &self.cfg.region,
+            position: self.cfg.position,
+            edge_url: &self.cfg.edge_url,
+            mesh_addr: "",
+        }
+    }
+
+    fn on_connected(
+        &mut self,
+        quic: &mut Driver,
+        now: Instant,
+        conn: ConnectionHandle,
+        side: Side,
+        remote: SocketAddr,
+        cert: Option<CertificateDer<'static>>,
+    ) {
+        let us = self.us(now);
+        self.links.insert(
+            conn,
+            Link {
+                side,
+                remote,
+                cert,
+                peer: None,
+                probe: LinkProbe::new(self.cfg.probe, us),
+                since: now,
+            },
+        );
+        let advertise = self.cfg.advertise.unwrap_or(self.cfg.listen).to_string();
+        let mut hello = self.hello();
+        hello.mesh_addr = &advertise;
+        let msg = Message::Hello(hello);
+        if let Ok(b) = mesh::encode(&msg, &mut vec![0; mesh::Hello::MAX_LEN]).map(|b| b.to_vec()) {
+            let _ = quic.send_control(now, conn, &b);
+        }
+    }
+
+    fn on_hello(&mut self, quic: &mut Driver, now: Instant, conn: ConnectionHandle, h: &Hello<'_>) {
+        let Some(link) = self.links.get(&conn) else {
+            return;
+        };
+        if link.peer.is_some() {
+            self.stats.bad_messages += 1;
+            return;
+        }
+        let valid = link
+            .cert
+            .as_ref()
+            .is_some_and(|c| cert_is_valid_for(c, h.name));
+        if !valid || h.name == self.cfg.name {
+            self.stats.refused_identity += 1;
+            log::warn!(
+                "mesh: {} says it is {:?} but its certificate does not name it; closing",
+                link.remote,
+                h.name
+            );
+            quic.close(
+                now,
+                conn,
+                driver::CLOSE_PROTOCOL,
+                "certificate does not name this relay",
+            );
+            return;
+        }
+        if h.version != PROTOCOL_VERSION {
+            log::warn!(
+                "mesh: {} speaks mesh protocol {} (we speak {PROTOCOL_VERSION})",
+                h.name,
+                h.version
+            );
+            quic.close(
+                now,
+                conn,
+                driver::CLOSE_PROTOCOL,
+                "unsupported mesh protocol version",
+            );
+            return;
+        }
+        let id = relay_id(h.name);
+        if let Some(other) = self.names.get(&id)
+            && other != h.name
+        {
+            self.stats.refused_identity += 1;
+            log::error!(
+                "mesh: relay ids of {other:?} and {:?} collide; rename one",
+                h.name
+            );
+            quic.close(now, conn, driver::CLOSE_PROTOCOL, "relay id collision");
+            return;
+        }
+        let side = link.side;
+        let remote = link.remote;
+        if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(h.name) {
+            quic.close(now, conn, driver::CLOSE_PROTOCOL, "peer table full");
+            return;
+        }
+        let advertised = h.mesh_addr.parse::<SocketAddr>().ok();
+        let p = self
+            .peers
+            .entry(h.name.to_owned())
+            .or_insert_with(|| PeerRec {
+                id,
+                dial: None,
+                advertised: None,
+                region: String::new(),
+                edge_url: String::new(),
+                position: None,
+                seed: false,
+                link: None,
+                dialing: None,
+                we_dialled: false,
+                backoff: BACKOFF_MIN,
+                next_dial: now,
+                last_error: None,
+            });
+        if let Some(existing) = p.link
+            && existing != conn
+        {
+            self.stats.duplicate_links += 1;
+            log::info!(
+                "mesh: second link to {} ({remote}) closed, keeping the first",
+                h.name
+            );
+            quic.close(now, conn, driver::CLOSE_DUPLICATE, "already linked");
+            return;
+        }
+        p.link = Some(conn);
+        if p.dialing == Some(conn) {
+            p.dialing = None;
+        }
+        p.we_dialled = side == Side::Client;
+        p.backoff = BACKOFF_MIN;
+        p.last_error = None;
+        p.region = h.region.to_owned();
+        p.edge_url = h.edge_url.to_owned();
+        p.position = h.position;
+        if advertised.is_some() {
+            p.advertised = advertised;
+        }
+        if p.dial.is_none() {
+            p.dial = advertised;
+        }
+        self.names.insert(id, h.name.to_owned());
+        if let Some(l) = self.links.get_mut(&conn) {
+            l.peer = Some((h.name.to_owned(), id));
+        }
+        log::info!("mesh: link to {} ({remote}) up", h.name);
+        self.send_gossip(quic, now, Some(conn));
+        self.send_all_snapshots(quic, now, conn);
+    }
+
+    fn on_lost(
+        &mut self,
+        quic: &mut Driver,
+        now: Instant,
+        conn: ConnectionHandle,
+        was_connected: bool,
+        reason: &str,
+    ) {
+        let link = self.links.remove(&conn);
+        let us = self.us(now);
+        for (name, p) in self.peers.iter_mut() {
+            if p.dialing == Some(conn) {
+                p.dialing = None;
+                p.last_error = Some(reason.to_owned());
+                p.next_dial = now + jittered(p.backoff);
+                p.backoff = (p.backoff * 2).min(BACKOFF_MAX);
+                log::debug!("mesh: dial {name} failed: {reason}");
+            }
+            if p.link == Some(conn) {
+                p.link = None;
+                p.last_error = Some(reason.to_owned());
+                p.next_dial = if p.we_dialled || p.seed {
+                    now + jittered(p.backoff)
+                } else {
+                    now + INBOUND_GRACE
+                };
+                p.backoff = (p.backoff * 2).min(BACKOFF_MAX);
+                log::info!("mesh: link to {name} lost: {reason}");
+                if self.route.handle_link_down(p.id, us).is_err() {
+                    self.stats.route_errors += 1;
+                }
+            }
+        }
+        let _ = (was_connected, link);
+        self.drain_route(quic, now);
+    }
+
+    fn dial_due(&mut self, quic: &mut Driver, now: Instant) {
+        let linked = self
+            .peers
+            .values()
+            .filter(|p| p.link.is_some() || p.dialing.is_some())
+            .count();
+        let mut candidates: Vec<(bool, u32, String)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.link.is_none() && p.dialing.is_none() && p.dial.is_some() && p.next_dial <= now
+            })
+            .map(|(n, p)| {
+                let metric = self
+                    .route
+                    .route(p.id)
+                    .map_or(u32::MAX, |r| r.metric.as_us());
+                (!p.seed, metric, n.clone())
+            })
+            .collect();
+        candidates.sort();
+        let mut room = self.cfg.max_neighbours.saturating_sub(linked);
+        for (learned, _, name) in candidates {
+            if learned && room == 0 {
+                break;
+            }
+            let Some(p) = self.peers.get_mut(&name) else {
+                continue;
+            };
+            let Some(addr) = p.dial else { continue };
+            match quic.connect(now, addr, &name) {
+                Ok(c) => {
+                    p.dialing = Some(c);
+                    p.we_dialled = true;
+                    room = room.saturating_sub(1);
+                }
+                Err(e) => {
+                    p.last_error = Some(e.to_string());
+                    p.next_dial = now + jittered(p.backoff);
+                    p.backoff = (p.backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    fn send_gossip(&mut self, quic: &mut Driver, now: Instant, only: Option<ConnectionHandle>) {
+        let mut list: Vec<(String, String, String)> = Vec::new();
+        for (n, p) in &self.peers {
+            if list.len() >= MAX_GOSSIP {
+                break;
+            }
+            if let Some(a) = p.advertised.or(p.dial)
+                && p.link.is_some()
+            {
+                list.push((n.clone(), a.to_string(), p.region.clone()));
+            }
+        }
+        let mut peers = heapless::Vec::new();
+        for (n, a, r) in &list {
+            let _ = peers.push(PeerInfo {
+                name: n,
+                addr: a,
+                region: r,
+            });
+        }
+        let msg = Message::Peers(Peers { peers });
+        let Ok(bytes) = mesh::encode(&msg, &mut vec![0; Peers::MAX_LEN]).map(|b| b.to_vec()) else {
+            return;
+        };
+        let targets: Vec<ConnectionHandle> = match only {
+            Some(c) => vec![c],
+            None => self.up_links().into_iter().map(|(c, _)| c).collect(),
+        };
+        for c in targets {
+            let _ = quic.send_control(now, c, &bytes);
+        }
+    }
+
+    fn on_peers(&mut self, now: Instant, peers: &Peers<'_>) {
+        for pi in &peers.peers {
+            if pi.name == self.cfg.name
+                || self.peers.contains_key(pi.name)
+                || self.peers.len() >= MAX_PEERS
+            {
+                continue;
+            }
+            let Ok(addr) = pi.addr.parse::<SocketAddr>() else {
+                continue;
+            };
+            let id = relay_id(pi.name);
+            if self.names.get(&id).is_some_and(|n| n != pi.name) {
+                continue;
+            }
+            self.names.insert(id, pi.name.to_owned());
+            self.peers.insert(
+                pi.name.to_owned(),
+                PeerRec {
+                    id,
+                    dial: Some(addr),
+                    advertised: Some(addr),
+                    region: pi.region.to_owned(),
+                    edge_url: String::new(),
+                    position: None,
+                    seed: false,
+                    link: None,
+                    dialing: None,
+                    we_dialled: false,
+                    backoff: BACKOFF_MIN,
+                    next_dial: now + self.cfg.discover_delay,
+                    last_error: None,
+                },
+            );
+        }
+    }
+
+    // ----- probing and routing ------------------------------------------------------
+
+    fn probe_due(&mut self, quic: &mut Driver, now: Instant) {
+        let us = self.us(now);
+        let conns: Vec<ConnectionHandle> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.peer.is_some())
+            .map(|(c, _)| *c)
+            .collect();
+        for c in conns {
+            let Some(l) = self.links.get_mut(&c) else {
+                continue;
+            };
+            if let Some(p) = l.probe.poll_probe(us) {
+                let msg = Message::Probe(p);
+                if let Ok(b) = mesh::encode(&msg, &mut [0u8; Probe::MAX_LEN])
+                    .map(|b| Bytes::copy_from_slice(b))
+                {
+                    let _ = quic.send_datagram(c, b);
+                }
+            }
+            let change = l.probe.check(us);
+            let peer = l.peer.clone();
+            if let (Some(LinkState::Down), Some((name, id))) = (change, peer) {
+                log::warn!("mesh: link to {name} down (no probe answer)");
+                if self.route.handle_link_down(id, us).is_err() {
+                    self.stats.route_errors += 1;
+                }
+            }
+        }
+    }
+
+    fn on_probe_ack(&mut self, now: Instant, conn: ConnectionHandle, ack: ProbeAck) {
+        let us = self.us(now);
+        let Some(l) = self.links.get_mut(&conn) else {
+            return;
+        };
+        if l.probe.on_ack(ack, us).is_none() {
+            return;
+        }
+        let _ = l.probe.check(us);
+        let Some((_, id)) = l.peer.clone() else {
+            return;
+        };
+        let m = l.probe.measurement(us);
+        if self.route.handle_link_metric(id, m, us).is_err() {
+            self.stats.route_errors += 1;
+        }
+    }
+
+    fn drain_route(&mut self, quic: &mut Driver, now: Instant) {
+        let mut per_conn: HashMap<
+            ConnectionHandle,
+            heapless::Vec<route::Message, MAX_ROUTE_MESSAGES>,
+        > = HashMap::new();
+        let up = self.up_links();
+        let mut n = 0;
+        while let Some(t) = self.route.poll_transmit() {
+            n += 1;
+            if n > 4 * ROUTE_DESTS {
+                break; // bounded; the rest next tick
+            }
+            let targets: Vec<ConnectionHandle> = match t.to {
+                route::Recipient::Neighbor(id) => up
+                    .iter()
+                    .filter(|(_, i)| *i == id)
+                    .map(|(c, _)| *c)
+                    .collect(),
+                _ => up.iter().map(|(c, _)| *c).collect(),
+            };
+            for c in targets {
+                let batch = per_conn.entry(c).or_default();
+                if batch.push(t.message).is_err() {
+                    let full = std::mem::take(batch);
+                    self.send_control(quic, now, c, &Message::Route(RouteBatch { messages: full }));
+                    let batch = per_conn.entry(c).or_default();
+                    let _ = batch.push(t.message);
+                }
+            }
+        }
+        for (c, messages) in per_conn {
+            if !messages.is_empty() {
+                self.send_control(quic, now, c, &Message::Route(RouteBatch { messages }));
+            }
+        }
+        while let Some(ev) = self.route.poll_event() {
+            self.record_event(ev);
+        }
+    }
+
+    fn record_event(&mut self, ev: RouteEvent) {
+        let wall = unix_ms();
+        let ago_ms = self.us(Instant::now()).saturating_sub(ev.at_us()) / 1000;
+        let (kind, next_hop, old_next_hop, metric, old_metric) = match ev {
+            RouteEvent::Installed {
+                next_hop, metric, ..
+            } => ("installed", Some(next_hop), None, Some(metric), None),
+            RouteEvent::Changed {
+                old_next_hop,
+                old_metric,
+                new_next_hop,
+                new_metric,
+                ..
+            } => (
+                "changed",
+                Some(new_next_hop),
+                Some(old_next_hop),
+                Some(new_metric),
+                Some(old_metric),
+            ),
+            RouteEvent::Retracted {
+                old_next_hop,
+                old_metric,
+                ..
+            } => (
+                "retracted",
+                None,
+                Some(old_next_hop),
+                None,
+                Some(old_metric),
+            ),
+            _ => ("other", None, None, None, None),
+        };
+        let rec = EventRec {
+            unix_ms: wall.saturating_sub(ago_ms),
+            text: format!("{ev}"),
+            kind,
+            dest: self.name_of(ev.dest()),
+            next_hop: next_hop.map(|h| self.name_of(h)),
+            old_next_hop: old_next_hop.map(|h| self.name_of(h)),
+            metric_us: metric.map(Metric::as_us),
+            old_metric_us: old_metric.map(Metric::as_us),
+        };
+        log::info!(
+            "mesh: route to {} {kind}: via {} ({} us), was via {} ({} us)",
+            rec.dest,
+            rec.next_hop.as_deref().unwrap_or("-"),
+            rec.metric_us.map_or(-1, i64::from),
+            rec.old_next_hop.as_deref().unwrap_or("-"),
+            rec.old_metric_us.map_or(-1, i64::from)
+        );
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(rec);
+    }
+
+    fn on_route(
+        &mut self,
+        quic: &mut Driver,
+        now: Instant,
+        conn: ConnectionHandle,
+        batch: &RouteBatch,
+    ) {
+        let Some((_, from)) = self.links.get(&conn).and_then(|l| l.peer.clone()) else {
+            self.stats.bad_messages += 1;
+            return;
+        };
+        let us = self.us(now);
+        for m in &batch.messages {
+            let r = match *m {
+                route::Message::Update(u) => self.route.handle_update(from, u, us),
+                route::Message::SeqnoRequest(s) => self.route.handle_seqno_request(from, s, us),
+                _ => Ok(()),
+            };
+            if r.is_err() {
+                self.stats.route_errors += 1;
+            }
+        }
+        self.drain_route(quic, now);
+    }
+
+    // ----- interest -----------------------------------------------------------------
+
+    fn flood_interest(
+        &mut self,
+        quic: &mut Driver,
+        now: Instant,
+        msg: &Message<'_>,
+        except: Option<ConnectionHandle>,
+    ) {
+        let Some(bytes) = self.encode(msg) else {
+            return;
+        };
+        for (c, _) in self.up_links() {
+            if Some(c) != except {
+                let _ = quic.send_control(now, c, &bytes);
+            }
+        }
+    }
+
+    fn send_snapshot(
+        &mut self,
+        quic: &mut Driver,
+        now: Instant,
+        conn: ConnectionHandle,
+        origin: &str,
+    ) {
+        let Some(o) = self.interest.get(origin) else {
+            return;
+        };
+        let (epoch, seq) = (o.epoch, o.seq);
+        let entries: Vec<(String, String)> = o.entries.iter().cloned().collect();
+        let mut frames = Vec::new();
+        let chunks: Vec<&[(String, String)]> = if entries.is_empty() {
+            vec![&[]]
+        } else {
+            entries.chunks(MAX_SNAPSHOT_ENTRIES).collect()
+        };
+        let last_i = chunks.len().saturating_sub(1);
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let mut list = heapless::Vec::new();
+            for (t, p) in chunk {
+                let _ = list.push(InterestEntry {
+                    tenant: t,
+                    pattern: p,
+                });
+            }
+            let msg = Message::InterestSnapshot(InterestSnapshot {
+                origin,
+                epoch,
+                seq,
+                part: u16::try_from(i).unwrap_or(u16::MAX),
+                last: i == last_i,
+                entries: list,
+            });
+            if let Ok(b) = mesh::encode(&msg, &mut self.buf) {
+                frames.push(b.to_vec());
+            }
+        }
+        for f in frames {
+            let _ = quic.send_control(now, conn, &f);
+        }
+    }
+
+    fn send_all_snapshots(&mut self, quic: &mut Driver, now: Instant, conn: ConnectionHandle) {
+        let origins: Vec<String> = self.interest.origins().map(|(n, _)| n.to_owned()).collect();
+        for o in origins {
+            self.send_snapshot(quic, now, conn, &o);
+        }
+    }
+
+    fn on_local_interest(
+        &mut self,
+        quic: &mut Driver,
+        now: Instant,
+        tenant: &str,
+        pattern: &str,
+        present: bool,
+    ) {
+        let Some(seq) = self.interest.local_change(tenant, pattern, present) else {
+            return;
+        };
+        let mut changes = heapless::Vec::new();
+        let _ = changes.push(InterestChange {
+            added: present,
+            entry: InterestEntry { tenant, pattern },
+        });
+        let name = self.cfg.name.clone();
+        let msg = Message::InterestUpdate(InterestUpdate {
+            origin: &name,
+            epoch: self.epoch,
+            seq,
+            changes,
+        });
+        self.flood_interest(quic, now, &msg, None);
+    }
+
+    // ----- forwarding ---------------------------------------------------------------
+
+    /// Send `data` (with `dests`) towards its destinations, one copy per next hop.
+    fn forward(&mut self, quic: &mut Driver, data: &Data<'_>, dests: &[RelayId]) {
+        let mut groups: Vec<(RelayId, heapless::Vec<RelayId, MAX_DESTINATIONS>)> = Vec::new();
+        for &d in dests {
+            if d == self.me {
+                continue;
+            }
+            let Some(nh) = self.route.next_hop(d) else {
+                self.stats.dropped_no_route += 1;
+                continue;
+            };
+            match groups.iter_mut().find(|(h, v)| *h == nh && !v.is_full()) {
+                Some((_, v)) => {
+                    let _ = v.push(d);
+                }
+                None => {
+                    let mut v = heapless::Vec::new();
+                    let _ = v.push(d);
+                    groups.push((nh, v));
+                }
+            }
+        }
+        for (nh, destinations) in groups {
+            let Some(conn) = self.conn_of(nh) else {
+                self.stats.dropped_no_route += destinations.len() as u64;
+                continue;
+            };
+            let copy = Data {
+                destinations,
+                ..data.clone()
+            };
+            let Some(bytes) = self.encode(&Message::Data(copy)) else {
+                continue;
+            };
+            match quic.send_message(conn, bytes) {
+                Ok(()) => self.stats.data_sent += 1,
+                Err(SendError::QueueFull) => self.stats.dropped_queue_full += 1,
+                Err(_) => self.stats.dropped_no_route += 1,
+            }
+        }
+    }
+
+    fn metric_to(&self, id: RelayId) -> u32 {
+        self.route.route(id).map_or(u32::MAX, |r| r.metric.as_us())
+    }
+
+    fn on_publish(
+        &mut self,
+        quic: &mut Driver,
+        tenant: &str,
+        channel: &str,
+        payload: &[u8],
+        mode: DeliveryMode,
+        local_match: bool,
+    ) {
+        self.stats.published += 1;
+        let mut remote: Vec<RelayId> = self
+            .interest
+            .remote_matches(tenant, channel)
+            .map(relay_id)
+            .filter(|id| self.route.next_hop(*id).is_some())
+            .collect();
+        let dests: Vec<RelayId> = match mode {
+            DeliveryMode::Broadcast => remote,
+            DeliveryMode::LowLatency => {
+                if local_match {
+                    Vec::new()
+                } else {
+                    remote.sort_by_key(|id| (self.metric_to(*id), id.0));
+                    remote.into_iter().take(1).collect()
+                }
+            }
+            _ => {
+                let n = remote.len() + usize::from(local_match);
+                if n == 0 {
+                    return;
+                }
+                let pick = fastrand::usize(..n);
+                match remote.get(pick) {
+                    Some(id) => vec![*id],
+                    None => {
+                        // This relay won the draw.
+                        self.stats.delivered_local += 1;
+                        self.sink.deliver(tenant, channel, payload, mode);
+                        return;
+                    }
+                }
+            }
+        };
+        if dests.is_empty() {
+            return;
+        }
+        self.next_msg += 1;
+        let msg_id = (u64::from(self.epoch) << 32) | (self.next_msg & 0xffff_ffff);
+        let name = self.cfg.name.clone();
+        let data = Data {
+            origin: &name,
+            msg_id,
+            hop_limit: self.cfg.hop_limit,
+            mode,
+            destinations: heapless::Vec::new(),
+            tenant,
+            channel,
+            payload,
+        };
+        self.forward(quic, &data, &dests);
+    }
+
+    fn on_data(&mut self, quic: &mut Driver, bytes: &[u8]) {
+        let data = match mesh::decode(bytes) {
+            Ok(Message::Data(d)) => d,
+            Ok(_) | Err(_) => {
+                self.stats.bad_messages += 1;
+                return;
+            }
+        };
+        self.stats.data_received += 1;
+        if data.destinations.contains(&self.me) {
+            if self.dedup.first_time(data.origin, data.msg_id) {
+                self.stats.delivered_local += 1;
+                self.sink
+                    .deliver(data.tenant, data.channel, data.payload, data.mode);
+            } else {
+                self.stats.duplicates += 1;
+            }
+        }
+        let rest: Vec<RelayId> = data
+            .destinations
+            .iter()
+            .copied()
+            .filter(|d| *d != self.me)
+            .collect();
+        if rest.is_empty() {
+            return;
+        }
+        if data.hop_limit == 0 {
+            self.stats.dropped_hop_limit += rest.len() as u64;
+            return;
+        }
+        let next = Data {
+            hop_limit: data.hop_limit - 1,
+            ..data.clone()
+        };
+        self.forward(quic, &next, &rest);
+    }
+
+    // ----- control dispatch ---------------------------------------------------------
+
+    fn on_control(
+        &mut self,
+        quic: &mut Driver,
+        now: Instant,
+        conn: ConnectionHandle,
+        frame: &[u8],
+    ) {
+        let msg = match mesh::decode(frame) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.bad_messages += 1;
+                log::debug!("mesh: bad control frame: {e}");
+                return;
+            }
+        };
+        let has_peer = self.links.get(&conn).is_some_and(|l| l.peer.is_some());
+        match (&msg, has_peer) {
+            (Message::Hello(h), _) => self.on_hello(quic, now, conn, h),
+            (_, false) => {
+                self.stats.bad_messages += 1;
+                quic.close(
+                    now,
+                    conn,
+                    driver::CLOSE_PROTOCOL,
+                    "first message must be Hello",
+                );
+            }
+            (Message::Peers(p), true) => self.on_peers(now, p),
+            (Message::Route(b), true) => self.on_route(quic, now, conn, b),
+            (Message::InterestUpdate(u), true) => match self
+                .interest
+                .apply_update(u.origin, u.epoch, u.seq, &u.changes)
+            {
+                Applied::New => self.flood_interest(quic, now, &msg, Some(conn)),
+                Applied::Gap => {
+                    let req = Message::InterestSnapshotRequest(InterestSnapshotRequest {
+                        origin: u.origin,
+                    });
+                    self.send_control(quic, now, conn, &req);
+                }
+                _ => {}
+            },
+            (Message::InterestSnapshotRequest(r), true) => {
+                let origin = r.origin.to_owned();
+                self.send_snapshot(quic, now, conn, &origin);
+            }
+            (Message::InterestSnapshot(s), true) => {
+                let replaced = self.interest.apply_snapshot(
+                    s.origin,
+                    s.epoch,
+                    s.seq,
+                    s.part,
+                    s.last,
+                    s.entries
+                        .iter()
+                        .map(|e| (e.tenant.to_owned(), e.pattern.to_owned())),
+                );
+                if replaced {
+                    // Neighbours may have missed the same changes: pass the news on.
+                    let origin = s.origin.to_owned();
+                    for (c, _) in self.up_links() {
+                        if c != conn {
+                            self.send_snapshot(quic, now, c, &origin);
+                        }
+                    }
+                }
+            }
+            (Message::Data(_), true) => self.on_data(quic, frame),
+            (Message::TicketStatus(_), true) => {}
+            _ => self.stats.bad_messages += 1,
+        }
+    }
+
+    fn on_datagram(
+        &mut self,
+        quic: &mut Driver,
+        now: Instant,
+        conn: ConnectionHandle,
+        bytes: &[u8],
+    ) {
+        match mesh::decode(bytes) {
+            Ok(Message::Probe(p)) => {
+                let ack = Message::ProbeAck(ProbeAck {
+                    seq: p.seq,
+                    echo_us: p.sent_us,
+                });
+                if let Ok(b) = mesh::encode(&ack, &mut [0u8; ProbeAck::MAX_LEN])
+                    .map(|b| Bytes::copy_from_slice(b))
+                {
+                    let _ = quic.send_datagram(conn, b);
+                }
+            }
+            Ok(Message::ProbeAck(a)) => self.on_probe_ack(now, conn, a),
+            _ => self.stats.bad_messages += 1,
+        }
+        let _ = now;
+    }
+
+    // ----- status -------------------------------------------------------------------
+
+    /// The status JSON (identity, links, routes, interest, counters, recent events).
+    pub fn status_json(&self, quic: &Driver) -> String {
+        let now = Instant::now();
+        let us = self.us(now);
+        #[derive(Serialize)]
+        struct LinkJ {
+            peer: Option<String>,
+            remote: String,
+            side: &'static str,
+            up: bool,
+            rtt_ms: Option<f64>,
+            min_rtt_ms: f64,
+            jitter_ms: f64,
+            loss_pct: f64,
+            probes_sent: u64,
+            probes_answered: u64,
+            quic_rtt_ms: Option<f64>,
+            queued_messages: usize,
+            age_s: u64,
+        }
+        #[derive(Serialize)]
+        struct RouteJ {
+            dest: String,
+            next_hop: Option<String>,
+            metric_ms: Option<f64>,
+            smoothed_metric_ms: Option<f64>,
+            direct_metric_ms: Option<f64>,
+            saving_ms: f64,
+            seqno: Option<u16>,
+        }
+        #[derive(Serialize)]
+        struct PeerJ {
+            name: String,
+            region: String,
+            edge_url: String,
+            dial: Option<String>,
+            linked: bool,
+            seed: bool,
+            last_error: Option<String>,
+        }
+        let ms = |m: Metric| m.is_finite().then(|| f64::from(m.as_us()) / 1000.0);
+        let links: Vec<LinkJ> = self
+            .links
+            .iter()
+            .map(|(c, l)| {
+                let m = l.probe.measurement(us);
+                LinkJ {
+                    peer: l.peer.as_ref().map(|p| p.0.clone()),
+                    remote: l.remote.to_string(),
+                    side: if l.side == Side::Client { "out" } else { "in" },
+                    up: l.probe.is_up(),
+                    rtt_ms: l.probe.srtt_us().map(|v| f64::from(v) / 1000.0),
+                    min_rtt_ms: f64::from(m.min_rtt_us) / 1000.0,
+                    jitter_ms: f64::from(m.jitter_us) / 1000.0,
+                    loss_pct: f64::from(m.loss_ppm) / 10_000.0,
+                    probes_sent: l.probe.sent,
+                    probes_answered: l.probe.answered,
+                    quic_rtt_ms: quic.rtt(*c).map(|d| d.as_secs_f64() * 1000.0),
+                    queued_messages: quic.queued_messages(*c),
+                    age_s: now.saturating_duration_since(l.since).as_secs(),
+                }
+            })
+            .collect();
+        let routes: Vec<RouteJ> = self
+            .route
+            .routes()
+            .map(|r| RouteJ {
+                dest: self.name_of(r.dest),
+                next_hop: r.next_hop.map(|h| self.name_of(h)),
+                metric_ms: ms(r.metric),
+                smoothed_metric_ms: ms(r.smoothed_metric),
+                direct_metric_ms: r.direct_metric.and_then(ms),
+                saving_ms: f64::from(r.saving_us()) / 1000.0,
+                seqno: r.seqno.map(|s| s.0),
+            })
+            .collect();
+        let peers: Vec<PeerJ> = self
+            .peers
+            .iter()
+            .map(|(n, p)| PeerJ {
+                name: n.clone(),
+                region: p.region.clone(),
+                edge_url: p.edge_url.clone(),
+                dial: p.dial.map(|a| a.to_string()),
+                linked: p.link.is_some(),
+                seed: p.seed,
+                last_error: p.last_error.clone(),
+            })
+            .collect();
+        let interest: serde_json::Map<String, serde_json::Value> = self
+            .interest
+            .origins()
+            .map(|(n, o)| {
+                (
+                    n.to_owned(),
+                    serde_json::json!({"epoch": o.epoch, "seq": o.seq, "patterns": o.entries.len()}),
+                )
+            })
+            .collect();
+        let rs = self.route.stats();
+        let j = serde_json::json!({
+            "identity": {
+                "name": self.cfg.name,
+                "relay_id": self.me.0,
+                "region": self.cfg.region,
+                "position": self.cfg.position.map(|p| serde_json::json!({
+                    "lat": f64::from(p.lat_udeg) / 1e6, "lon": f64::from(p.lon_udeg) / 1e6})),
+                "edge_url": self.cfg.edge_url,
+                "mesh_addr": quic.local_addr().to_string(),
+                "protocol_version": PROTOCOL_VERSION,
+                "uptime_s": now.saturating_duration_since(self.start).as_secs(),
+            },
+            "links": links,
+            "routes": routes,
+            "peers": peers,
+            "interest": interest,
+            "counters": {
+                "mesh": self.stats,
+                "quic": quic.stats(),
+                "interest": self.interest.stats(),
+                "dedup_duplicates": self.dedup.duplicates,
+                "dedup_too_old": self.dedup.too_old,
+                "route": {
+                    "updates_received": rs.updates_received,
+                    "updates_sent": rs.updates_sent,
+                    "route_changes": rs.route_changes,
+                    "seqno_requests_sent": rs.seqno_requests_sent,
+                    "events_dropped": rs.events_dropped,
+                    "neighbor_table_full": rs.neighbor_table_full,
+                    "dest_table_full": rs.dest_table_full,
+                },
+            },
+            "route_events": self.events,
+        });
+        j.to_string()
+    }
+}
+
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(0.75 + fastrand::f64() * 0.5)
+}
+
+impl Handler for MeshNode {
+    type Command = MeshCommand;
+
+    fn on_event(&mut self, quic: &mut Driver, now: Instant, event: QuicEvent) {
+        match event {
+            QuicEvent::Connected {
+                conn,
+                side,
+                remote,
+                peer_cert,
+            } => self.on_connected(quic, now, conn, side, remote, peer_cert),
+            QuicEvent::Lost {
+                conn,
+                was_connected,
+                reason,
+            } => self.on_lost(quic, now, conn, was_connected, &reason),
+            QuicEvent::Control { conn, frame } => self.on_control(quic, now, conn, &frame),
+            QuicEvent::Message { conn, bytes } => {
+                if self.links.get(&conn).is_some_and(|l| l.peer.is_some()) {
+                    self.on_data(quic, &bytes);
+                } else {
+                    self.stats.bad_messages += 1;
+                }
+            }
+            QuicEvent::Datagram { conn, bytes } => {
+                if self.links.get(&conn).is_some_and(|l| l.peer.is_some()) {
+                    self.on_datagram(quic, now, conn, &bytes);
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, quic: &mut Driver, now: Instant, command: MeshCommand) {
+        match command {
+            MeshCommand::Publish {
+                tenant,
+                channel,
+                payload,
+                mode,
+                local_match,
+            } => self.on_publish(quic, &tenant, &channel, &payload, mode, local_match),
+            MeshCommand::Interest {
+                tenant,
+                pattern,
+                present,
+            } => self.on_local_interest(quic, now, &tenant, &pattern, present),
+            MeshCommand::Status(reply) => {
+                let _ = reply.try_send(self.status_json(quic));
+            }
+        }
+    }
+
+    fn on_tick(&mut self, quic: &mut Driver, now: Instant) {
+        self.dial_due(quic, now);
+        self.probe_due(quic, now);
+        let us = self.us(now);
+        if self.route.poll_timeout().is_some_and(|t| t <= us) {
+            self.route.handle_timeout(us);
+        }
+        if now >= self.next_gossip {
+            self.next_gossip = now + GOSSIP_EVERY;
+            self.send_gossip(quic, now, None);
+        }
+        self.drain_route(quic, now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = self.next_gossip;
+        for l in self.links.values().filter(|l| l.peer.is_some()) {
+            t = t.min(self.at(l.probe.next_probe_at()));
+        }
+        for p in self.peers.values() {
+            if p.link.is_none() && p.dialing.is_none() && p.dial.is_some() {
+                t = t.min(p.next_dial);
+            }
+        }
+        if let Some(r) = self.route.poll_timeout() {
+            t = t.min(self.at(r));
+        }
+        // Down detection needs a look even when nothing else is due.
+        Some(t.min(Instant::now() + Duration::from_millis(100)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_is_small_enough_to_move() {
+        // The routing table is boxed; the node itself stays small.
+        assert!(
+            std::mem::size_of::<MeshNode>() < 4096,
+            "{}",
+            std::mem::size_of::<MeshNode>()
+        );
+        assert!(
+            std::mem::size_of::<RT>() < 256 * 1024,
+            "{}",
+            std::mem::size_of::<RT>()
+        );
+    }
+
+    #[test]
+    fn relay_ids_are_stable_and_spread() {
+        assert_eq!(relay_id("tokyo"), relay_id("tokyo"));
+        let ids: std::collections::HashSet<u16> = (0..100)
+            .map(|i| relay_id(&format!("relay-{i}")).0)
+            .collect();
+        assert!(ids.len() >= 99, "{}", ids.len());
+    }
+}
