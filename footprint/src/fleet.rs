@@ -27,19 +27,25 @@ struct Client {
 #[derive(Default)]
 pub struct Fleet {
     clients: Vec<Client>,
+    /// Access ticket every client presents (none with `--insecure-no-auth`).
+    pub token: Option<String>,
 }
 
-/// Opens one WebSocket to `ws://addr/ws` with the `llps.v1` subprotocol (blocking, bounded).
-pub fn connect(addr: SocketAddr) -> Result<WebSocket<TcpStream>, String> {
+/// Opens one WebSocket to `ws://addr/ws` with the `llps.v1` subprotocol and, when given,
+/// the access ticket as `at.<token>` (blocking, bounded).
+pub fn connect(addr: SocketAddr, token: Option<&str>) -> Result<WebSocket<TcpStream>, String> {
     let url = format!("ws://{addr}/ws");
     let mut req = url
         .as_str()
         .into_client_request()
         .map_err(|e| format!("{url}: {e}"))?;
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("llps.v1"),
-    );
+    let protocols = match token {
+        Some(t) => format!("llps.v1, at.{t}"),
+        None => "llps.v1".to_string(),
+    };
+    let value = HeaderValue::from_str(&protocols)
+        .map_err(|_| "the token has characters not allowed in a header".to_string())?;
+    req.headers_mut().insert("Sec-WebSocket-Protocol", value);
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
         .map_err(|e| format!("connect {addr}: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
@@ -68,6 +74,14 @@ pub fn publish_v1(tenant: &str, channel: &str, payload: &[u8]) -> Result<Vec<u8>
 }
 
 impl Fleet {
+    /// An empty fleet whose clients will present `token`.
+    pub fn with_token(token: Option<String>) -> Self {
+        Fleet {
+            clients: Vec::new(),
+            token,
+        }
+    }
+
     /// Number of open clients.
     pub fn len(&self) -> usize {
         self.clients.len()
@@ -95,7 +109,7 @@ impl Fleet {
     ) -> Result<(), String> {
         for _ in 0..n {
             let i = self.clients.len();
-            let mut ws = connect(addr)?;
+            let mut ws = connect(addr, self.token.as_deref())?;
             for j in 0..subs_each {
                 let cmd = format!("SUB:{tenant}:{}", pattern(i, j));
                 ws.send(Message::text(cmd))

@@ -38,9 +38,10 @@ struct Args {
     budgets: PathBuf,
     markdown: Option<PathBuf>,
     variants: bool,
+    insecure: bool,
 }
 
-const USAGE: &str = "usage: footprint [variants] [--target aarch64] [--relay PATH] [--budgets FILE] [--markdown FILE]";
+const USAGE: &str = "usage: footprint [variants] [--target aarch64] [--relay PATH] [--insecure] [--budgets FILE] [--markdown FILE]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -49,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
         budgets: root().join("footprint/budgets.toml"),
         markdown: None,
         variants: false,
+        insecure: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -58,6 +60,7 @@ fn parse_args() -> Result<Args, String> {
         };
         match arg.as_str() {
             "variants" => a.variants = true,
+            "--insecure" => a.insecure = true,
             "--target" => match value("--target")?.as_str() {
                 "aarch64" | "aarch64-unknown-linux-gnu" => a.aarch64 = true,
                 "host" => a.aarch64 = false,
@@ -290,6 +293,85 @@ fn measure_binary(
     Ok(())
 }
 
+/// How the measured relay checks clients: access tickets (its default) or
+/// `--insecure-no-auth` (`footprint --insecure`).
+struct Access {
+    /// `run` arguments for the mode.
+    mode: Vec<String>,
+    /// The ticket every client presents.
+    token: Option<String>,
+    /// What the report says.
+    label: &'static str,
+}
+
+impl Access {
+    fn fleet(&self) -> Fleet {
+        Fleet::with_token(self.token.clone())
+    }
+}
+
+/// Tickets: a fresh key pair in target/footprint-state, one ticket for tenant `fp` that may
+/// publish and subscribe everywhere (`#`), the relay started with that state dir.
+fn setup_access(bin: &Path, insecure: bool) -> Result<Access, String> {
+    if insecure {
+        return Ok(Access {
+            mode: vec!["--insecure-no-auth".into()],
+            token: None,
+            label: "--insecure-no-auth",
+        });
+    }
+    let dir = root().join("target/footprint-state");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let out = Command::new(bin)
+        .arg("keygen")
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .map_err(|e| format!("cannot run {} keygen: {e}", bin.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "keygen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let out = Command::new(bin)
+        .args([
+            "ticket", "--tenant", "fp", "--pub", "#", "--sub", "#", "--ttl", "1h",
+        ])
+        .args([
+            "--ingress-kb",
+            "16384",
+            "--egress-kb",
+            "16384",
+            "--signing-key",
+        ])
+        .arg(dir.join("ticket-signing.key"))
+        .output()
+        .map_err(|e| format!("cannot run {} ticket: {e}", bin.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let token = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("AT_"))
+        .ok_or_else(|| {
+            format!(
+                "`ticket` printed no AT_ token: {}{}",
+                text,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?
+        .to_string();
+    Ok(Access {
+        mode: vec!["--state-dir".into(), dir.display().to_string()],
+        token: Some(token),
+        label: "access tickets",
+    })
+}
+
 const SETTLE: Duration = Duration::from_secs(180);
 
 /// RSS scenarios on the host relay.
@@ -298,6 +380,7 @@ fn measure_memory(
     budgets: &Budgets,
     arch: &str,
     bin: &Path,
+    access: &Access,
 ) -> Result<(), String> {
     let limit = relay::raise_nofile_limit()?;
     if limit < 10_100 {
@@ -308,7 +391,7 @@ fn measure_memory(
     let start = Duration::from_secs(30);
 
     // 1. Idle, then 1,000 and 10,000 idle connections with one subscription each.
-    let mut r = Relay::start(bin, &[], start)?;
+    let mut r = Relay::start(bin, &access.mode, start)?;
     let idle_mem = r.memory()?;
     let idle = idle_mem.rss;
     rep.check(
@@ -325,7 +408,7 @@ fn measure_memory(
         arch,
         idle_mem.anon,
     );
-    let mut fleet = Fleet::default();
+    let mut fleet = access.fleet();
     let pat = |i: usize, _j: usize| format!("idle.c{i}");
     fleet.open(r.addr, 1_000, "fp", 1, pat)?;
     fleet.pump(clock::now() + SETTLE, |f| f.acks() == 1_000)?;
@@ -366,8 +449,8 @@ fn measure_memory(
     drop(r);
 
     // 2. 100,000 subscriptions: 1,000 connections x 100 distinct patterns.
-    let r = Relay::start(bin, &[], start)?;
-    let mut fleet = Fleet::default();
+    let r = Relay::start(bin, &access.mode, start)?;
+    let mut fleet = access.fleet();
     fleet.open(r.addr, 1_000, "fp", 100, |i, j| format!("subs.c{i}.s{j}.#"))?;
     fleet.pump(clock::now() + SETTLE, |f| f.acks() == 100_000)?;
     let rss_subs = r.memory()?.rss;
@@ -391,11 +474,11 @@ fn measure_memory(
     const SUBS: u64 = 500;
     const BURSTS: u64 = 10;
     const PER_BURST: u64 = 20;
-    let mut r = Relay::start(bin, &[], start)?;
-    let mut fleet = Fleet::default();
+    let mut r = Relay::start(bin, &access.mode, start)?;
+    let mut fleet = access.fleet();
     fleet.open(r.addr, SUBS as usize, "fp", 1, |_, _| "fan.#".to_string())?;
     fleet.pump(clock::now() + SETTLE, |f| f.acks() == SUBS)?;
-    let mut publisher = fleet::connect(r.addr)?;
+    let mut publisher = fleet::connect(r.addr, access.token.as_deref())?;
     let frame = fleet::publish_v1("fp", "fan.room", &[0x5a; 1024])?;
     for burst in 1..=BURSTS {
         for _ in 0..PER_BURST {
@@ -434,31 +517,53 @@ fn measure_types(rep: &mut Report, budgets: &Budgets) {
 /// `variants`: release binary size for each opt-level and without each default feature.
 /// Each variant builds in its own target dir under target/footprint-variants/ (slow: full builds).
 fn variants() -> Result<(), String> {
-    let base = root().join("target/footprint-variants");
-    let mut s = String::from("| variant | host x86_64 stripped bytes |\n|---|---:|\n");
-    for opt in ["3", "2", "s", "z"] {
-        let cfg = format!(
-            "profile.release.opt-level={}",
-            if opt.len() == 1 && opt.as_bytes()[0].is_ascii_digit() {
-                opt.to_string()
-            } else {
-                format!("\"{opt}\"")
-            }
-        );
-        let bin = build_host(Some(&base.join(format!("opt-{opt}"))), &["--config", &cfg])?;
-        let size = std::fs::metadata(&bin).map_err(|e| e.to_string())?.len();
-        let _ = writeln!(s, "| opt-level = {opt} | {} |", bytes(size));
-    }
-    let bin = build_host(
-        Some(&base.join("no-default-features")),
-        &["--no-default-features"],
-    )?;
-    let size = std::fs::metadata(&bin).map_err(|e| e.to_string())?.len();
+    let size_of_file = |bin: &Path| -> Result<u64, String> {
+        std::fs::metadata(bin)
+            .map(|m| m.len())
+            .map_err(|e| format!("{}: {e}", bin.display()))
+    };
+    let mut s = String::from("| variant | x86_64 stripped bytes | vs default |\n|---|---:|---:|\n");
+    // Features only change the relay crate: build them in the normal target dir (quick),
+    // then rebuild the default so target/release is left as it was.
+    let default = size_of_file(&build_host(None, &[])?)?;
     let _ = writeln!(
         s,
-        "| --no-default-features (current opt-level) | {} |",
-        bytes(size)
+        "| default (`tls`, `dashboard`), profile as committed | {} | — |",
+        bytes(default)
     );
+    let features: [(&str, &[&str]); 3] = [
+        (
+            "without `tls`",
+            &["--no-default-features", "--features", "dashboard"],
+        ),
+        (
+            "without `dashboard`",
+            &["--no-default-features", "--features", "tls"],
+        ),
+        ("`--no-default-features`", &["--no-default-features"]),
+    ];
+    for (name, flags) in features {
+        let size = size_of_file(&build_host(None, flags)?)?;
+        let delta = size as i64 - default as i64;
+        let _ = writeln!(s, "| {name} | {} | {delta:+} |", bytes(size));
+    }
+    build_host(None, &[])?;
+    // opt-level changes every crate: full builds, each in its own target dir.
+    let base = root().join("target/footprint-variants");
+    for opt in ["2", "s", "z"] {
+        let value = if opt.bytes().all(|b| b.is_ascii_digit()) {
+            opt.to_string()
+        } else {
+            format!("\"{opt}\"")
+        };
+        let cfg = format!("profile.release.opt-level={value}");
+        let size = size_of_file(&build_host(
+            Some(&base.join(format!("opt-{opt}"))),
+            &["--config", &cfg],
+        )?)?;
+        let delta = size as i64 - default as i64;
+        let _ = writeln!(s, "| opt-level = {value} | {} | {delta:+} |", bytes(size));
+    }
     println!("{s}");
     Ok(())
 }
@@ -484,9 +589,10 @@ fn main_result() -> Result<bool, String> {
         measure_binary(&mut rep, &budgets, "aarch64", &arm)?;
         rep.notes.push("aarch64: size, sections and libraries only. RSS is measured on the host: under qemu-user it would include the emulator (tens of MiB). The relay's heap per connection and per subscription is the same on any 64-bit target.".into());
     }
-    measure_memory(&mut rep, &budgets, host, &bin)?;
+    let access = setup_access(&bin, args.insecure)?;
+    measure_memory(&mut rep, &budgets, host, &bin, &access)?;
     measure_types(&mut rep, &budgets);
-    rep.notes.push("RSS is VmRSS from /proc/PID/status, read after the relay confirmed every subscription (OK:SUB) or delivered every message, never after a sleep; the relay runs with RUST_LOG=error.".into());
+    rep.notes.push("RSS is VmRSS from /proc/PID/status, read after the relay confirmed every subscription (OK:SUB) or delivered every message, never after a sleep; the relay runs with RUST_LOG=error, its admin listener (dashboard) on, clients authenticated with ".to_string() + access.label + ".");
     let md = rep.markdown();
     println!("{md}");
     if let Some(path) = &args.markdown {

@@ -31,13 +31,19 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Starts `bin run --listen 127.0.0.1:0 --insecure-no-auth EXTRA...` and waits (bounded)
-    /// for the address it prints and for `GET /ping` to answer `pong`.
-    pub fn start(bin: &Path, extra: &[&str], timeout: Duration) -> Result<Relay, String> {
+    /// Starts `bin run --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 MODE...` and waits
+    /// (bounded) for the address it prints and for `GET /ping` to answer `pong`.
+    pub fn start(bin: &Path, mode: &[String], timeout: Duration) -> Result<Relay, String> {
         let deadline = clock::now() + timeout;
         let mut child = Command::new(bin)
-            .args(["run", "--listen", "127.0.0.1:0", "--insecure-no-auth"])
-            .args(extra)
+            .args([
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(mode)
             .env("RUST_LOG", "error")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

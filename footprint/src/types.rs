@@ -4,52 +4,58 @@
 use core::mem::size_of;
 
 use fastpubsub_core::frame::{Command, Deliver, DeliverView, FrameError, Mode, Publish, Reply};
+use fastpubsub_core::mesh::{Data, Hello, Probe};
 use fastpubsub_core::pattern::{InsertError, PatternError, SubIndex};
+use fastpubsub_core::route::{LinkMeasurement, RouteInfo, RouteTable, Update};
+use fastpubsub_core::ticket::{Claims, Grant, TicketBuf};
+
+/// The relay's route table capacities (relay-smol/src/mesh/node.rs: ROUTE_DESTS,
+/// ROUTE_NEIGHBOURS): the table is one fixed-size value, so its size is its memory.
+type RelayRouteTable = RouteTable<128, 32>;
 
 /// `(budget key, type name, size in bytes)` for each measured type.
 pub fn sizes() -> Vec<(&'static str, &'static str, usize)> {
+    macro_rules! row {
+        ($key:literal, $name:literal, $t:ty) => {
+            ($key, $name, size_of::<$t>())
+        };
+    }
     vec![
-        (
-            "frame_publish",
-            "frame::Publish<'_>",
-            size_of::<Publish<'static>>(),
-        ),
-        (
-            "frame_deliver",
-            "frame::Deliver<'_>",
-            size_of::<Deliver<'static>>(),
-        ),
-        (
+        row!("frame_publish", "frame::Publish<'_>", Publish<'static>),
+        row!("frame_deliver", "frame::Deliver<'_>", Deliver<'static>),
+        row!(
             "frame_deliver_view",
             "frame::DeliverView<'_>",
-            size_of::<DeliverView<'static>>(),
+            DeliverView<'static>
         ),
-        (
-            "frame_command",
-            "frame::Command<'_>",
-            size_of::<Command<'static>>(),
-        ),
-        (
-            "frame_reply",
-            "frame::Reply<'_>",
-            size_of::<Reply<'static>>(),
-        ),
-        ("frame_mode", "frame::Mode", size_of::<Mode>()),
-        ("frame_error", "frame::FrameError", size_of::<FrameError>()),
-        (
-            "pattern_error",
-            "pattern::PatternError",
-            size_of::<PatternError>(),
-        ),
-        (
-            "pattern_insert_error",
-            "pattern::InsertError",
-            size_of::<InsertError>(),
-        ),
-        (
+        row!("frame_command", "frame::Command<'_>", Command<'static>),
+        row!("frame_reply", "frame::Reply<'_>", Reply<'static>),
+        row!("frame_mode", "frame::Mode", Mode),
+        row!("frame_error", "frame::FrameError", FrameError),
+        row!("pattern_error", "pattern::PatternError", PatternError),
+        row!("pattern_insert_error", "pattern::InsertError", InsertError),
+        row!(
             "pattern_sub_index_u64",
             "pattern::SubIndex<u64>",
-            size_of::<SubIndex<u64>>(),
+            SubIndex<u64>
         ),
+        row!(
+            "route_table_128_32",
+            "route::RouteTable<128, 32>",
+            RelayRouteTable
+        ),
+        row!("route_info", "route::RouteInfo", RouteInfo),
+        row!("route_update", "route::Update", Update),
+        row!(
+            "route_link_measurement",
+            "route::LinkMeasurement",
+            LinkMeasurement
+        ),
+        row!("mesh_data", "mesh::Data<'_>", Data<'static>),
+        row!("mesh_hello", "mesh::Hello<'_>", Hello<'static>),
+        row!("mesh_probe", "mesh::Probe", Probe),
+        row!("ticket_claims", "ticket::Claims<'_>", Claims<'static>),
+        row!("ticket_grant", "ticket::Grant<'_>", Grant<'static>),
+        row!("ticket_buf", "ticket::TicketBuf", TicketBuf),
     ]
 }
