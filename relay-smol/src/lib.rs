@@ -8,14 +8,17 @@
 //! - [`quic`], [`mesh`]: the relay mesh.
 //! - [`cli`]: the command line (`run`, `pub`, `sub`).
 //! - [`clock`], [`limits`], [`config`], [`tls`]: time, capacities, configuration, TLS.
+//! - [`dashboard`], [`metrics`]: `/dashboard`, `/v1/mesh`, admin access, `/metrics`.
 
 pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod limits;
 pub mod mesh;
+pub mod metrics;
 pub mod quic;
 pub mod rest;
 pub mod tickets;

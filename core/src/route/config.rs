@@ -48,6 +48,9 @@ pub struct RouteConfig {
     pub settle_margin_ppm: u32,
     /// How long a small improvement must last before the route switches.
     pub settle_time_us: u64,
+    /// Noise allowance of the settle margin, percent of the sum of both routes'
+    /// mean deviations (their measured noise).
+    pub noise_weight_pct: u32,
     /// Smoothing: each new sample moves the smoothed metric by `1 / 2^smoothing_shift`
     /// of the difference…
     pub smoothing_shift: u8,
@@ -82,7 +85,8 @@ impl Default for RouteConfig {
             fast_margin_ppm: 50_000,
             settle_margin_us: 100,
             settle_margin_ppm: 3_000,
-            settle_time_us: 10_000_000,
+            settle_time_us: 5_000_000,
+            noise_weight_pct: 100,
             smoothing_shift: 3,
             jump_us: 2_000,
             jump_ppm: 100_000,
@@ -122,6 +126,8 @@ impl fmt::Display for ConfigError {
         }
     }
 }
+
+impl core::error::Error for ConfigError {}
 
 /// `max(abs_us, value * ppm / 1e6)`, the shape of every margin in [`RouteConfig`].
 pub(crate) fn margin(value: Metric, abs_us: u32, ppm: u32) -> u32 {
@@ -166,6 +172,7 @@ impl RouteConfig {
             settle_margin_us: 0,
             settle_margin_ppm: 0,
             settle_time_us: 0,
+            noise_weight_pct: 0,
             smoothing_shift: 0,
             ..RouteConfig::default()
         }

@@ -44,3 +44,5 @@ impl fmt::Display for RouteError {
         }
     }
 }
+
+impl core::error::Error for RouteError {}

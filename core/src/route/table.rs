@@ -163,6 +163,8 @@ struct RouteSlot {
     adv: Metric,
     /// Smoothed total metric (adv + link cost).
     smoothed: Metric,
+    /// Mean deviation of the samples from `smoothed`, µs (noise estimate).
+    dev: u32,
     expires_at: u64,
 }
 
@@ -172,8 +174,26 @@ impl RouteSlot {
         seqno: Seqno(0),
         adv: Metric::INFINITY,
         smoothed: Metric::INFINITY,
+        dev: 0,
         expires_at: 0,
     };
+
+    /// Takes a new sample of the route's total metric: smoothing (with a jump on
+    /// large changes) and the noise estimate, like TCP's SRTT and RTTVAR.
+    fn sample(&mut self, raw: Metric, cfg: &RouteConfig) {
+        if !self.smoothed.is_finite() || !raw.is_finite() {
+            self.smoothed = raw;
+            self.dev = 0;
+            return;
+        }
+        let (next, jumped) = smooth(self.smoothed, raw, cfg);
+        if !jumped {
+            let diff = raw.as_us().abs_diff(self.smoothed.as_us());
+            let dev = i64::from(self.dev);
+            self.dev = u32::try_from(dev + ((i64::from(diff) - dev) >> 2)).unwrap_or(u32::MAX);
+        }
+        self.smoothed = next;
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -247,21 +267,22 @@ fn feasible(fd: Option<(Seqno, Metric)>, seqno: Seqno, metric: Metric) -> bool {
     }
 }
 
-/// Moves `prev` toward `sample`; jumps straight to it on a large change.
-fn smooth(prev: Metric, sample: Metric, cfg: &RouteConfig) -> Metric {
+/// Moves `prev` toward `sample`; jumps straight to it on a large change (then
+/// also returns true).
+fn smooth(prev: Metric, sample: Metric, cfg: &RouteConfig) -> (Metric, bool) {
     if !prev.is_finite() || !sample.is_finite() {
-        return sample;
+        return (sample, true);
     }
     let (p, s) = (i64::from(prev.as_us()), i64::from(sample.as_us()));
     let diff = s - p;
     if diff.unsigned_abs() > u64::from(margin(prev, cfg.jump_us, cfg.jump_ppm)) {
-        return sample;
+        return (sample, true);
     }
     let mut step = diff >> cfg.smoothing_shift.min(16);
     if step == 0 && diff != 0 {
         step = diff.signum();
     }
-    Metric::from_us(u64::try_from(p + step).unwrap_or(0))
+    (Metric::from_us(u64::try_from(p + step).unwrap_or(0)), false)
 }
 
 /// `a + margin < b`, without overflow.
@@ -472,8 +493,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
                 continue;
             }
             let raw = self.metric(d, nb);
-            let r = &mut self.routes[d][nb];
-            r.smoothed = smooth(r.smoothed, raw, &self.cfg);
+            self.routes[d][nb].sample(raw, &self.cfg);
             self.reconsider(d, nb, now_us);
         }
         Ok(())
@@ -563,18 +583,27 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         }
         let raw = update.metric.add(self.neighbors[nb].cost);
         let r = &mut self.routes[d][nb];
-        let smoothed = if r.present {
-            smooth(r.smoothed, raw, &self.cfg)
-        } else {
-            raw
-        };
-        *r = RouteSlot {
-            present: true,
-            seqno: update.seqno,
-            adv: update.metric,
-            smoothed,
-            expires_at: now_us.saturating_add(self.cfg.route_expiry_us),
-        };
+        // Fast path: a refresh of an unchanged, settled route only extends its life.
+        if r.present
+            && r.seqno == update.seqno
+            && r.adv == update.metric
+            && r.smoothed == raw
+            && r.dev == 0
+        {
+            r.expires_at = now_us.saturating_add(self.cfg.route_expiry_us);
+            if self.dests[d].settle.is_some_and(|(c, _)| c == nb) {
+                self.select(d, now_us);
+            }
+            return Ok(());
+        }
+        if !r.present {
+            *r = RouteSlot::EMPTY;
+        }
+        r.present = true;
+        r.seqno = update.seqno;
+        r.adv = update.metric;
+        r.expires_at = now_us.saturating_add(self.cfg.route_expiry_us);
+        r.sample(raw, &self.cfg);
         self.reconsider(d, nb, now_us);
         Ok(())
     }
@@ -608,7 +637,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
             self.touch(d, |s| s.send_update = true);
             return Ok(());
         }
-        let target = self.dests[d].selected.or_else(|| self.best(d, false));
+        let target = self.dests[d].selected.or_else(|| self.best(d).1);
         let dup = self.dests[d].last_forward.is_some_and(|(s, t)| {
             s == request.seqno && now_us.saturating_sub(t) < self.cfg.request_dedup_us
         });
@@ -807,20 +836,34 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
                 continue;
             }
             let mut expired = false;
+            let mut moved = false;
             let mut any = false;
             for n in 0..N_NEIGH {
+                if !self.routes[d][n].present {
+                    continue;
+                }
+                let raw = self.metric(d, n);
                 let r = &mut self.routes[d][n];
-                if r.present && r.expires_at <= now_us {
+                if r.expires_at <= now_us {
                     *r = RouteSlot::EMPTY;
                     expired = true;
                     self.stats.routes_expired += 1;
+                    continue;
                 }
-                any |= self.routes[d][n].present;
+                any = true;
+                // Time-based part of the smoothing: the smoothed metric keeps moving
+                // toward the current one even without new samples, and the noise
+                // estimate fades when no new deviation feeds it.
+                r.dev -= r.dev.div_ceil(4);
+                if r.smoothed != raw {
+                    r.smoothed = smooth(r.smoothed, raw, &self.cfg).0;
+                    moved = true;
+                }
             }
             let settled = self.dests[d]
                 .settle
                 .is_some_and(|(_, t)| now_us.saturating_sub(t) >= self.cfg.settle_time_us);
-            if expired || settled {
+            if expired || settled || moved {
                 self.select(d, now_us);
             }
             if let Some(mut r) = self.dests[d].request
@@ -871,25 +914,27 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         }
     }
 
-    /// The best route to `d` by smoothed metric (ties: raw metric, then neighbour
-    /// id), among feasible routes only or among all finite ones.
-    fn best(&self, d: usize, feasible_only: bool) -> Option<usize> {
+    /// The best routes to `d` by smoothed metric (ties: raw metric, then neighbour
+    /// id): (among feasible routes, among all finite routes).
+    fn best(&self, d: usize) -> (Option<usize>, Option<usize>) {
         let fd = self.dests[d].fd;
-        let mut best: Option<(Metric, Metric, RelayId, usize)> = None;
-        for n in 0..N_NEIGH {
-            let r = &self.routes[d][n];
+        type Key = (Metric, Metric, RelayId, usize);
+        let mut best_f: Option<Key> = None;
+        let mut best_a: Option<Key> = None;
+        let better = |k: &Key, b: &Option<Key>| b.is_none_or(|b| (k.0, k.1, k.2) < (b.0, b.1, b.2));
+        for (n, r) in self.routes[d].iter().enumerate() {
             if !r.present || !r.adv.is_finite() {
                 continue;
             }
-            if feasible_only && !feasible(fd, r.seqno, r.adv) {
-                continue;
-            }
             let key = (r.smoothed, self.metric(d, n), self.neighbors[n].id, n);
-            if best.is_none_or(|b| (key.0, key.1, key.2) < (b.0, b.1, b.2)) {
-                best = Some(key);
+            if better(&key, &best_a) {
+                best_a = Some(key);
+            }
+            if feasible(fd, r.seqno, r.adv) && better(&key, &best_f) {
+                best_f = Some(key);
             }
         }
-        best.map(|b| b.3)
+        (best_f.map(|b| b.3), best_a.map(|b| b.3))
     }
 
     /// Route selection with hysteresis (see the module docs), then the seqno
@@ -900,7 +945,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
             let r = &self.routes[d][n];
             r.present && feasible(fd, r.seqno, r.adv)
         });
-        let best = self.best(d, true);
+        let (best, best_any) = self.best(d);
         let new = match (cur, best) {
             (None, b) => {
                 self.dests[d].settle = None;
@@ -919,11 +964,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
                     margin(cs, self.cfg.fast_margin_us, self.cfg.fast_margin_ppm),
                 ) {
                     Some(b)
-                } else if better_by(
-                    bs,
-                    cs,
-                    margin(cs, self.cfg.settle_margin_us, self.cfg.settle_margin_ppm),
-                ) {
+                } else if better_by(bs, cs, self.settle_margin(d, c, b)) {
                     match self.dests[d].settle {
                         Some((n, since)) if n == b => {
                             if now_us.saturating_sub(since) >= self.cfg.settle_time_us {
@@ -951,7 +992,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
             self.install(d, new, now_us);
         }
         // Seqno request when a better route is stuck unfeasible (RFC 8966 §3.8.2.1).
-        match self.best(d, false) {
+        match best_any {
             Some(a) if !feasible(fd, self.routes[d][a].seqno, self.routes[d][a].adv) => {
                 let better = match new {
                     None => true,
@@ -975,6 +1016,22 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
             }
         }
         self.check_trigger(d);
+    }
+
+    /// The margin a candidate `b` must beat the current route `c` by for the settle
+    /// time: the configured margin plus an allowance for the measured noise of both
+    /// routes, so two equal routes under noise do not take turns.
+    fn settle_margin(&self, d: usize, c: usize, b: usize) -> u32 {
+        let cs = self.routes[d][c].smoothed;
+        let noise = (u64::from(self.routes[d][c].dev) + u64::from(self.routes[d][b].dev))
+            * u64::from(self.cfg.noise_weight_pct)
+            / 100;
+        let m = u64::from(margin(
+            cs,
+            self.cfg.settle_margin_us,
+            self.cfg.settle_margin_ppm,
+        )) + noise;
+        u32::try_from(m).unwrap_or(u32::MAX)
     }
 
     fn install(&mut self, d: usize, new: Option<usize>, now_us: u64) {
@@ -1066,5 +1123,299 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         if trigger {
             self.touch(d, |s| s.send_update = true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: RelayId = RelayId(1);
+    const B: RelayId = RelayId(2);
+    const D: RelayId = RelayId(9);
+    const ME: RelayId = RelayId(5);
+
+    fn table() -> RouteTable<4, 2> {
+        let t = RouteTable::new(ME, Seqno(100), RouteConfig::default(), 0);
+        t.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn drain(t: &mut RouteTable<4, 2>) -> heapless::Vec<Transmit, 16> {
+        let mut v = heapless::Vec::new();
+        while let Some(tx) = t.poll_transmit() {
+            assert!(v.push(tx).is_ok(), "too many transmits");
+        }
+        v
+    }
+
+    fn upd(source: RelayId, seqno: u16, ms: u32) -> Update {
+        Update {
+            source,
+            seqno: Seqno(seqno),
+            metric: if ms == u32::MAX {
+                Metric::INFINITY
+            } else {
+                Metric(ms * 1000)
+            },
+        }
+    }
+
+    /// Link costs: A 10.1 ms, B 20.1 ms (RTT/2 + 100 µs hop cost).
+    fn with_links(t: &mut RouteTable<4, 2>) {
+        assert_eq!(
+            t.handle_link_metric(A, LinkMeasurement::from_rtt_us(20_000), 0),
+            Ok(())
+        );
+        assert_eq!(
+            t.handle_link_metric(B, LinkMeasurement::from_rtt_us(40_000), 0),
+            Ok(())
+        );
+        let out = drain(t);
+        // One self announcement, to everyone.
+        assert_eq!(
+            out.as_slice(),
+            &[Transmit {
+                to: Recipient::AllNeighbors,
+                message: Message::Update(Update {
+                    source: ME,
+                    seqno: Seqno(100),
+                    metric: Metric::ZERO,
+                }),
+            }]
+        );
+    }
+
+    #[test]
+    fn learns_announces_and_reports_a_route() {
+        let mut t = table();
+        with_links(&mut t);
+        assert_eq!(t.handle_update(A, upd(D, 7, 30), 1_000), Ok(()));
+        assert_eq!(t.next_hop(D), Some(A));
+        assert_eq!(
+            t.poll_event(),
+            Some(RouteEvent::Installed {
+                at_us: 1_000,
+                dest: D,
+                next_hop: A,
+                metric: Metric(40_100),
+            })
+        );
+        assert_eq!(t.poll_event(), None);
+        let out = drain(&mut t);
+        assert_eq!(out.len(), 1);
+        let mut want = upd(D, 7, 0);
+        want.metric = Metric(40_100);
+        assert_eq!(out[0].message, Message::Update(want));
+        let info = t.route(D).unwrap_or_else(|| panic!("route to D"));
+        assert_eq!(info.metric, Metric(40_100));
+        assert_eq!(info.seqno, Some(Seqno(7)));
+        assert_eq!(info.feasibility_distance, Some((Seqno(7), Metric(40_100))));
+        assert_eq!(info.direct_metric, None);
+        assert_eq!(t.routes().count(), 1);
+        assert_eq!(t.neighbors().count(), 2);
+    }
+
+    #[test]
+    fn unfeasible_route_waits_for_a_new_seqno() {
+        let mut t = table();
+        with_links(&mut t);
+        t.handle_update(A, upd(D, 7, 30), 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        drain(&mut t); // advertised (7, 40.1 ms): the feasibility distance
+        while t.poll_event().is_some() {}
+        t.handle_update(A, upd(D, 7, u32::MAX), 1_000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.next_hop(D), None);
+        assert!(matches!(
+            t.poll_event(),
+            Some(RouteEvent::Retracted {
+                dest: D,
+                old_next_hop: A,
+                ..
+            })
+        ));
+        let out = drain(&mut t);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].message, Message::Update(upd(D, 7, u32::MAX)));
+        // B's route has the same seqno and a metric (45 ms) not below the
+        // feasibility distance (40.1 ms): unfeasible, so a seqno request goes to B.
+        t.handle_update(B, upd(D, 7, 45), 2_000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            t.next_hop(D),
+            None,
+            "unfeasible route must not be installed"
+        );
+        assert_eq!(t.stats().updates_unfeasible, 1);
+        let out = drain(&mut t);
+        assert_eq!(
+            out.as_slice(),
+            &[Transmit {
+                to: Recipient::Neighbor(B),
+                message: Message::SeqnoRequest(SeqnoRequest {
+                    source: D,
+                    seqno: Seqno(8),
+                    hop_count: 16,
+                }),
+            }]
+        );
+        // The source answers with seqno 8: feasible now.
+        t.handle_update(B, upd(D, 8, 45), 3_000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.next_hop(D), Some(B));
+        assert_eq!(t.route(D).map(|r| r.metric), Some(Metric(65_100)));
+    }
+
+    #[test]
+    fn answers_and_forwards_seqno_requests() {
+        let mut t = table();
+        with_links(&mut t);
+        // For itself: raises its seqno and announces.
+        let req = SeqnoRequest {
+            source: ME,
+            seqno: Seqno(103),
+            hop_count: 5,
+        };
+        t.handle_seqno_request(A, req, 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.seqno(), Seqno(103));
+        let out = drain(&mut t);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].message, Message::Update(upd(ME, 103, 0)));
+        // For D, with an older route via A: forwarded to A, hop count - 1, once.
+        t.handle_update(A, upd(D, 7, 30), 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        drain(&mut t);
+        let req = SeqnoRequest {
+            source: D,
+            seqno: Seqno(8),
+            hop_count: 5,
+        };
+        t.handle_seqno_request(B, req, 10)
+            .unwrap_or_else(|e| panic!("{e}"));
+        t.handle_seqno_request(B, req, 20)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let out = drain(&mut t);
+        assert_eq!(
+            out.as_slice(),
+            &[Transmit {
+                to: Recipient::Neighbor(A),
+                message: Message::SeqnoRequest(SeqnoRequest {
+                    hop_count: 4,
+                    ..req
+                }),
+            }]
+        );
+        assert_eq!(t.stats().seqno_requests_dropped, 1);
+        // A request our route already satisfies is answered with an update.
+        let old = SeqnoRequest {
+            seqno: Seqno(7),
+            ..req
+        };
+        t.handle_seqno_request(B, old, 30)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let out = drain(&mut t);
+        assert!(
+            matches!(out.as_slice(), [Transmit { message: Message::Update(u), .. }] if u.source == D)
+        );
+    }
+
+    #[test]
+    fn link_down_and_expiry_retract() {
+        let mut t = table();
+        with_links(&mut t);
+        t.handle_update(A, upd(D, 7, 30), 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        t.handle_update(B, upd(D, 7, 25), 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.next_hop(D), Some(A)); // 40.1 ms < 45.1 ms
+        drain(&mut t);
+        t.handle_link_down(A, 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            t.next_hop(D),
+            Some(B),
+            "the other feasible route takes over at once"
+        );
+        assert_eq!(
+            t.handle_update(A, upd(D, 7, 30), 20),
+            Err(RouteError::UnknownNeighbor(A))
+        );
+        // B stops refreshing: gone after the expiry (14 s) at the next tick.
+        let mut now = 0;
+        while now < 20_000_000 {
+            now = t.poll_timeout().unwrap_or(u64::MAX).min(20_000_000);
+            t.handle_timeout(now);
+            drain(&mut t);
+            if t.next_hop(D).is_none() {
+                break;
+            }
+        }
+        assert_eq!(t.next_hop(D), None);
+        assert!((14_000_000..=15_000_000).contains(&now), "expired at {now}");
+        assert_eq!(t.stats().routes_expired, 1);
+    }
+
+    #[test]
+    fn refuses_misuse_and_overflow() {
+        let mut t = table();
+        let m = LinkMeasurement::from_rtt_us(1_000);
+        assert_eq!(
+            t.handle_link_metric(ME, m, 0),
+            Err(RouteError::SelfAsNeighbor)
+        );
+        assert_eq!(
+            t.handle_link_down(A, 0),
+            Err(RouteError::UnknownNeighbor(A))
+        );
+        with_links(&mut t);
+        assert_eq!(
+            t.handle_link_metric(RelayId(3), m, 0),
+            Err(RouteError::NeighborTableFull(RelayId(3)))
+        );
+        for i in 0..4 {
+            assert_eq!(t.handle_update(A, upd(RelayId(20 + i), 1, 5), 0), Ok(()));
+        }
+        assert_eq!(
+            t.handle_update(A, upd(RelayId(30), 1, 5), 0),
+            Err(RouteError::DestTableFull(RelayId(30)))
+        );
+        // A retraction of an unknown destination is not an error.
+        assert_eq!(t.handle_update(A, upd(RelayId(30), 1, u32::MAX), 0), Ok(()));
+        let s = t.stats();
+        assert_eq!((s.neighbor_table_full, s.dest_table_full), (1, 1));
+        // Updates about ourselves are ignored.
+        assert_eq!(t.handle_update(A, upd(ME, 1, 5), 0), Ok(()));
+        assert_eq!(t.stats().updates_about_self, 1);
+    }
+
+    #[test]
+    fn smoothing_jumps_on_real_changes_only() {
+        let cfg = RouteConfig::default();
+        assert_eq!(
+            smooth(Metric(100_000), Metric(104_000), &cfg),
+            (Metric(100_500), false)
+        );
+        assert_eq!(
+            smooth(Metric(100_000), Metric(200_000), &cfg),
+            (Metric(200_000), true)
+        );
+        assert_eq!(
+            smooth(Metric(100_000), Metric(100_001), &cfg),
+            (Metric(100_001), false)
+        );
+        assert!(feasible(None, Seqno(1), Metric(5)));
+        assert!(!feasible(None, Seqno(1), Metric::INFINITY));
+        assert!(feasible(Some((Seqno(1), Metric(10))), Seqno(1), Metric(9)));
+        assert!(!feasible(
+            Some((Seqno(1), Metric(10))),
+            Seqno(1),
+            Metric(10)
+        ));
+        assert!(feasible(
+            Some((Seqno(1), Metric(10))),
+            Seqno(2),
+            Metric(1000)
+        ));
+        assert!(!feasible(Some((Seqno(1), Metric(10))), Seqno(0), Metric(1)));
     }
 }

@@ -72,7 +72,7 @@ impl fmt::Display for Metric {
 ///
 /// Only the source of a route (the destination relay) increases it, when asked
 /// by a seqno request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Seqno(pub u16);
 
 impl Seqno {

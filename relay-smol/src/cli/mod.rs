@@ -29,6 +29,10 @@ pub enum Cmd {
     MeshCa(crate::quic::certs::MeshCaArgs),
     /// Issue a relay certificate from the mesh CA.
     MeshCert(crate::quic::certs::MeshCertArgs),
+    /// Create a ticket signing key pair.
+    Keygen(crate::tickets::cli::KeygenArgs),
+    /// Mint an access ticket offline, or inspect one.
+    Ticket(crate::tickets::cli::TicketArgs),
 }
 
 /// Parses the process arguments and runs the command; returns the exit code.
@@ -52,5 +56,7 @@ pub fn main() -> i32 {
             },
             |_| 0,
         ),
+        Cmd::Keygen(a) => crate::tickets::cli::keygen(a),
+        Cmd::Ticket(a) => crate::tickets::cli::ticket(a, crate::clock::wall_now()),
     }
 }

@@ -13,6 +13,7 @@ use smol::LocalExecutor;
 use crate::auth::{AllowAll, Authorizer};
 use crate::config::{Config, TlsFiles};
 use crate::limits::Limits;
+use crate::tickets::edge::{TicketOptions, TicketSetup};
 use crate::ws::Relay;
 
 /// Run the relay.
@@ -34,6 +35,17 @@ pub struct RunArgs {
     /// accept every client without a token (labs and tests only; logs a warning)
     #[argh(switch)]
     pub insecure_no_auth: bool,
+    /// state directory with the ticket signing key, public key and master token; created
+    /// on first run (default $FASTPUBSUB_STATE_DIR, $XDG_STATE_HOME/fastpubsub or
+    /// ~/.local/state/fastpubsub)
+    #[argh(option)]
+    pub state_dir: Option<PathBuf>,
+    /// check tickets with this public key file only (a relay that does not issue tickets)
+    #[argh(option)]
+    pub ticket_public_key: Option<PathBuf>,
+    /// refresh/revoke records kept before refusing new ones with 503 (default and max 8192)
+    #[argh(option)]
+    pub ticket_status_capacity: Option<usize>,
     /// open WebSocket connections before handshakes get 503 (default 16384)
     #[argh(option)]
     pub max_connections: Option<usize>,
@@ -58,6 +70,12 @@ pub struct RunArgs {
     /// milliseconds a closing connection gets to flush (default 2000)
     #[argh(option)]
     pub close_timeout_ms: Option<u64>,
+    /// admin listener for /dashboard, /v1/mesh, /v1/status, /metrics (default 127.0.0.1:9091; `off` for none)
+    #[argh(option, default = "String::from(\"127.0.0.1:9091\")")]
+    pub admin_listen: String,
+    /// file with an admin token: the admin pages are then also served on the public port to its holders
+    #[argh(option)]
+    pub admin_token_file: Option<PathBuf>,
     // ----- mesh (see docs/mesh.md) -----
     /// UDP address for relay-to-relay QUIC (enables the mesh), e.g. 0.0.0.0:7000
     #[argh(option)]
@@ -151,21 +169,24 @@ impl RunArgs {
     }
 }
 
-/// Picks the handshake authorizer. This is where access-ticket checking is wired in; until
-/// it is configured, only `--insecure-no-auth` starts a relay.
-pub fn choose_authorizer(args: &RunArgs) -> Result<Rc<dyn Authorizer>, String> {
+/// Picks the handshake authorizer: access tickets (the default; a first run creates the
+/// key material), or everything allowed with `--insecure-no-auth`.
+pub fn choose_authorizer(
+    args: &RunArgs,
+) -> Result<(Rc<dyn Authorizer>, Option<TicketSetup>), String> {
     if args.insecure_no_auth {
         log::warn!("**************************************************************");
         log::warn!("* --insecure-no-auth: EVERY client may publish and subscribe *");
         log::warn!("* to EVERY tenant without a token. Labs and tests only.      *");
         log::warn!("**************************************************************");
-        return Ok(Rc::new(AllowAll));
+        return Ok((Rc::new(AllowAll), None));
     }
-    Err(
-        "no access control configured: refusing to start an open relay.\n  \
-         For a lab or a test, start it with --insecure-no-auth (every client may do anything)."
-            .to_string(),
-    )
+    let tickets = TicketSetup::load(&TicketOptions {
+        state_dir: args.state_dir.clone(),
+        public_key: args.ticket_public_key.clone(),
+        status_capacity: args.ticket_status_capacity,
+    })?;
+    Ok((tickets.authorizer(), Some(tickets)))
 }
 
 /// Raises the soft open-files limit to the hard limit: every connection is a descriptor.
@@ -187,7 +208,7 @@ pub fn raise_fd_limit() -> Option<u64> {
 
 /// Runs the relay; returns the exit code.
 pub fn run(args: RunArgs) -> i32 {
-    let auth = match choose_authorizer(&args) {
+    let (auth, tickets) = match choose_authorizer(&args) {
         Ok(a) => a,
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -217,8 +238,9 @@ pub fn run(args: RunArgs) -> i32 {
         tls,
         limits: args.limits(),
     };
+    let admin = (args.admin_listen.clone(), args.admin_token_file.clone());
     let ex = Rc::new(LocalExecutor::new());
-    let result = smol::block_on(ex.run(serve(config, auth, ex.clone(), mesh)));
+    let result = smol::block_on(ex.run(serve(config, auth, tickets, ex.clone(), admin, mesh)));
     match result {
         Ok(()) => {
             log::info!("stopped");
@@ -234,7 +256,9 @@ pub fn run(args: RunArgs) -> i32 {
 async fn serve(
     config: Config,
     auth: Rc<dyn Authorizer>,
+    tickets: Option<TicketSetup>,
     ex: Rc<LocalExecutor<'static>>,
+    admin: (String, Option<PathBuf>),
     mesh: Option<(
         crate::mesh::config::MeshConfig,
         crate::quic::tls::MeshIdentity,
@@ -244,16 +268,31 @@ async fn serve(
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let mut relay = Relay::bind(&config, auth)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    if let Some(t) = &tickets {
+        relay.add_rest_handler(t.rest_handler());
+    }
+    let addr = relay.local_addr();
+    let admin_opts = crate::dashboard::edge::options_from_cli(
+        &admin.0,
+        admin.1.as_deref(),
+        addr,
+        relay.is_tls(),
+    )?;
+    let admin = crate::dashboard::edge::install(&mut relay, admin_opts, &ex)?;
     let mut mesh_line = None;
     if let Some((mesh_cfg, identity)) = mesh {
         let name = mesh_cfg.name.clone();
-        let at = crate::mesh::edge::attach(&mut relay, &ex, mesh_cfg, &identity)
+        let at = crate::mesh::edge::attach(&mut relay, &ex, mesh_cfg, &identity, admin.clone())
             .map_err(|e| e.to_string())?;
         mesh_line = Some(format!(
-            "fastpubsub-relay mesh {name} on quic://{at} (status: GET /v1/status)"
+            "fastpubsub-relay mesh {name} on quic://{at} (status: GET /v1/status on the admin listener)"
         ));
     }
-    let addr = relay.local_addr();
+    if let Some(a) = admin.admin_addr {
+        println!(
+            "fastpubsub-relay admin on http://{a}/dashboard (also /v1/mesh, /v1/status, /metrics)"
+        );
+    }
     let (ws, http) = if relay.is_tls() {
         ("wss", "https")
     } else {
@@ -262,6 +301,12 @@ async fn serve(
     println!("fastpubsub-relay listening on {ws}://{addr}/ws (REST on {http}://{addr})");
     if let Some(line) = mesh_line {
         println!("{line}");
+    }
+    if let Some(t) = &tickets {
+        print!(
+            "{}",
+            t.announce(addr, crate::clock::wall_now(), "fastpubsub-relay")
+        );
     }
     log::info!("listening on {addr}");
     let shutdown = async move {

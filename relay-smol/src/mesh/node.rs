@@ -179,6 +179,9 @@ struct EventRec {
     old_metric_us: Option<u32>,
 }
 
+/// Receives the status JSON periodically (see [`MeshNode::set_status_sink`]).
+pub type StatusSink = Box<dyn FnMut(&str)>;
+
 /// The mesh node. Create with [`MeshNode::new`], run with [`crate::quic::driver::run`].
 pub struct MeshNode {
     cfg: MeshConfig,
@@ -197,7 +200,7 @@ pub struct MeshNode {
     stats: MeshStats,
     next_gossip: Instant,
     buf: Vec<u8>,
-    status_sink: Option<(std::rc::Rc<std::cell::RefCell<String>>, Duration, Instant)>,
+    status_sink: Option<(StatusSink, Duration, Instant)>,
 }
 
 fn unix_ms() -> u64 {
@@ -295,12 +298,8 @@ impl MeshNode {
         &self.cfg.name
     }
 
-    /// Keep `sink` filled with the status JSON, refreshed every `every`.
-    pub fn set_status_sink(
-        &mut self,
-        sink: std::rc::Rc<std::cell::RefCell<String>>,
-        every: Duration,
-    ) {
+    /// Hand the status JSON to `sink` every `every`.
+    pub fn set_status_sink(&mut self, sink: StatusSink, every: Duration) {
         self.status_sink = Some((sink, every, self.start));
     }
 
@@ -1434,7 +1433,7 @@ impl Handler for MeshNode {
             let next = now + *every;
             let json = self.status_json(quic, now);
             if let Some((sink, _, due)) = &mut self.status_sink {
-                *sink.borrow_mut() = json;
+                sink(&json);
                 *due = next;
             }
         }

@@ -1,0 +1,626 @@
+//! Relay metrics and their Prometheus rendering (`GET /metrics`).
+//!
+//! One [`RelayMetrics`] per relay, shared as `Arc<RelayMetrics>`: the edge, broker, tickets and
+//! mesh code bump its counters and gauges (lock-free atomics, callable from any task); the HTTP
+//! layer calls [`RelayMetrics::render`] and serves the text with [`text::CONTENT_TYPE`].
+//!
+//! Naming follows Prometheus conventions: every name starts with `fastpubsub_`, counters end in
+//! `_total`, times are in `_seconds`, ratios in `_ratio`. Every label set is bounded: reasons are
+//! closed enums ([`DropReason`], [`RefusalReason`], …) and the per-link series are capped at
+//! [`MAX_LINK_SERIES`] (links beyond the cap are counted in
+//! `fastpubsub_metrics_series_dropped_total`, never silently lost). No label ever carries a
+//! tenant, channel or client identity.
+
+pub mod text;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use text::{MetricType, TextEncoder};
+
+/// Most per-link series exported (a relay keeps far fewer links than this).
+pub const MAX_LINK_SERIES: usize = 256;
+/// Longest peer name kept in a label; longer names are cut at a character boundary.
+pub const MAX_LABEL_VALUE_LEN: usize = 64;
+
+/// A monotonic counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// The current count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    /// Mirrors a total kept elsewhere (e.g. the broker's own statistics). Never goes down:
+    /// a smaller value is ignored, so the exposed series stays monotonic.
+    pub fn mirror(&self, total: u64) {
+        self.0.fetch_max(total, Ordering::Relaxed);
+    }
+}
+
+/// An integer gauge (connections, subscriptions).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Subtracts one.
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    /// Sets the value.
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    /// The current value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A closed set of label values for one label: the reason enums below.
+pub trait LabelValues: Copy + 'static {
+    /// The label's name.
+    const LABEL: &'static str;
+    /// Every value, in exposition order.
+    const ALL: &'static [Self];
+    /// The label value text.
+    fn as_str(self) -> &'static str;
+    /// Position in [`LabelValues::ALL`].
+    fn index(self) -> usize;
+}
+
+/// One counter per value of a closed label set: bounded by construction.
+#[derive(Debug)]
+pub struct CounterBy<L: LabelValues> {
+    counts: Box<[AtomicU64]>,
+    _label: core::marker::PhantomData<L>,
+}
+
+impl<L: LabelValues> Default for CounterBy<L> {
+    fn default() -> Self {
+        CounterBy {
+            counts: L::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            _label: core::marker::PhantomData,
+        }
+    }
+}
+
+impl<L: LabelValues> CounterBy<L> {
+    /// Adds one to the counter of `value`.
+    pub fn inc(&self, value: L) {
+        self.add(value, 1);
+    }
+    /// Adds `n` to the counter of `value`.
+    pub fn add(&self, value: L, n: u64) {
+        if let Some(c) = self.counts.get(value.index()) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+    /// Mirrors a total kept elsewhere for `value` (see [`Counter::mirror`]).
+    pub fn mirror(&self, value: L, total: u64) {
+        if let Some(c) = self.counts.get(value.index()) {
+            c.fetch_max(total, Ordering::Relaxed);
+        }
+    }
+    /// The count of `value`.
+    pub fn get(&self, value: L) -> u64 {
+        self.counts
+            .get(value.index())
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+    /// The sum over all values.
+    pub fn sum(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+    fn render(&self, e: &mut TextEncoder<'_>, name: &str, help: &str) {
+        e.family(name, help, MetricType::Counter);
+        for v in L::ALL {
+            e.sample(name, &[(L::LABEL, v.as_str())], self.get(*v));
+        }
+    }
+}
+
+macro_rules! label_enum {
+    ($(#[$m:meta])* $name:ident, $label:literal, { $($(#[$vm:meta])* $v:ident = $s:literal,)+ }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub enum $name { $($(#[$vm])* $v,)+ }
+        impl LabelValues for $name {
+            const LABEL: &'static str = $label;
+            const ALL: &'static [Self] = &[$($name::$v,)+];
+            fn as_str(self) -> &'static str { match self { $($name::$v => $s,)+ } }
+            fn index(self) -> usize { self as usize }
+        }
+    };
+}
+
+label_enum!(
+    /// Why a message was dropped (`fastpubsub_drops_total{reason}`).
+    DropReason, "reason", {
+        /// A subscriber's bounded send queue was full.
+        SubscriberQueueFull = "subscriber_queue_full",
+        /// A mesh link's bounded send queue was full.
+        LinkQueueFull = "link_queue_full",
+        /// The payload exceeded the size limit.
+        TooLarge = "too_large",
+        /// The ticket does not grant publishing on the channel.
+        NotPermitted = "not_permitted",
+        /// The publisher exceeded its rate limit.
+        RateLimited = "rate_limited",
+        /// A forwarded message reached its hop limit.
+        HopLimit = "hop_limit",
+        /// A forwarded message was seen before (per-origin dedup window).
+        Duplicate = "duplicate",
+        /// No route to a destination relay.
+        NoRoute = "no_route",
+    }
+);
+
+label_enum!(
+    /// Why a handshake was refused (`fastpubsub_handshake_refusals_total{reason}`).
+    RefusalReason, "reason", {
+        /// Not a valid WebSocket upgrade or HTTP request.
+        Malformed = "malformed",
+        /// No ticket presented.
+        TicketMissing = "ticket_missing",
+        /// The ticket failed to parse or its signature is wrong.
+        TicketInvalid = "ticket_invalid",
+        /// The ticket has expired.
+        TicketExpired = "ticket_expired",
+        /// The ticket was revoked.
+        TicketRevoked = "ticket_revoked",
+        /// A connection limit was reached.
+        OverCapacity = "over_capacity",
+        /// A mesh peer without a valid certificate from the mesh CA.
+        MeshCertificate = "mesh_certificate",
+    }
+);
+
+label_enum!(
+    /// Whether a ticket verification was answered from the cache (`cache` label).
+    TicketCache, "cache", {
+        /// Answered from the verified-ticket cache.
+        Hit = "hit",
+        /// Full signature verification.
+        Miss = "miss",
+    }
+);
+
+label_enum!(
+    /// Where a received message came from (`source` label).
+    Source, "source", {
+        /// A local WebSocket client.
+        Client = "client",
+        /// A mesh peer.
+        Mesh = "mesh",
+    }
+);
+
+label_enum!(
+    /// Traffic direction (`direction` label).
+    Direction, "direction", {
+        /// Sent by this relay.
+        Sent = "sent",
+        /// Received by this relay.
+        Received = "received",
+    }
+);
+
+/// One link's measurements, as the mesh reports them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkSample {
+    /// The peer relay's name.
+    pub peer: String,
+    /// Whether the link is up.
+    pub up: bool,
+    /// Smoothed RTT, seconds.
+    pub rtt_seconds: f64,
+    /// Minimum RTT over the window, seconds.
+    pub rtt_min_seconds: f64,
+    /// Jitter, seconds.
+    pub jitter_seconds: f64,
+    /// Loss over the window, 0..=1.
+    pub loss_ratio: f64,
+}
+
+/// Every metric of issue 6, item 3. Create one with `RelayMetrics::default()`.
+#[derive(Debug, Default)]
+pub struct RelayMetrics {
+    /// Open client WebSocket connections.
+    pub connections: Gauge,
+    /// Client connections accepted since start.
+    pub connections_accepted: Counter,
+    /// Active subscriptions over all connections.
+    pub subscriptions: Gauge,
+    /// Messages received, by source.
+    pub messages_received: CounterBy<Source>,
+    /// Deliveries to local subscribers.
+    pub messages_delivered: Counter,
+    /// Copies forwarded to mesh next hops.
+    pub messages_forwarded: Counter,
+    /// Dropped messages, by reason.
+    pub drops: CounterBy<DropReason>,
+    /// Consumers disconnected for staying slow.
+    pub slow_consumer_disconnects: Counter,
+    /// Refused handshakes, by reason.
+    pub handshake_refusals: CounterBy<RefusalReason>,
+    /// Ticket verifications, by cache outcome.
+    pub ticket_verifications: CounterBy<TicketCache>,
+    /// Route changes installed by the routing table.
+    pub route_changes: Counter,
+    /// Mesh control-plane bytes (probes, route updates, interest, announcements).
+    pub mesh_control_bytes: CounterBy<Direction>,
+    links: Mutex<Vec<LinkSample>>,
+    link_series_dropped: Counter,
+}
+
+impl RelayMetrics {
+    /// Replaces the per-link gauges with `links` (the mesh calls this after each probe round).
+    /// Keeps at most [`MAX_LINK_SERIES`]; the rest are counted as dropped series.
+    pub fn set_links(&self, links: &[LinkSample]) {
+        let kept = links.len().min(MAX_LINK_SERIES);
+        let extra = links.len() - kept;
+        if extra > 0 {
+            self.link_series_dropped.add(extra as u64);
+        }
+        let mut new: Vec<LinkSample> = links.iter().take(kept).cloned().collect();
+        for l in &mut new {
+            truncate_at_char(&mut l.peer, MAX_LABEL_VALUE_LEN);
+        }
+        // A poisoned lock only means a panic elsewhere mid-update; the data is plain values.
+        let mut guard = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = new;
+    }
+
+    /// Renders every metric in the text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut e = TextEncoder::new(&mut out);
+        e.family(
+            "fastpubsub_build_info",
+            "Relay version; the value is always 1.",
+            MetricType::Gauge,
+        );
+        e.sample(
+            "fastpubsub_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1u64,
+        );
+        gauge(
+            &mut e,
+            "fastpubsub_connections",
+            "Open client WebSocket connections.",
+            &self.connections,
+        );
+        counter(
+            &mut e,
+            "fastpubsub_connections_accepted_total",
+            "Client connections accepted since start.",
+            &self.connections_accepted,
+        );
+        gauge(
+            &mut e,
+            "fastpubsub_subscriptions",
+            "Active subscriptions over all connections.",
+            &self.subscriptions,
+        );
+        self.messages_received.render(
+            &mut e,
+            "fastpubsub_messages_received_total",
+            "Messages received, from local clients or mesh peers.",
+        );
+        counter(
+            &mut e,
+            "fastpubsub_messages_delivered_total",
+            "Messages delivered to local subscribers.",
+            &self.messages_delivered,
+        );
+        counter(
+            &mut e,
+            "fastpubsub_messages_forwarded_total",
+            "Message copies forwarded to mesh next hops.",
+            &self.messages_forwarded,
+        );
+        self.drops.render(
+            &mut e,
+            "fastpubsub_drops_total",
+            "Messages dropped, by reason.",
+        );
+        counter(
+            &mut e,
+            "fastpubsub_slow_consumer_disconnects_total",
+            "Consumers disconnected because their queue stayed full.",
+            &self.slow_consumer_disconnects,
+        );
+        self.handshake_refusals.render(
+            &mut e,
+            "fastpubsub_handshake_refusals_total",
+            "Client or mesh handshakes refused, by reason.",
+        );
+        self.ticket_verifications.render(
+            &mut e,
+            "fastpubsub_ticket_verifications_total",
+            "Ticket verifications, by whether the cache answered.",
+        );
+        counter(
+            &mut e,
+            "fastpubsub_route_changes_total",
+            "Next-hop changes installed by the routing table.",
+            &self.route_changes,
+        );
+        self.mesh_control_bytes.render(
+            &mut e,
+            "fastpubsub_mesh_control_bytes_total",
+            "Mesh control-plane bytes (probes, route updates, interest, announcements).",
+        );
+        {
+            let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+            type Field = fn(&LinkSample) -> f64;
+            let families: [(&str, &str, Field); 5] = [
+                (
+                    "fastpubsub_link_up",
+                    "1 if the mesh link is up, else 0.",
+                    |l| {
+                        if l.up { 1.0 } else { 0.0 }
+                    },
+                ),
+                (
+                    "fastpubsub_link_rtt_seconds",
+                    "Smoothed round-trip time of the mesh link.",
+                    |l| l.rtt_seconds,
+                ),
+                (
+                    "fastpubsub_link_rtt_min_seconds",
+                    "Minimum round-trip time of the mesh link over the probe window.",
+                    |l| l.rtt_min_seconds,
+                ),
+                (
+                    "fastpubsub_link_jitter_seconds",
+                    "Round-trip jitter of the mesh link.",
+                    |l| l.jitter_seconds,
+                ),
+                (
+                    "fastpubsub_link_loss_ratio",
+                    "Probe loss of the mesh link over the window (0 to 1).",
+                    |l| l.loss_ratio,
+                ),
+            ];
+            for (name, help, field) in families {
+                e.family(name, help, MetricType::Gauge);
+                for l in links.iter() {
+                    e.sample(name, &[("peer", &l.peer)], field(l));
+                }
+            }
+        }
+        counter(
+            &mut e,
+            "fastpubsub_metrics_series_dropped_total",
+            "Per-link series not exported because the series cap was reached.",
+            &self.link_series_dropped,
+        );
+        out
+    }
+}
+
+fn counter(e: &mut TextEncoder<'_>, name: &str, help: &str, c: &Counter) {
+    e.family(name, help, MetricType::Counter);
+    e.sample(name, &[], c.get());
+}
+
+fn gauge(e: &mut TextEncoder<'_>, name: &str, help: &str, g: &Gauge) {
+    e.family(name, help, MetricType::Gauge);
+    e.sample(name, &[], g.get());
+}
+
+fn truncate_at_char(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text::{valid_label_name, valid_metric_name};
+    use super::*;
+
+    /// Parses the exposition back: (family name -> type) and the sample lines, checking the
+    /// structure every scraper relies on.
+    type Families = Vec<(String, String)>;
+    type Samples = Vec<(String, String, String)>;
+
+    fn parse(text: &str) -> (Families, Samples) {
+        let mut types = Vec::new();
+        let mut samples = Vec::new();
+        let mut last_help: Option<String> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap_or_default().to_string();
+                last_help = Some(name);
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut it = rest.split(' ');
+                let name = it.next().unwrap_or_default().to_string();
+                assert_eq!(
+                    last_help.as_deref(),
+                    Some(name.as_str()),
+                    "TYPE without HELP"
+                );
+                types.push((name, it.next().unwrap_or_default().to_string()));
+            } else {
+                let (series, value) = line.rsplit_once(' ').unwrap_or_default();
+                let (name, labels) = match series.split_once('{') {
+                    Some((n, l)) => (n, l.trim_end_matches('}')),
+                    None => (series, ""),
+                };
+                assert_eq!(
+                    types.last().map(|t| t.0.as_str()),
+                    Some(name),
+                    "sample {name} outside its family"
+                );
+                assert!(value.parse::<f64>().is_ok(), "bad value in {line:?}");
+                samples.push((name.to_string(), labels.to_string(), value.to_string()));
+            }
+        }
+        (types, samples)
+    }
+
+    #[test]
+    fn catalog_follows_naming_conventions() {
+        let m = RelayMetrics::default();
+        m.set_links(&[LinkSample {
+            peer: "nsk".into(),
+            up: true,
+            rtt_seconds: 0.1,
+            rtt_min_seconds: 0.09,
+            jitter_seconds: 0.002,
+            loss_ratio: 0.0,
+        }]);
+        let (types, samples) = parse(&m.render());
+        // Issue 6 item 3, each one present.
+        for want in [
+            "fastpubsub_connections",
+            "fastpubsub_subscriptions",
+            "fastpubsub_messages_received_total",
+            "fastpubsub_messages_delivered_total",
+            "fastpubsub_messages_forwarded_total",
+            "fastpubsub_drops_total",
+            "fastpubsub_slow_consumer_disconnects_total",
+            "fastpubsub_handshake_refusals_total",
+            "fastpubsub_ticket_verifications_total",
+            "fastpubsub_link_rtt_seconds",
+            "fastpubsub_link_jitter_seconds",
+            "fastpubsub_link_loss_ratio",
+            "fastpubsub_route_changes_total",
+            "fastpubsub_mesh_control_bytes_total",
+        ] {
+            assert!(types.iter().any(|(n, _)| n == want), "{want} missing");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (name, ty) in &types {
+            assert!(seen.insert(name.clone()), "family {name} twice");
+            assert!(
+                valid_metric_name(name) && name.starts_with("fastpubsub_"),
+                "{name}"
+            );
+            match ty.as_str() {
+                "counter" => assert!(name.ends_with("_total"), "counter {name} lacks _total"),
+                "gauge" => assert!(!name.ends_with("_total"), "gauge {name} ends in _total"),
+                other => panic!("unexpected type {other}"),
+            }
+            assert!(
+                !name.contains("_ms") && !name.contains("millis"),
+                "{name}: use base units"
+            );
+        }
+        for (_, labels, _) in &samples {
+            for pair in labels.split(',').filter(|p| !p.is_empty()) {
+                let (k, _) = pair.split_once('=').unwrap_or_default();
+                assert!(valid_label_name(k), "{k}");
+            }
+        }
+    }
+
+    #[test]
+    fn values_reach_the_exposition() {
+        let m = RelayMetrics::default();
+        m.connections.inc();
+        m.connections.inc();
+        m.connections.dec();
+        m.drops.add(DropReason::SubscriberQueueFull, 7);
+        m.drops.inc(DropReason::NoRoute);
+        m.handshake_refusals.inc(RefusalReason::TicketExpired);
+        m.ticket_verifications.add(TicketCache::Hit, 5);
+        m.messages_received.add(Source::Mesh, 11);
+        m.mesh_control_bytes.add(Direction::Sent, 1234);
+        m.set_links(&[LinkSample {
+            peer: "tok\"yo".into(),
+            up: false,
+            rtt_seconds: 0.2218,
+            rtt_min_seconds: 0.22,
+            jitter_seconds: 0.001,
+            loss_ratio: 0.25,
+        }]);
+        let text = m.render();
+        for want in [
+            "fastpubsub_connections 1\n",
+            "fastpubsub_drops_total{reason=\"subscriber_queue_full\"} 7\n",
+            "fastpubsub_drops_total{reason=\"no_route\"} 1\n",
+            "fastpubsub_drops_total{reason=\"duplicate\"} 0\n",
+            "fastpubsub_handshake_refusals_total{reason=\"ticket_expired\"} 1\n",
+            "fastpubsub_ticket_verifications_total{cache=\"hit\"} 5\n",
+            "fastpubsub_ticket_verifications_total{cache=\"miss\"} 0\n",
+            "fastpubsub_messages_received_total{source=\"mesh\"} 11\n",
+            "fastpubsub_mesh_control_bytes_total{direction=\"sent\"} 1234\n",
+            "fastpubsub_link_up{peer=\"tok\\\"yo\"} 0\n",
+            "fastpubsub_link_rtt_seconds{peer=\"tok\\\"yo\"} 0.2218\n",
+            "fastpubsub_link_loss_ratio{peer=\"tok\\\"yo\"} 0.25\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert_eq!(m.drops.sum(), 8);
+        m.slow_consumer_disconnects.mirror(5);
+        m.slow_consumer_disconnects.mirror(3);
+        m.drops.mirror(DropReason::NoRoute, 4);
+        assert_eq!(
+            m.slow_consumer_disconnects.get(),
+            5,
+            "mirrored counters never go down"
+        );
+        assert_eq!(m.drops.get(DropReason::NoRoute), 4);
+    }
+
+    #[test]
+    fn link_series_are_capped_and_counted() {
+        let m = RelayMetrics::default();
+        let links: Vec<LinkSample> = (0..MAX_LINK_SERIES + 10)
+            .map(|i| LinkSample {
+                peer: format!("relay-{i}-{}", "é".repeat(40)),
+                up: true,
+                rtt_seconds: 0.01,
+                rtt_min_seconds: 0.01,
+                jitter_seconds: 0.0,
+                loss_ratio: 0.0,
+            })
+            .collect();
+        m.set_links(&links);
+        let text = m.render();
+        let rtt_lines = text
+            .lines()
+            .filter(|l| l.starts_with("fastpubsub_link_rtt_seconds{"))
+            .count();
+        assert_eq!(rtt_lines, MAX_LINK_SERIES);
+        assert!(text.contains("fastpubsub_metrics_series_dropped_total 10\n"));
+        let longest = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("fastpubsub_link_up{peer=\""))
+            .map(|l| l.split('"').next().unwrap_or_default().len())
+            .max();
+        assert!(longest.is_some_and(|n| n <= MAX_LABEL_VALUE_LEN));
+        // a shorter snapshot replaces the old series
+        m.set_links(&links[..2]);
+        let text = m.render();
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("fastpubsub_link_up{"))
+                .count(),
+            2
+        );
+    }
+}

@@ -1,0 +1,281 @@
+//! Shared by the dashboard tests: relay summaries for a mesh whose links have given RTTs and
+//! whose route tables hold the shortest paths over those RTTs (as a converged latency
+//! distance-vector mesh would), and the real data set of 100 cities.
+#![allow(dead_code)] // each test file uses a different part
+
+use fastpubsub_relay::dashboard::view::{LinkSummary, RelayCounters, RelaySummary, RouteSummary};
+use std::path::PathBuf;
+
+/// One relay of a test mesh.
+pub struct Site {
+    pub name: String,
+    pub region: String,
+    pub lat: f64,
+    pub lon: f64,
+}
+
+/// `rtt[i][j]`: RTT of the direct link i–j in ms, `None` = no link.
+pub type Rtt = Vec<Vec<Option<f64>>>;
+
+/// Shortest-path next hops and distances (Floyd–Warshall over link RTTs).
+pub fn shortest(rtt: &Rtt) -> (Vec<Vec<f64>>, Vec<Vec<Option<usize>>>) {
+    let n = rtt.len();
+    let mut d = vec![vec![f64::INFINITY; n]; n];
+    let mut next = vec![vec![None; n]; n];
+    for i in 0..n {
+        d[i][i] = 0.0;
+        next[i][i] = Some(i);
+        for j in 0..n {
+            if let (Some(r), true) = (rtt[i][j], i != j) {
+                d[i][j] = r;
+                next[i][j] = Some(j);
+            }
+        }
+    }
+    for k in 0..n {
+        for i in 0..n {
+            for j in 0..n {
+                let via = d[i][k] + d[k][j];
+                if via < d[i][j] - 1e-9 {
+                    d[i][j] = via;
+                    next[i][j] = next[i][k];
+                }
+            }
+        }
+    }
+    (d, next)
+}
+
+/// The summaries every relay of the mesh would announce after convergence.
+pub fn summaries(sites: &[Site], rtt: &Rtt) -> Vec<RelaySummary> {
+    let (d, next) = shortest(rtt);
+    sites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| RelaySummary {
+            name: s.name.clone(),
+            region: s.region.clone(),
+            lat: Some(s.lat),
+            lon: Some(s.lon),
+            url: format!(
+                "wss://{}.example.invalid/ws",
+                s.name.to_lowercase().replace(' ', "-")
+            ),
+            counters: RelayCounters::default(),
+            links: (0..sites.len())
+                .filter_map(|j| {
+                    let r = rtt[i][j]?;
+                    Some(LinkSummary {
+                        peer: sites[j].name.clone(),
+                        up: true,
+                        rtt_ms: r,
+                        rtt_min_ms: r * 0.98,
+                        jitter_ms: 0.5,
+                        loss: 0.0,
+                    })
+                })
+                .collect(),
+            routes: (0..sites.len())
+                .filter(|&j| j != i && d[i][j].is_finite())
+                .filter_map(|j| {
+                    Some(RouteSummary {
+                        dst: sites[j].name.clone(),
+                        next_hop: sites[next[i][j]?].name.clone(),
+                        // core::route metrics are one-way latency
+                        metric_ms: d[i][j] / 2.0,
+                    })
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Tokyo, Novosibirsk, Frankfurt with the issue's numbers: T–F 221.8 ms direct, T–N–F 180 ms.
+pub fn tnf() -> (Vec<Site>, Rtt) {
+    let sites = vec![
+        Site {
+            name: "Tokyo".into(),
+            region: "Asia".into(),
+            lat: 35.68,
+            lon: 139.69,
+        },
+        Site {
+            name: "Novosibirsk".into(),
+            region: "Asia".into(),
+            lat: 55.03,
+            lon: 82.92,
+        },
+        Site {
+            name: "Frankfurt".into(),
+            region: "Europe".into(),
+            lat: 50.11,
+            lon: 8.68,
+        },
+    ];
+    let rtt = vec![
+        vec![None, Some(95.0), Some(221.8)],
+        vec![Some(95.0), None, Some(85.0)],
+        vec![Some(221.8), Some(85.0), None],
+    ];
+    (sites, rtt)
+}
+
+fn dataset_dir() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // In the repository (data/latency) or beside it, as the issues name it (../shared/data/latency).
+    for dir in [
+        manifest.join("../data/latency"),
+        manifest.join("../../shared/data/latency"),
+    ] {
+        if dir.join("matrix.csv").is_file() && dir.join("locations.csv").is_file() {
+            return dir;
+        }
+    }
+    panic!(
+        "latency data set not found in data/latency/ or ../shared/data/latency/ (locations.csv, matrix.csv)"
+    );
+}
+
+/// The 100 cities and their measured RTT matrix (full mesh).
+pub fn dataset() -> (Vec<Site>, Rtt) {
+    let dir = dataset_dir();
+    let locs = std::fs::read_to_string(dir.join("locations.csv")).expect("read locations.csv");
+    let sites: Vec<Site> = locs
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            Site {
+                name: f[0].to_string(),
+                lat: f[1].parse().expect("lat"),
+                lon: f[2].parse().expect("lon"),
+                region: f[4].to_string(),
+            }
+        })
+        .collect();
+    let index: std::collections::HashMap<&str, usize> = sites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut rtt = vec![vec![None; sites.len()]; sites.len()];
+    let matrix = std::fs::read_to_string(dir.join("matrix.csv")).expect("read matrix.csv");
+    for l in matrix.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = l.split(',').collect();
+        let (a, b) = (index[f[0]], index[f[1]]);
+        rtt[a][b] = Some(f[2].parse::<f64>().expect("rtt"));
+    }
+    (sites, rtt)
+}
+
+/// A `fastpubsub-relay run` process on 127.0.0.1, killed on drop.
+pub struct RelayProcess {
+    child: std::process::Child,
+    /// The edge (public) address.
+    pub edge: std::net::SocketAddr,
+    /// The admin listener's address, if it runs.
+    pub admin: Option<std::net::SocketAddr>,
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the relay binary with `extra` arguments after
+/// `run --insecure-no-auth --listen 127.0.0.1:0`, and waits (at most 20 s) for the lines that
+/// announce its addresses.
+pub fn start_relay_process(extra: &[&str]) -> RelayProcess {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"))
+        .args(["run", "--insecure-no-auth", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start fastpubsub-relay");
+    let stdout = child.stdout.take().expect("relay stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut edge = None;
+    let mut admin = None;
+    let deadline = fastpubsub_relay::clock::now() + std::time::Duration::from_secs(20);
+    while edge.is_none() {
+        let left = deadline.saturating_duration_since(fastpubsub_relay::clock::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("relay did not print its addresses within 20 s");
+        let addr_after = |prefix: &str| -> Option<std::net::SocketAddr> {
+            let rest = &line[line.find(prefix)? + prefix.len()..];
+            rest.split('/').next()?.parse().ok()
+        };
+        if line.contains("admin on http://") {
+            admin = addr_after("admin on http://");
+        } else if line.contains("listening on ws://") {
+            edge = addr_after("listening on ws://");
+        }
+    }
+    RelayProcess {
+        child,
+        edge: edge.expect("edge address"),
+        admin,
+    }
+}
+
+/// `GET path` over plain HTTP/1.1 with an optional `Authorization` value; returns (status, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str, auth: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Polls `GET path` until `ok(body)` holds, at most `secs` seconds; returns the last body.
+pub fn wait_for(
+    addr: std::net::SocketAddr,
+    path: &str,
+    secs: u64,
+    ok: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = fastpubsub_relay::clock::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let (status, body) = http_get(addr, path, None);
+        if status == 200 && ok(&body) {
+            return body;
+        }
+        assert!(
+            fastpubsub_relay::clock::now() < deadline,
+            "condition on {path} not met within {secs} s; last: {status} {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
