@@ -38,6 +38,7 @@ start_relay() { # name http_port mesh_port peers...
   local name=$1 http=$2 mesh=$3; shift 3
   local peers=(); for p in "$@"; do peers+=(--peer "$p"); done
   RUST_LOG=${RUST_LOG:-warn} $RELAY run --listen 127.0.0.1:$http --insecure-no-auth \
+    --admin-listen 127.0.0.1:$((http + 100)) \
     --mesh-listen 127.0.0.1:$mesh --name $name --region demo \
     --mesh-cert "$D/$name.pem" --mesh-key "$D/$name.key" --mesh-ca "$D/ca/ca.pem" \
     "${peers[@]}" > "$D/$name.log" 2>&1 &
@@ -58,8 +59,8 @@ start_emu $ETF $MF "$(half "$TF")"
 start_relay tokyo $HT $MT novosibirsk@127.0.0.1:$ETN frankfurt@127.0.0.1:$ETF
 
 echo "waiting for routes..."
-for i in $(seq 1 100); do
-  if curl -s 127.0.0.1:$HT/v1/status | python3 -c '
+for i in $(seq 1 300); do
+  if curl -s 127.0.0.1:$((HT + 100))/v1/status | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 sys.exit(0 if any(r["dest"] == "frankfurt" and r["next_hop"] == "novosibirsk" for r in s.get("routes", [])) else 1)
@@ -67,16 +68,16 @@ sys.exit(0 if any(r["dest"] == "frankfurt" and r["next_hop"] == "novosibirsk" fo
   sleep 0.1
 done
 sleep 3  # let the smoothed metrics settle
-curl -s 127.0.0.1:$HT/v1/status > "$D/status.json"
-python3 - "$D/status.json" <<'PY'
+curl -s 127.0.0.1:$((HT + 100))/v1/status > "$D/status.json"
+python3 - "$D/status.json" <<'PY' || { echo "status:"; cat "$D/status.json"; echo; }
 import json, sys
 s = json.load(open(sys.argv[1]))
 print("\nTokyo links (measured by probes):")
-for l in s["links"]:
+for l in s.get("links", []):
     print("  %-12s rtt %7.1f ms  min %7.1f  jitter %5.2f  loss %.1f %%  up %s"
           % (l["peer"], l["rtt_ms"] or 0, l["min_rtt_ms"], l["jitter_ms"], l["loss_pct"], l["up"]))
 print("Tokyo routes (metric = one-way latency estimate):")
-for r in s["routes"]:
+for r in s.get("routes", []):
     d = r["direct_metric_ms"]
     extra = "   direct %7.1f ms   saving %.1f ms" % (d, r["saving_ms"]) if d else ""
     print("  to %-12s via %-12s %7.1f ms%s" % (r["dest"], r["next_hop"], r["metric_ms"] or 0, extra))
@@ -93,5 +94,5 @@ wait $SUBPID 2>/dev/null || true
 T1=$(date +%s%N)
 echo "  frankfurt got: $(cat "$D/sub.out")   (publish→delivery incl. process start: $(( (T1 - T0) / 1000000 )) ms)"
 echo
-echo "Tokyo's /v1/status: curl -s 127.0.0.1:$HT/v1/status   (Ctrl-C to stop; stopping in 5 s)"
+echo "Tokyo's /v1/status: curl -s 127.0.0.1:$((HT + 100))/v1/status   (Ctrl-C to stop; stopping in 5 s)"
 sleep 5

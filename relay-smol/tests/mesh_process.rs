@@ -35,6 +35,7 @@ impl Drop for Proc {
 struct Relay {
     proc: Proc,
     http: SocketAddr,
+    admin: SocketAddr,
     mesh: SocketAddr,
 }
 
@@ -68,6 +69,7 @@ fn relay(dir: &Path, ca: &str, name: &str, peers: &[(&str, SocketAddr)]) -> Rela
     let p = |f: String| d.join(f).to_str().expect("utf8").to_owned();
     let mut cmd = Command::new(BIN);
     cmd.args(["run", "--listen", "127.0.0.1:0", "--insecure-no-auth"])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .args([
             "--mesh-listen",
             "127.0.0.1:0",
@@ -102,15 +104,24 @@ fn relay(dir: &Path, ca: &str, name: &str, peers: &[(&str, SocketAddr)]) -> Rela
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"))
     };
-    let http = addr_in(
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("listening line"),
-    );
-    let mesh = addr_in(rx.recv_timeout(Duration::from_secs(10)).expect("mesh line"));
+    let (mut http, mut admin, mut mesh) = (None, None, None);
+    while http.is_none() || admin.is_none() || mesh.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("relay start lines");
+        if line.contains(" admin on ") {
+            admin = Some(addr_in(line));
+        } else if line.contains(" listening on ") {
+            http = Some(addr_in(line));
+        } else if line.contains(" mesh ") {
+            mesh = Some(addr_in(line));
+        }
+    }
     Relay {
         proc: Proc(child),
-        http,
-        mesh,
+        http: http.expect("http"),
+        admin: admin.expect("admin"),
+        mesh: mesh.expect("mesh"),
     }
 }
 
@@ -162,7 +173,7 @@ fn emu(target: SocketAddr, delay: &str) -> Emu {
 }
 
 fn status(r: &Relay) -> serde_json::Value {
-    let (code, body) = http_get(r.http, "/v1/status");
+    let (code, body) = http_get(r.admin, "/v1/status");
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).expect("status JSON")
 }

@@ -284,15 +284,6 @@ async fn serve(
     if let Some(t) = &tickets {
         relay.add_rest_handler(t.rest_handler());
     }
-    let mut mesh_line = None;
-    if let Some((mesh_cfg, identity)) = mesh {
-        let name = mesh_cfg.name.clone();
-        let at = crate::mesh::edge::attach(&mut relay, &ex, mesh_cfg, &identity)
-            .map_err(|e| e.to_string())?;
-        mesh_line = Some(format!(
-            "fastpubsub-relay mesh {name} on quic://{at} (status: GET /v1/status)"
-        ));
-    }
     let addr = relay.local_addr();
     let mut admin_opts = crate::dashboard::edge::options_from_cli(
         &admin.0,
@@ -302,6 +293,15 @@ async fn serve(
     )?;
     admin_opts.tickets = tickets.as_ref().map(|t| t.service());
     let admin = crate::dashboard::edge::install(&mut relay, admin_opts, &ex)?;
+    let mut mesh_line = None;
+    if let Some((mesh_cfg, identity)) = mesh {
+        let name = mesh_cfg.name.clone();
+        let at = crate::mesh::edge::attach(&mut relay, &ex, mesh_cfg, &identity, admin.clone())
+            .map_err(|e| e.to_string())?;
+        mesh_line = Some(format!(
+            "fastpubsub-relay mesh {name} on quic://{at} (status: GET /v1/status on the admin listener)"
+        ));
+    }
     if let Some(a) = admin.admin_addr {
         println!(
             "fastpubsub-relay admin on http://{a}/dashboard (also /v1/mesh, /v1/status, /metrics)"
@@ -313,13 +313,13 @@ async fn serve(
         ("ws", "http")
     };
     println!("fastpubsub-relay listening on {ws}://{addr}/ws (REST on {http}://{addr})");
+    if let Some(line) = mesh_line {
+        println!("{line}");
+    }
     if let Some(t) = &tickets {
         // A closed stdout must not take the relay down.
         let banner = t.announce(addr, crate::clock::wall_now(), "fastpubsub-relay");
         let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
-    }
-    if let Some(line) = mesh_line {
-        println!("{line}");
     }
     log::info!("listening on {addr}");
     let shutdown = async move {

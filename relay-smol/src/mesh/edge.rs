@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use fastpubsub_core::frame::Mode;
@@ -18,14 +18,14 @@ use super::config::{MeshConfig, Seed};
 use super::node::{LocalSink, MeshCommand};
 use crate::broker::Broker;
 use crate::broker::mesh::{LocalPlan, MeshHook};
+use crate::dashboard::edge::AdminHandle;
 use crate::quic::driver;
 use crate::quic::tls::MeshIdentity;
-use crate::rest::{HttpRequest, HttpResponse, RestHandler};
 use crate::ws::Relay;
 
 /// Commands queued from the edge to the mesh task; more are dropped and counted.
 pub const COMMAND_QUEUE: usize = 16_384;
-/// How often the status served at `/v1/status` is refreshed.
+/// How often the status served at `/v1/status` (admin listener) is refreshed.
 pub const STATUS_EVERY: Duration = Duration::from_millis(100);
 
 /// Mesh options of `fastpubsub-relay run` (the run command copies its flags in here).
@@ -218,43 +218,14 @@ impl MeshHook for Hook {
     }
 }
 
-/// Serves `GET /v1/status` from the latest snapshot.
-struct StatusHandler {
-    snapshot: Rc<RefCell<String>>,
-    dropped: Rc<Cell<u64>>,
-}
-
-impl RestHandler for StatusHandler {
-    fn handle(&self, req: &HttpRequest, _now: SystemTime) -> Option<HttpResponse> {
-        if req.path != "/v1/status" {
-            return None;
-        }
-        if req.method != "GET" {
-            return Some(HttpResponse::text(405, "use GET /v1/status".into()));
-        }
-        let snap = self.snapshot.borrow();
-        let body = if snap.is_empty() {
-            "{\"starting\":true}".to_string()
-        } else {
-            // Splice in the edge-side drop counter.
-            match snap.strip_suffix('}') {
-                Some(head) => format!("{head},\"edge_to_mesh_dropped\":{}}}", self.dropped.get()),
-                None => snap.clone(),
-            }
-        };
-        let mut r = HttpResponse::json(200, body);
-        r.headers
-            .push(("Access-Control-Allow-Origin", "*".to_string()));
-        Some(r)
-    }
-}
-
-/// Start the mesh for `relay` on `ex`: hook into the broker, serve `/v1/status`.
+/// Start the mesh for `relay` on `ex`: hook into the broker, and keep the admin side's
+/// `/v1/status` (and the dashboard's local summary) fed with the mesh status.
 pub fn attach(
     relay: &mut Relay,
     ex: &Rc<LocalExecutor<'static>>,
     cfg: MeshConfig,
     identity: &MeshIdentity,
+    admin: AdminHandle,
 ) -> Result<SocketAddr, super::StartError> {
     let broker = relay.broker();
     let (quic, mut node) = super::start(cfg, identity, Box::new(BrokerSink(broker.clone())))?;
@@ -265,9 +236,17 @@ pub fn attach(
         tx,
         dropped: dropped.clone(),
     }));
-    let snapshot = Rc::new(RefCell::new(String::new()));
-    node.set_status_sink(snapshot.clone(), STATUS_EVERY);
-    relay.add_rest_handler(Rc::new(StatusHandler { snapshot, dropped }));
+    node.set_status_sink(
+        Box::new(move |json: &str| {
+            // Splice in the edge-side drop counter.
+            let doc = match json.strip_suffix('}') {
+                Some(head) => format!("{head},\"edge_to_mesh_dropped\":{}}}", dropped.get()),
+                None => json.to_owned(),
+            };
+            admin.set_status(doc);
+        }),
+        STATUS_EVERY,
+    );
     ex.spawn(async move {
         if let Err(e) = driver::run(quic, &mut node, rx).await {
             log::error!("mesh stopped: {e}");

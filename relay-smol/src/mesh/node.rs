@@ -73,6 +73,26 @@ pub trait LocalSink {
     -> usize;
 }
 
+/// What the tickets layer did with a status record from the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TicketApplied {
+    /// New information: flood it on.
+    New,
+    /// Already known: stop here.
+    Known,
+    /// Bad signature or garbage: stop here and count.
+    Bad,
+}
+
+/// The tickets layer's side of status-record flooding (refresh, revoke).
+pub trait TicketHook {
+    /// Encoded records made on this relay since the last call (at most `max`).
+    fn drain_outgoing(&mut self, max: usize) -> Vec<Vec<u8>>;
+    /// Verify and apply a record received from the mesh.
+    fn apply_remote(&mut self, record: &[u8]) -> TicketApplied;
+}
+
 /// Work for the mesh from other tasks.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -131,6 +151,12 @@ pub struct MeshStats {
     pub duplicate_links: u64,
     /// Route messages the table refused (unknown neighbour, table full).
     pub route_errors: u64,
+    /// Ticket status records flooded from here.
+    pub ticket_records_sent: u64,
+    /// Ticket status records received that were new here.
+    pub ticket_records_new: u64,
+    /// Ticket status records refused by the tickets layer (bad signature, garbage).
+    pub ticket_records_bad: u64,
 }
 
 struct Link {
@@ -179,6 +205,9 @@ struct EventRec {
     old_metric_us: Option<u32>,
 }
 
+/// Receives the status JSON periodically (see [`MeshNode::set_status_sink`]).
+pub type StatusSink = Box<dyn FnMut(&str)>;
+
 /// The mesh node. Create with [`MeshNode::new`], run with [`crate::quic::driver::run`].
 pub struct MeshNode {
     cfg: MeshConfig,
@@ -197,7 +226,10 @@ pub struct MeshNode {
     stats: MeshStats,
     next_gossip: Instant,
     buf: Vec<u8>,
-    status_sink: Option<(std::rc::Rc<std::cell::RefCell<String>>, Duration, Instant)>,
+    status_sink: Option<(StatusSink, Duration, Instant)>,
+    ticket_hook: Option<Box<dyn TicketHook>>,
+    ticket_seq: u64,
+    ticket_dedup: Dedup,
 }
 
 fn unix_ms() -> u64 {
@@ -286,6 +318,9 @@ impl MeshNode {
             next_gossip: now + GOSSIP_EVERY,
             buf: vec![0; Message::MAX_LEN],
             status_sink: None,
+            ticket_hook: None,
+            ticket_seq: 0,
+            ticket_dedup: Dedup::default(),
             cfg,
         })
     }
@@ -295,12 +330,59 @@ impl MeshNode {
         &self.cfg.name
     }
 
-    /// Keep `sink` filled with the status JSON, refreshed every `every`.
-    pub fn set_status_sink(
+    /// Flood ticket status records made here and apply those from other relays.
+    pub fn set_ticket_hook(&mut self, hook: Box<dyn TicketHook>) {
+        self.ticket_hook = Some(hook);
+    }
+
+    fn flood_tickets(&mut self, quic: &mut Driver, now: Instant) {
+        let Some(hook) = self.ticket_hook.as_mut() else {
+            return;
+        };
+        let records = hook.drain_outgoing(64);
+        for r in records {
+            self.ticket_seq += 1;
+            let seq = (u64::from(self.epoch) << 32) | (self.ticket_seq & 0xffff_ffff);
+            let name = self.cfg.name.clone();
+            self.ticket_dedup.first_time(&name, seq);
+            let msg = Message::TicketStatus(mesh::TicketStatus {
+                origin: &name,
+                seq,
+                record: &r,
+            });
+            self.stats.ticket_records_sent += 1;
+            self.flood_interest(quic, now, &msg, None);
+        }
+    }
+
+    fn on_ticket_status(
         &mut self,
-        sink: std::rc::Rc<std::cell::RefCell<String>>,
-        every: Duration,
+        quic: &mut Driver,
+        now: Instant,
+        conn: ConnectionHandle,
+        t: &mesh::TicketStatus<'_>,
+        msg: &Message<'_>,
     ) {
+        if !self.ticket_dedup.first_time(t.origin, t.seq) {
+            return;
+        }
+        let applied = match self.ticket_hook.as_mut() {
+            Some(h) => h.apply_remote(t.record),
+            // No tickets layer here: pass it on for the relays behind us.
+            None => TicketApplied::New,
+        };
+        match applied {
+            TicketApplied::New => {
+                self.stats.ticket_records_new += 1;
+                self.flood_interest(quic, now, msg, Some(conn));
+            }
+            TicketApplied::Bad => self.stats.ticket_records_bad += 1,
+            _ => {}
+        }
+    }
+
+    /// Hand the status JSON to `sink` every `every`.
+    pub fn set_status_sink(&mut self, sink: StatusSink, every: Duration) {
         self.status_sink = Some((sink, every, self.start));
     }
 
@@ -1191,7 +1273,7 @@ impl MeshNode {
                 }
             }
             (Message::Data(_), true) => self.on_data(quic, frame),
-            (Message::TicketStatus(_), true) => {}
+            (Message::TicketStatus(t), true) => self.on_ticket_status(quic, now, conn, t, &msg),
             _ => self.stats.bad_messages += 1,
         }
     }
@@ -1418,6 +1500,7 @@ impl Handler for MeshNode {
 
     fn on_tick(&mut self, quic: &mut Driver, now: Instant) {
         self.dial_due(quic, now);
+        self.flood_tickets(quic, now);
         self.probe_due(quic, now);
         let us = self.us(now);
         if self.route.poll_timeout().is_some_and(|t| t <= us) {
@@ -1434,7 +1517,7 @@ impl Handler for MeshNode {
             let next = now + *every;
             let json = self.status_json(quic, now);
             if let Some((sink, _, due)) = &mut self.status_sink {
-                *sink.borrow_mut() = json;
+                sink(&json);
                 *due = next;
             }
         }
