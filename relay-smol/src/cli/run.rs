@@ -209,17 +209,18 @@ async fn serve(
     )?;
     admin_opts.tickets = tickets.as_ref().map(|t| t.service());
     let admin = crate::dashboard::edge::install(&mut relay, admin_opts, &ex)?;
-    if let Some(a) = admin.admin_addr {
-        println!(
-            "fastpubsub-relay admin on http://{a}/dashboard (also /v1/mesh, /v1/status, /metrics)"
-        );
-    }
     let (ws, http) = if relay.is_tls() {
         ("wss", "https")
     } else {
         ("ws", "http")
     };
+    // The edge address stays the first line: scripts and tests read it.
     println!("fastpubsub-relay listening on {ws}://{addr}/ws (REST on {http}://{addr})");
+    if let Some(a) = admin.admin_addr {
+        println!(
+            "fastpubsub-relay admin on http://{a}/dashboard (also /v1/mesh, /v1/status, /metrics)"
+        );
+    }
     if let Some(t) = &tickets {
         print!(
             "{}",
