@@ -211,3 +211,33 @@ fn refused_ticket_handshakes_are_counted() {
     assert_eq!(metric(&m, "fastpubsub_connections"), Some(0.0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_taken_admin_address_fails_only_when_asked_for() {
+    // Asked for explicitly: the relay refuses to start and says why.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"))
+        .args([
+            "run",
+            "--insecure-no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            &addr,
+        ])
+        .output()
+        .expect("run relay");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen for admin on {addr}")),
+        "{err}"
+    );
+
+    // The default (127.0.0.1:9091) taken, e.g. by another relay on the host: it runs without.
+    let _hold = std::net::TcpListener::bind("127.0.0.1:9091"); // taken either way
+    let relay = start_relay_process(&[]);
+    assert_eq!(relay.admin, None);
+    assert_eq!(http_get(relay.edge, "/ping", None).0, 200);
+}

@@ -302,19 +302,20 @@ async fn serve(
             "fastpubsub-relay mesh {name} on quic://{at} (status: GET /v1/status on the admin listener)"
         ));
     }
-    if let Some(a) = admin.admin_addr {
-        println!(
-            "fastpubsub-relay admin on http://{a}/dashboard (also /v1/mesh, /v1/status, /metrics)"
-        );
-    }
     let (ws, http) = if relay.is_tls() {
         ("wss", "https")
     } else {
         ("ws", "http")
     };
+    // The edge address stays the first line: scripts and tests read it.
     println!("fastpubsub-relay listening on {ws}://{addr}/ws (REST on {http}://{addr})");
     if let Some(line) = mesh_line {
         println!("{line}");
+    }
+    if let Some(a) = admin.admin_addr {
+        println!(
+            "fastpubsub-relay admin on http://{a}/dashboard (also /v1/mesh, /v1/status, /metrics)"
+        );
     }
     if let Some(t) = &tickets {
         // A closed stdout must not take the relay down.

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_io::Timer;
 use smol::LocalExecutor;
 
-use super::access::{AdminAccess, Listener};
+use super::access::{AdminAccess, DEFAULT_ADMIN_LISTEN, Listener};
 use super::routes::{AdminRoutes, StatusFn};
 use super::server::AdminServer;
 use super::view::{LinkSummary, MeshState, RelayCounters, RelaySummary, RouteSummary};
@@ -50,6 +50,9 @@ pub struct LocalIdentity {
 pub struct AdminOptions {
     /// Address of the admin listener; `None` runs none (then only a token opens the pages).
     pub listen: Option<SocketAddr>,
+    /// The address is the default one, not asked for: if it is taken (another relay on this
+    /// host), run without an admin listener and say so, instead of failing.
+    pub listen_is_default: bool,
     /// Admin token: also serve the admin paths on the public listener to holders of it.
     pub token: Option<String>,
     /// Require the token on the admin listener too (for a non-loopback admin address).
@@ -312,12 +315,23 @@ pub fn install(
     });
     relay.add_rest_handler(Rc::new(PublicAdmin(routes.clone())));
     let admin_addr = match opts.listen {
-        Some(addr) => {
-            let server = AdminServer::bind(addr, routes, unix_ms).map_err(|e| {
-                format!(
-                    "cannot listen for admin on {addr}: {e} (set another --admin-listen or `off`)"
-                )
-            })?;
+        Some(addr) => 'bound: {
+            let server = match AdminServer::bind(addr, routes, unix_ms) {
+                Ok(s) => s,
+                Err(e) if opts.listen_is_default => {
+                    log::warn!(
+                        "admin listener: cannot listen on {addr} ({e}; another relay on this host?): \
+                         running without /dashboard, /v1/mesh, /v1/status and /metrics; \
+                         choose a free address with --admin-listen"
+                    );
+                    break 'bound None;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot listen for admin on {addr}: {e} (set another --admin-listen, or `off`)"
+                    ));
+                }
+            };
             let bound = server.local_addr().map_err(|e| e.to_string())?;
             if !bound.ip().is_loopback() && !opts.token_everywhere {
                 log::warn!(
@@ -463,6 +477,7 @@ pub fn options_from_cli(
     let scheme = if tls { "wss" } else { "ws" };
     Ok(AdminOptions {
         listen,
+        listen_is_default: admin_listen.trim() == DEFAULT_ADMIN_LISTEN.to_string(),
         token,
         token_everywhere: false,
         identity: LocalIdentity {

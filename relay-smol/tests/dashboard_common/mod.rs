@@ -218,10 +218,14 @@ pub fn start_relay_process_args(args: &[&str]) -> RelayProcess {
             }
         }
     });
+    // An admin line follows the edge line when an admin address was asked for.
+    let want_admin = args
+        .windows(2)
+        .any(|w| w[0] == "--admin-listen" && w[1] != "off");
     let mut edge = None;
     let mut admin = None;
     let deadline = fastpubsub_relay::clock::now() + std::time::Duration::from_secs(20);
-    while edge.is_none() {
+    while edge.is_none() || (want_admin && admin.is_none()) {
         let left = deadline.saturating_duration_since(fastpubsub_relay::clock::now());
         let line = rx
             .recv_timeout(left)
