@@ -4,6 +4,7 @@
 //! savings table, for a full mesh and for 10 neighbours per relay.
 //!
 //! `cargo run --release -p fastpubsub-core --example route_sim`
+#![allow(clippy::disallowed_methods)] // reports the wall time the simulation took
 #![allow(clippy::needless_range_loop, missing_docs)]
 
 #[path = "../tests/route_harness/mod.rs"]
@@ -11,8 +12,8 @@ mod route_harness;
 
 use std::time::Instant;
 
-use fastpubsub_core::route::RouteConfig;
-use route_harness::{limited_neighbours, load_matrix, scenario};
+use fastpubsub_core::route::{RouteConfig, RouteTable};
+use route_harness::{limited_neighbours, load_matrix, load_regions, regional_neighbours, scenario};
 
 fn main() {
     std::thread::Builder::new()
@@ -53,8 +54,25 @@ fn run() {
         120_000_000,
     );
     r.print(&names);
+    let regions = load_regions(&names);
+    let regional = regional_neighbours(&rtt, &regions, 5, 10);
+    let r = scenario::<100, 10>(
+        "10 neighbours (5 nearest + nearest per other region), default config",
+        &names,
+        &rtt,
+        &regional,
+        cfg,
+        120_000_000,
+    );
+    r.print(&names);
     println!(
         "(simulated in {:.1} s of wall time)",
         wall.elapsed().as_secs_f64()
+    );
+    println!(
+        "size_of RouteTable<100, 99> = {} bytes, RouteTable<100, 10> = {} bytes, RouteTable<32, 8> = {} bytes",
+        std::mem::size_of::<RouteTable<100, 99>>(),
+        std::mem::size_of::<RouteTable<100, 10>>(),
+        std::mem::size_of::<RouteTable<32, 8>>()
     );
 }

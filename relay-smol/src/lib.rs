@@ -15,6 +15,7 @@ pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod config_file;
 pub mod dashboard;
 pub mod limits;
 pub mod mesh;

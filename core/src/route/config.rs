@@ -64,6 +64,13 @@ pub struct RouteConfig {
     pub trigger_us: u32,
     /// See [`RouteConfig::trigger_us`].
     pub trigger_ppm: u32,
+    /// A selected route whose *smoothed* metric moved by more than
+    /// `max(lasting_trigger_us, smoothed * lasting_trigger_ppm / 1e6)` since it was
+    /// last advertised is advertised at once: small changes that last propagate
+    /// without waiting for the periodic update, noise does not.
+    pub lasting_trigger_us: u32,
+    /// See [`RouteConfig::lasting_trigger_us`].
+    pub lasting_trigger_ppm: u32,
 }
 
 impl Default for RouteConfig {
@@ -86,12 +93,14 @@ impl Default for RouteConfig {
             settle_margin_us: 100,
             settle_margin_ppm: 3_000,
             settle_time_us: 5_000_000,
-            noise_weight_pct: 100,
+            noise_weight_pct: 200,
             smoothing_shift: 3,
             jump_us: 2_000,
             jump_ppm: 100_000,
             trigger_us: 1_000,
             trigger_ppm: 50_000,
+            lasting_trigger_us: 500,
+            lasting_trigger_ppm: 10_000,
         }
     }
 }

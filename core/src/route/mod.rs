@@ -11,9 +11,9 @@
 //!   metric) is strictly better. When a better route is stuck unfeasible, a
 //!   [`SeqnoRequest`] goes toward the destination, which raises its seqno.
 //! - Hysteresis: selection compares smoothed metrics; it switches at once when the
-//!   candidate is better by `max(1 ms, 5 %)`, and after a settle time (10 s) when
-//!   it is better by `max(0.1 ms, 0.3 %)`, so noise does not flap routes and
-//!   long-lasting small gains are still taken.
+//!   candidate is better by `max(1 ms, 5 %)`, and after a settle time (5 s) when it
+//!   stays better by `max(0.1 ms, 0.3 %)` plus an allowance for the routes' measured
+//!   noise, so noise does not flap routes and lasting small gains are still taken.
 //! - Triggered updates on significant change, periodic full updates, retractions
 //!   when a link dies, expiry of routes a neighbour stops refreshing.
 //!

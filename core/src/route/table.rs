@@ -215,6 +215,8 @@ struct DestSlot {
     /// Metric of the selected route when last looked at (for events).
     sel_metric: Metric,
     advertised: Option<(Seqno, Metric)>,
+    /// Smoothed metric of the selected route when it was last advertised.
+    adv_smoothed: Metric,
     lost_at: Option<u64>,
     idle_since: u64,
     settle: Option<(usize, u64)>,
@@ -232,6 +234,7 @@ impl DestSlot {
         selected: None,
         sel_metric: Metric::INFINITY,
         advertised: None,
+        adv_smoothed: Metric::INFINITY,
         lost_at: None,
         idle_since: 0,
         settle: None,
@@ -530,7 +533,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
             state: SlotState::Tombstone,
             ..NeighborSlot::EMPTY
         };
-        self.n_neighbors -= 1;
+        self.n_neighbors = self.n_neighbors.saturating_sub(1);
         if self.n_neighbors == 0 {
             self.neighbors = [NeighborSlot::EMPTY; N_NEIGH];
         }
@@ -687,7 +690,12 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
                 });
             }
         }
-        while self.pending > 0 {
+        // Each slot is visited at most twice (once to take its last output, once
+        // to move past it): bounded even if the pending count were wrong.
+        for _ in 0..=2 * N_DEST {
+            if self.pending == 0 {
+                return None;
+            }
             let d = self.cursor % N_DEST.max(1);
             if self.dests.get(d).is_some_and(|s| s.has_output()) {
                 if let Some(tx) = self.take_output(d) {
@@ -697,6 +705,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
                 self.cursor = self.cursor.wrapping_add(1);
             }
         }
+        self.pending = 0;
         None
     }
 
@@ -723,7 +732,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         let after = self.dests[d].has_output();
         match (before, after) {
             (false, true) => self.pending += 1,
-            (true, false) => self.pending -= 1,
+            (true, false) => self.pending = self.pending.saturating_sub(1),
             _ => {}
         }
     }
@@ -775,7 +784,10 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
     fn make_update(&mut self, d: usize) -> Option<Transmit> {
         let slot = self.dests[d];
         let (seqno, metric) = match slot.selected {
-            Some(n) => (self.routes[d][n].seqno, self.metric(d, n)),
+            Some(n) => {
+                self.dests[d].adv_smoothed = self.routes[d][n].smoothed;
+                (self.routes[d][n].seqno, self.metric(d, n))
+            }
             None => {
                 let (s, m) = slot.advertised?;
                 if !m.is_finite() {
@@ -889,7 +901,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
                     state: SlotState::Tombstone,
                     ..DestSlot::EMPTY
                 };
-                self.n_dests -= 1;
+                self.n_dests = self.n_dests.saturating_sub(1);
                 if self.n_dests == 0 {
                     self.dests = [DestSlot::EMPTY; N_DEST];
                 }
@@ -923,7 +935,9 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         let mut best_a: Option<Key> = None;
         let better = |k: &Key, b: &Option<Key>| b.is_none_or(|b| (k.0, k.1, k.2) < (b.0, b.1, b.2));
         for (n, r) in self.routes[d].iter().enumerate() {
-            if !r.present || !r.adv.is_finite() {
+            // A finite advertised metric can still sum to infinity with the link
+            // cost: such a route is unusable.
+            if !r.present || !self.metric(d, n).is_finite() {
                 continue;
             }
             let key = (r.smoothed, self.metric(d, n), self.neighbors[n].id, n);
@@ -943,7 +957,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         let fd = self.dests[d].fd;
         let cur = self.dests[d].selected.filter(|&n| {
             let r = &self.routes[d][n];
-            r.present && feasible(fd, r.seqno, r.adv)
+            r.present && feasible(fd, r.seqno, r.adv) && self.metric(d, n).is_finite()
         });
         let (best, best_any) = self.best(d);
         let new = match (cur, best) {
@@ -1118,6 +1132,16 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
                     || !m.is_finite()
                     || u64::from(raw.as_us().abs_diff(m.as_us()))
                         > u64::from(margin(m, self.cfg.trigger_us, self.cfg.trigger_ppm))
+                    || {
+                        // A smaller change that lasts (seen in the smoothed metric).
+                        let (now, then) = (self.routes[d][n].smoothed, self.dests[d].adv_smoothed);
+                        u64::from(now.as_us().abs_diff(then.as_us()))
+                            > u64::from(margin(
+                                then,
+                                self.cfg.lasting_trigger_us,
+                                self.cfg.lasting_trigger_ppm,
+                            ))
+                    }
             }
         };
         if trigger {
@@ -1386,6 +1410,18 @@ mod tests {
         // Updates about ourselves are ignored.
         assert_eq!(t.handle_update(A, upd(ME, 1, 5), 0), Ok(()));
         assert_eq!(t.stats().updates_about_self, 1);
+    }
+
+    #[test]
+    fn memory_budget() {
+        // One route slot per destination × neighbour dominates; keep it small.
+        assert!(
+            core::mem::size_of::<RouteSlot>() <= 40,
+            "{}",
+            core::mem::size_of::<RouteSlot>()
+        );
+        let size = core::mem::size_of::<RouteTable<100, 10>>();
+        assert!(size <= 48 * 1024, "RouteTable<100, 10> is {size} bytes");
     }
 
     #[test]

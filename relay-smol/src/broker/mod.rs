@@ -83,7 +83,7 @@ pub enum SubError {
 }
 
 /// Why a publish was refused.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PubError {
     /// The channel is not a valid concrete channel.
@@ -806,5 +806,113 @@ impl Broker {
             .map(|c| c.out.capacity())
             .sum::<usize>()
             + self.pool.held_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::mesh::{LocalPlan, MeshHook};
+    use super::*;
+    use crate::auth::AllowAll;
+
+    #[derive(Default)]
+    struct Recorder {
+        events: RefCell<Vec<String>>,
+        plan: Option<LocalPlan>,
+    }
+
+    impl MeshHook for Recorder {
+        fn local_publish(
+            &self,
+            tenant: &str,
+            channel: &str,
+            _payload: &[u8],
+            mode: Mode,
+            has_local: bool,
+        ) -> LocalPlan {
+            self.events.borrow_mut().push(format!(
+                "publish {tenant} {channel} {mode} local={has_local}"
+            ));
+            self.plan.unwrap_or(LocalPlan::DeliverHere)
+        }
+        fn interest_changed(&self, tenant: &str, pattern: &str, present: bool) {
+            self.events
+                .borrow_mut()
+                .push(format!("interest {tenant} {pattern} {present}"));
+        }
+    }
+
+    fn broker(hook: Rc<Recorder>) -> Broker {
+        let mut b = Broker::new(Limits::default(), crate::clock::now());
+        b.set_mesh(hook);
+        b
+    }
+
+    #[test]
+    fn interest_changes_are_reported_once_per_tenant_pattern() {
+        let hook = Rc::new(Recorder::default());
+        let mut b = broker(hook.clone());
+        let c1 = b.register(Box::new(AllowAll)).unwrap();
+        let c2 = b.register(Box::new(AllowAll)).unwrap();
+        assert!(b.subscribe(c1, "t", "a.#").unwrap());
+        assert!(!b.subscribe(c1, "t", "a.#").unwrap());
+        assert!(b.subscribe(c2, "t", "a.#").unwrap());
+        assert!(b.subscribe(c2, "u", "a.#").unwrap());
+        assert!(b.unsubscribe(c1, "t", "a.#"));
+        b.unregister(c2);
+        assert_eq!(
+            *hook.events.borrow(),
+            [
+                "interest t a.# true",
+                "interest u a.# true",
+                "interest t a.# false",
+                "interest u a.# false"
+            ]
+        );
+        assert_eq!(b.subscription_count(), 0);
+        assert_eq!(b.interests().count(), 0);
+    }
+
+    #[test]
+    fn local_publish_is_offered_to_the_mesh_and_can_be_taken_away() {
+        let hook = Rc::new(Recorder {
+            plan: Some(LocalPlan::NotHere),
+            ..Recorder::default()
+        });
+        let mut b = broker(hook.clone());
+        let c = b.register(Box::new(AllowAll)).unwrap();
+        b.subscribe(c, "t", "x.*").unwrap();
+        assert_eq!(b.publish(c, "t", "x.y", b"p", Mode::Random), Ok(0));
+        assert_eq!(b.publish(c, "t", "z", b"p", Mode::Broadcast), Ok(0));
+        assert_eq!(b.deliver_from_mesh("t", "x.y", b"p", Mode::Broadcast), 1);
+        let events = hook.events.borrow();
+        assert_eq!(events[1], "publish t x.y random local=true");
+        assert_eq!(events[2], "publish t z broadcast local=false");
+        assert_eq!(
+            events.len(),
+            3,
+            "mesh deliveries are not offered back: {events:?}"
+        );
+    }
+
+    #[test]
+    fn full_queue_drops_and_counts() {
+        let limits = Limits {
+            queue_bytes: 1000,
+            ..Limits::default()
+        };
+        let mut b = Broker::new(limits, crate::clock::now());
+        let c = b.register(Box::new(AllowAll)).unwrap();
+        b.subscribe(c, "t", "q").unwrap();
+        let payload = [0u8; 300];
+        let delivered: usize = (0..5)
+            .map(|_| b.publish(c, "t", "q", &payload, Mode::Broadcast).unwrap())
+            .sum();
+        assert_eq!(delivered, 3);
+        assert_eq!(b.stats().dropped_queue_full, 2);
+        assert_eq!(b.conn_mut(c).unwrap().dropped(), 2);
     }
 }

@@ -25,14 +25,14 @@ pub enum Cmd {
     Sub(client::SubArgs),
     /// Publish messages.
     Pub(client::PubArgs),
-    /// Create a mesh CA.
-    MeshCa(crate::quic::certs::MeshCaArgs),
-    /// Issue a relay certificate from the mesh CA.
-    MeshCert(crate::quic::certs::MeshCertArgs),
     /// Create a ticket signing key pair.
     Keygen(crate::tickets::cli::KeygenArgs),
     /// Mint an access ticket offline, or inspect one.
     Ticket(crate::tickets::cli::TicketArgs),
+    /// Create a mesh CA.
+    MeshCa(crate::quic::certs::MeshCaArgs),
+    /// Issue a relay certificate from the mesh CA.
+    MeshCert(crate::quic::certs::MeshCertArgs),
 }
 
 /// Parses the process arguments and runs the command; returns the exit code.
@@ -42,6 +42,8 @@ pub fn main() -> i32 {
         Cmd::Run(a) => run::run(a),
         Cmd::Sub(a) => client::sub(a),
         Cmd::Pub(a) => client::publish(a),
+        Cmd::Keygen(a) => crate::tickets::cli::keygen(a),
+        Cmd::Ticket(a) => crate::tickets::cli::ticket(a, crate::clock::wall_now()),
         Cmd::MeshCa(a) => crate::quic::certs::run_mesh_ca(&a).map_or_else(
             |e| {
                 eprintln!("error: {e}");
@@ -56,7 +58,5 @@ pub fn main() -> i32 {
             },
             |_| 0,
         ),
-        Cmd::Keygen(a) => crate::tickets::cli::keygen(a),
-        Cmd::Ticket(a) => crate::tickets::cli::ticket(a, crate::clock::wall_now()),
     }
 }

@@ -20,12 +20,12 @@ use crate::ws::Relay;
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "run")]
 pub struct RunArgs {
+    /// configuration file (TOML, see docs/embedded.md); flags given here override it
+    #[argh(option)]
+    pub config: Option<PathBuf>,
     /// address of the HTTP/WebSocket port (default 127.0.0.1:8080)
-    #[argh(
-        option,
-        default = "\"127.0.0.1:8080\".parse().expect(\"valid default\")"
-    )]
-    pub listen: SocketAddr,
+    #[argh(option)]
+    pub listen: Option<SocketAddr>,
     /// TLS certificate chain (PEM) for wss:// and https://
     #[argh(option)]
     pub tls_cert: Option<PathBuf>,
@@ -71,8 +71,8 @@ pub struct RunArgs {
     #[argh(option)]
     pub close_timeout_ms: Option<u64>,
     /// admin listener for /dashboard, /v1/mesh, /v1/status, /metrics (default 127.0.0.1:9091; `off` for none)
-    #[argh(option, default = "String::from(\"127.0.0.1:9091\")")]
-    pub admin_listen: String,
+    #[argh(option)]
+    pub admin_listen: Option<String>,
     /// file with an admin token: the admin pages are then also served on the public port to its holders
     #[argh(option)]
     pub admin_token_file: Option<PathBuf>,
@@ -207,7 +207,13 @@ pub fn raise_fd_limit() -> Option<u64> {
 }
 
 /// Runs the relay; returns the exit code.
-pub fn run(args: RunArgs) -> i32 {
+pub fn run(mut args: RunArgs) -> i32 {
+    if let Some(path) = args.config.clone()
+        && let Err(e) = crate::config_file::apply(&path, &mut args)
+    {
+        eprintln!("error: {e}");
+        return 2;
+    }
     let (auth, tickets) = match choose_authorizer(&args) {
         Ok(a) => a,
         Err(msg) => {
@@ -234,11 +240,18 @@ pub fn run(args: RunArgs) -> i32 {
         }
     };
     let config = Config {
-        listen: args.listen,
+        listen: args
+            .listen
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
         tls,
         limits: args.limits(),
     };
-    let admin = (args.admin_listen.clone(), args.admin_token_file.clone());
+    let admin = (
+        args.admin_listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:9091".to_string()),
+        args.admin_token_file.clone(),
+    );
     let ex = Rc::new(LocalExecutor::new());
     let result = smol::block_on(ex.run(serve(config, auth, tickets, ex.clone(), admin, mesh)));
     match result {
@@ -272,12 +285,13 @@ async fn serve(
         relay.add_rest_handler(t.rest_handler());
     }
     let addr = relay.local_addr();
-    let admin_opts = crate::dashboard::edge::options_from_cli(
+    let mut admin_opts = crate::dashboard::edge::options_from_cli(
         &admin.0,
         admin.1.as_deref(),
         addr,
         relay.is_tls(),
     )?;
+    admin_opts.tickets = tickets.as_ref().map(|t| t.service());
     let admin = crate::dashboard::edge::install(&mut relay, admin_opts, &ex)?;
     let mut mesh_line = None;
     if let Some((mesh_cfg, identity)) = mesh {
@@ -303,10 +317,9 @@ async fn serve(
         println!("{line}");
     }
     if let Some(t) = &tickets {
-        print!(
-            "{}",
-            t.announce(addr, crate::clock::wall_now(), "fastpubsub-relay")
-        );
+        // A closed stdout must not take the relay down.
+        let banner = t.announce(addr, crate::clock::wall_now(), "fastpubsub-relay");
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
     }
     log::info!("listening on {addr}");
     let shutdown = async move {

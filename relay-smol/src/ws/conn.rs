@@ -54,6 +54,9 @@ struct Driver {
     fin_sent: bool,
     /// The client sent a Close frame: drop as soon as our answer is flushed.
     peer_closed: bool,
+    /// The last read returned data, so more may be waiting: read without asking the
+    /// reactor first. When false, a wake-up for writing costs no read syscall.
+    read_hot: bool,
 }
 
 /// Runs the connection until it ends; unregisters it from the broker.
@@ -69,6 +72,7 @@ pub async fn run(io: Transport, id: ConnId, shared: Rc<Shared>, initial: Vec<u8>
         msg_discard: false,
         fin_sent: false,
         peer_closed: false,
+        read_hot: true,
     };
     let mut ok = true;
     if !initial.is_empty() {
@@ -95,11 +99,21 @@ impl Driver {
                 self.io.shutdown_write();
                 self.fin_sent = true;
             }
-            let n = {
+            if !self.read_hot {
+                match self.io.poll_read_ready(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Ready(Ok(())) => self.read_hot = true,
+                }
+            }
+            {
                 let shared = self.shared.clone();
                 let mut scratch = shared.scratch.borrow_mut();
                 let n = match self.io.poll_read(cx, &mut scratch[..]) {
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        self.read_hot = false;
+                        return Poll::Pending;
+                    }
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
                     Poll::Ready(Ok(n)) => n,
                 };
@@ -110,9 +124,7 @@ impl Driver {
                         return Poll::Ready(());
                     }
                 }
-                n
-            };
-            let _ = n;
+            }
         }
         cx.waker().wake_by_ref();
         Poll::Pending

@@ -28,6 +28,16 @@ impl Transport {
         }
     }
 
+    /// Ready when a read may find data: for plain TCP, when the reactor reported readability
+    /// since the last registration (no syscall otherwise); TLS always says "try" because
+    /// rustls may hold decrypted bytes.
+    pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Transport::Plain(s) => s.poll_readable(cx),
+            Transport::Tls(_) => Poll::Ready(Ok(())),
+        }
+    }
+
     /// Writes some of `buf`.
     pub fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self {

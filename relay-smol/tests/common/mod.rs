@@ -35,12 +35,17 @@ pub struct TestRelay {
 impl TestRelay {
     /// Starts a relay with `--insecure-no-auth` semantics and these limits on 127.0.0.1:0.
     pub fn start(limits: Limits) -> TestRelay {
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap());
+        config.limits = limits;
+        Self::start_config(config)
+    }
+
+    /// Starts a relay with this config (listen address should be 127.0.0.1:0).
+    pub fn start_config(config: Config) -> TestRelay {
         let (addr_tx, addr_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
         let thread = std::thread::spawn(move || {
             let ex = Rc::new(LocalExecutor::new());
-            let mut config = Config::new("127.0.0.1:0".parse().unwrap());
-            config.limits = limits;
             let relay = Relay::bind(&config, Rc::new(AllowAll)).unwrap();
             addr_tx.send(relay.local_addr()).unwrap();
             let shutdown = async move {
@@ -376,7 +381,14 @@ pub struct RelayProcess {
 impl RelayProcess {
     pub fn start(extra: &[&str]) -> RelayProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"))
-            .args(["run", "--listen", "127.0.0.1:0", "--insecure-no-auth"])
+            .args([
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--insecure-no-auth",
+                "--admin-listen",
+                "off",
+            ])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

@@ -1,0 +1,688 @@
+//! The relay's configuration file (`fastpubsub-relay run --config FILE`).
+//!
+//! One TOML file; every key is optional and has the same default as the matching `run` flag,
+//! and a flag given on the command line overrides the file. [`apply`] is the entry point:
+//! it reads the file, checks every key against [`KEYS`], and fills the `run` arguments the
+//! command line left unset.
+//!
+//! The reader accepts the part of TOML a flat config needs: `[table]` headers, `key = value`
+//! with strings (`"basic"` with escapes, `'literal'`), integers (`_` separators allowed) and
+//! booleans, and `#` comments. Anything else (floats, dates, arrays, inline tables, dotted
+//! keys) is refused with the line and what was expected, as are unknown tables or keys and
+//! values out of range: a typo never silently falls back to a default.
+//! Written by hand instead of using the `toml` crate: that crate (with serde) costs more
+//! binary size than this whole file, and the relay needs none of the rest of TOML.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::cli::run::RunArgs;
+use crate::limits::Limits;
+
+/// Largest config file read, in bytes; a config file is a few hundred bytes.
+pub const MAX_FILE_LEN: u64 = 64 * 1024;
+
+/// What went wrong reading the config file: where, which key, what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFileError {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line, when the problem is on a line.
+    pub line: Option<usize>,
+    /// `table.key`, when the problem is about one key.
+    pub key: Option<String>,
+    /// What was wrong and what was expected.
+    pub why: String,
+}
+
+impl fmt::Display for ConfigFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config file {}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ", line {line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ", key {key}")?;
+        }
+        write!(f, ": {}", self.why)
+    }
+}
+
+impl std::error::Error for ConfigFileError {}
+
+/// A value as written in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// A string (basic or literal).
+    Str(String),
+    /// An integer.
+    Int(i64),
+    /// `true` or `false`.
+    Bool(bool),
+}
+
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Str(_) => "a string",
+            Value::Int(_) => "an integer",
+            Value::Bool(_) => "a boolean",
+        }
+    }
+}
+
+/// One `key = value` line of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The `[table]` it is in.
+    pub table: String,
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: Value,
+    /// 1-based line number.
+    pub line: usize,
+}
+
+/// What a key accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `"IP:PORT"`.
+    Addr,
+    /// `"IP:PORT"` or `"off"`.
+    AddrOrOff,
+    /// A file path string.
+    Path,
+    /// `true` / `false`.
+    Bool,
+    /// A whole number in `min..=max`.
+    Int {
+        /// Smallest accepted value.
+        min: u64,
+        /// Largest accepted value.
+        max: u64,
+    },
+}
+
+/// One key the file may contain.
+#[derive(Debug, Clone, Copy)]
+pub struct KeySpec {
+    /// Its table.
+    pub table: &'static str,
+    /// Its name (the matching `run` flag is `--` + name with `-` for `_`).
+    pub key: &'static str,
+    /// What it accepts.
+    pub kind: Kind,
+}
+
+const fn key(table: &'static str, key: &'static str, kind: Kind) -> KeySpec {
+    KeySpec { table, key, kind }
+}
+
+const fn int(table: &'static str, key: &'static str, min: u64, max: u64) -> KeySpec {
+    KeySpec {
+        table,
+        key,
+        kind: Kind::Int { min, max },
+    }
+}
+
+/// Every key the file may contain. `docs/embedded.md` documents them; defaults are those
+/// of the `run` flags (see `fastpubsub-relay run --help`).
+pub const KEYS: &[KeySpec] = &[
+    key("edge", "listen", Kind::Addr),
+    key("edge", "tls_cert", Kind::Path),
+    key("edge", "tls_key", Kind::Path),
+    key("edge", "insecure_no_auth", Kind::Bool),
+    int("limits", "max_connections", 1, 10_000_000),
+    int("limits", "max_subs_per_conn", 1, 1_000_000),
+    int("limits", "max_total_subs", 1, 100_000_000),
+    int("limits", "max_frame_bytes", 64, 16 * 1024 * 1024),
+    int("limits", "queue_bytes", 1024, 1024 * 1024 * 1024),
+    int("limits", "slow_consumer_grace_ms", 0, 3_600_000),
+    int("limits", "shutdown_grace_ms", 0, 3_600_000),
+    int("limits", "close_timeout_ms", 0, 600_000),
+    key("tickets", "state_dir", Kind::Path),
+    key("tickets", "public_key", Kind::Path),
+    int("tickets", "status_capacity", 1, 8192),
+    key("admin", "listen", Kind::AddrOrOff),
+    key("admin", "token_file", Kind::Path),
+];
+
+fn is_bare_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Parses a basic string body after the opening `"`; returns the string and the rest.
+fn basic_string(s: &str) -> Result<(String, &str), String> {
+    let mut out = String::new();
+    let mut chars = s.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Ok((out, &s[i + 1..])),
+            '\\' => {
+                let (_, e) = chars.next().ok_or("a string ends in a lone backslash")?;
+                match e {
+                    '"' => out.push('"'),
+                    '\\' => out.push('\\'),
+                    'n' => out.push('\n'),
+                    't' => out.push('\t'),
+                    'r' => out.push('\r'),
+                    'u' => {
+                        let mut code = 0u32;
+                        for _ in 0..4 {
+                            let (_, h) = chars.next().ok_or("\\u needs four hex digits")?;
+                            let d = h.to_digit(16).ok_or("\\u needs four hex digits")?;
+                            code = code * 16 + d;
+                        }
+                        out.push(char::from_u32(code).ok_or("\\u names no character")?);
+                    }
+                    other => return Err(format!("unknown escape \\{other} in a string")),
+                }
+            }
+            c if c.is_control() && c != '\t' => {
+                return Err("control character inside a string".to_string());
+            }
+            c => out.push(c),
+        }
+    }
+    Err("string has no closing \"".to_string())
+}
+
+/// Parses a value and returns it with whatever follows it on the line.
+fn value(s: &str) -> Result<(Value, &str), String> {
+    if let Some(rest) = s.strip_prefix('"') {
+        if rest.starts_with("\"\"") {
+            return Err("multi-line strings are not supported; use one \"string\"".into());
+        }
+        let (v, rest) = basic_string(rest)?;
+        return Ok((Value::Str(v), rest));
+    }
+    if let Some(rest) = s.strip_prefix('\'') {
+        let end = rest.find('\'').ok_or("string has no closing '")?;
+        return Ok((Value::Str(rest[..end].to_string()), &rest[end + 1..]));
+    }
+    let end = s
+        .find(|c: char| c.is_whitespace() || c == '#')
+        .unwrap_or(s.len());
+    let (word, rest) = s.split_at(end);
+    match word {
+        "true" => return Ok((Value::Bool(true), rest)),
+        "false" => return Ok((Value::Bool(false), rest)),
+        _ => {}
+    }
+    if word.starts_with('[') || word.starts_with('{') {
+        return Err("arrays and inline tables are not supported here".into());
+    }
+    let digits = word.strip_prefix(['+', '-']).unwrap_or(word);
+    let well_formed = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+        && !digits.starts_with('_')
+        && !digits.ends_with('_')
+        && !digits.contains("__")
+        && (digits.len() == 1 || !digits.starts_with('0'));
+    if !well_formed {
+        return Err(format!(
+            "expected a \"string\", a whole number or true/false, found {word:?}"
+        ));
+    }
+    let n: i64 = word
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("{word} is too large"))?;
+    Ok((Value::Int(n), rest))
+}
+
+/// Only whitespace or a comment may follow a value or a header.
+fn end_of_line(rest: &str) -> Result<(), String> {
+    let rest = rest.trim_start();
+    if rest.is_empty() || rest.starts_with('#') {
+        Ok(())
+    } else {
+        Err(format!("unexpected {rest:?} after the value"))
+    }
+}
+
+/// Parses the text of a config file into its entries (no schema check).
+pub fn parse(text: &str) -> Result<Vec<Entry>, (usize, String)> {
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut tables: Vec<String> = Vec::new();
+    let mut table = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            if rest.starts_with('[') {
+                return Err((n, "arrays of tables ([[...]]) are not supported".into()));
+            }
+            let (name, after) = rest
+                .split_once(']')
+                .ok_or((n, format!("table header {line:?} has no closing ]")))?;
+            let name = name.trim();
+            if !is_bare_key(name) {
+                return Err((
+                    n,
+                    format!("bad table name {name:?}: use letters, digits, _ and -"),
+                ));
+            }
+            end_of_line(after).map_err(|e| (n, e))?;
+            if tables.iter().any(|t| t == name) {
+                return Err((n, format!("table [{name}] appears twice")));
+            }
+            tables.push(name.to_string());
+            table = name.to_string();
+            continue;
+        }
+        let (key, rest) = line.split_once('=').ok_or((
+            n,
+            format!("expected `key = value` or `[table]`, found {line:?}"),
+        ))?;
+        let key = key.trim();
+        if !is_bare_key(key) {
+            return Err((
+                n,
+                format!("bad key {key:?}: use letters, digits, _ and - (no dots or quotes)"),
+            ));
+        }
+        let (v, rest) = value(rest.trim_start()).map_err(|e| (n, format!("{key}: {e}")))?;
+        end_of_line(rest).map_err(|e| (n, format!("{key}: {e}")))?;
+        if let Some(prev) = entries.iter().find(|e| e.table == table && e.key == key) {
+            return Err((n, format!("{key} is already set on line {}", prev.line)));
+        }
+        entries.push(Entry {
+            table: table.clone(),
+            key: key.to_string(),
+            value: v,
+            line: n,
+        });
+    }
+    Ok(entries)
+}
+
+/// A checked value, ready to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Checked {
+    Addr(SocketAddr),
+    Text(String),
+    Path(PathBuf),
+    Bool(bool),
+    Int(u64),
+}
+
+fn check(spec: &KeySpec, v: &Value) -> Result<Checked, String> {
+    match (spec.kind, v) {
+        (Kind::Addr, Value::Str(s)) => s.parse().map(Checked::Addr).map_err(|_| {
+            format!("expected an address like \"0.0.0.0:8080\" or \"[::]:8080\", found {s:?}")
+        }),
+        (Kind::AddrOrOff, Value::Str(s)) if s == "off" => Ok(Checked::Text(s.clone())),
+        (Kind::AddrOrOff, Value::Str(s)) => match s.parse::<SocketAddr>() {
+            Ok(_) => Ok(Checked::Text(s.clone())),
+            Err(_) => Err(format!(
+                "expected an address like \"127.0.0.1:9091\" or \"off\", found {s:?}"
+            )),
+        },
+        (Kind::Path, Value::Str(s)) if s.is_empty() => {
+            Err("expected a file path, found an empty string".to_string())
+        }
+        (Kind::Path, Value::Str(s)) => Ok(Checked::Path(PathBuf::from(s))),
+        (Kind::Bool, Value::Bool(b)) => Ok(Checked::Bool(*b)),
+        (Kind::Int { min, max }, Value::Int(n)) => match u64::try_from(*n) {
+            Ok(n) if (min..=max).contains(&n) => Ok(Checked::Int(n)),
+            _ => Err(format!(
+                "expected a whole number from {min} to {max}, found {n}"
+            )),
+        },
+        (kind, v) => {
+            let want = match kind {
+                Kind::Addr => "an address string like \"0.0.0.0:8080\"",
+                Kind::AddrOrOff => "an address string like \"127.0.0.1:9091\" or \"off\"",
+                Kind::Path => "a file path string",
+                Kind::Bool => "true or false",
+                Kind::Int { .. } => "a whole number (no quotes)",
+            };
+            Err(format!("expected {want}, found {}", v.kind()))
+        }
+    }
+}
+
+/// Reads `path` and fills every `run` argument that the command line left unset.
+pub fn apply(path: &Path, args: &mut RunArgs) -> Result<(), ConfigFileError> {
+    let err = |line: Option<usize>, key: Option<String>, why: String| ConfigFileError {
+        path: path.to_path_buf(),
+        line,
+        key,
+        why,
+    };
+    let meta =
+        std::fs::metadata(path).map_err(|e| err(None, None, format!("cannot read it: {e}")))?;
+    if meta.len() > MAX_FILE_LEN {
+        return Err(err(
+            None,
+            None,
+            format!(
+                "it is {} bytes; a config file is at most {MAX_FILE_LEN}",
+                meta.len()
+            ),
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(None, None, format!("cannot read it as UTF-8 text: {e}")))?;
+    let entries = parse(&text).map_err(|(line, why)| err(Some(line), None, why))?;
+    for e in &entries {
+        let name = format!("{}.{}", e.table, e.key);
+        if e.table.is_empty() {
+            return Err(err(
+                Some(e.line),
+                Some(e.key.clone()),
+                "every key belongs in a table: [edge], [limits], [tickets] or [admin]".to_string(),
+            ));
+        }
+        let spec = KEYS
+            .iter()
+            .find(|k| k.table == e.table && k.key == e.key)
+            .ok_or_else(|| {
+                let known: Vec<&str> = KEYS
+                    .iter()
+                    .filter(|k| k.table == e.table)
+                    .map(|k| k.key)
+                    .collect();
+                let why = if known.is_empty() {
+                    format!(
+                        "unknown table [{}]; known tables: [edge], [limits], [tickets], [admin]",
+                        e.table
+                    )
+                } else {
+                    format!("unknown key; [{}] knows: {}", e.table, known.join(", "))
+                };
+                err(Some(e.line), Some(name.clone()), why)
+            })?;
+        let v = check(spec, &e.value).map_err(|why| err(Some(e.line), Some(name.clone()), why))?;
+        store(args, spec.table, spec.key, v);
+    }
+    // A queue smaller than the largest frame could never deliver a full-size message.
+    let defaults = Limits::default();
+    let queue = args.queue_bytes.unwrap_or(defaults.queue_bytes);
+    let frame = args.max_frame_bytes.unwrap_or(defaults.max_frame_len);
+    if queue < frame {
+        return Err(err(
+            None,
+            Some("limits.queue_bytes".to_string()),
+            format!(
+                "queue_bytes ({queue}) is smaller than max_frame_bytes ({frame}): a full-size \
+                 message could never be queued; raise queue_bytes or lower max_frame_bytes"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Stores a checked value unless the command line already set that argument.
+fn store(a: &mut RunArgs, table: &str, key: &str, v: Checked) {
+    fn fill<T>(slot: &mut Option<T>, v: T) {
+        if slot.is_none() {
+            *slot = Some(v);
+        }
+    }
+    let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    match (table, key, v) {
+        ("edge", "listen", Checked::Addr(x)) => fill(&mut a.listen, x),
+        ("tickets", "state_dir", Checked::Path(x)) => fill(&mut a.state_dir, x),
+        ("tickets", "public_key", Checked::Path(x)) => fill(&mut a.ticket_public_key, x),
+        ("tickets", "status_capacity", Checked::Int(n)) => {
+            fill(&mut a.ticket_status_capacity, as_usize(n))
+        }
+        ("admin", "listen", Checked::Text(x)) => fill(&mut a.admin_listen, x),
+        ("admin", "token_file", Checked::Path(x)) => fill(&mut a.admin_token_file, x),
+        (_, "tls_cert", Checked::Path(x)) => fill(&mut a.tls_cert, x),
+        (_, "tls_key", Checked::Path(x)) => fill(&mut a.tls_key, x),
+        (_, "insecure_no_auth", Checked::Bool(x)) => a.insecure_no_auth |= x,
+        (_, "max_connections", Checked::Int(n)) => fill(&mut a.max_connections, as_usize(n)),
+        (_, "max_subs_per_conn", Checked::Int(n)) => fill(&mut a.max_subs_per_conn, as_usize(n)),
+        (_, "max_total_subs", Checked::Int(n)) => fill(&mut a.max_total_subs, as_usize(n)),
+        (_, "max_frame_bytes", Checked::Int(n)) => fill(&mut a.max_frame_bytes, as_usize(n)),
+        (_, "queue_bytes", Checked::Int(n)) => fill(&mut a.queue_bytes, as_usize(n)),
+        (_, "slow_consumer_grace_ms", Checked::Int(n)) => fill(&mut a.slow_consumer_grace_ms, n),
+        (_, "shutdown_grace_ms", Checked::Int(n)) => fill(&mut a.shutdown_grace_ms, n),
+        (_, "close_timeout_ms", Checked::Int(n)) => fill(&mut a.close_timeout_ms, n),
+        // KEYS and this match are kept in step by the `every_key_is_stored` test.
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argh::FromArgs;
+
+    fn args(flags: &[&str]) -> RunArgs {
+        RunArgs::from_args(&["run"], flags).expect("valid flags")
+    }
+
+    fn write(name: &str, text: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("fastpubsub-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write temp file");
+        p
+    }
+
+    #[test]
+    fn file_fills_unset_args_and_flags_win() {
+        let p = write(
+            "ok.toml",
+            "# edge box\n[edge]\nlisten = \"0.0.0.0:9000\" # all interfaces\n\
+             tls_cert = '/etc/c.pem'\ninsecure_no_auth = true\n\n[limits]\n\
+             max_connections = 2_000\nqueue_bytes = 98304\nclose_timeout_ms = 0\n",
+        );
+        let mut a = args(&["--max-connections", "7"]);
+        apply(&p, &mut a).expect("valid file");
+        assert_eq!(a.listen, Some("0.0.0.0:9000".parse().expect("addr")));
+        assert_eq!(a.tls_cert, Some(PathBuf::from("/etc/c.pem")));
+        assert!(a.insecure_no_auth);
+        assert_eq!(a.max_connections, Some(7), "the flag overrides the file");
+        assert_eq!(a.queue_bytes, Some(98304));
+        assert_eq!(a.close_timeout_ms, Some(0));
+        assert_eq!(a.max_total_subs, None, "absent keys keep the flag default");
+    }
+
+    #[test]
+    fn errors_say_file_line_key_and_expectation() {
+        let cases: &[(&str, Option<usize>, Option<&str>, &str)] = &[
+            (
+                "[limits]\nmax_connections = \"many\"",
+                Some(2),
+                Some("limits.max_connections"),
+                "whole number (no quotes)",
+            ),
+            (
+                "[limits]\nmax_connections = 0",
+                Some(2),
+                Some("limits.max_connections"),
+                "from 1 to",
+            ),
+            (
+                "[limits]\nqueue_bytes = -5",
+                Some(2),
+                Some("limits.queue_bytes"),
+                "from 1024 to",
+            ),
+            (
+                "[limits]\nmax_conections = 5",
+                Some(2),
+                Some("limits.max_conections"),
+                "knows: max_connections",
+            ),
+            (
+                "[mesh]\npeers = 1",
+                Some(2),
+                Some("mesh.peers"),
+                "unknown table [mesh]",
+            ),
+            (
+                "listen = \"1.2.3.4:5\"",
+                Some(1),
+                Some("listen"),
+                "belongs in a table",
+            ),
+            (
+                "[edge]\nlisten = \"localhost\"",
+                Some(2),
+                Some("edge.listen"),
+                "address like",
+            ),
+            (
+                "[edge]\nlisten = 8080",
+                Some(2),
+                Some("edge.listen"),
+                "found an integer",
+            ),
+            (
+                "[edge]\ninsecure_no_auth = \"yes\"",
+                Some(2),
+                Some("edge.insecure_no_auth"),
+                "true or false",
+            ),
+            (
+                "[edge]\ntls_cert = \"\"",
+                Some(2),
+                Some("edge.tls_cert"),
+                "empty string",
+            ),
+            (
+                "[edge]\nlisten = \"a\"\nlisten = \"b\"",
+                Some(3),
+                None,
+                "already set on line 2",
+            ),
+            ("[edge]\n[edge]", Some(2), None, "appears twice"),
+            (
+                "[limits]\nqueue_bytes = 1.5",
+                Some(2),
+                None,
+                "whole number or true/false",
+            ),
+            (
+                "[limits]\nqueue_bytes = 0x10",
+                Some(2),
+                None,
+                "whole number or true/false",
+            ),
+            (
+                "[limits]\nqueue_bytes = 1__0",
+                Some(2),
+                None,
+                "whole number or true/false",
+            ),
+            (
+                "[limits]\nqueue_bytes = 99999999999999999999",
+                Some(2),
+                None,
+                "too large",
+            ),
+            (
+                "[limits]\nqueue_bytes = 1 2",
+                Some(2),
+                None,
+                "after the value",
+            ),
+            ("[edge]\nlisten = \"x", Some(2), None, "no closing"),
+            ("[edge]\nlisten = \"\\q\"", Some(2), None, "unknown escape"),
+            ("[edge]\nlisten = [\"a\"]", Some(2), None, "arrays"),
+            ("[[edge]]", Some(1), None, "arrays of tables"),
+            ("[edge\nlisten = \"a\"", Some(1), None, "no closing ]"),
+            ("[edge]\nedge.listen = \"a\"", Some(2), None, "no dots"),
+            ("[edge]\njust words", Some(2), None, "key = value"),
+            (
+                "[limits]\nqueue_bytes = 4096",
+                None,
+                Some("limits.queue_bytes"),
+                "smaller than max_frame_bytes",
+            ),
+        ];
+        for (i, (text, line, key, want)) in cases.iter().enumerate() {
+            let p = write(&format!("bad{i}.toml"), text);
+            let e = apply(&p, &mut args(&[])).expect_err(text);
+            assert_eq!(e.line, *line, "{text}: {e}");
+            assert_eq!(e.key.as_deref(), *key, "{text}: {e}");
+            assert!(e.why.contains(want), "{text}: {e}");
+            let shown = e.to_string();
+            assert!(shown.contains(&p.display().to_string()), "{shown}");
+        }
+    }
+
+    #[test]
+    fn missing_and_oversized_files_are_clear_errors() {
+        let mut a = args(&[]);
+        let e = apply(Path::new("/nonexistent/relay.toml"), &mut a).expect_err("missing");
+        assert!(
+            e.to_string().contains("/nonexistent/relay.toml") && e.why.contains("cannot read"),
+            "{e}"
+        );
+        let big = "# padding\n".repeat(7000);
+        let p = write("big.toml", &big);
+        let e = apply(&p, &mut a).expect_err("too big");
+        assert!(e.why.contains("at most 65536"), "{e}");
+    }
+
+    #[test]
+    fn strings_escapes_and_literals() {
+        let e =
+            parse("[edge]\ntls_cert = \"/a\\\\b\\u0041\\\"\"\ntls_key = 'C:\\k'").expect("valid");
+        assert_eq!(e[0].value, Value::Str("/a\\bA\"".into()));
+        assert_eq!(e[1].value, Value::Str("C:\\k".into()));
+    }
+
+    #[test]
+    fn every_key_is_stored() {
+        // A key in KEYS that `store` ignores would be accepted and then do nothing.
+        for spec in KEYS {
+            let value = match spec.kind {
+                Kind::Addr => "\"10.0.0.1:1\"".to_string(),
+                Kind::AddrOrOff => "\"off\"".to_string(),
+                Kind::Path => "\"/x\"".to_string(),
+                Kind::Bool => "true".to_string(),
+                // The largest frame limit would exceed the default queue (a checked error).
+                Kind::Int { min, .. } if spec.key == "max_frame_bytes" => min.to_string(),
+                Kind::Int { max, .. } => max.to_string(),
+            };
+            let p = write(
+                &format!("key-{}.toml", spec.key),
+                &format!("[{}]\n{} = {value}\n", spec.table, spec.key),
+            );
+            let mut a = args(&[]);
+            apply(&p, &mut a).expect("valid single key");
+            let before = format!("{:?}", args(&[]));
+            assert_ne!(
+                format!("{a:?}"),
+                before,
+                "key {}.{} changed nothing",
+                spec.table,
+                spec.key
+            );
+        }
+    }
+
+    #[test]
+    fn shipped_example_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../platforms/configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("platforms/configs exists") {
+            let p = entry.expect("dir entry").path();
+            if p.extension().and_then(|e| e.to_str()) == Some("toml") {
+                apply(&p, &mut args(&[])).unwrap_or_else(|e| panic!("{e}"));
+                seen += 1;
+            }
+        }
+        assert!(
+            seen >= 3,
+            "expected the three machine-class configs, found {seen}"
+        );
+    }
+}
