@@ -16,7 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Ws, connect_with, decode_deliver, http_get, publish, subscribe};
+use common::{
+    Ws, connect_with, decode_deliver, http_get, http_raw, parse_response, publish, subscribe,
+};
 use fastpubsub_core::frame::Mode;
 use tungstenite::Message;
 
@@ -65,10 +67,21 @@ fn make_certs(dir: &Path, ca: &str, names: &[&str]) {
 }
 
 fn relay(dir: &Path, ca: &str, name: &str, peers: &[(&str, SocketAddr)]) -> Relay {
+    relay_with(dir, ca, name, peers, &["--insecure-no-auth"])
+}
+
+fn relay_with(
+    dir: &Path,
+    ca: &str,
+    name: &str,
+    peers: &[(&str, SocketAddr)],
+    auth: &[&str],
+) -> Relay {
     let d = dir.join(ca);
     let p = |f: String| d.join(f).to_str().expect("utf8").to_owned();
     let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--listen", "127.0.0.1:0", "--insecure-no-auth"])
+    cmd.args(["run", "--listen", "127.0.0.1:0"])
+        .args(auth)
         .args(["--admin-listen", "127.0.0.1:0"])
         .args([
             "--mesh-listen",
@@ -422,5 +435,90 @@ fn tokyo_to_frankfurt_through_novosibirsk() {
     });
     assert!(!linked_to_rogue, "F linked to a relay from another CA");
     assert!(next_hop(&rogue, "f").is_none(), "rogue relay got a route");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_ticket_revoked_on_one_relay_is_refused_on_another() {
+    let dir = tmpdir("tickets");
+    make_certs(&dir, "mesh", &["a", "b"]);
+    let state = dir.join("a-state");
+    let a = relay_with(
+        &dir,
+        "mesh",
+        "a",
+        &[],
+        &["--state-dir", state.to_str().expect("utf8")],
+    );
+    let public = state.join("ticket-public.key");
+    let b = relay_with(
+        &dir,
+        "mesh",
+        "b",
+        &[("a", a.mesh)],
+        &["--ticket-public-key", public.to_str().expect("utf8")],
+    );
+    let out = Command::new(BIN)
+        .args([
+            "ticket", "--tenant", "acme", "--pub", "chat.#", "--sub", "chat.#", "--ttl", "1h",
+        ])
+        .args([
+            "--signing-key",
+            state.join("ticket-signing.key").to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("mint");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let token = text
+        .split_whitespace()
+        .find(|w| w.starts_with("AT_"))
+        .unwrap_or_else(|| panic!("no ticket in {text:?}"))
+        .to_owned();
+    let url = format!("ws://{}/ws", b.http);
+    let proto = format!("llps.v1, at.{token}");
+    wait_until("B links to A", Duration::from_secs(10), || {
+        (next_hop(&b, "a")? == "a").then_some(())
+    });
+    assert!(
+        connect_with(&url, Some(&proto), None).is_ok(),
+        "B accepts the ticket"
+    );
+
+    let master = std::fs::read_to_string(state.join("master.token")).expect("master token");
+    let body = format!("{{\"token\":\"{token}\"}}");
+    let req = format!(
+        "DELETE /v1/revoke-token HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        master.trim(),
+        body.len()
+    );
+    let (code, resp) = parse_response(&http_raw(a.http, req.as_bytes()));
+    assert_eq!(code, 200, "{resp}");
+    let revoked = Instant::now();
+    let (_, took) = wait_until(
+        "B refuses the revoked ticket",
+        Duration::from_secs(5),
+        || {
+            connect_with(&url, Some(&proto), None)
+                .is_err()
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "ticket revoked at A, refused at B after {:?} ({took:?} of polling)",
+        revoked.elapsed()
+    );
+    // It was the mesh: B applied A's record (the status page lags by ≤ 1 s).
+    wait_until(
+        "B counts the flooded record",
+        Duration::from_secs(3),
+        || {
+            (status(&b)
+                .pointer("/counters/mesh/ticket_records_new")?
+                .as_u64()?
+                >= 1)
+                .then_some(())
+        },
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

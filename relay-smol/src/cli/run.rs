@@ -185,6 +185,8 @@ pub fn choose_authorizer(
         state_dir: args.state_dir.clone(),
         public_key: args.ticket_public_key.clone(),
         status_capacity: args.ticket_status_capacity,
+        // With the mesh on, records made here wait (bounded) for it to flood them.
+        outbox_capacity: args.mesh_listen.map(|_| crate::mesh::edge::TICKET_OUTBOX),
     })?;
     Ok((tickets.authorizer(), Some(tickets)))
 }
@@ -296,8 +298,15 @@ async fn serve(
     let mut mesh_line = None;
     if let Some((mesh_cfg, identity)) = mesh {
         let name = mesh_cfg.name.clone();
-        let at = crate::mesh::edge::attach(&mut relay, &ex, mesh_cfg, &identity, admin.clone())
-            .map_err(|e| e.to_string())?;
+        let at = crate::mesh::edge::attach(
+            &mut relay,
+            &ex,
+            mesh_cfg,
+            &identity,
+            admin.clone(),
+            tickets.as_ref().map(|t| t.service()),
+        )
+        .map_err(|e| e.to_string())?;
         mesh_line = Some(format!(
             "fastpubsub-relay mesh {name} on quic://{at} (status: GET /v1/status on the admin listener)"
         ));

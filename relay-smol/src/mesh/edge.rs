@@ -15,16 +15,23 @@ use smol::LocalExecutor;
 use smol::channel::{Sender, TrySendError};
 
 use super::config::{MeshConfig, Seed};
-use super::node::{LocalSink, MeshCommand};
+use super::node::{LocalSink, MeshCommand, TicketApplied, TicketHook};
 use crate::broker::Broker;
 use crate::broker::mesh::{LocalPlan, MeshHook};
 use crate::dashboard::edge::AdminHandle;
 use crate::quic::driver;
 use crate::quic::tls::MeshIdentity;
+use crate::tickets::cli::unix;
+use crate::tickets::{RemoteRecordError, TicketService};
 use crate::ws::Relay;
+use fastpubsub_core::ticket::Applied;
+use std::sync::Arc;
 
 /// Commands queued from the edge to the mesh task; more are dropped and counted.
 pub const COMMAND_QUEUE: usize = 16_384;
+/// Locally made ticket status records kept for the mesh to flood.
+pub const TICKET_OUTBOX: usize = 4096;
+
 /// How often the status served at `/v1/status` (admin listener) is refreshed.
 pub const STATUS_EVERY: Duration = Duration::from_millis(100);
 
@@ -218,6 +225,30 @@ impl MeshHook for Hook {
     }
 }
 
+/// Floods the ticket service's status records and applies those of other relays.
+struct TicketServiceHook(Arc<TicketService>);
+
+impl TicketHook for TicketServiceHook {
+    fn drain_outgoing(&mut self, max: usize) -> Vec<Vec<u8>> {
+        self.0.drain_outgoing(max)
+    }
+
+    fn apply_remote(&mut self, record: &[u8]) -> TicketApplied {
+        match self.0.apply_remote(record, unix(crate::clock::wall_now())) {
+            Ok(Applied::Added | Applied::Updated) => TicketApplied::New,
+            Ok(_) => TicketApplied::Known,
+            Err(RemoteRecordError::Bad(e)) => {
+                log::warn!("mesh: ticket status record refused: {e}");
+                TicketApplied::Bad
+            }
+            Err(RemoteRecordError::Full(e)) => {
+                log::error!("mesh: ticket status table full: {e}");
+                TicketApplied::Known
+            }
+        }
+    }
+}
+
 /// Start the mesh for `relay` on `ex`: hook into the broker, and keep the admin side's
 /// `/v1/status` (and the dashboard's local summary) fed with the mesh status.
 pub fn attach(
@@ -226,6 +257,7 @@ pub fn attach(
     cfg: MeshConfig,
     identity: &MeshIdentity,
     admin: AdminHandle,
+    tickets: Option<Arc<TicketService>>,
 ) -> Result<SocketAddr, super::StartError> {
     let broker = relay.broker();
     let (quic, mut node) = super::start(cfg, identity, Box::new(BrokerSink(broker.clone())))?;
@@ -236,6 +268,9 @@ pub fn attach(
         tx,
         dropped: dropped.clone(),
     }));
+    if let Some(service) = tickets {
+        node.set_ticket_hook(Box::new(TicketServiceHook(service)));
+    }
     node.set_status_sink(
         Box::new(move |json: &str| {
             // Splice in the edge-side drop counter.

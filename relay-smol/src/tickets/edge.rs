@@ -155,6 +155,8 @@ pub struct TicketOptions {
     pub public_key: Option<PathBuf>,
     /// Status table capacity (refresh/revoke records).
     pub status_capacity: Option<usize>,
+    /// Keep up to this many locally made status records for the mesh to flood (0: none).
+    pub outbox_capacity: Option<usize>,
 }
 
 /// The ticket machinery of a running relay.
@@ -175,6 +177,9 @@ impl TicketSetup {
                 ));
             }
             config.status_capacity = c;
+        }
+        if let Some(c) = opts.outbox_capacity {
+            config.outbox_capacity = c;
         }
         if let Some(pk) = &opts.public_key {
             let public = keys::read_public_key(pk).map_err(|e| e.to_string())?;
