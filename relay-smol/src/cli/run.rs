@@ -285,10 +285,12 @@ async fn serve(
         relay.add_rest_handler(t.rest_handler());
     }
     let mut mesh_line = None;
+    let mut mesh_status = None;
     if let Some((mesh_cfg, identity)) = mesh {
         let name = mesh_cfg.name.clone();
-        let at = crate::mesh::edge::attach(&mut relay, &ex, mesh_cfg, &identity)
+        let (at, status) = crate::mesh::edge::attach(&mut relay, &ex, mesh_cfg, &identity)
             .map_err(|e| e.to_string())?;
+        mesh_status = Some(status);
         mesh_line = Some(format!(
             "fastpubsub-relay mesh {name} on quic://{at} (status: GET /v1/status)"
         ));
@@ -302,6 +304,9 @@ async fn serve(
     )?;
     admin_opts.tickets = tickets.as_ref().map(|t| t.service());
     let admin = crate::dashboard::edge::install(&mut relay, admin_opts, &ex)?;
+    if let Some(status) = mesh_status {
+        crate::dashboard::edge::follow_status_snapshot(admin.clone(), status, &ex);
+    }
     let (ws, http) = if relay.is_tls() {
         ("wss", "https")
     } else {

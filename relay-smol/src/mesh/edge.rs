@@ -255,7 +255,7 @@ pub fn attach(
     ex: &Rc<LocalExecutor<'static>>,
     cfg: MeshConfig,
     identity: &MeshIdentity,
-) -> Result<SocketAddr, super::StartError> {
+) -> Result<(SocketAddr, Rc<RefCell<String>>), super::StartError> {
     let broker = relay.broker();
     let (quic, mut node) = super::start(cfg, identity, Box::new(BrokerSink(broker.clone())))?;
     let addr = quic.local_addr();
@@ -267,6 +267,7 @@ pub fn attach(
     }));
     let snapshot = Rc::new(RefCell::new(String::new()));
     node.set_status_sink(snapshot.clone(), STATUS_EVERY);
+    let status = snapshot.clone(); // the dashboard's local relay summary follows it
     relay.add_rest_handler(Rc::new(StatusHandler { snapshot, dropped }));
     ex.spawn(async move {
         if let Err(e) = driver::run(quic, &mut node, rx).await {
@@ -274,5 +275,5 @@ pub fn attach(
         }
     })
     .detach();
-    Ok(addr)
+    Ok((addr, status))
 }
