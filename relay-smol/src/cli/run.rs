@@ -312,13 +312,7 @@ async fn serve(
     } else {
         ("ws", "http")
     };
-    // The edge address stays the first line: scripts and tests read it.
     println!("fastpubsub-relay listening on {ws}://{addr}/ws (REST on {http}://{addr})");
-    if let Some(a) = admin.admin_addr {
-        println!(
-            "fastpubsub-relay admin on http://{a}/dashboard (also /v1/mesh, /v1/status, /metrics)"
-        );
-    }
     if let Some(t) = &tickets {
         // A closed stdout must not take the relay down.
         let banner = t.announce(addr, crate::clock::wall_now(), "fastpubsub-relay");
@@ -326,6 +320,12 @@ async fn serve(
     }
     if let Some(line) = mesh_line {
         println!("{line}");
+    }
+    // Last: scripts and tests read the edge line first and the mesh line second.
+    if let Some(a) = admin.admin_addr {
+        println!(
+            "fastpubsub-relay admin on http://{a}/dashboard (also /v1/mesh, /v1/status, /metrics)"
+        );
     }
     log::info!("listening on {addr}");
     let shutdown = async move {
