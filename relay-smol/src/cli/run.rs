@@ -316,7 +316,6 @@ async fn serve(
     } else {
         ("ws", "http")
     };
-    // The edge address stays the first line: scripts and tests read it.
     println!("fastpubsub-relay listening on {ws}://{addr}/ws (REST on {http}://{addr})");
     if let Some(line) = mesh_line {
         println!("{line}");

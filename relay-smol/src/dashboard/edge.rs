@@ -106,9 +106,10 @@ impl AdminHandle {
                 .map(|l| LinkSample {
                     peer: l.peer.clone(),
                     up: l.up,
-                    rtt_seconds: l.rtt_ms / 1000.0,
-                    rtt_min_seconds: l.rtt_min_ms / 1000.0,
-                    jitter_seconds: l.jitter_ms / 1000.0,
+                    // µs resolution, so the exposition shows 0.000729, not 0.0007289999…
+                    rtt_seconds: (l.rtt_ms * 1000.0).round() / 1e6,
+                    rtt_min_seconds: (l.rtt_min_ms * 1000.0).round() / 1e6,
+                    jitter_seconds: (l.jitter_ms * 1000.0).round() / 1e6,
                     loss_ratio: l.loss,
                 })
                 .collect();
