@@ -7,6 +7,7 @@
 //! many connections), then reports heap bytes per subscription (counted by a wrapping
 //! global allocator: bytes requested, not allocator overhead) and lookups per second for
 //! a bounded number of `for_each_match` and `has_match` calls.
+#![allow(clippy::disallowed_methods)] // a benchmark measures wall time
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;

@@ -4,6 +4,7 @@
 //! savings table, for a full mesh and for 10 neighbours per relay.
 //!
 //! `cargo run --release -p fastpubsub-core --example route_sim`
+#![allow(clippy::disallowed_methods)] // reports the wall time the simulation took
 #![allow(clippy::needless_range_loop, missing_docs)]
 
 #[path = "../tests/route_harness/mod.rs"]

@@ -6,7 +6,7 @@ mod dashboard_common;
 
 use std::process::{Command, Stdio};
 
-use dashboard_common::{http_get, start_relay_process, wait_for};
+use dashboard_common::{http_get, start_relay_process, start_relay_process_args, wait_for};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -165,5 +165,49 @@ fn weak_admin_token_stops_the_relay_with_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("admin token has 5 bytes"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn refused_ticket_handshakes_are_counted() {
+    let dir = std::env::temp_dir().join(format!("fastpubsub-dash-tickets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = dir.to_str().expect("utf-8 path").to_string();
+    let relay = start_relay_process_args(&["--state-dir", &state, "--admin-listen", "127.0.0.1:0"]);
+    let admin = relay.admin.expect("admin listener address");
+    let url = format!("ws://{}/ws", relay.edge);
+    for token in [None, Some("not-a-ticket")] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"));
+        cmd.args(["sub", "--url", &url, "--count", "1"]);
+        if let Some(t) = token {
+            cmd.args(["--token", t]);
+        }
+        let mut child = ChildGuard(
+            cmd.args(["demo", "public.#"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start sub"),
+        );
+        let deadline = fastpubsub_relay::clock::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(st) = child.0.try_wait().expect("wait sub") {
+                break st;
+            }
+            assert!(
+                fastpubsub_relay::clock::now() < deadline,
+                "sub without a valid ticket was not refused"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert!(
+            !status.success(),
+            "handshake with {token:?} must be refused"
+        );
+    }
+    let m = wait_for(admin, "/metrics", 20, |m| {
+        metric(m, "fastpubsub_handshake_refusals_total{reason=\"ticket\"}") == Some(2.0)
+    });
+    assert_eq!(metric(&m, "fastpubsub_connections"), Some(0.0));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,19 +15,18 @@
 mod dashboard_common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use dashboard_common::{dataset, start_relay_process, summaries, tnf, wait_for};
+use dashboard_common::{
+    count, dataset, open_dashboard, start_relay_process, summaries, tag_with, text_after, tnf,
+    wait_for,
+};
 use fastpubsub_relay::dashboard::access::AdminAccess;
 use fastpubsub_relay::dashboard::routes::AdminRoutes;
 use fastpubsub_relay::dashboard::server::AdminServer;
 use fastpubsub_relay::dashboard::view::{MeshState, RelaySummary};
 use fastpubsub_relay::metrics::RelayMetrics;
-
-const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn now_ms() -> u64 {
     fastpubsub_relay::dashboard::edge::unix_ms()
@@ -63,101 +62,6 @@ fn feed(relay: &Relay, all: Vec<RelaySummary>) {
     for s in all {
         mesh.update(s, now_ms()).expect("summary accepted");
     }
-}
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target")
-}
-
-/// Runs headless chromium on `url` and returns the DOM after the page's scripts ran; also
-/// writes `target/<shot>.png`.
-fn open_dashboard(url: &str, shot: &str) -> String {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "{chromium} not found: install Debian's chromium (apt-get install -y chromium) or set CHROMIUM"
-    );
-    let profile = target_dir().join(format!("chromium-profile-{shot}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&profile);
-    let png = target_dir().join(format!("{shot}.png"));
-    let _ = std::fs::remove_file(&png);
-    let common = [
-        "--headless".to_string(),
-        "--no-sandbox".into(),
-        "--disable-gpu".into(),
-        "--disable-quic".into(),
-        "--no-first-run".into(),
-        "--disable-background-networking".into(),
-        "--disable-component-update".into(),
-        "--disable-sync".into(),
-        "--hide-scrollbars".into(),
-        format!("--user-data-dir={}", profile.display()),
-        // Let the page poll /v1/mesh and render before the DOM is taken.
-        "--virtual-time-budget=6000".into(),
-        "--window-size=1440,1200".into(),
-    ];
-    let dom_file = target_dir().join(format!("{shot}.dom.html"));
-    let run = |extra: &str| -> String {
-        // To a file, not a pipe: a 100-relay DOM is larger than a pipe buffer.
-        let out = std::fs::File::create(&dom_file).expect("create DOM file");
-        let mut child = Command::new(&chromium)
-            .args(&common)
-            .arg(extra)
-            .arg(url)
-            .stdout(out)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromium");
-        let start = fastpubsub_relay::clock::now();
-        loop {
-            if let Some(_status) = child.try_wait().expect("wait chromium") {
-                break;
-            }
-            if start.elapsed() > CHROMIUM_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("chromium did not finish within {CHROMIUM_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        std::fs::read_to_string(&dom_file).unwrap_or_default()
-    };
-    let dom = run("--dump-dom");
-    run(&format!("--screenshot={}", png.display()));
-    let _ = std::fs::remove_dir_all(&profile);
-    let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
-    assert!(
-        size > 10_000,
-        "screenshot {} missing or empty ({size} bytes)",
-        png.display()
-    );
-    println!("screenshot: {} ({size} bytes)", png.display());
-    dom
-}
-
-/// The text of the first element whose opening tag contains `marker`.
-fn text_after(dom: &str, marker: &str) -> String {
-    let Some(at) = dom.find(marker) else {
-        return String::new();
-    };
-    let rest = &dom[at..];
-    let Some(open_end) = rest.find('>') else {
-        return String::new();
-    };
-    let body = &rest[open_end + 1..];
-    body[..body.find('<').unwrap_or(body.len())].to_string()
-}
-
-/// The first opening tag starting with `start` that contains `attr`.
-fn tag_with<'a>(dom: &'a str, start: &str, attr: &str) -> Option<&'a str> {
-    dom.match_indices(start).find_map(|(at, _)| {
-        let tag = &dom[at..at + dom[at..].find('>')? + 1];
-        tag.contains(attr).then_some(tag)
-    })
-}
-
-fn count(dom: &str, needle: &str) -> usize {
-    dom.matches(needle).count()
 }
 
 /// A real relay process with one subscriber and three publishes: its own row, live counters,
@@ -339,4 +243,57 @@ fn hundred_relays_from_the_data_set_render() {
         text_after(&dom, "data-k=\"median\"")
     );
     assert!(dom.contains("data-saving=\""), "a saving route is selected");
+}
+
+/// Anomalies and route changes from successive summaries reach the page: Tokyo–Novosibirsk
+/// slows to 300 ms (RTT anomaly on both ends, Tokyo→Frankfurt moves to the direct link) and
+/// Novosibirsk–Frankfurt loses 20 % of its probes.
+#[test]
+fn anomalies_and_route_changes_are_listed() {
+    let (sites, mut rtt) = tnf();
+    let relay = start_relay("Tokyo");
+    feed(&relay, summaries(&sites, &rtt));
+    rtt[0][1] = Some(300.0);
+    rtt[1][0] = Some(300.0);
+    let mut later = summaries(&sites, &rtt);
+    for s in &mut later {
+        for l in &mut s.links {
+            if (s.name == "Novosibirsk" && l.peer == "Frankfurt")
+                || (s.name == "Frankfurt" && l.peer == "Novosibirsk")
+            {
+                l.loss = 0.2;
+            }
+        }
+    }
+    feed(&relay, later);
+
+    let dom = open_dashboard(
+        &format!("http://{}/dashboard", relay.addr),
+        "dashboard-anomalies",
+    );
+    assert!(
+        dom.contains("data-ready=\"1\""),
+        "the page never rendered /v1/mesh"
+    );
+    assert_eq!(
+        count(&dom, "<tr data-kind=\"rtt_high\">"),
+        2,
+        "RTT anomaly on both ends"
+    );
+    assert_eq!(
+        count(&dom, "<tr data-kind=\"loss_spike\">"),
+        2,
+        "loss spike on both ends"
+    );
+    assert!(dom.contains("<span class=\"kind rtt_high\">rtt high</span>"));
+    assert!(
+        dom.contains("300.0 ms (baseline 95.0 ms)"),
+        "value and baseline shown"
+    );
+    assert!(
+        dom.contains("<td>Tokyo</td><td>Frankfurt</td><td>Novosibirsk → Frankfurt</td>"),
+        "route change logged"
+    );
+    let lossy = tag_with(&dom, "<path ", "data-link=\"Frankfurt|Novosibirsk\"").expect("N–F link");
+    assert!(lossy.contains("lossy"), "a lossy link is dashed: {lossy}");
 }

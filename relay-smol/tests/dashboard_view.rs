@@ -63,6 +63,7 @@ fn three_relays_show_the_relay_path_and_its_saving() {
         json.contains("\"pairs\":[["),
         "pairs are compact rows: {json}"
     );
+    println!("3 relays: /v1/mesh {} bytes", json.len());
 }
 
 #[test]

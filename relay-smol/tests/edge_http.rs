@@ -1,6 +1,6 @@
 //! The HTTP side of the edge: /ping, 404/400/426, the WebSocket handshake (strict client,
-//! token in subprotocol or Authorization), 503 at the connection limit, refusal to start
-//! without access control.
+//! token in subprotocol or Authorization), 503 at the connection limit, no open relay
+//! without --insecure-no-auth.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod common;
@@ -162,4 +162,49 @@ fn insecure_no_auth_logs_a_loud_warning() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(found, "no warning in: {seen:?}");
+}
+
+#[test]
+fn run_without_flags_is_not_an_open_relay() {
+    // Without --insecure-no-auth, `run` requires access tickets (a first run creates the key
+    // material in the state directory): a client without a token is refused.
+    let state = std::env::temp_dir().join(format!("fps-edge-noauth-{}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"))
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let read = std::io::BufRead::read_line(&mut out, &mut line);
+    // Keep draining stdout so the relay never writes into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let addr = line
+        .split("ws://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .map(str::to_owned);
+    let result = addr
+        .as_ref()
+        .map(|a| connect_with(&format!("ws://{a}/ws"), Some("llps.v1"), None));
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&state);
+    assert!(
+        read.is_ok() && addr.is_some(),
+        "no listening line: {line:?}"
+    );
+    match result {
+        Some(Err(tungstenite::Error::Http(resp))) => assert_eq!(resp.status(), 401),
+        other => panic!("expected HTTP 401 without a token, got {other:?}"),
+    }
 }

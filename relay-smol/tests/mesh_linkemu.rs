@@ -1,5 +1,7 @@
 //! The link emulator adds the configured delay and loss, and takes changes while running.
 
+#![allow(clippy::disallowed_methods)]
+
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

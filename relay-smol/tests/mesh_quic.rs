@@ -2,6 +2,8 @@
 //! message per unidirectional stream, datagrams; a relay with a certificate from another
 //! CA is refused and counted.
 
+#![allow(clippy::disallowed_methods)]
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -271,6 +271,60 @@ fn restrictions_are_403_and_bad_tokens_are_cached_401() {
 }
 
 #[test]
+fn outbox_hands_local_records_to_the_mesh() {
+    let issuer = service(TicketConfig {
+        outbox_capacity: 2,
+        ..TicketConfig::default()
+    });
+    let verifier = TicketService::verifier(*issuer.public_key(), TicketConfig::default());
+    let tokens: Vec<String> = (0..3).map(|_| get_token(&issuer, "", 600)).collect();
+    for t in &tokens {
+        let body = format!(r#"{{"token":"{t}"}}"#);
+        assert_eq!(issuer.revoke_token(auth(), body.as_bytes(), NOW + 1).0, 200);
+    }
+    assert_eq!(
+        issuer.stats().outbox_dropped,
+        1,
+        "oldest dropped and counted"
+    );
+    let out = issuer.drain_outgoing(10);
+    assert_eq!(out.len(), 2);
+    assert!(issuer.drain_outgoing(10).is_empty());
+    for rec in &out {
+        verifier
+            .apply_remote(rec, NOW + 2)
+            .expect("verified and applied");
+    }
+    let ws = Protocols::WEBSOCKET;
+    assert!(
+        verifier
+            .admit(Some(&tokens[0]), LOCAL, None, ws, NOW + 3)
+            .is_ok(),
+        "its record was dropped"
+    );
+    for t in &tokens[1..] {
+        assert_eq!(
+            verifier
+                .admit(Some(t), LOCAL, None, ws, NOW + 3)
+                .expect_err("revoked")
+                .status,
+            401
+        );
+    }
+    // Without a mesh (capacity 0, the default) nothing is queued.
+    let plain = service(TicketConfig::default());
+    let t = get_token(&plain, "", 600);
+    assert_eq!(
+        plain
+            .revoke_token(auth(), format!(r#"{{"token":"{t}"}}"#).as_bytes(), NOW)
+            .0,
+        200
+    );
+    assert!(plain.drain_outgoing(10).is_empty());
+    assert_eq!(plain.stats().outbox_dropped, 0);
+}
+
+#[test]
 fn records_flow_between_relays() {
     // An issuing relay and a verifier-only relay share the public key; the verifier applies
     // the issuer's signed record and refuses the revoked ticket too.

@@ -14,6 +14,8 @@
 //!
 //! Bounded: at most `--max-queue` packets wait in the delay line (more are dropped and
 //! counted as `queue_drops`), at most 64 clients.
+// A tool that emulates wall-clock delay: it reads the clock by design.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::{BinaryHeap, HashMap};
 use std::io::BufRead;

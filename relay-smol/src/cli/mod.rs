@@ -14,6 +14,8 @@ pub struct Args {
 }
 
 /// Subcommands.
+// Parsed once at start: the size of `run`'s options does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 pub enum Cmd {
@@ -27,6 +29,10 @@ pub enum Cmd {
     Keygen(crate::tickets::cli::KeygenArgs),
     /// Mint an access ticket offline, or inspect one.
     Ticket(crate::tickets::cli::TicketArgs),
+    /// Create a mesh CA.
+    MeshCa(crate::quic::certs::MeshCaArgs),
+    /// Issue a relay certificate from the mesh CA.
+    MeshCert(crate::quic::certs::MeshCertArgs),
 }
 
 /// Parses the process arguments and runs the command; returns the exit code.
@@ -38,5 +44,19 @@ pub fn main() -> i32 {
         Cmd::Pub(a) => client::publish(a),
         Cmd::Keygen(a) => crate::tickets::cli::keygen(a),
         Cmd::Ticket(a) => crate::tickets::cli::ticket(a, crate::clock::wall_now()),
+        Cmd::MeshCa(a) => crate::quic::certs::run_mesh_ca(&a).map_or_else(
+            |e| {
+                eprintln!("error: {e}");
+                2
+            },
+            |_| 0,
+        ),
+        Cmd::MeshCert(a) => crate::quic::certs::run_mesh_cert(&a).map_or_else(
+            |e| {
+                eprintln!("error: {e}");
+                2
+            },
+            |_| 0,
+        ),
     }
 }

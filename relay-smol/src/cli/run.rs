@@ -76,6 +76,66 @@ pub struct RunArgs {
     /// file with an admin token: the admin pages are then also served on the public port to its holders
     #[argh(option)]
     pub admin_token_file: Option<PathBuf>,
+    // ----- mesh (see docs/mesh.md) -----
+    /// UDP address for relay-to-relay QUIC (enables the mesh), e.g. 0.0.0.0:7000
+    #[argh(option)]
+    pub mesh_listen: Option<SocketAddr>,
+    /// this relay's name in the mesh (must match its mesh certificate)
+    #[argh(option)]
+    pub name: Option<String>,
+    /// region label shown to other relays
+    #[argh(option)]
+    pub region: Option<String>,
+    /// latitude in degrees (with --lon)
+    #[argh(option)]
+    pub lat: Option<f64>,
+    /// longitude in degrees (with --lat)
+    #[argh(option)]
+    pub lon: Option<f64>,
+    /// public URL of this relay's WebSocket edge, told to other relays
+    #[argh(option)]
+    pub edge_url: Option<String>,
+    /// relay certificate chain (PEM) from `mesh-cert`
+    #[argh(option)]
+    pub mesh_cert: Option<PathBuf>,
+    /// relay private key (PEM) from `mesh-cert`
+    #[argh(option)]
+    pub mesh_key: Option<PathBuf>,
+    /// mesh CA certificate (PEM) from `mesh-ca`
+    #[argh(option)]
+    pub mesh_ca: Option<PathBuf>,
+    /// a seed relay NAME@HOST:PORT (repeatable)
+    #[argh(option)]
+    pub peer: Vec<crate::mesh::config::Seed>,
+    /// mesh address other relays should dial (default: --mesh-listen)
+    #[argh(option)]
+    pub mesh_advertise: Option<SocketAddr>,
+    /// most mesh links kept (default 16)
+    #[argh(option)]
+    pub max_neighbours: Option<usize>,
+    /// milliseconds between mesh link probes (default 250)
+    #[argh(option)]
+    pub probe_interval_ms: Option<u64>,
+}
+
+impl RunArgs {
+    fn mesh_args(&self) -> crate::mesh::edge::MeshArgs {
+        crate::mesh::edge::MeshArgs {
+            mesh_listen: self.mesh_listen,
+            name: self.name.clone(),
+            region: self.region.clone(),
+            lat: self.lat,
+            lon: self.lon,
+            edge_url: self.edge_url.clone(),
+            mesh_cert: self.mesh_cert.clone(),
+            mesh_key: self.mesh_key.clone(),
+            mesh_ca: self.mesh_ca.clone(),
+            peer: self.peer.clone(),
+            mesh_advertise: self.mesh_advertise,
+            max_neighbours: self.max_neighbours,
+            probe_interval_ms: self.probe_interval_ms,
+        }
+    }
 }
 
 impl RunArgs {
@@ -172,6 +232,13 @@ pub fn run(mut args: RunArgs) -> i32 {
             return 2;
         }
     };
+    let mesh = match args.mesh_args().build() {
+        Ok(m) => m,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return 2;
+        }
+    };
     let config = Config {
         listen: args
             .listen
@@ -186,7 +253,7 @@ pub fn run(mut args: RunArgs) -> i32 {
         args.admin_token_file.clone(),
     );
     let ex = Rc::new(LocalExecutor::new());
-    let result = smol::block_on(ex.run(serve(config, auth, tickets, ex.clone(), admin)));
+    let result = smol::block_on(ex.run(serve(config, auth, tickets, ex.clone(), admin, mesh)));
     match result {
         Ok(()) => {
             log::info!("stopped");
@@ -205,6 +272,10 @@ async fn serve(
     tickets: Option<TicketSetup>,
     ex: Rc<LocalExecutor<'static>>,
     admin: (String, Option<PathBuf>),
+    mesh: Option<(
+        crate::mesh::config::MeshConfig,
+        crate::quic::tls::MeshIdentity,
+    )>,
 ) -> Result<(), String> {
     let mut signals = Signals::new([Signal::Term, Signal::Int])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -213,13 +284,23 @@ async fn serve(
     if let Some(t) = &tickets {
         relay.add_rest_handler(t.rest_handler());
     }
+    let mut mesh_line = None;
+    if let Some((mesh_cfg, identity)) = mesh {
+        let name = mesh_cfg.name.clone();
+        let at = crate::mesh::edge::attach(&mut relay, &ex, mesh_cfg, &identity)
+            .map_err(|e| e.to_string())?;
+        mesh_line = Some(format!(
+            "fastpubsub-relay mesh {name} on quic://{at} (status: GET /v1/status)"
+        ));
+    }
     let addr = relay.local_addr();
-    let admin_opts = crate::dashboard::edge::options_from_cli(
+    let mut admin_opts = crate::dashboard::edge::options_from_cli(
         &admin.0,
         admin.1.as_deref(),
         addr,
         relay.is_tls(),
     )?;
+    admin_opts.tickets = tickets.as_ref().map(|t| t.service());
     let admin = crate::dashboard::edge::install(&mut relay, admin_opts, &ex)?;
     if let Some(a) = admin.admin_addr {
         println!(
@@ -233,10 +314,12 @@ async fn serve(
     };
     println!("fastpubsub-relay listening on {ws}://{addr}/ws (REST on {http}://{addr})");
     if let Some(t) = &tickets {
-        print!(
-            "{}",
-            t.announce(addr, crate::clock::wall_now(), "fastpubsub-relay")
-        );
+        // A closed stdout must not take the relay down.
+        let banner = t.announce(addr, crate::clock::wall_now(), "fastpubsub-relay");
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
+    }
+    if let Some(line) = mesh_line {
+        println!("{line}");
     }
     log::info!("listening on {addr}");
     let shutdown = async move {

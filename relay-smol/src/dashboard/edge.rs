@@ -24,8 +24,10 @@ use super::server::AdminServer;
 use super::view::{LinkSummary, MeshState, RelayCounters, RelaySummary, RouteSummary};
 use crate::broker::Broker;
 use crate::clock;
-use crate::metrics::{DropReason, RelayMetrics, Source};
+use crate::mesh::node::MeshCommand;
+use crate::metrics::{DropReason, LinkSample, RefusalReason, RelayMetrics, Source, TicketCache};
 use crate::rest::{HttpRequest, HttpResponse, RestHandler};
+use crate::tickets::TicketService;
 use crate::ws::Relay;
 
 /// How often the local relay's counters and summary are refreshed.
@@ -54,8 +56,11 @@ pub struct AdminOptions {
     pub token_everywhere: bool,
     /// This relay.
     pub identity: LocalIdentity,
-    /// The `/v1/status` builder, from the mesh layer.
+    /// The `/v1/status` builder, from the mesh layer (default: the document last given to
+    /// [`AdminHandle::set_status`]).
     pub status: Option<Arc<StatusFn>>,
+    /// The ticket service, whose verification and refusal counters go to `/metrics`.
+    pub tickets: Option<Arc<TicketService>>,
 }
 
 /// What [`install`] set up; the mesh layer writes into it.
@@ -86,14 +91,34 @@ impl AdminHandle {
     }
 
     /// Takes the mesh node's latest `/v1/status` document (see docs/api.md): serves it on
-    /// `/v1/status`, and takes the local relay's identity, links and routes from it for the
-    /// next summary. Call it about once a second. A document that does not parse is still
-    /// served, and the previous links and routes are kept.
+    /// `/v1/status`, takes the local relay's identity, links and routes from it for the next
+    /// summary, and mirrors its link measurements and mesh counters into the metrics. Call it
+    /// about once a second ([`follow_mesh_status`] does). A document that does not parse is
+    /// still served, and the previous links and routes are kept.
     pub fn set_status(&self, json: String) {
         let parsed = summary_parts_from_status(&json);
+        if let Some((_, links, _)) = &parsed {
+            let samples: Vec<LinkSample> = links
+                .iter()
+                .map(|l| LinkSample {
+                    peer: l.peer.clone(),
+                    up: l.up,
+                    rtt_seconds: l.rtt_ms / 1000.0,
+                    rtt_min_seconds: l.rtt_min_ms / 1000.0,
+                    jitter_seconds: l.jitter_ms / 1000.0,
+                    loss_ratio: l.loss,
+                })
+                .collect();
+            self.metrics.set_links(&samples);
+        }
+        mirror_mesh_counters(&self.metrics, &json);
         let mut l = self.local.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((identity, links, routes)) = parsed {
             if let Some(id) = identity {
+                if id.name != l.identity.name {
+                    let mut mesh = self.mesh.lock().unwrap_or_else(|p| p.into_inner());
+                    mesh.set_self_name(&id.name);
+                }
                 l.identity = id;
             }
             l.links = links;
@@ -101,6 +126,76 @@ impl AdminHandle {
         }
         l.status = Some(json);
     }
+}
+
+/// Mirrors the mesh node's counters (in its `/v1/status` document) into the metrics.
+fn mirror_mesh_counters(m: &RelayMetrics, json: &str) {
+    use serde_json::Value;
+    let Ok(v) = serde_json::from_str::<Value>(json) else {
+        return;
+    };
+    let Some(c) = v.get("counters") else { return };
+    let get =
+        |path: &[&str]| -> Option<u64> { path.iter().try_fold(c, |x, k| x.get(*k))?.as_u64() };
+    if let Some(n) = get(&["mesh", "data_received"]) {
+        m.messages_received.mirror(Source::Mesh, n);
+    }
+    if let Some(n) = get(&["mesh", "data_sent"]) {
+        m.messages_forwarded.mirror(n);
+    }
+    for (key, reason) in [
+        ("dropped_hop_limit", DropReason::HopLimit),
+        ("dropped_no_route", DropReason::NoRoute),
+        ("dropped_queue_full", DropReason::LinkQueueFull),
+        ("duplicates", DropReason::Duplicate),
+    ] {
+        if let Some(n) = get(&["mesh", key]) {
+            m.drops.mirror(reason, n);
+        }
+    }
+    if let Some(n) = get(&["route", "route_changes"]) {
+        m.route_changes.mirror(n);
+    }
+    if let Some(n) = get(&["quic", "handshake_failures"]) {
+        m.handshake_refusals
+            .mirror(RefusalReason::MeshCertificate, n);
+    }
+}
+
+/// Asks the mesh node for its status document every [`REFRESH`] and hands it to
+/// [`AdminHandle::set_status`]; returns when the mesh node's command channel closes. Spawn it
+/// next to the node: `ex.spawn(follow_mesh_status(handle.clone(), commands.clone())).detach()`.
+pub async fn follow_mesh_status(handle: AdminHandle, commands: smol::channel::Sender<MeshCommand>) {
+    loop {
+        let (tx, rx) = smol::channel::bounded(1);
+        if commands.send(MeshCommand::Status(tx)).await.is_err() {
+            return;
+        }
+        if let Ok(json) = rx.recv().await {
+            handle.set_status(json);
+        }
+        Timer::after(REFRESH).await;
+    }
+}
+
+/// Follows a status snapshot the mesh keeps up to date (`mesh::edge` keeps one as an
+/// `Rc<RefCell<String>>` on the edge's thread): every [`REFRESH`], a non-empty snapshot goes
+/// to [`AdminHandle::set_status`].
+pub fn follow_status_snapshot(
+    handle: AdminHandle,
+    snapshot: Rc<RefCell<String>>,
+    ex: &Rc<LocalExecutor<'static>>,
+) {
+    ex.spawn(async move {
+        loop {
+            let s = snapshot.borrow().clone();
+            if !s.is_empty() {
+                handle.set_status(s);
+            }
+            Timer::after(REFRESH).await;
+        }
+    })
+    .detach();
 }
 
 /// Reads identity, links and routes out of a `/v1/status` document.
@@ -120,7 +215,7 @@ pub fn summary_parts_from_status(
             position: i
                 .get("position")
                 .and_then(|p| Some((num(p, "lat")?, num(p, "lon")?))),
-            url: text(i, "edge_url")?,
+            url: text(i, "edge_url").unwrap_or_default(),
         })
     });
     let links = v
@@ -248,8 +343,19 @@ pub fn install(
     };
     let refresher = handle.clone();
     let broker = relay.broker();
+    let tickets = opts.tickets;
     ex.spawn(async move {
         loop {
+            if let Some(t) = &tickets {
+                let st = t.stats();
+                let m = &refresher.metrics;
+                m.ticket_verifications
+                    .mirror(TicketCache::Hit, st.cache_hits);
+                m.ticket_verifications
+                    .mirror(TicketCache::Miss, st.verified_cold);
+                m.handshake_refusals
+                    .mirror(RefusalReason::Ticket, st.refused);
+            }
             refresh(&refresher, &broker, unix_ms());
             Timer::after(REFRESH).await;
         }
@@ -366,6 +472,7 @@ pub fn options_from_cli(
             url: format!("{scheme}://{edge_addr}/ws"),
         },
         status: None,
+        tickets: None,
     })
 }
 
@@ -396,7 +503,11 @@ mod tests {
         {"dest": "lon", "next_hop": null, "metric_ms": null, "smoothed_metric_ms": null,
          "direct_metric_ms": null, "saving_ms": 0.0, "seqno": null}
       ],
-      "peers": [], "interest": {}, "counters": {}, "route_events": []
+      "peers": [], "interest": {},
+      "counters": {"mesh": {"data_sent": 11, "data_received": 7, "dropped_no_route": 2,
+                            "duplicates": 1},
+                   "quic": {"handshake_failures": 3}, "route": {"route_changes": 4}},
+      "route_events": []
     }"#;
 
     #[test]
@@ -445,5 +556,66 @@ mod tests {
         };
         assert_eq!(summary.validate(), Ok(()));
         assert!(summary_parts_from_status("not json").is_none());
+    }
+
+    #[test]
+    fn a_followed_snapshot_becomes_the_local_relay() {
+        use crate::auth::AllowAll;
+        use crate::config::Config;
+        let config = Config::new("127.0.0.1:0".parse().expect("addr"));
+        let mut relay = Relay::bind(&config, Rc::new(AllowAll)).expect("bind edge");
+        let ex = Rc::new(LocalExecutor::new());
+        let mut opts =
+            options_from_cli("127.0.0.1:0", None, relay.local_addr(), false).expect("options");
+        opts.identity.name = "relay-before".into();
+        let handle = install(&mut relay, opts, &ex).expect("install");
+        let snapshot = Rc::new(RefCell::new(String::new()));
+        follow_status_snapshot(handle.clone(), snapshot.clone(), &ex);
+        *snapshot.borrow_mut() = STATUS.to_string();
+        let view = smol::block_on(ex.run(async {
+            let deadline = clock::now() + Duration::from_secs(10);
+            loop {
+                Timer::after(Duration::from_millis(50)).await;
+                let v = handle.mesh.lock().expect("lock").view(unix_ms());
+                if v.relays.iter().any(|r| r.name == "tokyo") || clock::now() > deadline {
+                    return v;
+                }
+            }
+        }));
+        assert_eq!(view.self_name, "tokyo");
+        assert_eq!(
+            view.relays.len(),
+            1,
+            "the old name is gone: {:?}",
+            view.relays
+        );
+        let me = &view.relays[0];
+        assert!(me.is_self && me.lat == Some(35.68));
+        assert!(
+            view.links.is_empty(),
+            "its peers have not announced themselves yet"
+        );
+        let m = handle.metrics.render();
+        assert!(
+            m.contains("fastpubsub_link_rtt_seconds{peer=\"nsk\"} 0.0952"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn status_document_feeds_the_metrics() {
+        let m = RelayMetrics::default();
+        mirror_mesh_counters(&m, STATUS);
+        assert_eq!(m.messages_forwarded.get(), 11);
+        assert_eq!(m.messages_received.get(Source::Mesh), 7);
+        assert_eq!(m.drops.get(DropReason::NoRoute), 2);
+        assert_eq!(m.drops.get(DropReason::Duplicate), 1);
+        assert_eq!(
+            m.drops.get(DropReason::HopLimit),
+            0,
+            "absent counters stay as they were"
+        );
+        assert_eq!(m.route_changes.get(), 4);
+        assert_eq!(m.handshake_refusals.get(RefusalReason::MeshCertificate), 3);
     }
 }

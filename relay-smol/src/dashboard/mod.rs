@@ -3,6 +3,7 @@
 //!
 //! - [`view`]: [`view::MeshState`], fed with relay summaries, builds the `/v1/mesh` document.
 //! - [`access`]: [`access::AdminAccess::check`], the admin access rule.
+//! - [`announce`]: the compact wire form of relay summaries for the mesh-wide announcements.
 //! - [`routes`]: [`routes::AdminRoutes::handle`], every admin path as one function the HTTP
 //!   layers call (it applies the access rule first).
 //! - [`server`]: the admin listener (loopback by default) serving those routes.
@@ -14,6 +15,7 @@
 //! `/dashboard/*` and `/v1/mesh` from the relay that served it.
 
 pub mod access;
+pub mod announce;
 pub mod edge;
 pub mod routes;
 pub mod server;

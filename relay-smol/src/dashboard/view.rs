@@ -248,7 +248,10 @@ impl RelaySummary {
     pub fn validate(&self) -> Result<(), SummaryError> {
         check_text("name", &self.name, MAX_NAME_LEN)?;
         check_text("region", &self.region, MAX_NAME_LEN)?;
-        check_text("url", &self.url, MAX_URL_LEN)?;
+        if !self.url.is_empty() {
+            // a mesh-only relay has no edge URL
+            check_text("url", &self.url, MAX_URL_LEN)?;
+        }
         match (self.lat, self.lon) {
             (Some(lat), Some(lon)) => {
                 check_num("lat", lat, -90.0, 90.0)?;
@@ -387,6 +390,16 @@ impl MeshState {
             events_dropped: 0,
             route_log_dropped: 0,
             refused_full: 0,
+        }
+    }
+
+    /// Renames the local relay (its identity came later, e.g. from the mesh node); its entry
+    /// under the old name is dropped.
+    pub fn set_self_name(&mut self, name: &str) {
+        if self.self_name != name {
+            let old = std::mem::replace(&mut self.self_name, name.to_string());
+            self.relays.remove(&old);
+            self.links.retain(|(a, _), _| a != &old);
         }
     }
 

@@ -8,11 +8,10 @@
 
 pub mod config;
 pub mod dedup;
+pub mod edge;
 pub mod interest;
 pub mod node;
 pub mod probe;
-
-use std::time::Instant;
 
 use crate::quic::driver::Driver;
 use crate::quic::tls::{self, MeshIdentity};
@@ -53,6 +52,6 @@ pub fn start(
     let driver =
         Driver::bind(cfg.listen, server, client).map_err(|e| StartError::Bind(cfg.listen, e))?;
     cfg.listen = driver.local_addr();
-    let node = node::MeshNode::new(cfg, sink, Instant::now()).map_err(StartError::Node)?;
+    let node = node::MeshNode::new(cfg, sink, crate::clock::now()).map_err(StartError::Node)?;
     Ok((driver, node))
 }

@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 use fastpubsub_core::mesh::{
@@ -140,7 +140,14 @@ struct Link {
     peer: Option<(String, RelayId)>,
     probe: LinkProbe,
     since: Instant,
+    /// The routing table knows this neighbour once a first measurement came in; route
+    /// messages that arrive before are kept (bounded) and replayed then.
+    measured: bool,
+    pending_route: Vec<route::Message>,
 }
+
+/// Route messages kept per link until its first measurement.
+const MAX_PENDING_ROUTE: usize = 1024;
 
 #[derive(Debug, Clone)]
 struct PeerRec {
@@ -190,10 +197,11 @@ pub struct MeshNode {
     stats: MeshStats,
     next_gossip: Instant,
     buf: Vec<u8>,
+    status_sink: Option<(std::rc::Rc<std::cell::RefCell<String>>, Duration, Instant)>,
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now()
+    crate::clock::wall_now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
@@ -227,7 +235,7 @@ impl MeshNode {
             return Err(NodeError::BadName(cfg.name.clone()));
         }
         let me = relay_id(&cfg.name);
-        let secs = SystemTime::now()
+        let secs = crate::clock::wall_now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
@@ -277,8 +285,23 @@ impl MeshNode {
             stats: MeshStats::default(),
             next_gossip: now + GOSSIP_EVERY,
             buf: vec![0; Message::MAX_LEN],
+            status_sink: None,
             cfg,
         })
+    }
+
+    /// This relay's name.
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// Keep `sink` filled with the status JSON, refreshed every `every`.
+    pub fn set_status_sink(
+        &mut self,
+        sink: std::rc::Rc<std::cell::RefCell<String>>,
+        every: Duration,
+    ) {
+        self.status_sink = Some((sink, every, self.start));
     }
 
     fn us(&self, now: Instant) -> u64 {
@@ -364,6 +387,8 @@ impl MeshNode {
                 peer: None,
                 probe: LinkProbe::new(self.cfg.probe, us),
                 since: now,
+                measured: false,
+                pending_route: Vec::new(),
             },
         );
         let advertise = self.cfg.advertise.unwrap_or(self.cfg.listen).to_string();
@@ -485,7 +510,8 @@ impl MeshNode {
             l.peer = Some((h.name.to_owned(), id));
         }
         log::info!("mesh: link to {} ({remote}) up", h.name);
-        self.send_gossip(quic, now, Some(conn));
+        // Everyone learns the new relay's name and address at once.
+        self.send_gossip(quic, now, None);
         self.send_all_snapshots(quic, now, conn);
     }
 
@@ -689,6 +715,33 @@ impl MeshNode {
         let m = l.probe.measurement(us);
         if self.route.handle_link_metric(id, m, us).is_err() {
             self.stats.route_errors += 1;
+            return;
+        }
+        if !l.measured {
+            l.measured = true;
+            let pending = std::mem::take(&mut l.pending_route);
+            for msg in pending {
+                self.apply_route_message(id, msg, us);
+            }
+        }
+    }
+
+    fn apply_route_message(&mut self, from: RelayId, m: route::Message, us: u64) {
+        let r = match m {
+            route::Message::Update(u) => self.route.handle_update(from, u, us),
+            route::Message::SeqnoRequest(s) => self.route.handle_seqno_request(from, s, us),
+            _ => Ok(()),
+        };
+        if r.is_err() {
+            self.stats.route_errors += 1;
+        }
+    }
+
+    /// Remember a relay name seen in a flooded message (for the status page).
+    fn learn_name(&mut self, name: &str) {
+        let id = relay_id(name);
+        if !self.names.contains_key(&id) && self.names.len() < MAX_PEERS * 2 {
+            self.names.insert(id, name.to_owned());
         }
     }
 
@@ -734,7 +787,7 @@ impl MeshNode {
 
     fn record_event(&mut self, ev: RouteEvent) {
         let wall = unix_ms();
-        let ago_ms = self.us(Instant::now()).saturating_sub(ev.at_us()) / 1000;
+        let ago_ms = self.us(crate::clock::now()).saturating_sub(ev.at_us()) / 1000;
         let (kind, next_hop, old_next_hop, metric, old_metric) = match ev {
             RouteEvent::Installed {
                 next_hop, metric, ..
@@ -796,20 +849,26 @@ impl MeshNode {
         conn: ConnectionHandle,
         batch: &RouteBatch,
     ) {
-        let Some((_, from)) = self.links.get(&conn).and_then(|l| l.peer.clone()) else {
+        let Some(link) = self.links.get_mut(&conn) else {
+            return;
+        };
+        let Some((_, from)) = link.peer.clone() else {
             self.stats.bad_messages += 1;
             return;
         };
+        if !link.measured {
+            for m in &batch.messages {
+                if link.pending_route.len() < MAX_PENDING_ROUTE {
+                    link.pending_route.push(*m);
+                } else {
+                    self.stats.route_errors += 1;
+                }
+            }
+            return;
+        }
         let us = self.us(now);
         for m in &batch.messages {
-            let r = match *m {
-                route::Message::Update(u) => self.route.handle_update(from, u, us),
-                route::Message::SeqnoRequest(s) => self.route.handle_seqno_request(from, s, us),
-                _ => Ok(()),
-            };
-            if r.is_err() {
-                self.stats.route_errors += 1;
-            }
+            self.apply_route_message(from, *m, us);
         }
         self.drain_route(quic, now);
     }
@@ -1089,24 +1148,28 @@ impl MeshNode {
             }
             (Message::Peers(p), true) => self.on_peers(now, p),
             (Message::Route(b), true) => self.on_route(quic, now, conn, b),
-            (Message::InterestUpdate(u), true) => match self
-                .interest
-                .apply_update(u.origin, u.epoch, u.seq, &u.changes)
-            {
-                Applied::New => self.flood_interest(quic, now, &msg, Some(conn)),
-                Applied::Gap => {
-                    let req = Message::InterestSnapshotRequest(InterestSnapshotRequest {
-                        origin: u.origin,
-                    });
-                    self.send_control(quic, now, conn, &req);
+            (Message::InterestUpdate(u), true) => {
+                self.learn_name(u.origin);
+                match self
+                    .interest
+                    .apply_update(u.origin, u.epoch, u.seq, &u.changes)
+                {
+                    Applied::New => self.flood_interest(quic, now, &msg, Some(conn)),
+                    Applied::Gap => {
+                        let req = Message::InterestSnapshotRequest(InterestSnapshotRequest {
+                            origin: u.origin,
+                        });
+                        self.send_control(quic, now, conn, &req);
+                    }
+                    _ => {}
                 }
-                _ => {}
-            },
+            }
             (Message::InterestSnapshotRequest(r), true) => {
                 let origin = r.origin.to_owned();
                 self.send_snapshot(quic, now, conn, &origin);
             }
             (Message::InterestSnapshot(s), true) => {
+                self.learn_name(s.origin);
                 let replaced = self.interest.apply_snapshot(
                     s.origin,
                     s.epoch,
@@ -1161,8 +1224,7 @@ impl MeshNode {
     // ----- status -------------------------------------------------------------------
 
     /// The status JSON (identity, links, routes, interest, counters, recent events).
-    pub fn status_json(&self, quic: &Driver) -> String {
-        let now = Instant::now();
+    pub fn status_json(&self, quic: &Driver, now: Instant) -> String {
         let us = self.us(now);
         #[derive(Serialize)]
         struct LinkJ {
@@ -1349,7 +1411,7 @@ impl Handler for MeshNode {
                 present,
             } => self.on_local_interest(quic, now, &tenant, &pattern, present),
             MeshCommand::Status(reply) => {
-                let _ = reply.try_send(self.status_json(quic));
+                let _ = reply.try_send(self.status_json(quic, now));
             }
         }
     }
@@ -1366,10 +1428,23 @@ impl Handler for MeshNode {
             self.send_gossip(quic, now, None);
         }
         self.drain_route(quic, now);
+        if let Some((_, every, due)) = &self.status_sink
+            && now >= *due
+        {
+            let next = now + *every;
+            let json = self.status_json(quic, now);
+            if let Some((sink, _, due)) = &mut self.status_sink {
+                *sink.borrow_mut() = json;
+                *due = next;
+            }
+        }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
         let mut t = self.next_gossip;
+        if let Some((_, _, due)) = &self.status_sink {
+            t = t.min(*due);
+        }
         for l in self.links.values().filter(|l| l.peer.is_some()) {
             t = t.min(self.at(l.probe.next_probe_at()));
         }
@@ -1382,7 +1457,7 @@ impl Handler for MeshNode {
             t = t.min(self.at(r));
         }
         // Down detection needs a look even when nothing else is due.
-        Some(t.min(Instant::now() + Duration::from_millis(100)))
+        Some(t.min(crate::clock::now() + Duration::from_millis(100)))
     }
 }
 

@@ -175,14 +175,9 @@ label_enum!(
     RefusalReason, "reason", {
         /// Not a valid WebSocket upgrade or HTTP request.
         Malformed = "malformed",
-        /// No ticket presented.
-        TicketMissing = "ticket_missing",
-        /// The ticket failed to parse or its signature is wrong.
-        TicketInvalid = "ticket_invalid",
-        /// The ticket has expired.
-        TicketExpired = "ticket_expired",
-        /// The ticket was revoked.
-        TicketRevoked = "ticket_revoked",
+        /// The access ticket was missing, invalid, expired, revoked or not valid here (the
+        /// client's HTTP answer and the log say which).
+        Ticket = "ticket",
         /// A connection limit was reached.
         OverCapacity = "over_capacity",
         /// A mesh peer without a valid certificate from the mesh CA.
@@ -545,7 +540,7 @@ mod tests {
         m.connections.dec();
         m.drops.add(DropReason::SubscriberQueueFull, 7);
         m.drops.inc(DropReason::NoRoute);
-        m.handshake_refusals.inc(RefusalReason::TicketExpired);
+        m.handshake_refusals.inc(RefusalReason::Ticket);
         m.ticket_verifications.add(TicketCache::Hit, 5);
         m.messages_received.add(Source::Mesh, 11);
         m.mesh_control_bytes.add(Direction::Sent, 1234);
@@ -563,7 +558,7 @@ mod tests {
             "fastpubsub_drops_total{reason=\"subscriber_queue_full\"} 7\n",
             "fastpubsub_drops_total{reason=\"no_route\"} 1\n",
             "fastpubsub_drops_total{reason=\"duplicate\"} 0\n",
-            "fastpubsub_handshake_refusals_total{reason=\"ticket_expired\"} 1\n",
+            "fastpubsub_handshake_refusals_total{reason=\"ticket\"} 1\n",
             "fastpubsub_ticket_verifications_total{cache=\"hit\"} 5\n",
             "fastpubsub_ticket_verifications_total{cache=\"miss\"} 0\n",
             "fastpubsub_messages_received_total{source=\"mesh\"} 11\n",

@@ -14,7 +14,7 @@ use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use argh::FromArgs;
 use rcgen::{
@@ -123,7 +123,7 @@ pub fn validate_relay_name(name: &str) -> Result<(), CertError> {
 }
 
 fn current_year() -> i32 {
-    let secs = SystemTime::now()
+    let secs = crate::clock::wall_now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);

@@ -162,6 +162,10 @@ pub struct DriverStats {
     pub udp_rx: u64,
     /// UDP datagrams sent.
     pub udp_tx: u64,
+    /// UDP bytes received.
+    pub udp_rx_bytes: u64,
+    /// UDP bytes sent.
+    pub udp_tx_bytes: u64,
     /// Sends the socket refused with `WouldBlock` (retried later).
     pub udp_would_block: u64,
     /// Incoming connections accepted for a handshake.
@@ -726,6 +730,7 @@ impl Driver {
     /// Feed one received UDP datagram to the endpoint.
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: BytesMut) {
         self.stats.udp_rx += 1;
+        self.stats.udp_rx_bytes += data.len() as u64;
         let mut buf = Vec::new();
         match self.endpoint.handle(now, from, None, None, data, &mut buf) {
             Some(DatagramEvent::ConnectionEvent(h, ev)) => {
@@ -774,8 +779,9 @@ impl Driver {
 
     fn try_send(&mut self, to: SocketAddr, data: Vec<u8>) -> bool {
         match self.socket.get_ref().send_to(&data, to) {
-            Ok(_) => {
+            Ok(n) => {
                 self.stats.udp_tx += 1;
+                self.stats.udp_tx_bytes += n as u64;
                 true
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -934,7 +940,7 @@ pub async fn run<H: Handler>(
 ) -> io::Result<()> {
     let mut timer = Timer::never();
     loop {
-        let now = Instant::now();
+        let now = crate::clock::now();
         quic.recv_batch(now);
         let mut n = 0;
         while n < COMMAND_BATCH {
@@ -991,7 +997,7 @@ pub async fn run<H: Handler>(
             Ok(Wake::Command(commands.recv().await.ok()))
         };
         match readable.or(writable).or(tick).or(cmd).await? {
-            Wake::Command(Some(cmd)) => handler.on_command(&mut quic, Instant::now(), cmd),
+            Wake::Command(Some(cmd)) => handler.on_command(&mut quic, crate::clock::now(), cmd),
             Wake::Command(None) => return Ok(()),
             Wake::Io | Wake::Timer => {}
         }

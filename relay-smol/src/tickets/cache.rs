@@ -10,6 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use fastpubsub_core::pattern;
 use fastpubsub_core::ticket::{Claims, TicketError};
 use sha2::{Digest, Sha512};
 
@@ -24,10 +25,23 @@ pub fn digest(token: &str) -> TokenDigest {
     d
 }
 
+/// One grant, owned, for the per-command checks (no claims decoding per publish).
+#[derive(Debug)]
+struct OwnedGrant {
+    tenants: Box<[Box<str>]>,
+    publish: Box<[Box<str>]>,
+    subscribe: Box<[Box<str>]>,
+}
+
+fn owned(list: &[&str]) -> Box<[Box<str>]> {
+    list.iter().map(|s| Box::from(*s)).collect()
+}
+
 /// A ticket whose signature and claims were checked once.
 #[derive(Debug)]
 pub struct VerifiedTicket {
     claims: Box<[u8]>,
+    grants: Box<[OwnedGrant]>,
     ticket_id: [u8; 16],
     issued_at: u64,
     expires_at: u64,
@@ -40,6 +54,15 @@ impl VerifiedTicket {
     pub fn new(claims_bytes: &[u8], claims: &Claims<'_>) -> Self {
         Self {
             claims: claims_bytes.into(),
+            grants: claims
+                .grants()
+                .iter()
+                .map(|g| OwnedGrant {
+                    tenants: owned(g.tenants()),
+                    publish: owned(g.publish()),
+                    subscribe: owned(g.subscribe()),
+                })
+                .collect(),
             ticket_id: *claims.ticket_id(),
             issued_at: claims.issued_at(),
             expires_at: claims.expires_at(),
@@ -51,6 +74,24 @@ impl VerifiedTicket {
     /// The claims (decoded again from the kept bytes: no signature work, no allocation).
     pub fn claims(&self) -> Result<Claims<'_>, TicketError> {
         Claims::decode(&self.claims)
+    }
+
+    /// Same answer as [`Claims::may_publish`] (some publish pattern of a grant listing
+    /// `tenant` matches `channel`), from the owned copy: no decoding per publish.
+    pub fn may_publish(&self, tenant: &str, channel: &str) -> bool {
+        self.grants
+            .iter()
+            .filter(|g| g.tenants.iter().any(|t| &**t == tenant))
+            .any(|g| g.publish.iter().any(|p| pattern::matches(p, channel)))
+    }
+
+    /// Same answer as [`Claims::may_subscribe`] (the pattern is contained in some subscribe
+    /// pattern of a grant listing `tenant`), from the owned copy.
+    pub fn may_subscribe(&self, tenant: &str, pat: &str) -> bool {
+        self.grants
+            .iter()
+            .filter(|g| g.tenants.iter().any(|t| &**t == tenant))
+            .any(|g| g.subscribe.iter().any(|p| pattern::contains(p, pat)))
     }
 
     /// The random ticket id.
@@ -173,6 +214,71 @@ impl VerifiedCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owned_grant_checks_agree_with_claims() {
+        use fastpubsub_core::ticket::{ClaimsSpec, Grant, Protocols};
+        let grants = [
+            Grant::new(
+                &["t1", "t2"],
+                &["public.#", "rooms.*.chat"],
+                &["public.#", "a.*"],
+            )
+            .expect("caps"),
+            Grant::new(&["t3"], &["*"], &["#"]).expect("caps"),
+        ];
+        let spec = ClaimsSpec {
+            ticket_id: [1; 16],
+            issued_at: 10,
+            expires_at: 20,
+            grants: &grants,
+            ip_masks: &[],
+            origins: &[],
+            protocols: Protocols::ALL,
+            ingress_kb_per_sec: 8,
+            egress_kb_per_sec: 8,
+        };
+        let claims = Claims::new(&spec).expect("valid");
+        let mut buf = [0u8; 2048];
+        let bytes = claims.encode(&mut buf).expect("fits").to_vec();
+        let v = VerifiedTicket::new(&bytes, &claims);
+        let names = [
+            "public",
+            "public.x",
+            "public.#",
+            "public.*",
+            "rooms.a.chat",
+            "rooms.*.chat",
+            "a.b",
+            "a.*",
+            "a.#",
+            "#",
+            "*",
+            "x",
+            "x.y",
+            "private.x",
+        ];
+        let mut checked = 0;
+        for tenant in ["t1", "t2", "t3", "t4", ""] {
+            for n in names {
+                if pattern::validate_channel(n).is_ok() {
+                    assert_eq!(
+                        v.may_publish(tenant, n),
+                        claims.may_publish(tenant, n),
+                        "{tenant} {n}"
+                    );
+                }
+                assert_eq!(
+                    v.may_subscribe(tenant, n),
+                    claims.may_subscribe(tenant, n),
+                    "{tenant} {n}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 70);
+        assert!(v.may_publish("t1", "rooms.x.chat") && !v.may_publish("t4", "public.x"));
+    }
 
     #[test]
     fn bounded_fifo_and_separate_tables() {

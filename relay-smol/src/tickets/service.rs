@@ -5,14 +5,15 @@
 //! Every entry point takes `now` (unix seconds) and returns plain values, so it is tested
 //! without HTTP or a clock: REST handlers return `(status, body)`.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use fastpubsub_core::ticket::{
-    self, Applied, Malformed, Protocols, StatusRecord, StatusTable, StatusTableFull, TicketBuf,
-    TicketError, TicketStatus, limits,
+    self, Applied, Malformed, Protocols, STATUS_RECORD_MAX_LEN, StatusRecord, StatusTable,
+    StatusTableFull, TicketBuf, TicketError, TicketStatus, limits,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha512};
@@ -41,6 +42,9 @@ pub struct TicketConfig {
     pub default_ingress_kb_per_sec: u32,
     /// Egress limit for requests that do not set one, KB/s.
     pub default_egress_kb_per_sec: u32,
+    /// Encoded status records created here that wait for the mesh to flood them
+    /// ([`TicketService::drain_outgoing`]); 0 (the default, no mesh) keeps none.
+    pub outbox_capacity: usize,
 }
 
 impl Default for TicketConfig {
@@ -51,6 +55,7 @@ impl Default for TicketConfig {
             cache_refused: 1024,
             default_ingress_kb_per_sec: DEFAULT_INGRESS_KB_PER_SEC,
             default_egress_kb_per_sec: DEFAULT_EGRESS_KB_PER_SEC,
+            outbox_capacity: 0,
         }
     }
 }
@@ -79,6 +84,8 @@ pub struct TicketStats {
     pub status_records: usize,
     /// Cache entries pushed out when full.
     pub cache_evicted: u64,
+    /// Outgoing records dropped because the mesh did not drain the outbox (oldest first).
+    pub outbox_dropped: u64,
 }
 
 struct Issuing {
@@ -92,6 +99,8 @@ pub struct TicketService {
     issuing: Option<Issuing>,
     shards: Vec<Mutex<StatusTable<SHARD_SLOTS>>>,
     cache: Mutex<VerifiedCache>,
+    outbox: Mutex<VecDeque<Vec<u8>>>,
+    outbox_dropped: AtomicU64,
     config: TicketConfig,
     verified_cold: AtomicU64,
     cache_hits: AtomicU64,
@@ -135,6 +144,8 @@ impl TicketService {
                 .map(|_| Mutex::new(StatusTable::with_limit(per_shard)))
                 .collect(),
             cache: Mutex::new(VerifiedCache::new(config.cache_valid, config.cache_refused)),
+            outbox: Mutex::new(VecDeque::new()),
+            outbox_dropped: AtomicU64::new(0),
             config: TicketConfig {
                 status_capacity: per_shard * SHARDS,
                 ..config
@@ -177,6 +188,7 @@ impl TicketService {
             status_full: self.status_full.load(Ordering::Relaxed),
             status_records: self.shards.iter().map(|s| lock(s).len()).sum(),
             cache_evicted: c.evicted,
+            outbox_dropped: self.outbox_dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -385,7 +397,7 @@ impl TicketService {
             Ok(r) => r,
             Err(e) => return text(400, format!("expires_at: {e}")),
         };
-        if let Err(e) = self.apply(record, now) {
+        if let Err(e) = self.apply_local(record, now) {
             return text(503, e.to_string());
         }
         log::info!(
@@ -443,7 +455,7 @@ impl TicketService {
             Ok(r) => r,
             Err(e) => return text(500, e.to_string()),
         };
-        if let Err(e) = self.apply(record, now) {
+        if let Err(e) = self.apply_local(record, now) {
             return text(503, e.to_string());
         }
         log::info!("revoked ticket {}", super::keys::to_hex(&id));
@@ -459,6 +471,34 @@ impl TicketService {
         out.map_err(|_| StatusTableFull {
             capacity: self.config.status_capacity,
         })
+    }
+
+    /// Applies a record made here and queues its encoding for the mesh.
+    fn apply_local(&self, record: StatusRecord, now: u64) -> Result<Applied, StatusTableFull> {
+        let applied = self.apply(record, now)?;
+        if self.config.outbox_capacity > 0 {
+            let mut buf = [0u8; STATUS_RECORD_MAX_LEN];
+            if let Some(bytes) = record.encode(&mut buf) {
+                let mut q = lock(&self.outbox);
+                if q.len() >= self.config.outbox_capacity {
+                    q.pop_front();
+                    self.outbox_dropped.fetch_add(1, Ordering::Relaxed);
+                    log::warn!(
+                        "ticket status outbox full: dropped the oldest record (mesh not draining)"
+                    );
+                }
+                q.push_back(bytes.to_vec());
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Takes up to `max` encoded status records made here (refreshes, revocations), oldest
+    /// first, for the mesh to flood to every relay (which calls [`Self::apply_remote`]).
+    pub fn drain_outgoing(&self, max: usize) -> Vec<Vec<u8>> {
+        let mut q = lock(&self.outbox);
+        let n = max.min(q.len());
+        q.drain(..n).collect()
     }
 
     /// Verifies and applies an encoded status record received from a peer relay.

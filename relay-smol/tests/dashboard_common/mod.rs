@@ -5,6 +5,8 @@
 
 use fastpubsub_relay::dashboard::view::{LinkSummary, RelayCounters, RelaySummary, RouteSummary};
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// One relay of a test mesh.
 pub struct Site {
@@ -186,13 +188,20 @@ impl Drop for RelayProcess {
 }
 
 /// Starts the relay binary with `extra` arguments after
-/// `run --insecure-no-auth --listen 127.0.0.1:0`, and waits (at most 20 s) for the lines that
+/// `run --listen 127.0.0.1:0 --insecure-no-auth`, and waits (at most 20 s) for the lines that
 /// announce its addresses.
 pub fn start_relay_process(extra: &[&str]) -> RelayProcess {
+    let mut args = vec!["--insecure-no-auth"];
+    args.extend_from_slice(extra);
+    start_relay_process_args(&args)
+}
+
+/// Starts `fastpubsub-relay run --listen 127.0.0.1:0 ARGS…` and waits for its addresses.
+pub fn start_relay_process_args(args: &[&str]) -> RelayProcess {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"))
-        .args(["run", "--insecure-no-auth", "--listen", "127.0.0.1:0"])
-        .args(extra)
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -278,4 +287,102 @@ pub fn wait_for(
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// Longest a chromium run may take.
+pub const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(90);
+
+pub fn target_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
+/// Runs headless chromium on `url` and returns the DOM after the page's scripts ran; also
+/// writes `target/<shot>.png`.
+pub fn open_dashboard(url: &str, shot: &str) -> String {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} not found: install Debian's chromium (apt-get install -y chromium) or set CHROMIUM"
+    );
+    let profile = target_dir().join(format!("chromium-profile-{shot}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&profile);
+    let png = target_dir().join(format!("{shot}.png"));
+    let _ = std::fs::remove_file(&png);
+    let common = [
+        "--headless".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-quic".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--hide-scrollbars".into(),
+        format!("--user-data-dir={}", profile.display()),
+        // Let the page poll /v1/mesh and render before the DOM is taken.
+        "--virtual-time-budget=6000".into(),
+        "--window-size=1440,1200".into(),
+    ];
+    let dom_file = target_dir().join(format!("{shot}.dom.html"));
+    let run = |extra: &str| -> String {
+        // To a file, not a pipe: a 100-relay DOM is larger than a pipe buffer.
+        let out = std::fs::File::create(&dom_file).expect("create DOM file");
+        let mut child = Command::new(&chromium)
+            .args(&common)
+            .arg(extra)
+            .arg(url)
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium");
+        let start = fastpubsub_relay::clock::now();
+        loop {
+            if let Some(_status) = child.try_wait().expect("wait chromium") {
+                break;
+            }
+            if start.elapsed() > CHROMIUM_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("chromium did not finish within {CHROMIUM_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::fs::read_to_string(&dom_file).unwrap_or_default()
+    };
+    let dom = run("--dump-dom");
+    run(&format!("--screenshot={}", png.display()));
+    let _ = std::fs::remove_dir_all(&profile);
+    let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 10_000,
+        "screenshot {} missing or empty ({size} bytes)",
+        png.display()
+    );
+    println!("screenshot: {} ({size} bytes)", png.display());
+    dom
+}
+
+/// The text of the first element whose opening tag contains `marker`.
+pub fn text_after(dom: &str, marker: &str) -> String {
+    let Some(at) = dom.find(marker) else {
+        return String::new();
+    };
+    let rest = &dom[at..];
+    let Some(open_end) = rest.find('>') else {
+        return String::new();
+    };
+    let body = &rest[open_end + 1..];
+    body[..body.find('<').unwrap_or(body.len())].to_string()
+}
+
+/// The first opening tag starting with `start` that contains `attr`.
+pub fn tag_with<'a>(dom: &'a str, start: &str, attr: &str) -> Option<&'a str> {
+    dom.match_indices(start).find_map(|(at, _)| {
+        let tag = &dom[at..at + dom[at..].find('>')? + 1];
+        tag.contains(attr).then_some(tag)
+    })
+}
+
+pub fn count(dom: &str, needle: &str) -> usize {
+    dom.matches(needle).count()
 }

@@ -1,0 +1,278 @@
+//! Plugs the mesh into the WebSocket edge: the broker's [`MeshHook`] feeds the mesh task,
+//! the mesh delivers through `Broker::deliver_from_mesh`, and `GET /v1/status` serves the
+//! mesh status. Everything runs on the edge's `LocalExecutor` thread.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use fastpubsub_core::frame::Mode;
+use fastpubsub_core::mesh::{DeliveryMode, GeoPos};
+use smol::LocalExecutor;
+use smol::channel::{Sender, TrySendError};
+
+use super::config::{MeshConfig, Seed};
+use super::node::{LocalSink, MeshCommand};
+use crate::broker::Broker;
+use crate::broker::mesh::{LocalPlan, MeshHook};
+use crate::quic::driver;
+use crate::quic::tls::MeshIdentity;
+use crate::rest::{HttpRequest, HttpResponse, RestHandler};
+use crate::ws::Relay;
+
+/// Commands queued from the edge to the mesh task; more are dropped and counted.
+pub const COMMAND_QUEUE: usize = 16_384;
+/// How often the status served at `/v1/status` is refreshed.
+pub const STATUS_EVERY: Duration = Duration::from_millis(100);
+
+/// Mesh options of `fastpubsub-relay run` (the run command copies its flags in here).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct MeshArgs {
+    /// UDP address for relay-to-relay QUIC (enables the mesh), e.g. 0.0.0.0:7000
+    pub mesh_listen: Option<SocketAddr>,
+    /// this relay's name (must match its mesh certificate)
+    pub name: Option<String>,
+    /// region label shown to other relays
+    pub region: Option<String>,
+    /// latitude in degrees
+    pub lat: Option<f64>,
+    /// longitude in degrees
+    pub lon: Option<f64>,
+    /// public URL of this relay's WebSocket edge
+    pub edge_url: Option<String>,
+    /// relay certificate chain (PEM), from `mesh-cert`
+    pub mesh_cert: Option<PathBuf>,
+    /// relay private key (PEM), from `mesh-cert`
+    pub mesh_key: Option<PathBuf>,
+    /// mesh CA certificate (PEM), from `mesh-ca`
+    pub mesh_ca: Option<PathBuf>,
+    /// a seed relay, NAME@HOST:PORT (repeatable)
+    pub peer: Vec<Seed>,
+    /// address other relays should dial (default: --mesh-listen)
+    pub mesh_advertise: Option<SocketAddr>,
+    /// most mesh links kept (default 16)
+    pub max_neighbours: Option<usize>,
+    /// milliseconds between link probes (default 250)
+    pub probe_interval_ms: Option<u64>,
+}
+
+impl MeshArgs {
+    /// The mesh configuration and identity, or `None` when `--mesh-listen` is absent.
+    pub fn build(&self) -> Result<Option<(MeshConfig, MeshIdentity)>, String> {
+        let Some(listen) = self.mesh_listen else {
+            return Ok(None);
+        };
+        let name = self
+            .name
+            .clone()
+            .ok_or("--mesh-listen needs --name (the relay name in its mesh certificate)")?;
+        let (Some(cert), Some(key), Some(ca)) = (&self.mesh_cert, &self.mesh_key, &self.mesh_ca)
+        else {
+            return Err("--mesh-listen needs --mesh-cert, --mesh-key and --mesh-ca \
+                        (create them with `fastpubsub-relay mesh-ca` and `mesh-cert --name NAME`)"
+                .into());
+        };
+        let identity = MeshIdentity::load(cert, key, ca).map_err(|e| e.to_string())?;
+        let mut cfg = MeshConfig::new(&name, listen);
+        cfg.region = self.region.clone().unwrap_or_default();
+        cfg.edge_url = self.edge_url.clone().unwrap_or_default();
+        cfg.seeds = self.peer.clone();
+        cfg.advertise = self.mesh_advertise;
+        if let Some(m) = self.max_neighbours {
+            cfg.max_neighbours = m;
+        }
+        if let Some(ms) = self.probe_interval_ms {
+            if !(10..=10_000).contains(&ms) {
+                return Err(format!("--probe-interval-ms {ms}: use 10..=10000"));
+            }
+            cfg.probe.interval_us = ms * 1000;
+        }
+        cfg.position = match (self.lat, self.lon) {
+            (Some(lat), Some(lon))
+                if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) =>
+            {
+                Some(GeoPos {
+                    lat_udeg: (lat * 1e6) as i32,
+                    lon_udeg: (lon * 1e6) as i32,
+                })
+            }
+            (None, None) => None,
+            _ => return Err("--lat and --lon go together (degrees, -90..90 and -180..180)".into()),
+        };
+        if self
+            .edge_url
+            .as_ref()
+            .is_some_and(|u| u.len() > fastpubsub_core::mesh::MAX_URL)
+        {
+            return Err("--edge-url is too long (256 bytes at most)".into());
+        }
+        if cfg.region.len() > fastpubsub_core::mesh::MAX_REGION {
+            return Err("--region is too long (32 bytes at most)".into());
+        }
+        Ok(Some((cfg, identity)))
+    }
+}
+
+fn to_frame_mode(m: DeliveryMode) -> Mode {
+    match m {
+        DeliveryMode::LowLatency => Mode::LowLatency,
+        DeliveryMode::Random => Mode::Random,
+        _ => Mode::Broadcast,
+    }
+}
+
+fn to_mesh_mode(m: Mode) -> DeliveryMode {
+    match m {
+        Mode::LowLatency => DeliveryMode::LowLatency,
+        Mode::Random => DeliveryMode::Random,
+        _ => DeliveryMode::Broadcast,
+    }
+}
+
+/// Delivers mesh messages to the broker's local subscribers.
+struct BrokerSink(Rc<RefCell<Broker>>);
+
+impl LocalSink for BrokerSink {
+    fn deliver(
+        &mut self,
+        tenant: &str,
+        channel: &str,
+        payload: &[u8],
+        mode: DeliveryMode,
+    ) -> usize {
+        match self.0.try_borrow_mut() {
+            Ok(mut b) => b.deliver_from_mesh(tenant, channel, payload, to_frame_mode(mode)),
+            Err(_) => {
+                log::error!("mesh: broker busy, message for {tenant}:{channel} dropped");
+                0
+            }
+        }
+    }
+}
+
+/// The broker's hook: queues work for the mesh task.
+struct Hook {
+    tx: Sender<MeshCommand>,
+    dropped: Rc<Cell<u64>>,
+}
+
+impl Hook {
+    fn queue(&self, c: MeshCommand) -> bool {
+        match self.tx.try_send(c) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => {
+                self.dropped.set(self.dropped.get() + 1);
+                false
+            }
+        }
+    }
+}
+
+impl MeshHook for Hook {
+    fn local_publish(
+        &self,
+        tenant: &str,
+        channel: &str,
+        payload: &[u8],
+        mode: Mode,
+        has_local_match: bool,
+    ) -> LocalPlan {
+        let mode = to_mesh_mode(mode);
+        let cmd = MeshCommand::Publish {
+            tenant: tenant.to_owned(),
+            channel: channel.to_owned(),
+            payload: Bytes::copy_from_slice(payload),
+            mode,
+            local_match: has_local_match,
+        };
+        match mode {
+            DeliveryMode::LowLatency if has_local_match => LocalPlan::DeliverHere,
+            DeliveryMode::Broadcast => {
+                self.queue(cmd);
+                LocalPlan::DeliverHere
+            }
+            _ => {
+                // The mesh picks the relay (possibly this one, through the sink).
+                if self.queue(cmd) {
+                    LocalPlan::NotHere
+                } else if has_local_match {
+                    LocalPlan::DeliverHere
+                } else {
+                    LocalPlan::NotHere
+                }
+            }
+        }
+    }
+
+    fn interest_changed(&self, tenant: &str, pattern: &str, present: bool) {
+        if !self.queue(MeshCommand::Interest {
+            tenant: tenant.to_owned(),
+            pattern: pattern.to_owned(),
+            present,
+        }) {
+            log::error!("mesh: command queue full, interest change {tenant}:{pattern} lost");
+        }
+    }
+}
+
+/// Serves `GET /v1/status` from the latest snapshot.
+struct StatusHandler {
+    snapshot: Rc<RefCell<String>>,
+    dropped: Rc<Cell<u64>>,
+}
+
+impl RestHandler for StatusHandler {
+    fn handle(&self, req: &HttpRequest, _now: SystemTime) -> Option<HttpResponse> {
+        if req.path != "/v1/status" {
+            return None;
+        }
+        if req.method != "GET" {
+            return Some(HttpResponse::text(405, "use GET /v1/status".into()));
+        }
+        let snap = self.snapshot.borrow();
+        let body = if snap.is_empty() {
+            "{\"starting\":true}".to_string()
+        } else {
+            // Splice in the edge-side drop counter.
+            match snap.strip_suffix('}') {
+                Some(head) => format!("{head},\"edge_to_mesh_dropped\":{}}}", self.dropped.get()),
+                None => snap.clone(),
+            }
+        };
+        let mut r = HttpResponse::json(200, body);
+        r.headers
+            .push(("Access-Control-Allow-Origin", "*".to_string()));
+        Some(r)
+    }
+}
+
+/// Start the mesh for `relay` on `ex`: hook into the broker, serve `/v1/status`.
+pub fn attach(
+    relay: &mut Relay,
+    ex: &Rc<LocalExecutor<'static>>,
+    cfg: MeshConfig,
+    identity: &MeshIdentity,
+) -> Result<SocketAddr, super::StartError> {
+    let broker = relay.broker();
+    let (quic, mut node) = super::start(cfg, identity, Box::new(BrokerSink(broker.clone())))?;
+    let addr = quic.local_addr();
+    let (tx, rx) = smol::channel::bounded(COMMAND_QUEUE);
+    let dropped = Rc::new(Cell::new(0));
+    broker.borrow_mut().set_mesh(Rc::new(Hook {
+        tx,
+        dropped: dropped.clone(),
+    }));
+    let snapshot = Rc::new(RefCell::new(String::new()));
+    node.set_status_sink(snapshot.clone(), STATUS_EVERY);
+    relay.add_rest_handler(Rc::new(StatusHandler { snapshot, dropped }));
+    ex.spawn(async move {
+        if let Err(e) = driver::run(quic, &mut node, rx).await {
+            log::error!("mesh stopped: {e}");
+        }
+    })
+    .detach();
+    Ok(addr)
+}

@@ -1,0 +1,317 @@
+//! The dashboard of a real three-relay mesh: mesh nodes Tokyo, Novosibirsk and Frankfurt on
+//! 127.0.0.1, every link through `fastpubsub-linkemu` with the data set's delays (T–F
+//! 221.8 ms RTT direct, T–N + N–F = 180 ms). Once T routes to F through N, each node's own
+//! `/v1/status` document becomes its relay summary (`summary_parts_from_status`, as
+//! `AdminHandle::set_status` does for the local relay) and goes into Tokyo's mesh picture.
+//! The mesh-wide announcements (issue 6 item 1) are the only part this test carries by hand.
+//!
+//! Checks `/v1/mesh` (measured links, the path in use, a positive saving) and, in headless
+//! chromium, the page: three relays, three links, the route with its saving. Screenshot:
+//! `target/dashboard-mesh.png`.
+
+mod dashboard_common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fastpubsub_core::mesh::DeliveryMode;
+use fastpubsub_core::mesh::GeoPos;
+use fastpubsub_relay::clock;
+use fastpubsub_relay::dashboard::access::AdminAccess;
+use fastpubsub_relay::dashboard::edge::{summary_parts_from_status, unix_ms};
+use fastpubsub_relay::dashboard::routes::AdminRoutes;
+use fastpubsub_relay::dashboard::server::AdminServer;
+use fastpubsub_relay::dashboard::view::{MeshState, RelayCounters, RelaySummary};
+use fastpubsub_relay::mesh::config::{MeshConfig, Seed};
+use fastpubsub_relay::mesh::node::{LocalSink, MeshCommand};
+use fastpubsub_relay::metrics::RelayMetrics;
+use fastpubsub_relay::quic::certs::{CaPem, generate_ca, issue_relay_cert};
+use fastpubsub_relay::quic::driver;
+use fastpubsub_relay::quic::tls::MeshIdentity;
+use smol::channel::{Sender, unbounded};
+
+struct Emu {
+    child: Child,
+    listen: SocketAddr,
+}
+
+impl Drop for Emu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_udp() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("port")
+}
+
+fn emu(target: SocketAddr, delay: &str) -> Emu {
+    let listen = free_udp();
+    let control = free_udp();
+    let child = Command::new(env!("CARGO_BIN_EXE_fastpubsub-linkemu"))
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--target",
+            &target.to_string(),
+        ])
+        .args(["--control", &control.to_string(), "--delay", delay])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn linkemu");
+    let e = Emu { child, listen };
+    let deadline = clock::now() + Duration::from_secs(10);
+    loop {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("udp");
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let _ = s.send_to(b"stats", control);
+        let mut buf = [0u8; 512];
+        if s.recv_from(&mut buf).is_ok() {
+            return e;
+        }
+        assert!(clock::now() < deadline, "linkemu did not start");
+    }
+}
+
+struct NoSink;
+
+impl LocalSink for NoSink {
+    fn deliver(&mut self, _: &str, _: &str, _: &[u8], _: DeliveryMode) -> usize {
+        0
+    }
+}
+
+struct Node {
+    addr: SocketAddr,
+    cmd: Option<Sender<MeshCommand>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Node {
+    fn status(&self) -> String {
+        let (tx, rx) = unbounded();
+        let cmd = self.cmd.as_ref().expect("node alive");
+        smol::block_on(cmd.send(MeshCommand::Status(tx))).expect("node alive");
+        smol::block_on(futures_lite::future::or(
+            async { rx.recv().await.ok() },
+            async {
+                async_io::Timer::after(Duration::from_secs(5)).await;
+                None
+            },
+        ))
+        .expect("status reply")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.cmd = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn start(name: &str, region: &str, lat: f64, lon: f64, ca: &CaPem, seeds: Vec<Seed>) -> Node {
+    let mut cfg = MeshConfig::new(name, "127.0.0.1:0".parse().expect("addr"));
+    cfg.seeds = seeds;
+    cfg.region = region.into();
+    cfg.position = Some(GeoPos {
+        lat_udeg: (lat * 1e6) as i32,
+        lon_udeg: (lon * 1e6) as i32,
+    });
+    cfg.edge_url = format!("wss://{name}.example.invalid/ws");
+    let r = issue_relay_cert(name, &ca.cert, &ca.key).expect("issue");
+    let id = MeshIdentity::from_pem(&r.chain, &r.key, &ca.cert).expect("identity");
+    let (cmd, rx) = unbounded();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let (driver, mut node) =
+            fastpubsub_relay::mesh::start(cfg, &id, Box::new(NoSink)).expect("start");
+        let _ = addr_tx.send(driver.local_addr());
+        let _ = smol::block_on(driver::run(driver, &mut node, rx));
+    });
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("node started");
+    Node {
+        addr,
+        cmd: Some(cmd),
+        thread: Some(thread),
+    }
+}
+
+fn summary(status: &str) -> RelaySummary {
+    let (id, links, routes) = summary_parts_from_status(status).expect("status parses");
+    let id = id.expect("identity");
+    RelaySummary {
+        name: id.name,
+        region: id.region,
+        lat: id.position.map(|p| p.0),
+        lon: id.position.map(|p| p.1),
+        url: id.url,
+        counters: RelayCounters::default(),
+        links,
+        routes,
+    }
+}
+
+#[test]
+fn dashboard_of_a_three_relay_mesh_shows_the_saving_route() {
+    let ca = generate_ca().expect("ca");
+    let f = start("frankfurt", "europe", 50.11, 8.68, &ca, vec![]);
+    let e_nf = emu(f.addr, "45ms");
+    let n = start(
+        "novosibirsk",
+        "asia",
+        55.03,
+        82.92,
+        &ca,
+        vec![Seed {
+            name: "frankfurt".into(),
+            addr: e_nf.listen,
+        }],
+    );
+    let e_tn = emu(n.addr, "45ms");
+    let e_tf = emu(f.addr, "110.9ms");
+    let t = start(
+        "tokyo",
+        "asia",
+        35.68,
+        139.69,
+        &ca,
+        vec![
+            Seed {
+                name: "novosibirsk".into(),
+                addr: e_tn.listen,
+            },
+            Seed {
+                name: "frankfurt".into(),
+                addr: e_tf.listen,
+            },
+        ],
+    );
+
+    // Wait (at most 30 s) until T routes to F through N and every relay has its two links up.
+    let deadline = clock::now() + Duration::from_secs(30);
+    let summaries = loop {
+        let all: Vec<RelaySummary> = [&t, &n, &f].iter().map(|x| summary(&x.status())).collect();
+        let via_n = all[0]
+            .routes
+            .iter()
+            .any(|r| r.dst == "frankfurt" && r.next_hop == "novosibirsk");
+        let links_up = all
+            .iter()
+            .all(|s| s.links.iter().filter(|l| l.up).count() == 2);
+        if via_n && links_up {
+            break all;
+        }
+        assert!(clock::now() < deadline, "mesh did not converge: {all:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    drop((e_nf, e_tn, e_tf)); // measurements are taken; the page needs only the relay
+
+    let mesh = Arc::new(Mutex::new(MeshState::new("tokyo")));
+    {
+        let mut m = mesh.lock().expect("lock");
+        for s in summaries {
+            m.update(s, unix_ms())
+                .expect("summary of a real node is valid");
+        }
+    }
+    let view = mesh.lock().expect("lock").view(unix_ms());
+    let id = |name: &str| {
+        view.relays
+            .iter()
+            .position(|r| r.name == name)
+            .expect("relay")
+    };
+    let (ti, ni, fi) = (id("tokyo"), id("novosibirsk"), id("frankfurt"));
+    let tf = view
+        .pairs
+        .iter()
+        .find(|p| p.0 == ti && p.1 == fi)
+        .expect("pair T->F");
+    assert_eq!(tf.2, vec![ni], "T->F through N");
+    assert!(tf.3, "complete path");
+    let (path, direct, saving) = (
+        tf.5.expect("path RTT"),
+        tf.6.expect("direct RTT"),
+        tf.7.expect("saving"),
+    );
+    eprintln!("measured: T->F path {path} ms, direct {direct} ms, saving {saving} ms");
+    assert!(
+        (175.0..200.0).contains(&path),
+        "path RTT {path} should be about 180 ms"
+    );
+    assert!(
+        (215.0..240.0).contains(&direct),
+        "direct RTT {direct} should be about 221.8 ms"
+    );
+    assert!(saving >= 15.0, "saving {saving} ms");
+    assert!(view.headline.improved >= 1, "{:?}", view.headline);
+    assert_eq!(view.links.len(), 6);
+
+    // The page, served by the admin listener of Tokyo's mesh picture.
+    let routes = Arc::new(AdminRoutes {
+        access: AdminAccess::loopback_only(),
+        metrics: Arc::new(RelayMetrics::default()),
+        mesh: mesh.clone(),
+        status: Some(Arc::new({
+            let st = t.status();
+            move |_| Some(st.clone())
+        })),
+    });
+    let server =
+        AdminServer::bind("127.0.0.1:0".parse().expect("addr"), routes, unix_ms).expect("bind");
+    let admin = server.local_addr().expect("addr");
+    let ex = Arc::new(smol::Executor::new());
+    std::thread::spawn(move || {
+        let spawner = ex.clone();
+        let _ = smol::block_on(ex.run(server.run(move |t| spawner.spawn(t).detach())));
+    });
+    let (code, body) = dashboard_common::http_get(admin, "/v1/status", None);
+    assert_eq!(code, 200);
+    assert!(body.contains("\"name\":\"tokyo\""), "{body}");
+
+    let dom =
+        dashboard_common::open_dashboard(&format!("http://{admin}/dashboard"), "dashboard-mesh");
+    assert!(
+        dom.contains("data-ready=\"1\""),
+        "the page never rendered /v1/mesh"
+    );
+    for name in ["tokyo", "novosibirsk", "frankfurt"] {
+        assert!(
+            dom.contains(&format!("<tr data-relay=\"{name}\"")),
+            "row of {name}"
+        );
+        assert!(
+            dom.contains(&format!("<circle r=\"1.6\" data-relay=\"{name}\"")),
+            "dot of {name}"
+        );
+    }
+    assert_eq!(
+        dashboard_common::count(&dom, "<path data-link="),
+        3,
+        "three links drawn"
+    );
+    assert!(
+        dom.contains("data-path=\"tokyo&gt;novosibirsk&gt;frankfurt\"")
+            || dom.contains("data-path=\"frankfurt&gt;novosibirsk&gt;tokyo\""),
+        "the saving route is selected"
+    );
+    let shown: f64 = dom
+        .split("data-saving=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|s| s.parse().ok())
+        .expect("pair info with a saving");
+    assert!(shown > 0.0, "saving shown: {shown}");
+}
