@@ -523,9 +523,11 @@ fn variants() -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", bin.display()))
     };
     let mut s = String::from("| variant | x86_64 stripped bytes | vs default |\n|---|---:|---:|\n");
-    // Features only change the relay crate: build them in the normal target dir (quick),
-    // then rebuild the default so target/release is left as it was.
-    let default = size_of_file(&build_host(None, &[])?)?;
+    // Features only change the relay crate: all feature builds share one target dir, so
+    // after the first only the relay recompiles. Kept apart from target/release.
+    let base = root().join("target/footprint-variants");
+    let features_dir = base.join("features");
+    let default = size_of_file(&build_host(Some(&features_dir), &[])?)?;
     let _ = writeln!(
         s,
         "| default (`tls`, `dashboard`), profile as committed | {} | — |",
@@ -543,13 +545,11 @@ fn variants() -> Result<(), String> {
         ("`--no-default-features`", &["--no-default-features"]),
     ];
     for (name, flags) in features {
-        let size = size_of_file(&build_host(None, flags)?)?;
+        let size = size_of_file(&build_host(Some(&features_dir), flags)?)?;
         let delta = size as i64 - default as i64;
         let _ = writeln!(s, "| {name} | {} | {delta:+} |", bytes(size));
     }
-    build_host(None, &[])?;
     // opt-level changes every crate: full builds, each in its own target dir.
-    let base = root().join("target/footprint-variants");
     for opt in ["2", "s", "z"] {
         let value = if opt.bytes().all(|b| b.is_ascii_digit()) {
             opt.to_string()

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::run::RunArgs;
 use crate::limits::Limits;
+use crate::mesh::config::Seed;
 
 /// Largest config file read, in bytes; a config file is a few hundred bytes.
 pub const MAX_FILE_LEN: u64 = 64 * 1024;
@@ -60,6 +61,8 @@ pub enum Value {
     Int(i64),
     /// `true` or `false`.
     Bool(bool),
+    /// `["a", "b"]`: strings on one line.
+    List(Vec<String>),
 }
 
 impl Value {
@@ -68,6 +71,7 @@ impl Value {
             Value::Str(_) => "a string",
             Value::Int(_) => "an integer",
             Value::Bool(_) => "a boolean",
+            Value::List(_) => "a list",
         }
     }
 }
@@ -92,6 +96,10 @@ pub enum Kind {
     Addr,
     /// `"IP:PORT"` or `"off"`.
     AddrOrOff,
+    /// Any non-empty string.
+    Text,
+    /// `["NAME@HOST:PORT", ...]`: mesh seed relays.
+    Seeds,
     /// A file path string.
     Path,
     /// `true` / `false`.
@@ -148,6 +156,23 @@ pub const KEYS: &[KeySpec] = &[
     int("tickets", "status_capacity", 1, 8192),
     key("admin", "listen", Kind::AddrOrOff),
     key("admin", "token_file", Kind::Path),
+    key("mesh", "listen", Kind::Addr),
+    key("mesh", "name", Kind::Text),
+    key("mesh", "region", Kind::Text),
+    key("mesh", "edge_url", Kind::Text),
+    key("mesh", "cert", Kind::Path),
+    key("mesh", "key", Kind::Path),
+    key("mesh", "ca", Kind::Path),
+    key("mesh", "peers", Kind::Seeds),
+    key("mesh", "advertise", Kind::Addr),
+    // More links than the route table has neighbour slots would only be refused later.
+    int(
+        "mesh",
+        "max_neighbours",
+        1,
+        crate::mesh::node::ROUTE_NEIGHBOURS as u64,
+    ),
+    int("mesh", "probe_interval_ms", 10, 60_000),
 ];
 
 fn is_bare_key(s: &str) -> bool {
@@ -214,8 +239,11 @@ fn value(s: &str) -> Result<(Value, &str), String> {
         "false" => return Ok((Value::Bool(false), rest)),
         _ => {}
     }
-    if word.starts_with('[') || word.starts_with('{') {
-        return Err("arrays and inline tables are not supported here".into());
+    if s.starts_with('[') {
+        return list(s);
+    }
+    if word.starts_with('{') {
+        return Err("inline tables are not supported".into());
     }
     let digits = word.strip_prefix(['+', '-']).unwrap_or(word);
     let well_formed = !digits.is_empty()
@@ -234,6 +262,36 @@ fn value(s: &str) -> Result<(Value, &str), String> {
         .parse()
         .map_err(|_| format!("{word} is too large"))?;
     Ok((Value::Int(n), rest))
+}
+
+/// A one-line array of strings, starting at its `[`: `["a", 'b']`.
+fn list(s: &str) -> Result<(Value, &str), String> {
+    let mut rest = s.get(1..).unwrap_or("").trim_start();
+    let mut items = Vec::new();
+    loop {
+        if let Some(after) = rest.strip_prefix(']') {
+            return Ok((Value::List(items), after));
+        }
+        if !(rest.starts_with('"') || rest.starts_with('\'')) {
+            return Err(if rest.is_empty() || rest.starts_with('#') {
+                "an array must close on the same line: [\"a\", \"b\"]".to_string()
+            } else {
+                format!("arrays hold \"strings\" only, found {rest:?}")
+            });
+        }
+        let (v, after) = value(rest)?;
+        if let Value::Str(item) = v {
+            items.push(item);
+        }
+        rest = after.trim_start();
+        if let Some(after) = rest.strip_prefix(',') {
+            rest = after.trim_start();
+        } else if rest.is_empty() || rest.starts_with('#') {
+            return Err("an array must close on the same line: [\"a\", \"b\"]".to_string());
+        } else if !rest.starts_with(']') {
+            return Err(format!("expected `,` or `]` in the array, found {rest:?}"));
+        }
+    }
 }
 
 /// Only whitespace or a comment may follow a value or a header.
@@ -310,6 +368,7 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, (usize, String)> {
 enum Checked {
     Addr(SocketAddr),
     Text(String),
+    Seeds(Vec<Seed>),
     Path(PathBuf),
     Bool(bool),
     Int(u64),
@@ -327,6 +386,18 @@ fn check(spec: &KeySpec, v: &Value) -> Result<Checked, String> {
                 "expected an address like \"127.0.0.1:9091\" or \"off\", found {s:?}"
             )),
         },
+        (Kind::Text, Value::Str(s)) if s.is_empty() => {
+            Err("expected a non-empty string, found \"\"".to_string())
+        }
+        (Kind::Text, Value::Str(s)) => Ok(Checked::Text(s.clone())),
+        (Kind::Seeds, Value::List(items)) => items
+            .iter()
+            .map(|i| {
+                i.parse::<Seed>()
+                    .map_err(|e| format!("peer {i:?}: {e} (expected \"NAME@HOST:PORT\")"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Checked::Seeds),
         (Kind::Path, Value::Str(s)) if s.is_empty() => {
             Err("expected a file path, found an empty string".to_string())
         }
@@ -342,6 +413,8 @@ fn check(spec: &KeySpec, v: &Value) -> Result<Checked, String> {
             let want = match kind {
                 Kind::Addr => "an address string like \"0.0.0.0:8080\"",
                 Kind::AddrOrOff => "an address string like \"127.0.0.1:9091\" or \"off\"",
+                Kind::Text => "a \"string\"",
+                Kind::Seeds => "a list like [\"fra@10.0.0.2:7000\", \"tyo@10.0.0.3:7000\"]",
                 Kind::Path => "a file path string",
                 Kind::Bool => "true or false",
                 Kind::Int { .. } => "a whole number (no quotes)",
@@ -380,7 +453,8 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> Result<(), ConfigFileError> {
             return Err(err(
                 Some(e.line),
                 Some(e.key.clone()),
-                "every key belongs in a table: [edge], [limits], [tickets] or [admin]".to_string(),
+                "every key belongs in a table: [edge], [limits], [tickets], [admin] or [mesh]"
+                    .to_string(),
             ));
         }
         let spec = KEYS
@@ -394,7 +468,7 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> Result<(), ConfigFileError> {
                     .collect();
                 let why = if known.is_empty() {
                     format!(
-                        "unknown table [{}]; known tables: [edge], [limits], [tickets], [admin]",
+                        "unknown table [{}]; known tables: [edge], [limits], [tickets], [admin], [mesh]",
                         e.table
                     )
                 } else {
@@ -439,6 +513,18 @@ fn store(a: &mut RunArgs, table: &str, key: &str, v: Checked) {
         }
         ("admin", "listen", Checked::Text(x)) => fill(&mut a.admin_listen, x),
         ("admin", "token_file", Checked::Path(x)) => fill(&mut a.admin_token_file, x),
+        ("mesh", "listen", Checked::Addr(x)) => fill(&mut a.mesh_listen, x),
+        ("mesh", "name", Checked::Text(x)) => fill(&mut a.name, x),
+        ("mesh", "region", Checked::Text(x)) => fill(&mut a.region, x),
+        ("mesh", "edge_url", Checked::Text(x)) => fill(&mut a.edge_url, x),
+        ("mesh", "cert", Checked::Path(x)) => fill(&mut a.mesh_cert, x),
+        ("mesh", "key", Checked::Path(x)) => fill(&mut a.mesh_key, x),
+        ("mesh", "ca", Checked::Path(x)) => fill(&mut a.mesh_ca, x),
+        // A repeatable flag: peers given on the command line replace the file's list.
+        ("mesh", "peers", Checked::Seeds(x)) if a.peer.is_empty() => a.peer = x,
+        ("mesh", "advertise", Checked::Addr(x)) => fill(&mut a.mesh_advertise, x),
+        ("mesh", "max_neighbours", Checked::Int(n)) => fill(&mut a.max_neighbours, as_usize(n)),
+        ("mesh", "probe_interval_ms", Checked::Int(n)) => fill(&mut a.probe_interval_ms, n),
         (_, "tls_cert", Checked::Path(x)) => fill(&mut a.tls_cert, x),
         (_, "tls_key", Checked::Path(x)) => fill(&mut a.tls_key, x),
         (_, "insecure_no_auth", Checked::Bool(x)) => a.insecure_no_auth |= x,
@@ -520,10 +606,10 @@ mod tests {
                 "knows: max_connections",
             ),
             (
-                "[mesh]\npeers = 1",
+                "[mush]\npeers = 1",
                 Some(2),
-                Some("mesh.peers"),
-                "unknown table [mesh]",
+                Some("mush.peers"),
+                "unknown table [mush]",
             ),
             (
                 "listen = \"1.2.3.4:5\"",
@@ -594,7 +680,50 @@ mod tests {
             ),
             ("[edge]\nlisten = \"x", Some(2), None, "no closing"),
             ("[edge]\nlisten = \"\\q\"", Some(2), None, "unknown escape"),
-            ("[edge]\nlisten = [\"a\"]", Some(2), None, "arrays"),
+            (
+                "[edge]\nlisten = [\"a\"]",
+                Some(2),
+                Some("edge.listen"),
+                "found a list",
+            ),
+            ("[edge]\nlisten = {a = 1}", Some(2), None, "inline tables"),
+            (
+                "[mesh]\npeers = \"a@b:1\"",
+                Some(2),
+                Some("mesh.peers"),
+                "a list like",
+            ),
+            (
+                "[mesh]\npeers = [\"nohost\"]",
+                Some(2),
+                Some("mesh.peers"),
+                "NAME@HOST:PORT",
+            ),
+            (
+                "[mesh]\npeers = [\"a@1.2.3.4:1\"",
+                Some(2),
+                None,
+                "close on the same line",
+            ),
+            ("[mesh]\npeers = [1]", Some(2), None, "\"strings\" only"),
+            (
+                "[mesh]\npeers = [\"a\" \"b\"]",
+                Some(2),
+                None,
+                "expected `,` or `]`",
+            ),
+            (
+                "[mesh]\nname = \"\"",
+                Some(2),
+                Some("mesh.name"),
+                "non-empty",
+            ),
+            (
+                "[mesh]\nprobe_interval_ms = 1",
+                Some(2),
+                Some("mesh.probe_interval_ms"),
+                "from 10 to",
+            ),
             ("[[edge]]", Some(1), None, "arrays of tables"),
             ("[edge\nlisten = \"a\"", Some(1), None, "no closing ]"),
             ("[edge]\nedge.listen = \"a\"", Some(2), None, "no dots"),
@@ -632,6 +761,27 @@ mod tests {
     }
 
     #[test]
+    fn mesh_table_with_peers() {
+        let p = write(
+            "mesh.toml",
+            "[mesh]\nlisten = \"0.0.0.0:7000\"\nname = \"fra\"\n\
+             peers = [\"tyo@10.0.0.3:7000\", 'nsk@10.0.0.4:7000',] # seeds\n",
+        );
+        let mut a = args(&["--name", "cli-name"]);
+        apply(&p, &mut a).expect("valid mesh table");
+        assert_eq!(a.mesh_listen, Some("0.0.0.0:7000".parse().expect("addr")));
+        assert_eq!(a.name.as_deref(), Some("cli-name"), "the flag wins");
+        assert_eq!(a.peer.len(), 2);
+        let mut b = args(&["--peer", "x@10.0.0.9:7000"]);
+        apply(&p, &mut b).expect("valid mesh table");
+        assert_eq!(
+            b.peer.len(),
+            1,
+            "peers on the command line replace the file's list"
+        );
+    }
+
+    #[test]
     fn strings_escapes_and_literals() {
         let e =
             parse("[edge]\ntls_cert = \"/a\\\\b\\u0041\\\"\"\ntls_key = 'C:\\k'").expect("valid");
@@ -646,6 +796,8 @@ mod tests {
             let value = match spec.kind {
                 Kind::Addr => "\"10.0.0.1:1\"".to_string(),
                 Kind::AddrOrOff => "\"off\"".to_string(),
+                Kind::Text => "\"x\"".to_string(),
+                Kind::Seeds => "[\"b@10.0.0.2:7000\"]".to_string(),
                 Kind::Path => "\"/x\"".to_string(),
                 Kind::Bool => "true".to_string(),
                 // The largest frame limit would exceed the default queue (a checked error).
