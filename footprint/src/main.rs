@@ -530,20 +530,10 @@ fn variants() -> Result<(), String> {
     let default = size_of_file(&build_host(Some(&features_dir), &[])?)?;
     let _ = writeln!(
         s,
-        "| default (`tls`, `dashboard`), profile as committed | {} | — |",
+        "| default (`dashboard`), profile as committed | {} | — |",
         bytes(default)
     );
-    let features: [(&str, &[&str]); 3] = [
-        (
-            "without `tls`",
-            &["--no-default-features", "--features", "dashboard"],
-        ),
-        (
-            "without `dashboard`",
-            &["--no-default-features", "--features", "tls"],
-        ),
-        ("`--no-default-features`", &["--no-default-features"]),
-    ];
+    let features: [(&str, &[&str]); 1] = [("without `dashboard`", &["--no-default-features"])];
     for (name, flags) in features {
         let size = size_of_file(&build_host(Some(&features_dir), flags)?)?;
         let delta = size as i64 - default as i64;
