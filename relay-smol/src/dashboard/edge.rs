@@ -182,26 +182,6 @@ pub async fn follow_mesh_status(handle: AdminHandle, commands: smol::channel::Se
     }
 }
 
-/// Follows a status snapshot the mesh keeps up to date (`mesh::edge` keeps one as an
-/// `Rc<RefCell<String>>` on the edge's thread): every [`REFRESH`], a non-empty snapshot goes
-/// to [`AdminHandle::set_status`].
-pub fn follow_status_snapshot(
-    handle: AdminHandle,
-    snapshot: Rc<RefCell<String>>,
-    ex: &Rc<LocalExecutor<'static>>,
-) {
-    ex.spawn(async move {
-        loop {
-            let s = snapshot.borrow().clone();
-            if !s.is_empty() {
-                handle.set_status(s);
-            }
-            Timer::after(REFRESH).await;
-        }
-    })
-    .detach();
-}
-
 /// Reads identity, links and routes out of a `/v1/status` document.
 pub fn summary_parts_from_status(
     json: &str,
@@ -575,7 +555,7 @@ mod tests {
     }
 
     #[test]
-    fn a_followed_snapshot_becomes_the_local_relay() {
+    fn a_mesh_status_becomes_the_local_relay() {
         use crate::auth::AllowAll;
         use crate::config::Config;
         let config = Config::new("127.0.0.1:0".parse().expect("addr"));
@@ -585,9 +565,7 @@ mod tests {
             options_from_cli("127.0.0.1:0", None, relay.local_addr(), false).expect("options");
         opts.identity.name = "relay-before".into();
         let handle = install(&mut relay, opts, &ex).expect("install");
-        let snapshot = Rc::new(RefCell::new(String::new()));
-        follow_status_snapshot(handle.clone(), snapshot.clone(), &ex);
-        *snapshot.borrow_mut() = STATUS.to_string();
+        handle.set_status(STATUS.to_string());
         let view = smol::block_on(ex.run(async {
             let deadline = clock::now() + Duration::from_secs(10);
             loop {
