@@ -278,6 +278,18 @@ impl TicketService {
         Ok(t)
     }
 
+    /// The master token check, then the JSON body: what refresh and revoke both start with.
+    fn master_and_json(
+        &self,
+        auth_header: Option<&str>,
+        body: &[u8],
+    ) -> Result<(&Issuing, Value), (u16, String)> {
+        let issuing = self.master_ok(auth_header)?;
+        let v = serde_json::from_slice(body)
+            .map_err(|e| text(400, format!("body is not valid JSON: {e}")))?;
+        Ok((issuing, v))
+    }
+
     fn master_ok(&self, auth_header: Option<&str>) -> Result<&Issuing, (u16, String)> {
         let Some(issuing) = &self.issuing else {
             return Err(text(
@@ -339,13 +351,9 @@ impl TicketService {
     /// `PUT /v1/refresh-token`: `(status, body)`. The same token string stays valid until
     /// the new `expires_at` (≤ 24 h ahead) on every relay that gets the signed record.
     pub fn refresh_token(&self, auth_header: Option<&str>, body: &[u8], now: u64) -> (u16, String) {
-        let issuing = match self.master_ok(auth_header) {
-            Ok(i) => i,
+        let (issuing, v) = match self.master_and_json(auth_header, body) {
+            Ok(x) => x,
             Err(e) => return e,
-        };
-        let v: Value = match serde_json::from_slice(body) {
-            Ok(v) => v,
-            Err(e) => return text(400, format!("body is not valid JSON: {e}")),
         };
         let Some(token_id) = v.get("token_id").and_then(Value::as_str) else {
             return text(
@@ -416,13 +424,9 @@ impl TicketService {
     /// `DELETE /v1/revoke-token`: `(status, body)`. Connections using the token are closed
     /// within a second on every relay that gets the signed record.
     pub fn revoke_token(&self, auth_header: Option<&str>, body: &[u8], now: u64) -> (u16, String) {
-        let issuing = match self.master_ok(auth_header) {
-            Ok(i) => i,
+        let (issuing, v) = match self.master_and_json(auth_header, body) {
+            Ok(x) => x,
             Err(e) => return e,
-        };
-        let v: Value = match serde_json::from_slice(body) {
-            Ok(v) => v,
-            Err(e) => return text(400, format!("body is not valid JSON: {e}")),
         };
         let Some(token) = v.get("token").and_then(Value::as_str) else {
             return text(
