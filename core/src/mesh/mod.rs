@@ -12,8 +12,8 @@
 //! Which message goes where (the relay decides, this module only encodes):
 //! - [`Probe`] / [`ProbeAck`]: QUIC datagrams (unreliable: loss is what they measure).
 //! - [`Hello`], [`Peers`], [`RouteBatch`], [`InterestUpdate`],
-//!   [`InterestSnapshotRequest`], [`InterestSnapshot`], [`TicketStatus`]: the link's
-//!   control stream, in order.
+//!   [`InterestSnapshotRequest`], [`InterestSnapshot`], [`TicketStatus`],
+//!   [`TicketSnapshot`]: the link's control stream, in order.
 //! - [`Data`]: one QUIC unidirectional stream per message.
 //!
 //! Relays are identified by their name (the DNS name in their mesh certificate), see
@@ -35,7 +35,7 @@ pub use interest::{
 };
 pub use probe::{Probe, ProbeAck};
 pub use route::{MAX_ROUTE_MESSAGES, RouteBatch};
-pub use ticket::{MAX_TICKET_RECORD, TicketStatus};
+pub use ticket::{MAX_TICKET_RECORD, MAX_TICKET_SNAPSHOT_RECORDS, TicketSnapshot, TicketStatus};
 
 use core::fmt;
 use serde::{Deserialize, Serialize};
@@ -129,6 +129,9 @@ pub enum Message<'a> {
     /// A signed ticket status record (refresh, revoke), flooded.
     #[serde(borrow)]
     TicketStatus(TicketStatus<'a>),
+    /// Part of the sender's still-valid ticket status records, on link-up.
+    #[serde(borrow)]
+    TicketSnapshot(TicketSnapshot<'a>),
 }
 
 impl Message<'_> {
@@ -148,6 +151,7 @@ impl Message<'_> {
             Self::InterestSnapshot(_) => InterestSnapshot::MAX_LEN,
             Self::Data(_) => Data::MAX_LEN,
             Self::TicketStatus(_) => TicketStatus::MAX_LEN,
+            Self::TicketSnapshot(_) => TicketSnapshot::MAX_LEN,
         }
     }
 
@@ -162,6 +166,7 @@ impl Message<'_> {
             Self::InterestSnapshot(m) => m.validate(),
             Self::Data(m) => m.validate(),
             Self::TicketStatus(m) => m.validate(),
+            Self::TicketSnapshot(m) => m.validate(),
         }
     }
 }
