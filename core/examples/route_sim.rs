@@ -99,7 +99,13 @@ fn neighbours() {
     println!("{}", Eval::header());
     for cap in [10usize, 16] {
         let naive = evolve(&rtt, Mode::Naive(cap), SECONDS, 3);
-        let e = evaluate::<99>(&format!("naive cap {cap} (before)"), &rtt, naive, cfg, 120_000_000);
+        let e = evaluate::<99>(
+            &format!("naive cap {cap} (before)"),
+            &rtt,
+            naive,
+            cfg,
+            120_000_000,
+        );
         println!("{}", e.row());
         let policy = evolve(
             &rtt,

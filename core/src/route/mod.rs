@@ -35,7 +35,9 @@ pub use config::{ConfigError, RouteConfig};
 pub use error::RouteError;
 pub use event::RouteEvent;
 pub use metric::LinkMeasurement;
-pub use neighbours::{Candidate, Decision, NeighbourConfig, NeighbourPolicy, PlanError, PlanSummary, Role};
+pub use neighbours::{
+    Candidate, Decision, NeighbourConfig, NeighbourPolicy, PlanError, PlanSummary, Role,
+};
 pub use table::{NeighborInfo, RouteInfo, RouteStats, RouteTable};
 pub use types::{Metric, RelayId, Seqno};
 pub use wire::{Message, Recipient, SeqnoRequest, Transmit, Update};

@@ -403,11 +403,14 @@ impl NeighbourPolicy {
                 .enumerate()
                 .filter(|(i, c)| {
                     out[*i] == Decision::Keep(Role::Spare)
-                        && c.up_since_us.is_some_and(|s| now_us >= s + self.cfg.grace_us)
+                        && c.up_since_us
+                            .is_some_and(|s| now_us >= s + self.cfg.grace_us)
                 })
-                .map(|(i, c)| (self.score(c), u32::MAX - c.pick, i))
+                // Worst first; among equals the youngest (the newcomer, not an old
+                // relationship: fewer knock-on closes).
+                .map(|(i, c)| (self.score(c), c.up_since_us, u32::MAX - c.pick, i))
                 .max();
-            let Some((_, _, i)) = worst else { break };
+            let Some((_, _, _, i)) = worst else { break };
             out[i] = Decision::Close;
             sum.close += 1;
         }
@@ -516,15 +519,17 @@ mod tests {
         let cfg = NeighbourConfig::with_max(6);
         assert_eq!(cfg.slots(), (3, 2, 1));
         let mut p = NeighbourPolicy::new(cfg);
-        let mut c: [Candidate; 12] = core::array::from_fn(|i| {
-            cand(i as u16, Some(10 * (12 - i as u32)))
-        });
+        let mut c: [Candidate; 12] =
+            core::array::from_fn(|i| cand(i as u16, Some(10 * (12 - i as u32))));
         // Two peers never measured: one with a good estimate, one with none.
         c[0].rtt_us = None;
         c[0].estimate_us = Some(1_000);
         c[1].rtt_us = None;
         let (out, sum) = plan(&mut p, 0, &c);
-        let near: usize = out.iter().filter(|d| **d == Decision::Dial(Role::Near)).count();
+        let near: usize = out
+            .iter()
+            .filter(|d| **d == Decision::Dial(Role::Near))
+            .count();
         assert_eq!(near, 3);
         // The estimate counts for ranking until measured: peer 0 (1 ms estimate) is near,
         // then the two lowest measured RTTs (peers 11 and 10).
@@ -532,7 +537,9 @@ mod tests {
         assert_eq!(out[11], Decision::Dial(Role::Near));
         assert_eq!(out[10], Decision::Dial(Role::Near));
         assert_eq!(
-            out.iter().filter(|d| **d == Decision::Dial(Role::LongRange)).count(),
+            out.iter()
+                .filter(|d| **d == Decision::Dial(Role::LongRange))
+                .count(),
             2
         );
         // Explored: the only unmeasured peer left.
@@ -607,14 +614,20 @@ mod tests {
         let (out, _) = plan(&mut p, 10 * S, &c);
         assert_eq!(out[4], Decision::Keep(Role::Explore), "held for its probes");
         let (out, _) = plan(&mut p, 16 * S, &c);
-        assert_eq!(out[4], Decision::Close, "measured, not wanted: closed after the hold");
+        assert_eq!(
+            out[4],
+            Decision::Close,
+            "measured, not wanted: closed after the hold"
+        );
         assert_eq!(p.exploring(), None);
         c[4].up_since_us = None;
         let (out, _) = plan(&mut p, 30 * S, &c);
         assert!(!out.contains(&Decision::Dial(Role::Explore)), "not due yet");
         let (out, _) = plan(&mut p, 61 * S, &c);
         assert_eq!(
-            out.iter().filter(|d| **d == Decision::Dial(Role::Explore)).count(),
+            out.iter()
+                .filter(|d| **d == Decision::Dial(Role::Explore))
+                .count(),
             1,
             "next one after explore_every"
         );
@@ -646,7 +659,10 @@ mod tests {
             let c = &c[..n];
             let (out, sum) = plan(&mut p, 30 * S, c);
             let linked = c.iter().filter(|x| x.linked()).count();
-            let dials = out[..n].iter().filter(|d| matches!(d, Decision::Dial(_))).count();
+            let dials = out[..n]
+                .iter()
+                .filter(|d| matches!(d, Decision::Dial(_)))
+                .count();
             let closes = out[..n].iter().filter(|d| **d == Decision::Close).count();
             assert_eq!((dials, closes), (sum.dial, sum.close), "round {round}");
             // Spare links within their grace are not counted against the cap (yet).
@@ -655,16 +671,21 @@ mod tests {
                 .zip(&out[..n])
                 .filter(|(x, d)| {
                     **d == Decision::Keep(Role::Spare)
-                        && x.up_since_us.is_none_or(|s| 30 * S < s + p.config().grace_us)
+                        && x.up_since_us
+                            .is_none_or(|s| 30 * S < s + p.config().grace_us)
                 })
                 .count();
             let counted = linked - young;
             if !sum.full_mesh {
-                assert!(counted + dials - closes <= max || dials == 0, "round {round}");
+                assert!(
+                    counted + dials - closes <= max || dials == 0,
+                    "round {round}"
+                );
                 let wanted = out[..n]
                     .iter()
                     .filter(|d| {
-                        matches!(d, Decision::Dial(_)) || matches!(d, Decision::Keep(r) if *r != Role::Spare)
+                        matches!(d, Decision::Dial(_))
+                            || matches!(d, Decision::Keep(r) if *r != Role::Spare)
                     })
                     .count();
                 assert!(wanted <= max, "round {round}: {wanted} > {max}");

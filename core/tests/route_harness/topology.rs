@@ -184,8 +184,9 @@ pub fn evolve(rtt: &[Vec<u32>], mode: Mode, seconds: u64, seed: u64) -> Topology
                         match d {
                             Decision::Dial(role) => {
                                 dialing.push((a, b));
-                                tail_explore +=
-                                    u64::from(in_tail && *role == fastpubsub_core::route::Role::Explore);
+                                tail_explore += u64::from(
+                                    in_tail && *role == fastpubsub_core::route::Role::Explore,
+                                );
                             }
                             Decision::Close => {
                                 up[a][b] = false;
@@ -266,11 +267,10 @@ pub fn evaluate<const N: usize>(
     let opt_same = sim.all_pairs();
     let (_, converged_us) = sim.converge(&opt_same, limit_us);
     // The full-mesh optimum in the table's own cost terms.
-    let cost = |a: usize, b: usize| {
-        u32::try_from(LinkMeasurement::from_rtt_us(rtt[a][b]).cost(&cfg).as_us())
-            .unwrap_or(u32::MAX)
-    };
-    let cost_m: Vec<Vec<u32>> = (0..n).map(|a| (0..n).map(|b| cost(a, b)).collect()).collect();
+    let cost = |a: usize, b: usize| LinkMeasurement::from_rtt_us(rtt[a][b]).cost(&cfg).as_us();
+    let cost_m: Vec<Vec<u32>> = (0..n)
+        .map(|a| (0..n).map(|b| cost(a, b)).collect())
+        .collect();
     let full_up: Vec<Vec<bool>> = (0..n).map(|a| (0..n).map(|b| a != b).collect()).collect();
     let (mut pairs, mut within_full) = (0, 0);
     let (mut possible, mut realized) = (0u64, 0u64);
