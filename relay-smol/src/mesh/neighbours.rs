@@ -186,8 +186,7 @@ impl Neighbours {
     /// the routing table holds (but never below the limit).
     pub fn hard_limit(&self) -> usize {
         (2 * self.max())
-            .max(8)
-            .min(super::node::ROUTE_NEIGHBOURS - 1)
+            .clamp(8, super::node::ROUTE_NEIGHBOURS - 1)
             .max(self.max())
     }
 
