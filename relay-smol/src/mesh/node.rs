@@ -161,6 +161,10 @@ pub struct MeshStats {
     pub ticket_records_new: u64,
     /// Ticket status records refused by the tickets layer (bad signature, garbage).
     pub ticket_records_bad: u64,
+    /// Links refused at the handshake: first message not a Hello, or another protocol version.
+    pub refused_malformed: u64,
+    /// Links refused at the handshake: the peer table was full.
+    pub refused_full: u64,
 }
 
 struct Link {
@@ -597,6 +601,7 @@ impl MeshNode {
             return;
         }
         if h.version != PROTOCOL_VERSION {
+            self.stats.refused_malformed += 1;
             log::warn!(
                 "mesh: {} speaks mesh protocol {} (we speak {PROTOCOL_VERSION})",
                 h.name,
@@ -625,6 +630,7 @@ impl MeshNode {
         let side = link.side;
         let remote = link.remote;
         if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(h.name) {
+            self.stats.refused_full += 1;
             quic.close(now, conn, driver::CLOSE_PROTOCOL, "peer table full");
             return;
         }
@@ -1314,6 +1320,7 @@ impl MeshNode {
             (Message::Hello(h), _) => self.on_hello(quic, now, conn, h),
             (_, false) => {
                 self.stats.bad_messages += 1;
+                self.stats.refused_malformed += 1;
                 quic.close(
                     now,
                     conn,
@@ -1521,6 +1528,11 @@ impl MeshNode {
                 "dedup_duplicates": self.dedup.duplicates,
                 "dedup_too_old": self.dedup.too_old,
                 "announce": self.announce.stats(),
+                "control_by_kind": mesh::KIND_NAMES
+                    .iter()
+                    .zip(quic.control_by_kind())
+                    .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
+                    .collect::<serde_json::Map<String, serde_json::Value>>(),
                 "route": {
                     "updates_received": rs.updates_received,
                     "updates_sent": rs.updates_sent,
