@@ -84,7 +84,11 @@ mod tests {
         .ok()
         .and_then(|b| b.first().copied())
         .unwrap_or(0);
-        assert_eq!(usize::from(tag), super::super::KIND_NAMES.len() - 1, "appended last");
+        assert_eq!(
+            usize::from(tag),
+            super::super::KIND_NAMES.len() - 1,
+            "appended last"
+        );
         let _ = raw.extend_from_slice(&[tag, 5]);
         let _ = raw.extend_from_slice(b"tokyo");
         let _ = raw.push(1);
