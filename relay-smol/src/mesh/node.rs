@@ -470,14 +470,14 @@ impl MeshNode {
             return;
         }
         let seq = self.announce.next_seq();
-        let body = match self.announce_hook.is_some() {
-            true => {
-                let json = self.status_json(quic, now);
-                self.announce_hook
-                    .as_mut()
-                    .and_then(|h| h.local_body(&json, seq))
-            }
-            false => None,
+        // Without a hook (no dashboard) there is nothing to announce: only forward others'.
+        let body = if self.announce_hook.is_some() {
+            let json = self.status_json(quic, now);
+            self.announce_hook
+                .as_mut()
+                .and_then(|h| h.local_body(&json, seq))
+        } else {
+            None
         };
         let Some(body) = body.filter(|b| !b.is_empty() && b.len() <= mesh::MAX_ANNOUNCE_BODY)
         else {
