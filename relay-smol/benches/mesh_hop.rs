@@ -1,5 +1,5 @@
 //! Mesh data-plane numbers on loopback (no emulated delay): three relays in a line
-//! A – B – C (A and C are not linked: `max_neighbours` 1).
+//! A – B – C (A and C are not linked: only seeds are dialled).
 //!
 //! - latency A→B (one link) and A→C (through B): p50/p99; the difference is what one
 //!   relay hop adds;
@@ -52,7 +52,7 @@ impl Node {
 fn start(name: &str, ca: &CaPem, seeds: Vec<Seed>) -> Node {
     let mut cfg = MeshConfig::new(name, "127.0.0.1:0".parse().unwrap());
     cfg.seeds = seeds;
-    cfg.max_neighbours = 1;
+    cfg.dial_learned = false;
     let r = issue_relay_cert(name, &ca.cert, &ca.key).unwrap();
     let id = MeshIdentity::from_pem(&r.chain, &r.key, &ca.cert).unwrap();
     let (tx, got) = unbounded();
