@@ -6,8 +6,10 @@
 //! - [`dedup`]: per-origin duplicate suppression.
 //! - [`neighbours`]: which relays to keep links to (the limit, nearest by RTT).
 //! - [`ticket_sync`]: ticket status snapshot sent to a neighbour on link-up.
+//! - [`announce`]: flooding of the mesh-wide relay announcements (dashboard picture).
 //! - [`node`]: the mesh node driving all of the above on the QUIC driver.
 
+pub mod announce;
 pub mod config;
 pub mod dedup;
 pub mod edge;

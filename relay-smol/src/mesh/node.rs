@@ -16,6 +16,9 @@
 //!   deliver-one modes), grouped by next hop: one copy per next hop listing its
 //!   destinations; each relay delivers if it is a destination (once: [`Dedup`]) and
 //!   re-splits the rest, while the hop limit lasts.
+//! - Announcements: this relay's summary is flooded periodically and on link changes;
+//!   others' are judged by [`AnnounceTable`] (newest per origin, rate, bounds), handed to
+//!   the [`AnnounceHook`] and flooded on; a new link gets every held one.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -32,6 +35,7 @@ use quinn_proto::{ConnectionHandle, Side};
 use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 
+use super::announce::{AnnounceApplied, AnnounceHook, AnnounceTable, Verdict};
 use super::config::MeshConfig;
 use super::dedup::Dedup;
 use super::interest::{Applied, InterestTable};
@@ -169,6 +173,10 @@ pub struct MeshStats {
     pub ticket_records_new: u64,
     /// Ticket status records refused by the tickets layer (bad signature, garbage).
     pub ticket_records_bad: u64,
+    /// Links refused at the handshake: first message not a Hello, or another protocol version.
+    pub refused_malformed: u64,
+    /// Links refused at the handshake: the peer table was full.
+    pub refused_full: u64,
 }
 
 struct Link {
@@ -245,6 +253,8 @@ pub struct MeshNode {
     ticket_sync: TicketSync,
     neighbours: Neighbours,
     next_plan: Instant,
+    announce: AnnounceTable,
+    announce_hook: Option<Box<dyn AnnounceHook>>,
 }
 
 fn unix_ms() -> u64 {
@@ -342,6 +352,8 @@ impl MeshNode {
                     .unwrap_or(route::NeighbourConfig::with_max(cfg.max_neighbours)),
             ),
             next_plan: now,
+            announce: AnnounceTable::new(&cfg.name, cfg.announce, epoch, 0),
+            announce_hook: None,
             cfg,
         })
     }
@@ -456,6 +468,85 @@ impl MeshNode {
             TicketApplied::Bad => self.stats.ticket_records_bad += 1,
             _ => {}
         }
+    }
+
+    /// Build this relay's announcements and take in the others' (the dashboard side).
+    pub fn set_announce_hook(&mut self, hook: Box<dyn AnnounceHook>) {
+        self.announce_hook = Some(hook);
+    }
+
+    /// Flood this relay's own announcement when due.
+    fn announce_due(&mut self, quic: &mut Driver, now: Instant) {
+        let us = self.us(now);
+        if !self.announce.poll_due(us) {
+            return;
+        }
+        let seq = self.announce.next_seq();
+        // Without a hook (no dashboard) there is nothing to announce: only forward others'.
+        let body = if self.announce_hook.is_some() {
+            let json = self.status_json(quic, now);
+            self.announce_hook
+                .as_mut()
+                .and_then(|h| h.local_body(&json, seq))
+        } else {
+            None
+        };
+        let Some(body) = body.filter(|b| !b.is_empty() && b.len() <= mesh::MAX_ANNOUNCE_BODY)
+        else {
+            self.announce.skip(us);
+            return;
+        };
+        let name = self.cfg.name.clone();
+        let msg = Message::Announce(mesh::Announce {
+            origin: &name,
+            seq,
+            body: &body,
+        });
+        self.flood_interest(quic, now, &msg, None);
+        let next = jittered(self.announce.config().interval);
+        self.announce.record_own(seq, &body, us, next);
+    }
+
+    fn on_announce(
+        &mut self,
+        quic: &mut Driver,
+        now: Instant,
+        conn: ConnectionHandle,
+        a: &mesh::Announce<'_>,
+        frame: &[u8],
+    ) {
+        let us = self.us(now);
+        if self.announce.handle_remote(a.origin, a.seq, a.body, us) != Verdict::New {
+            return;
+        }
+        self.learn_name(a.origin);
+        let names = &self.names;
+        let applied = self
+            .announce_hook
+            .as_mut()
+            .map(|h| h.apply_remote(a.origin, a.body, &|id| names.get(&RelayId(id)).cloned()));
+        if applied == Some(AnnounceApplied::Bad) {
+            self.announce.note_hook_refused();
+        }
+        // Forward the frame as received: the body is opaque to the mesh.
+        for (c, _) in self.up_links() {
+            if c != conn {
+                let _ = quic.send_control(now, c, frame);
+            }
+        }
+    }
+
+    /// A new link gets every held announcement, so a joining relay sees the whole mesh.
+    fn replay_announcements(&mut self, quic: &mut Driver, now: Instant, conn: ConnectionHandle) {
+        let mut n = 0;
+        for (origin, seq, body) in self.announce.held() {
+            let msg = Message::Announce(mesh::Announce { origin, seq, body });
+            if let Ok(b) = mesh::encode(&msg, &mut self.buf) {
+                let _ = quic.send_control(now, conn, b);
+                n += 1;
+            }
+        }
+        self.announce.note_replayed(n);
     }
 
     /// Hand the status JSON to `sink` every `every`.
@@ -587,6 +678,7 @@ impl MeshNode {
             return;
         }
         if h.version != PROTOCOL_VERSION {
+            self.stats.refused_malformed += 1;
             log::warn!(
                 "mesh: {} speaks mesh protocol {} (we speak {PROTOCOL_VERSION})",
                 h.name,
@@ -615,6 +707,7 @@ impl MeshNode {
         let side = link.side;
         let remote = link.remote;
         if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(h.name) {
+            self.stats.refused_full += 1;
             quic.close(now, conn, driver::CLOSE_PROTOCOL, "peer table full");
             return;
         }
@@ -687,6 +780,8 @@ impl MeshNode {
             self.ticket_sync.link_up(conn);
             self.sync_tickets(quic, now);
         }
+        self.replay_announcements(quic, now, conn);
+        self.announce.trigger(self.us(now));
     }
 
     fn on_lost(
@@ -724,6 +819,7 @@ impl MeshNode {
                 if self.route.handle_link_down(p.id, us).is_err() {
                     self.stats.route_errors += 1;
                 }
+                self.announce.trigger(us);
             }
         }
         let _ = (was_connected, link);
@@ -888,6 +984,7 @@ impl MeshNode {
                 if self.route.handle_link_down(id, us).is_err() {
                     self.stats.route_errors += 1;
                 }
+                self.announce.trigger(us);
             }
         }
     }
@@ -911,6 +1008,8 @@ impl MeshNode {
         }
         if !l.measured {
             l.measured = true;
+            // The link has an RTT now: worth announcing.
+            self.announce.trigger(us);
             let pending = std::mem::take(&mut l.pending_route);
             for msg in pending {
                 self.apply_route_message(id, msg, us);
@@ -1331,6 +1430,7 @@ impl MeshNode {
             (Message::Hello(h), _) => self.on_hello(quic, now, conn, h),
             (_, false) => {
                 self.stats.bad_messages += 1;
+                self.stats.refused_malformed += 1;
                 quic.close(
                     now,
                     conn,
@@ -1385,6 +1485,7 @@ impl MeshNode {
             (Message::Data(_), true) => self.on_data(quic, frame),
             (Message::TicketStatus(t), true) => self.on_ticket_status(quic, now, conn, t, &msg),
             (Message::TicketSnapshot(t), true) => self.on_ticket_snapshot(quic, now, conn, t),
+            (Message::Announce(a), true) => self.on_announce(quic, now, conn, a, frame),
             _ => self.stats.bad_messages += 1,
         }
     }
@@ -1539,6 +1640,12 @@ impl MeshNode {
                 "dedup_too_old": self.dedup.too_old,
                 "ticket_sync": self.ticket_sync.stats,
                 "neighbours": self.neighbours.stats,
+                "announce": self.announce.stats(),
+                "control_by_kind": mesh::KIND_NAMES
+                    .iter()
+                    .zip(quic.control_by_kind())
+                    .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
+                    .collect::<serde_json::Map<String, serde_json::Value>>(),
                 "route": {
                     "updates_received": rs.updates_received,
                     "updates_sent": rs.updates_sent,
@@ -1620,6 +1727,7 @@ impl Handler for MeshNode {
         self.flood_tickets(quic, now);
         self.sync_tickets(quic, now);
         self.probe_due(quic, now);
+        self.announce_due(quic, now);
         let us = self.us(now);
         if self.route.poll_timeout().is_some_and(|t| t <= us) {
             self.route.handle_timeout(us);
@@ -1659,6 +1767,9 @@ impl Handler for MeshNode {
         }
         if let Some(s) = self.ticket_sync.poll_timeout() {
             t = t.min(s);
+        }
+        if self.announce_hook.is_some() {
+            t = t.min(self.at(self.announce.poll_timeout()));
         }
         // Down detection needs a look even when nothing else is due.
         Some(t.min(crate::clock::now() + Duration::from_millis(100)))
