@@ -13,20 +13,18 @@
 //! Needs `/usr/bin/chromium` (CI: `apt-get install -y chromium`); override with `CHROMIUM=…`.
 
 mod dashboard_common;
+mod mesh_common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use dashboard_common::{
-    count, dataset, open_dashboard, start_relay_process, summaries, tag_with, text_after, tnf,
-    wait_for,
-};
+use dashboard_common::{count, dataset, open_dashboard, summaries, tag_with, text_after, tnf};
 use fastpubsub_relay::dashboard::access::AdminAccess;
 use fastpubsub_relay::dashboard::routes::AdminRoutes;
 use fastpubsub_relay::dashboard::server::AdminServer;
 use fastpubsub_relay::dashboard::view::{MeshState, RelaySummary};
 use fastpubsub_relay::metrics::RelayMetrics;
+use mesh_common::{pub_tool, spawn_sub, start_relay_process, wait_for};
 
 fn now_ms() -> u64 {
     fastpubsub_relay::dashboard::edge::unix_ms()
@@ -71,32 +69,12 @@ fn single_relay_shows_its_own_row_and_no_links() {
     let relay = start_relay_process(&["--admin-listen", "127.0.0.1:0"]);
     let admin = relay.admin.expect("admin listener address");
     let url = format!("ws://{}/ws", relay.edge);
-    let mut sub = ChildGuard(
-        Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"))
-            .args(["sub", "--url", &url, "demo", "public.#"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sub"),
-    );
+    let mut sub = spawn_sub(&url, &[], "demo", "public.#");
     wait_for(admin, "/v1/mesh", 20, |b| {
         b.contains("\"subscriptions\":1,")
     });
     for i in 0..3 {
-        let st = Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"))
-            .args([
-                "pub",
-                "--url",
-                &url,
-                "demo",
-                "public.chat",
-                &format!("hello {i}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run pub");
-        assert!(st.success(), "pub failed");
+        pub_tool(&url, "demo", "public.chat", &format!("hello {i}"));
     }
     let mesh = wait_for(admin, "/v1/mesh", 20, |b| {
         b.contains("\"messages_in_total\":3,")
@@ -139,16 +117,7 @@ fn single_relay_shows_its_own_row_and_no_links() {
         dom.contains("id=\"land\" class=\"land\" d=\"M"),
         "land outline not loaded"
     );
-    let _ = sub.0.kill();
-}
-
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    sub.kill();
 }
 
 #[test]

@@ -9,216 +9,31 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod mesh_common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{
-    Ws, connect_with, decode_deliver, http_get, http_raw, parse_response, publish, subscribe,
-};
+use common::{Ws, connect_with, decode_deliver, http_raw, parse_response, publish, subscribe};
 use fastpubsub_core::frame::Mode;
+use mesh_common::{Emu, RELAY, RelayProc, make_certs, mesh_relay, tmpdir, wait_until};
 use tungstenite::Message;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fastpubsub-relay");
-const EMU: &str = env!("CARGO_BIN_EXE_fastpubsub-linkemu");
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn relay(certs: &Path, name: &str, peers: &[(&str, SocketAddr)]) -> RelayProc {
+    mesh_relay(
+        certs,
+        name,
+        peers,
+        &["--insecure-no-auth", "--region", "test"],
+    )
 }
 
-struct Relay {
-    proc: Proc,
-    http: SocketAddr,
-    admin: SocketAddr,
-    mesh: SocketAddr,
-}
-
-fn tool(args: &[&str]) {
-    let st = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run tool");
-    assert!(st.success(), "{args:?} failed");
-}
-
-fn make_certs(dir: &Path, ca: &str, names: &[&str]) {
-    let ca_dir = dir.join(ca);
-    tool(&["mesh-ca", "--dir", ca_dir.to_str().expect("utf8")]);
-    for n in names {
-        tool(&[
-            "mesh-cert",
-            "--name",
-            n,
-            "--ca-dir",
-            ca_dir.to_str().expect("utf8"),
-            "--out",
-            dir.join(ca).to_str().expect("utf8"),
-        ]);
-    }
-}
-
-fn relay(dir: &Path, ca: &str, name: &str, peers: &[(&str, SocketAddr)]) -> Relay {
-    relay_with(dir, ca, name, peers, &["--insecure-no-auth"])
-}
-
-fn relay_with(
-    dir: &Path,
-    ca: &str,
-    name: &str,
-    peers: &[(&str, SocketAddr)],
-    auth: &[&str],
-) -> Relay {
-    let d = dir.join(ca);
-    let p = |f: String| d.join(f).to_str().expect("utf8").to_owned();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--listen", "127.0.0.1:0"])
-        .args(auth)
-        .args(["--admin-listen", "127.0.0.1:0"])
-        .args([
-            "--mesh-listen",
-            "127.0.0.1:0",
-            "--name",
-            name,
-            "--region",
-            "test",
-        ])
-        .args(["--mesh-cert", &p(format!("{name}.pem"))])
-        .args(["--mesh-key", &p(format!("{name}.key"))])
-        .args(["--mesh-ca", &p("ca.pem".into())]);
-    for (n, a) in peers {
-        cmd.args(["--peer", &format!("{n}@{a}")]);
-    }
-    let mut child = cmd
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn relay");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr_in = |line: String| -> SocketAddr {
-        line.split("://")
-            .nth(1)
-            .and_then(|s| s.split(['/', ' ']).next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-    };
-    let (mut http, mut admin, mut mesh) = (None, None, None);
-    while http.is_none() || admin.is_none() || mesh.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("relay start lines");
-        if line.contains(" admin on ") {
-            admin = Some(addr_in(line));
-        } else if line.contains(" listening on ") {
-            http = Some(addr_in(line));
-        } else if line.contains(" mesh ") {
-            mesh = Some(addr_in(line));
-        }
-    }
-    Relay {
-        proc: Proc(child),
-        http: http.expect("http"),
-        admin: admin.expect("admin"),
-        mesh: mesh.expect("mesh"),
-    }
-}
-
-struct Emu {
-    _proc: Proc,
-    listen: SocketAddr,
-    control: SocketAddr,
-}
-
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("port")
-}
-
-fn emu_cmd(control: SocketAddr, cmd: &str) -> Option<String> {
-    let s = UdpSocket::bind("127.0.0.1:0").ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
-    s.send_to(cmd.as_bytes(), control).ok()?;
-    let mut buf = [0u8; 2048];
-    let (n, _) = s.recv_from(&mut buf).ok()?;
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-}
-
-fn emu(target: SocketAddr, delay: &str) -> Emu {
-    let (listen, control) = (free_udp(), free_udp());
-    let child = Command::new(EMU)
-        .args([
-            "--listen",
-            &listen.to_string(),
-            "--target",
-            &target.to_string(),
-        ])
-        .args(["--control", &control.to_string(), "--delay", delay])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn linkemu");
-    let e = Emu {
-        _proc: Proc(child),
-        listen,
-        control,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while emu_cmd(e.control, "stats").is_none() {
-        assert!(Instant::now() < deadline, "linkemu did not start");
-    }
-    e
-}
-
-fn status(r: &Relay) -> serde_json::Value {
-    let (code, body) = http_get(r.admin, "/v1/status");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).expect("status JSON")
-}
-
-fn next_hop(r: &Relay, dest: &str) -> Option<String> {
-    status(r)
-        .get("routes")?
-        .as_array()?
-        .iter()
-        .find(|x| x.get("dest").and_then(|d| d.as_str()) == Some(dest))?
-        .get("next_hop")?
-        .as_str()
-        .map(str::to_owned)
-}
-
-fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> (T, Duration) {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return (v, t0.elapsed());
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn ws(r: &Relay) -> Ws {
+fn ws(r: &RelayProc) -> Ws {
     connect_with(
-        &format!("ws://{}/ws", r.http),
+        &format!("ws://{}/ws", r.edge),
         Some("llps.v1, at.test"),
         None,
     )
@@ -226,7 +41,7 @@ fn ws(r: &Relay) -> Ws {
 }
 
 /// A subscriber on its own thread: every delivery's index and arrival time.
-fn subscriber(r: &Relay) -> mpsc::Receiver<(u32, Instant)> {
+fn subscriber(r: &RelayProc) -> mpsc::Receiver<(u32, Instant)> {
     let mut s = ws(r);
     subscribe(&mut s, "acme", "chat.#");
     // Stay subscribed through quiet phases (the helper's read timeout would end it).
@@ -310,33 +125,26 @@ fn pct(v: &[f64], p: f64) -> f64 {
     v.get(i).copied().unwrap_or(f64::NAN)
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fps-mesh-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmp");
-    d
-}
-
 #[test]
 fn tokyo_to_frankfurt_through_novosibirsk() {
-    let dir = tmpdir("tnf");
-    make_certs(&dir, "mesh", &["t", "n", "f"]);
-    make_certs(&dir, "rogue", &["r"]);
-    let f = relay(&dir, "mesh", "f", &[]);
-    let e_nf = emu(f.mesh, "45ms");
-    let mut n = relay(&dir, "mesh", "n", &[("f", e_nf.listen)]);
-    let e_tn = emu(n.mesh, "45ms");
-    let e_tf = emu(f.mesh, "110.9ms");
-    let t = relay(&dir, "mesh", "t", &[("n", e_tn.listen), ("f", e_tf.listen)]);
+    let dir = tmpdir("mesh-tnf");
+    let certs = make_certs(&dir, "mesh", &["t", "n", "f"]);
+    let rogue_certs = make_certs(&dir, "rogue", &["r"]);
+    let f = relay(&certs, "f", &[]);
+    let e_nf = Emu::delay(f.mesh(), "45ms");
+    let mut n = relay(&certs, "n", &[("f", e_nf.listen)]);
+    let e_tn = Emu::delay(n.mesh(), "45ms");
+    let e_tf = Emu::delay(f.mesh(), "110.9ms");
+    let t = relay(&certs, "t", &[("n", e_tn.listen), ("f", e_tf.listen)]);
 
     let (_, took) = wait_until("T→F via N", Duration::from_secs(20), || {
-        (next_hop(&t, "f")? == "n").then_some(())
+        (t.next_hop("f")? == "n").then_some(())
     });
     eprintln!("route T→F via n after {took:?}");
 
     let sub = subscriber(&f);
     wait_until("T learns F's interest", Duration::from_secs(5), || {
-        (status(&t).pointer("/interest/f/patterns")?.as_u64()? == 1).then_some(())
+        (t.status().pointer("/interest/f/patterns")?.as_u64()? == 1).then_some(())
     });
     let mut p = ws(&t);
 
@@ -358,7 +166,7 @@ fn tokyo_to_frankfurt_through_novosibirsk() {
 
     // 1 % random loss on both relay-path links, both directions.
     for e in [&e_tn, &e_nf] {
-        emu_cmd(e.control, "loss 1%").expect("emu");
+        e.set("loss 1%");
     }
     let r = publish_run(&mut p, &sub, 1000, 2000, Duration::from_millis(2));
     eprintln!(
@@ -376,32 +184,32 @@ fn tokyo_to_frankfurt_through_novosibirsk() {
     );
     assert_eq!(r.duplicates, 0);
     for e in [&e_tn, &e_nf] {
-        emu_cmd(e.control, "loss 0%").expect("emu");
+        e.set("loss 0%");
     }
     wait_until("T→F via N after loss", Duration::from_secs(20), || {
-        (next_hop(&t, "f")? == "n").then_some(())
+        (t.next_hop("f")? == "n").then_some(())
     });
 
     // T–N gets slow (150 ms one way): T→F direct within 2 s; then back.
-    emu_cmd(e_tn.control, "delay 150ms").expect("emu");
+    e_tn.set("delay 150ms");
     let (_, took) = wait_until(
         "T→F direct after T–N slowed",
         Duration::from_secs(5),
-        || (next_hop(&t, "f")? == "f").then_some(()),
+        || (t.next_hop("f")? == "f").then_some(()),
     );
     eprintln!("T–N slowed to 300 ms RTT: route T→F direct after {took:?}");
     assert!(took < Duration::from_secs(2), "{took:?}");
-    emu_cmd(e_tn.control, "delay 45ms").expect("emu");
+    e_tn.set("delay 45ms");
     let (_, took) = wait_until("T→F via N again", Duration::from_secs(30), || {
-        (next_hop(&t, "f")? == "n").then_some(())
+        (t.next_hop("f")? == "n").then_some(())
     });
     eprintln!("T–N back to 90 ms RTT: route T→F via n again after {took:?}");
 
     // N dies: T→F direct within 2 s, and messages flow (≈ 111 ms).
-    let _ = n.proc.0.kill();
+    n.kill();
     let killed = Instant::now();
     wait_until("T→F direct", Duration::from_secs(5), || {
-        (next_hop(&t, "f")? == "f").then_some(())
+        (t.next_hop("f")? == "f").then_some(())
     });
     let took = killed.elapsed();
     eprintln!("N killed: route T→F direct after {took:?}");
@@ -412,53 +220,63 @@ fn tokyo_to_frankfurt_through_novosibirsk() {
         r.delivered,
         pct(&r.lat_ms, 0.5)
     );
-    assert_eq!(r.delivered, 50, "T: {}\nF: {}", status(&t), status(&f));
+    assert_eq!(r.delivered, 50, "T: {}\nF: {}", t.status(), f.status());
     let p50 = pct(&r.lat_ms, 0.5);
     assert!((110.0..125.0).contains(&p50), "p50 {p50:.1}");
 
     // A relay with a certificate from another CA cannot join.
-    let before = status(&f)
+    let before = f
+        .status()
         .pointer("/counters/quic/handshake_failures")
         .and_then(|v| v.as_u64())
         .unwrap_or(0);
-    let rogue = relay(&dir, "rogue", "r", &[("f", f.mesh)]);
+    let rogue = relay(&rogue_certs, "r", &[("f", f.mesh())]);
     wait_until("F refuses the rogue relay", Duration::from_secs(10), || {
-        let n = status(&f)
+        let n = f
+            .status()
             .pointer("/counters/quic/handshake_failures")?
             .as_u64()?;
         (n > before).then_some(())
     });
-    let st = status(&f);
+    let st = f.status();
     let linked_to_rogue = st.get("links").and_then(|l| l.as_array()).is_some_and(|l| {
         l.iter()
             .any(|x| x.get("peer").and_then(|p| p.as_str()) == Some("r"))
     });
     assert!(!linked_to_rogue, "F linked to a relay from another CA");
-    assert!(next_hop(&rogue, "f").is_none(), "rogue relay got a route");
+    assert!(rogue.next_hop("f").is_none(), "rogue relay got a route");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_ticket_revoked_on_one_relay_is_refused_on_another() {
-    let dir = tmpdir("tickets");
-    make_certs(&dir, "mesh", &["a", "b"]);
+    let dir = tmpdir("mesh-tickets");
+    let certs = make_certs(&dir, "mesh", &["a", "b"]);
     let state = dir.join("a-state");
-    let a = relay_with(
-        &dir,
-        "mesh",
+    let a = mesh_relay(
+        &certs,
         "a",
         &[],
-        &["--state-dir", state.to_str().expect("utf8")],
+        &[
+            "--region",
+            "test",
+            "--state-dir",
+            state.to_str().expect("utf8"),
+        ],
     );
     let public = state.join("ticket-public.key");
-    let b = relay_with(
-        &dir,
-        "mesh",
+    let b = mesh_relay(
+        &certs,
         "b",
-        &[("a", a.mesh)],
-        &["--ticket-public-key", public.to_str().expect("utf8")],
+        &[("a", a.mesh())],
+        &[
+            "--region",
+            "test",
+            "--ticket-public-key",
+            public.to_str().expect("utf8"),
+        ],
     );
-    let out = Command::new(BIN)
+    let out = Command::new(RELAY)
         .args([
             "ticket", "--tenant", "acme", "--pub", "chat.#", "--sub", "chat.#", "--ttl", "1h",
         ])
@@ -474,10 +292,10 @@ fn a_ticket_revoked_on_one_relay_is_refused_on_another() {
         .find(|w| w.starts_with("AT_"))
         .unwrap_or_else(|| panic!("no ticket in {text:?}"))
         .to_owned();
-    let url = format!("ws://{}/ws", b.http);
+    let url = format!("ws://{}/ws", b.edge);
     let proto = format!("llps.v1, at.{token}");
     wait_until("B links to A", Duration::from_secs(10), || {
-        (next_hop(&b, "a")? == "a").then_some(())
+        (b.next_hop("a")? == "a").then_some(())
     });
     assert!(
         connect_with(&url, Some(&proto), None).is_ok(),
@@ -492,7 +310,7 @@ fn a_ticket_revoked_on_one_relay_is_refused_on_another() {
         master.trim(),
         body.len()
     );
-    let (code, resp) = parse_response(&http_raw(a.http, req.as_bytes()));
+    let (code, resp) = parse_response(&http_raw(a.edge, req.as_bytes()));
     assert_eq!(code, 200, "{resp}");
     let revoked = Instant::now();
     let (_, took) = wait_until(
@@ -513,7 +331,7 @@ fn a_ticket_revoked_on_one_relay_is_refused_on_another() {
         "B counts the flooded record",
         Duration::from_secs(3),
         || {
-            (status(&b)
+            (b.status()
                 .pointer("/counters/mesh/ticket_records_new")?
                 .as_u64()?
                 >= 1)

@@ -5,182 +5,18 @@
 
 #![allow(clippy::disallowed_methods)]
 
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+mod mesh_common;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fastpubsub_core::mesh::DeliveryMode;
-use fastpubsub_relay::mesh::config::{MeshConfig, Seed};
-use fastpubsub_relay::mesh::node::{LocalSink, MeshCommand};
-use fastpubsub_relay::quic::certs::{CaPem, generate_ca, issue_relay_cert};
-use fastpubsub_relay::quic::driver;
-use fastpubsub_relay::quic::tls::MeshIdentity;
-use smol::channel::{Receiver, Sender, unbounded};
+use fastpubsub_relay::mesh::node::MeshCommand;
+use fastpubsub_relay::quic::certs::{CaPem, generate_ca};
+use mesh_common::{Emu, Node, seed, start_node, wait_until};
 
-struct Emu {
-    child: Child,
-    listen: SocketAddr,
-    control: SocketAddr,
-}
-
-impl Drop for Emu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("port")
-}
-
-fn emu(target: SocketAddr, delay: &str) -> Emu {
-    let listen = free_udp();
-    let control = free_udp();
-    let child = Command::new(env!("CARGO_BIN_EXE_fastpubsub-linkemu"))
-        .args([
-            "--listen",
-            &listen.to_string(),
-            "--target",
-            &target.to_string(),
-        ])
-        .args(["--control", &control.to_string(), "--delay", delay])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn linkemu");
-    let e = Emu {
-        child,
-        listen,
-        control,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while emu_cmd(&e, "stats").is_none() {
-        assert!(Instant::now() < deadline, "linkemu did not start");
-    }
-    e
-}
-
-fn emu_cmd(e: &Emu, cmd: &str) -> Option<String> {
-    let s = UdpSocket::bind("127.0.0.1:0").ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
-    s.send_to(cmd.as_bytes(), e.control).ok()?;
-    let mut buf = [0u8; 2048];
-    let (n, _) = s.recv_from(&mut buf).ok()?;
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-}
-
-/// Deliveries seen by a node's sink: (payload, when).
-struct ChanSink(Sender<(Vec<u8>, Instant)>);
-
-impl LocalSink for ChanSink {
-    fn deliver(
-        &mut self,
-        _tenant: &str,
-        _channel: &str,
-        payload: &[u8],
-        _mode: DeliveryMode,
-    ) -> usize {
-        let _ = self.0.try_send((payload.to_vec(), Instant::now()));
-        1
-    }
-}
-
-struct Node {
-    addr: SocketAddr,
-    cmd: Option<Sender<MeshCommand>>,
-    got: Receiver<(Vec<u8>, Instant)>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Node {
-    fn send(&self, c: MeshCommand) {
-        if let Some(tx) = &self.cmd {
-            smol::block_on(tx.send(c)).expect("node alive");
-        }
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let (tx, rx) = unbounded();
-        self.send(MeshCommand::Status(tx));
-        let s = smol::block_on(async {
-            futures_lite::future::or(async { rx.recv().await.ok() }, async {
-                async_io::Timer::after(Duration::from_secs(5)).await;
-                None
-            })
-            .await
-        })
-        .expect("status reply");
-        serde_json::from_str(&s).expect("status JSON")
-    }
-
-    /// (next hop, metric ms) of the route to `dest`.
-    fn route_to(&self, dest: &str) -> Option<(String, f64)> {
-        let st = self.status();
-        let routes = st.get("routes")?.as_array()?.clone();
-        routes.iter().find_map(|r| {
-            (r.get("dest")?.as_str()? == dest).then(|| {
-                Some((
-                    r.get("next_hop")?.as_str()?.to_owned(),
-                    r.get("metric_ms")?.as_f64()?,
-                ))
-            })?
-        })
-    }
-
-    fn kill(&mut self) {
-        self.cmd = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn identity(name: &str, ca: &CaPem) -> MeshIdentity {
-    let r = issue_relay_cert(name, &ca.cert, &ca.key).expect("issue");
-    MeshIdentity::from_pem(&r.chain, &r.key, &ca.cert).expect("identity")
-}
-
-fn start(name: &str, ca: &CaPem, seeds: Vec<Seed>) -> Node {
-    let mut cfg = MeshConfig::new(name, "127.0.0.1:0".parse().expect("addr"));
-    cfg.seeds = seeds;
-    cfg.region = "test".into();
-    let (tx, got) = unbounded();
-    let id = identity(name, ca);
-    let (cmd, rx) = unbounded();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let (driver, mut node) =
-            fastpubsub_relay::mesh::start(cfg, &id, Box::new(ChanSink(tx))).expect("start");
-        let _ = addr_tx.send(driver.local_addr());
-        let _ = smol::block_on(driver::run(driver, &mut node, rx));
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("node started");
-    Node {
-        addr,
-        cmd: Some(cmd),
-        got,
-        thread: Some(thread),
-    }
-}
-
-fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> (T, Duration) {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return (v, t0.elapsed());
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn start(name: &str, ca: &CaPem, seeds: Vec<fastpubsub_relay::mesh::config::Seed>) -> Node {
+    start_node(name, ca, seeds, |cfg| cfg.region = "test".into())
 }
 
 /// Publish `count` messages at T `gap` apart; return F's latencies (ms) and whether every
@@ -224,13 +60,6 @@ fn publish_and_measure(t: &Node, f: &Node, count: u32, gap: Duration) -> (Vec<f6
     (lat, seen.len(), dups)
 }
 
-fn counter(n: &Node, name: &str) -> u64 {
-    n.status()
-        .pointer(&format!("/counters/mesh/{name}"))
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0)
-}
-
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -241,30 +70,14 @@ fn tokyo_novosibirsk_frankfurt() {
     let ca = generate_ca().expect("ca");
     // One-way delays: T–F 110.9 ms; T–N 45 ms, N–F 45 ms (relay path RTT 180 ms).
     let mut f = start("f", &ca, vec![]);
-    let e_nf = emu(f.addr, "45ms");
-    let mut n = start(
-        "n",
-        &ca,
-        vec![Seed {
-            name: "f".into(),
-            addr: e_nf.listen,
-        }],
-    );
-    let e_tn = emu(n.addr, "45ms");
-    let e_tf = emu(f.addr, "110.9ms");
+    let e_nf = Emu::delay(f.addr, "45ms");
+    let mut n = start("n", &ca, vec![seed("f", e_nf.listen)]);
+    let e_tn = Emu::delay(n.addr, "45ms");
+    let e_tf = Emu::delay(f.addr, "110.9ms");
     let mut t = start(
         "t",
         &ca,
-        vec![
-            Seed {
-                name: "n".into(),
-                addr: e_tn.listen,
-            },
-            Seed {
-                name: "f".into(),
-                addr: e_tf.listen,
-            },
-        ],
+        vec![seed("n", e_tn.listen), seed("f", e_tf.listen)],
     );
 
     // The route T→F goes through N.
@@ -312,8 +125,8 @@ fn tokyo_novosibirsk_frankfurt() {
     wait_until("T→F via N", Duration::from_secs(20), || {
         via_n(&t).then_some(())
     });
-    let sent_before = counter(&t, "data_sent");
-    let n_sent_before = counter(&n, "data_sent");
+    let sent_before = t.counter("data_sent");
+    let n_sent_before = n.counter("data_sent");
     let (_, got_f, _) = publish_and_measure(&t, &f, 10, Duration::from_millis(20));
     let stayed_via_n = via_n(&t);
     let mut got_n = 0;
@@ -323,12 +136,12 @@ fn tokyo_novosibirsk_frankfurt() {
     assert_eq!((got_f, got_n), (10, 10));
     if stayed_via_n {
         assert_eq!(
-            counter(&t, "data_sent") - sent_before,
+            t.counter("data_sent") - sent_before,
             10,
             "one copy per publish from T"
         );
         assert_eq!(
-            counter(&n, "data_sent") - n_sent_before,
+            n.counter("data_sent") - n_sent_before,
             10,
             "N re-splits towards F"
         );
@@ -364,7 +177,7 @@ fn tokyo_novosibirsk_frankfurt() {
     });
 
     // T–N gets slow: traffic moves to the direct path within 2 s.
-    emu_cmd(&e_tn, "delay 150ms").expect("emu control");
+    e_tn.set("delay 150ms");
     let ((hop, metric), took) = wait_until("T→F direct", Duration::from_secs(5), || {
         t.route_to("f").filter(|(h, _)| h == "f")
     });
@@ -380,7 +193,7 @@ fn tokyo_novosibirsk_frankfurt() {
     );
 
     // T–N recovers: back through N.
-    emu_cmd(&e_tn, "delay 45ms").expect("emu control");
+    e_tn.set("delay 45ms");
     let (_, took) = wait_until("T→F via N again", Duration::from_secs(20), || {
         t.route_to("f").filter(|(h, _)| h == "n")
     });
