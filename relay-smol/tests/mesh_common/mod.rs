@@ -88,6 +88,120 @@ pub fn wait_until<T>(
     }
 }
 
+/// How long to keep listening after the last expected delivery, for duplicates.
+pub const DUP_WINDOW: Duration = Duration::from_millis(300);
+
+/// Deliveries of one publish run: latencies (ms, sorted), distinct messages, duplicates.
+pub struct Run {
+    pub lat_ms: Vec<f64>,
+    pub delivered: usize,
+    pub duplicates: usize,
+}
+
+impl Run {
+    /// The `p` quantile (0..=1) of the latencies; NaN when nothing arrived.
+    pub fn pct(&self, p: f64) -> f64 {
+        let i = ((self.lat_ms.len() as f64 - 1.0) * p).round() as usize;
+        self.lat_ms.get(i).copied().unwrap_or(f64::NAN)
+    }
+}
+
+/// Collects the deliveries of messages `0..sent.len()` (message `i` sent at `sent[i]`) from
+/// `next(timeout)`, which gives (index, arrival) or `None` after `timeout`: until every
+/// message arrived and then [`DUP_WINDOW`] more, or until `limit` passed.
+pub fn collect(
+    sent: &[Instant],
+    limit: Duration,
+    mut next: impl FnMut(Duration) -> Option<(u32, Instant)>,
+) -> Run {
+    let mut seen = std::collections::HashSet::new();
+    let mut lat_ms = Vec::new();
+    let mut duplicates = 0;
+    let mut until = Instant::now() + limit;
+    let mut complete = false;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let Some((i, at)) = next(left) else {
+            break; // timed out, or the source is gone
+        };
+        let Some(s) = sent.get(i as usize) else {
+            continue; // not from this run
+        };
+        if !seen.insert(i) {
+            duplicates += 1;
+            continue;
+        }
+        lat_ms.push(at.duration_since(*s).as_secs_f64() * 1000.0);
+        if !complete && seen.len() == sent.len() {
+            complete = true;
+            until = Instant::now() + DUP_WINDOW;
+        }
+    }
+    lat_ms.sort_by(f64::total_cmp);
+    Run {
+        lat_ms,
+        delivered: seen.len(),
+        duplicates,
+    }
+}
+
+/// The first 4 bytes of a payload as a big-endian message index.
+pub fn index_of(payload: &[u8]) -> Option<u32> {
+    payload
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+}
+
+/// The first route event in a status document for `dest` through `hop` at or after
+/// `since_ms` (Unix ms): its time.
+pub fn route_event_since(
+    status: &serde_json::Value,
+    dest: &str,
+    hop: &str,
+    since_ms: u64,
+) -> Option<u64> {
+    status
+        .get("route_events")?
+        .as_array()?
+        .iter()
+        .filter(|e| {
+            e.get("dest").and_then(|d| d.as_str()) == Some(dest)
+                && e.get("next_hop").and_then(|h| h.as_str()) == Some(hop)
+        })
+        .filter_map(|e| e.get("unix_ms")?.as_u64())
+        .filter(|at| *at >= since_ms)
+        .min()
+}
+
+/// Waits (at most `limit`) until the relay whose status `status()` gives routes to `dest`
+/// through `hop`; returns how long after `changed_ms` (Unix ms, taken just before the change)
+/// its route switched, by the relay's own route event, so the test's polling does not count.
+pub fn route_switch(
+    what: &str,
+    limit: Duration,
+    changed_ms: u64,
+    dest: &str,
+    hop: &str,
+    mut status: impl FnMut() -> serde_json::Value,
+) -> Duration {
+    let (at, observed) = wait_until(what, limit, || {
+        let st = status();
+        if route_in(&st, dest)?.0 != hop {
+            return None;
+        }
+        route_event_since(&st, dest, hop, changed_ms)
+    });
+    let took = Duration::from_millis(at.saturating_sub(changed_ms));
+    eprintln!(
+        "{what}: route switched {took:?} after the change (seen by polling after {observed:?})"
+    );
+    took
+}
+
 // ---------------------------------------------------------------------------------------
 // The link emulator
 
@@ -255,6 +369,17 @@ pub fn line3<N>(
     let b = start("b", vec![seed("c", addr(&c))]);
     let a = start("a", vec![seed("b", addr(&b))]);
     (a, b, c)
+}
+
+/// The next delivery on `rx`, or `None` after `timeout`.
+pub fn recv_timeout(rx: &Receiver<Got>, timeout: Duration) -> Option<Got> {
+    smol::block_on(futures_lite::future::or(
+        async { rx.recv().await.ok() },
+        async {
+            async_io::Timer::after(timeout).await;
+            None
+        },
+    ))
 }
 
 impl Node {
@@ -445,6 +570,18 @@ pub fn mesh_relay(
     peers: &[(&str, SocketAddr)],
     extra: &[&str],
 ) -> RelayProc {
+    mesh_relay_at(certs, name, "127.0.0.1:0", peers, extra)
+}
+
+/// As [`mesh_relay`], with the mesh listening on `mesh_listen` (e.g. a port from
+/// [`free_udp`], so emulators towards it can start first and relays start concurrently).
+pub fn mesh_relay_at(
+    certs: &Path,
+    name: &str,
+    mesh_listen: &str,
+    peers: &[(&str, SocketAddr)],
+    extra: &[&str],
+) -> RelayProc {
     let p = |f: &str| certs.join(f).to_str().expect("utf-8 path").to_owned();
     let (cert, key, ca) = (
         p(&format!("{name}.pem")),
@@ -456,7 +593,7 @@ pub fn mesh_relay(
         "--admin-listen",
         "127.0.0.1:0",
         "--mesh-listen",
-        "127.0.0.1:0",
+        mesh_listen,
         "--name",
         name,
         "--mesh-cert",
