@@ -173,6 +173,7 @@ pub const KEYS: &[KeySpec] = &[
         crate::mesh::node::ROUTE_NEIGHBOURS as u64,
     ),
     int("mesh", "probe_interval_ms", 10, 60_000),
+    int("mesh", "announce_interval_ms", 100, 600_000),
 ];
 
 fn is_bare_key(s: &str) -> bool {
@@ -525,6 +526,7 @@ fn store(a: &mut RunArgs, table: &str, key: &str, v: Checked) {
         ("mesh", "advertise", Checked::Addr(x)) => fill(&mut a.mesh_advertise, x),
         ("mesh", "max_neighbours", Checked::Int(n)) => fill(&mut a.max_neighbours, as_usize(n)),
         ("mesh", "probe_interval_ms", Checked::Int(n)) => fill(&mut a.probe_interval_ms, n),
+        ("mesh", "announce_interval_ms", Checked::Int(n)) => fill(&mut a.announce_interval_ms, n),
         (_, "tls_cert", Checked::Path(x)) => fill(&mut a.tls_cert, x),
         (_, "tls_key", Checked::Path(x)) => fill(&mut a.tls_key, x),
         (_, "insecure_no_auth", Checked::Bool(x)) => a.insecure_no_auth |= x,

@@ -12,14 +12,15 @@
 //! Which message goes where (the relay decides, this module only encodes):
 //! - [`Probe`] / [`ProbeAck`]: QUIC datagrams (unreliable: loss is what they measure).
 //! - [`Hello`], [`Peers`], [`RouteBatch`], [`InterestUpdate`],
-//!   [`InterestSnapshotRequest`], [`InterestSnapshot`], [`TicketStatus`]: the link's
-//!   control stream, in order.
+//!   [`InterestSnapshotRequest`], [`InterestSnapshot`], [`TicketStatus`], [`Announce`]: the
+//!   link's control stream, in order.
 //! - [`Data`]: one QUIC unidirectional stream per message.
 //!
 //! Relays are identified by their name (the DNS name in their mesh certificate), see
 //! [`valid_relay_name`]; routing and data destinations use the compact
 //! [`crate::route::RelayId`] the relay derives from each name.
 
+mod announce;
 mod data;
 mod hello;
 mod interest;
@@ -27,6 +28,7 @@ mod probe;
 mod route;
 mod ticket;
 
+pub use announce::{Announce, MAX_ANNOUNCE_BODY};
 pub use data::{Data, DeliveryMode, MAX_DESTINATIONS, MAX_HOP_LIMIT, MAX_PAYLOAD};
 pub use hello::{GeoPos, Hello, MAX_GOSSIP, MAX_REGION, MAX_URL, PeerInfo, Peers};
 pub use interest::{
@@ -129,11 +131,54 @@ pub enum Message<'a> {
     /// A signed ticket status record (refresh, revoke), flooded.
     #[serde(borrow)]
     TicketStatus(TicketStatus<'a>),
+    /// A relay's announcement of itself (opaque body), flooded.
+    #[serde(borrow)]
+    Announce(Announce<'a>),
+}
+
+/// The name of every message kind, indexed by its tag: the first byte of every encoded
+/// [`Message`] (for per-kind byte counts; names are stable, new kinds are appended).
+pub const KIND_NAMES: [&str; 11] = [
+    "hello",
+    "peers",
+    "probe",
+    "probe_ack",
+    "route",
+    "interest_update",
+    "interest_snapshot_request",
+    "interest_snapshot",
+    "data",
+    "ticket_status",
+    "announce",
+];
+
+/// The kind of an encoded message, from its first byte, as an index into [`KIND_NAMES`]
+/// (`None` for an empty frame or an unknown tag). Does not decode the rest.
+pub fn kind_index(frame: &[u8]) -> Option<usize> {
+    let tag = usize::from(*frame.first()?);
+    (tag < KIND_NAMES.len()).then_some(tag)
 }
 
 impl Message<'_> {
     /// The largest encoding of any message, in bytes.
     pub const MAX_LEN: usize = Data::MAX_LEN;
+
+    /// This message's kind, as an index into [`KIND_NAMES`].
+    pub fn kind_index(&self) -> usize {
+        match self {
+            Self::Hello(_) => 0,
+            Self::Peers(_) => 1,
+            Self::Probe(_) => 2,
+            Self::ProbeAck(_) => 3,
+            Self::Route(_) => 4,
+            Self::InterestUpdate(_) => 5,
+            Self::InterestSnapshotRequest(_) => 6,
+            Self::InterestSnapshot(_) => 7,
+            Self::Data(_) => 8,
+            Self::TicketStatus(_) => 9,
+            Self::Announce(_) => 10,
+        }
+    }
 
     /// The largest encoding of a message of this kind.
     pub fn max_len(&self) -> usize {
@@ -148,6 +193,7 @@ impl Message<'_> {
             Self::InterestSnapshot(_) => InterestSnapshot::MAX_LEN,
             Self::Data(_) => Data::MAX_LEN,
             Self::TicketStatus(_) => TicketStatus::MAX_LEN,
+            Self::Announce(_) => Announce::MAX_LEN,
         }
     }
 
@@ -162,6 +208,7 @@ impl Message<'_> {
             Self::InterestSnapshot(m) => m.validate(),
             Self::Data(m) => m.validate(),
             Self::TicketStatus(m) => m.validate(),
+            Self::Announce(m) => m.validate(),
         }
     }
 }
@@ -338,6 +385,32 @@ mod tests {
         }
         // Some mutations (e.g. in the payload) stay valid; most do not.
         assert!(decoded_ok > 0 && decoded_ok < 20_000, "{decoded_ok}");
+    }
+
+    #[test]
+    fn kind_is_the_first_byte() {
+        let msgs = [
+            Message::Probe(Probe { seq: 1, sent_us: 2 }),
+            Message::ProbeAck(ProbeAck { seq: 1, echo_us: 2 }),
+            Message::TicketStatus(TicketStatus {
+                origin: "t",
+                seq: 1,
+                record: b"r",
+            }),
+            Message::Announce(Announce {
+                origin: "t",
+                seq: 1,
+                body: b"b",
+            }),
+        ];
+        let mut buf = [0u8; 64];
+        for m in &msgs {
+            let n = encode(m, &mut buf).map(|b| b.len()).unwrap_or(0);
+            assert_eq!(kind_index(&buf[..n]), Some(m.kind_index()), "{m:?}");
+        }
+        assert_eq!(KIND_NAMES[msgs[3].kind_index()], "announce");
+        assert_eq!(kind_index(&[]), None);
+        assert_eq!(kind_index(&[11]), None);
     }
 
     #[test]

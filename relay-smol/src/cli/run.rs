@@ -116,6 +116,9 @@ pub struct RunArgs {
     /// milliseconds between mesh link probes (default 250)
     #[argh(option)]
     pub probe_interval_ms: Option<u64>,
+    /// milliseconds between this relay's mesh-wide announcements (default 10000; lower only for tests and demos)
+    #[argh(option)]
+    pub announce_interval_ms: Option<u64>,
 }
 
 impl RunArgs {
@@ -134,6 +137,7 @@ impl RunArgs {
             mesh_advertise: self.mesh_advertise,
             max_neighbours: self.max_neighbours,
             probe_interval_ms: self.probe_interval_ms,
+            announce_interval_ms: self.announce_interval_ms,
         }
     }
 }

@@ -2,29 +2,31 @@
 //! item 1: relays are named by their 16-bit mesh `RelayId`, times are integer microseconds,
 //! loss is parts per million, and the whole thing is postcard, at most [`MAX_LEN`] bytes.
 //!
-//! The mesh layer floods one [`Announcement`] per relay every [`INTERVAL`] (and at most once
-//! per [`MIN_INTERVAL`] on a link going up or down), newer `seq` wins per origin, and hands
-//! each received one to [`Announcement::to_summary`] and then `MeshState::update`.
+//! The mesh layer (`crate::mesh::announce`) floods one [`Announcement`] per relay every
+//! [`INTERVAL`] (and at most once per [`MIN_INTERVAL`] on a link going up or down), newer `seq`
+//! wins per origin, and hands each received one to [`MeshFeed`], which calls
+//! [`Announcement::to_summary`] and then `MeshState::update`.
 //!
 //! Rate bound: per link and direction, one announcement per origin per interval, so with
 //! `R` relays a link carries at most `R × MAX_LEN / INTERVAL` bytes/s; the 100-relay test
 //! below measures the real size.
 
-use std::time::Duration;
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::edge::{AdminHandle, summary_parts_from_status, unix_ms};
 use super::view::{
     LinkSummary, MAX_LINKS_PER_RELAY, MAX_NAME_LEN, MAX_RELAYS, MAX_URL_LEN, RelayCounters,
     RelaySummary, RouteSummary,
 };
+use crate::mesh::announce::{AnnounceApplied, AnnounceHook};
+pub use crate::mesh::announce::{INTERVAL, MIN_INTERVAL};
+use crate::mesh::node::relay_id;
 
-/// Largest encoded announcement (the worst case below fits; see the test).
-pub const MAX_LEN: usize = 8 * 1024;
-/// Regular announcement period.
-pub const INTERVAL: Duration = Duration::from_secs(10);
-/// Shortest gap between two announcements of one relay (triggered by a link change).
-pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Largest encoded announcement: the mesh's bound on an announcement body (the worst case
+/// below fits; see the test).
+pub const MAX_LEN: usize = fastpubsub_core::mesh::MAX_ANNOUNCE_BODY;
 
 /// One link, as announced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -251,6 +253,115 @@ impl Announcement {
                 })
                 .collect::<Result<_, AnnounceError>>()?,
         })
+    }
+}
+
+/// Feeds the mesh picture of an [`AdminHandle`] from the mesh's announcements and builds this
+/// relay's own (the mesh node's [`AnnounceHook`]; `crate::mesh::edge::attach` installs it).
+pub struct MeshFeed {
+    handle: AdminHandle,
+    /// Relay ids seen as announcement origins (bounded by the mesh picture's size).
+    names: HashMap<u16, String>,
+}
+
+impl MeshFeed {
+    /// A feed into `handle.mesh`.
+    pub fn new(handle: AdminHandle) -> Self {
+        Self {
+            handle,
+            names: HashMap::new(),
+        }
+    }
+
+    /// This relay's summary from the node's status document and the relay's metrics.
+    fn local_summary(&self, status_json: &str) -> Option<RelaySummary> {
+        let (identity, links, routes) = summary_parts_from_status(status_json)?;
+        let mut id = identity?;
+        if id.url.is_empty() {
+            id.url = self.handle.local_identity().url;
+        }
+        Some(RelaySummary {
+            name: id.name,
+            region: id.region,
+            lat: id.position.map(|p| p.0),
+            lon: id.position.map(|p| p.1),
+            url: id.url,
+            counters: RelayCounters::from_metrics(&self.handle.metrics),
+            links,
+            routes,
+        })
+    }
+}
+
+fn announce_text(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl AnnounceHook for MeshFeed {
+    fn local_body(&mut self, status_json: &str, seq: u64) -> Option<Vec<u8>> {
+        let mut s = self.local_summary(status_json)?;
+        s.url = announce_text(&s.url, MAX_URL_LEN).to_owned();
+        s.region = announce_text(&s.region, MAX_NAME_LEN).to_owned();
+        s.links.truncate(MAX_LINKS_PER_RELAY);
+        s.routes.truncate(MAX_RELAYS);
+        let origin = relay_id(&s.name).0;
+        let a = Announcement::from_summary(&s, origin, seq as u32, |n| Some(relay_id(n).0));
+        let mut buf = vec![0u8; MAX_LEN];
+        match a.encode(&mut buf) {
+            Ok(b) => Some(b.to_vec()),
+            Err(e) => {
+                log::warn!("mesh: cannot announce this relay: {e}");
+                None
+            }
+        }
+    }
+
+    fn apply_remote(
+        &mut self,
+        origin: &str,
+        body: &[u8],
+        name_of: &dyn Fn(u16) -> Option<String>,
+    ) -> AnnounceApplied {
+        let mut a = match Announcement::decode(body) {
+            Ok(a) => a,
+            Err(e) => {
+                log::debug!("mesh: announcement of {origin} refused: {e}");
+                return AnnounceApplied::Bad;
+            }
+        };
+        if a.name != origin || a.origin != relay_id(origin).0 {
+            log::debug!(
+                "mesh: announcement of {origin} names {:?} (id {}); refused",
+                a.name,
+                a.origin
+            );
+            return AnnounceApplied::Bad;
+        }
+        if !self.names.contains_key(&a.origin) && self.names.len() < 2 * MAX_RELAYS {
+            self.names.insert(a.origin, origin.to_owned());
+        }
+        let names = &self.names;
+        let lookup = |id: u16| names.get(&id).cloned().or_else(|| name_of(id));
+        // Links and routes to relays not known here yet are left out until they are.
+        a.links.retain(|l| lookup(l.peer).is_some());
+        a.routes
+            .retain(|r| lookup(r.dst).is_some() && lookup(r.next_hop).is_some());
+        let summary = match a.to_summary(lookup) {
+            Ok(s) => s,
+            Err(_) => return AnnounceApplied::Bad,
+        };
+        let mut mesh = self.handle.mesh.lock().unwrap_or_else(|p| p.into_inner());
+        match mesh.update(summary, unix_ms()) {
+            Ok(()) => AnnounceApplied::Applied,
+            Err(e) => {
+                log::debug!("mesh: announcement of {origin} not taken: {e}");
+                AnnounceApplied::Bad
+            }
+        }
     }
 }
 

@@ -25,7 +25,9 @@ use super::view::{LinkSummary, MeshState, RelayCounters, RelaySummary, RouteSumm
 use crate::broker::Broker;
 use crate::clock;
 use crate::mesh::node::MeshCommand;
-use crate::metrics::{DropReason, LinkSample, RefusalReason, RelayMetrics, Source, TicketCache};
+use crate::metrics::{
+    Direction, DropReason, LinkSample, RefusalReason, RelayMetrics, Source, TicketCache,
+};
 use crate::rest::{HttpRequest, HttpResponse, RestHandler};
 use crate::tickets::TicketService;
 use crate::ws::Relay;
@@ -93,6 +95,12 @@ impl AdminHandle {
         l.routes = routes;
     }
 
+    /// The local relay's identity as shown (from the mesh status once it runs).
+    pub fn local_identity(&self) -> LocalIdentity {
+        let l = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        l.identity.clone()
+    }
+
     /// Takes the mesh node's latest `/v1/status` document (see docs/api.md): serves it on
     /// `/v1/status`, takes the local relay's identity, links and routes from it for the next
     /// summary, and mirrors its link measurements and mesh counters into the metrics. Call it
@@ -118,7 +126,11 @@ impl AdminHandle {
         mirror_mesh_counters(&self.metrics, &json);
         let mut l = self.local.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((identity, links, routes)) = parsed {
-            if let Some(id) = identity {
+            if let Some(mut id) = identity {
+                if id.url.is_empty() {
+                    // No --edge-url: keep the edge's own address.
+                    id.url = std::mem::take(&mut l.identity.url);
+                }
                 if id.name != l.identity.name {
                     let mut mesh = self.mesh.lock().unwrap_or_else(|p| p.into_inner());
                     mesh.set_self_name(&id.name);
@@ -159,6 +171,12 @@ fn mirror_mesh_counters(m: &RelayMetrics, json: &str) {
     }
     if let Some(n) = get(&["route", "route_changes"]) {
         m.route_changes.mirror(n);
+    }
+    if let Some(n) = get(&["quic", "control_bytes_sent"]) {
+        m.mesh_control_bytes.mirror(Direction::Sent, n);
+    }
+    if let Some(n) = get(&["quic", "control_bytes_received"]) {
+        m.mesh_control_bytes.mirror(Direction::Received, n);
     }
     if let Some(n) = get(&["quic", "handshake_failures"]) {
         m.handshake_refusals

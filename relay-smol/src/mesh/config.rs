@@ -7,6 +7,7 @@ use std::time::Duration;
 use fastpubsub_core::mesh::GeoPos;
 use fastpubsub_core::route::RouteConfig;
 
+use super::announce::AnnounceConfig;
 use super::probe::ProbeConfig;
 
 /// A seed peer: a relay name and where to dial it.
@@ -80,6 +81,8 @@ pub struct MeshConfig {
     pub discover_delay: Duration,
     /// Hop limit set on messages published here.
     pub hop_limit: u8,
+    /// Timing of the mesh-wide relay announcements (see [`super::announce`]).
+    pub announce: AnnounceConfig,
 }
 
 impl MeshConfig {
@@ -98,6 +101,7 @@ impl MeshConfig {
             route: RouteConfig::default(),
             discover_delay: Duration::from_secs(5),
             hop_limit: 8,
+            announce: AnnounceConfig::default(),
         }
     }
 }

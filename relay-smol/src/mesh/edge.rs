@@ -14,10 +14,12 @@ use fastpubsub_core::mesh::{DeliveryMode, GeoPos};
 use smol::LocalExecutor;
 use smol::channel::{Sender, TrySendError};
 
+use super::announce::AnnounceConfig;
 use super::config::{MeshConfig, Seed};
 use super::node::{LocalSink, MeshCommand, TicketApplied, TicketHook};
 use crate::broker::Broker;
 use crate::broker::mesh::{LocalPlan, MeshHook};
+use crate::dashboard::announce::MeshFeed;
 use crate::dashboard::edge::AdminHandle;
 use crate::quic::driver;
 use crate::quic::tls::MeshIdentity;
@@ -64,6 +66,8 @@ pub struct MeshArgs {
     pub max_neighbours: Option<usize>,
     /// milliseconds between link probes (default 250)
     pub probe_interval_ms: Option<u64>,
+    /// milliseconds between this relay's announcements (default 10000)
+    pub announce_interval_ms: Option<u64>,
 }
 
 impl MeshArgs {
@@ -96,6 +100,12 @@ impl MeshArgs {
                 return Err(format!("--probe-interval-ms {ms}: use 10..=10000"));
             }
             cfg.probe.interval_us = ms * 1000;
+        }
+        if let Some(ms) = self.announce_interval_ms {
+            if !(100..=600_000).contains(&ms) {
+                return Err(format!("--announce-interval-ms {ms}: use 100..=600000"));
+            }
+            cfg.announce = AnnounceConfig::with_interval(Duration::from_millis(ms));
         }
         cfg.position = match (self.lat, self.lon) {
             (Some(lat), Some(lon))
@@ -271,6 +281,7 @@ pub fn attach(
     if let Some(service) = tickets {
         node.set_ticket_hook(Box::new(TicketServiceHook(service)));
     }
+    node.set_announce_hook(Box::new(MeshFeed::new(admin.clone())));
     node.set_status_sink(
         Box::new(move |json: &str| {
             // Splice in the edge-side drop counter.

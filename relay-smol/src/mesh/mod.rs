@@ -4,8 +4,10 @@
 //! - [`probe`]: link measurement from probe datagrams (RTT, jitter, loss, up/down).
 //! - [`interest`]: which relays want which (tenant, pattern).
 //! - [`dedup`]: per-origin duplicate suppression.
+//! - [`announce`]: flooding of the mesh-wide relay announcements (dashboard picture).
 //! - [`node`]: the mesh node driving all of the above on the QUIC driver.
 
+pub mod announce;
 pub mod config;
 pub mod dedup;
 pub mod edge;

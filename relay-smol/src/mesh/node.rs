@@ -14,6 +14,9 @@
 //!   deliver-one modes), grouped by next hop: one copy per next hop listing its
 //!   destinations; each relay delivers if it is a destination (once: [`Dedup`]) and
 //!   re-splits the rest, while the hop limit lasts.
+//! - Announcements: this relay's summary is flooded periodically and on link changes;
+//!   others' are judged by [`AnnounceTable`] (newest per origin, rate, bounds), handed to
+//!   the [`AnnounceHook`] and flooded on; a new link gets every held one.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -30,6 +33,7 @@ use quinn_proto::{ConnectionHandle, Side};
 use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 
+use super::announce::{AnnounceApplied, AnnounceHook, AnnounceTable, Verdict};
 use super::config::MeshConfig;
 use super::dedup::Dedup;
 use super::interest::{Applied, InterestTable};
@@ -230,6 +234,8 @@ pub struct MeshNode {
     ticket_hook: Option<Box<dyn TicketHook>>,
     ticket_seq: u64,
     ticket_dedup: Dedup,
+    announce: AnnounceTable,
+    announce_hook: Option<Box<dyn AnnounceHook>>,
 }
 
 fn unix_ms() -> u64 {
@@ -321,6 +327,8 @@ impl MeshNode {
             ticket_hook: None,
             ticket_seq: 0,
             ticket_dedup: Dedup::default(),
+            announce: AnnounceTable::new(&cfg.name, cfg.announce, epoch, 0),
+            announce_hook: None,
             cfg,
         })
     }
@@ -379,6 +387,85 @@ impl MeshNode {
             TicketApplied::Bad => self.stats.ticket_records_bad += 1,
             _ => {}
         }
+    }
+
+    /// Build this relay's announcements and take in the others' (the dashboard side).
+    pub fn set_announce_hook(&mut self, hook: Box<dyn AnnounceHook>) {
+        self.announce_hook = Some(hook);
+    }
+
+    /// Flood this relay's own announcement when due.
+    fn announce_due(&mut self, quic: &mut Driver, now: Instant) {
+        let us = self.us(now);
+        if !self.announce.poll_due(us) {
+            return;
+        }
+        let seq = self.announce.next_seq();
+        let body = match self.announce_hook.is_some() {
+            true => {
+                let json = self.status_json(quic, now);
+                self.announce_hook
+                    .as_mut()
+                    .and_then(|h| h.local_body(&json, seq))
+            }
+            false => None,
+        };
+        let Some(body) = body.filter(|b| !b.is_empty() && b.len() <= mesh::MAX_ANNOUNCE_BODY)
+        else {
+            self.announce.skip(us);
+            return;
+        };
+        let name = self.cfg.name.clone();
+        let msg = Message::Announce(mesh::Announce {
+            origin: &name,
+            seq,
+            body: &body,
+        });
+        self.flood_interest(quic, now, &msg, None);
+        let next = jittered(self.announce.config().interval);
+        self.announce.record_own(seq, &body, us, next);
+    }
+
+    fn on_announce(
+        &mut self,
+        quic: &mut Driver,
+        now: Instant,
+        conn: ConnectionHandle,
+        a: &mesh::Announce<'_>,
+        frame: &[u8],
+    ) {
+        let us = self.us(now);
+        if self.announce.handle_remote(a.origin, a.seq, a.body, us) != Verdict::New {
+            return;
+        }
+        self.learn_name(a.origin);
+        let names = &self.names;
+        let applied = self
+            .announce_hook
+            .as_mut()
+            .map(|h| h.apply_remote(a.origin, a.body, &|id| names.get(&RelayId(id)).cloned()));
+        if applied == Some(AnnounceApplied::Bad) {
+            self.announce.note_hook_refused();
+        }
+        // Forward the frame as received: the body is opaque to the mesh.
+        for (c, _) in self.up_links() {
+            if c != conn {
+                let _ = quic.send_control(now, c, frame);
+            }
+        }
+    }
+
+    /// A new link gets every held announcement, so a joining relay sees the whole mesh.
+    fn replay_announcements(&mut self, quic: &mut Driver, now: Instant, conn: ConnectionHandle) {
+        let mut n = 0;
+        for (origin, seq, body) in self.announce.held() {
+            let msg = Message::Announce(mesh::Announce { origin, seq, body });
+            if let Ok(b) = mesh::encode(&msg, &mut self.buf) {
+                let _ = quic.send_control(now, conn, b);
+                n += 1;
+            }
+        }
+        self.announce.note_replayed(n);
     }
 
     /// Hand the status JSON to `sink` every `every`.
@@ -595,6 +682,8 @@ impl MeshNode {
         // Everyone learns the new relay's name and address at once.
         self.send_gossip(quic, now, None);
         self.send_all_snapshots(quic, now, conn);
+        self.replay_announcements(quic, now, conn);
+        self.announce.trigger(self.us(now));
     }
 
     fn on_lost(
@@ -628,6 +717,7 @@ impl MeshNode {
                 if self.route.handle_link_down(p.id, us).is_err() {
                     self.stats.route_errors += 1;
                 }
+                self.announce.trigger(us);
             }
         }
         let _ = (was_connected, link);
@@ -778,6 +868,7 @@ impl MeshNode {
                 if self.route.handle_link_down(id, us).is_err() {
                     self.stats.route_errors += 1;
                 }
+                self.announce.trigger(us);
             }
         }
     }
@@ -801,6 +892,8 @@ impl MeshNode {
         }
         if !l.measured {
             l.measured = true;
+            // The link has an RTT now: worth announcing.
+            self.announce.trigger(us);
             let pending = std::mem::take(&mut l.pending_route);
             for msg in pending {
                 self.apply_route_message(id, msg, us);
@@ -1274,6 +1367,7 @@ impl MeshNode {
             }
             (Message::Data(_), true) => self.on_data(quic, frame),
             (Message::TicketStatus(t), true) => self.on_ticket_status(quic, now, conn, t, &msg),
+            (Message::Announce(a), true) => self.on_announce(quic, now, conn, a, frame),
             _ => self.stats.bad_messages += 1,
         }
     }
@@ -1426,6 +1520,7 @@ impl MeshNode {
                 "interest": self.interest.stats(),
                 "dedup_duplicates": self.dedup.duplicates,
                 "dedup_too_old": self.dedup.too_old,
+                "announce": self.announce.stats(),
                 "route": {
                     "updates_received": rs.updates_received,
                     "updates_sent": rs.updates_sent,
@@ -1502,6 +1597,7 @@ impl Handler for MeshNode {
         self.dial_due(quic, now);
         self.flood_tickets(quic, now);
         self.probe_due(quic, now);
+        self.announce_due(quic, now);
         let us = self.us(now);
         if self.route.poll_timeout().is_some_and(|t| t <= us) {
             self.route.handle_timeout(us);
@@ -1538,6 +1634,9 @@ impl Handler for MeshNode {
         }
         if let Some(r) = self.route.poll_timeout() {
             t = t.min(self.at(r));
+        }
+        if self.announce_hook.is_some() {
+            t = t.min(self.at(self.announce.poll_timeout()));
         }
         // Down detection needs a look even when nothing else is due.
         Some(t.min(crate::clock::now() + Duration::from_millis(100)))

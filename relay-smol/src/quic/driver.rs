@@ -184,6 +184,39 @@ pub struct DriverStats {
     /// Connections closed because the control backlog exceeded [`MAX_CONTROL_BACKLOG`] or
     /// the peer sent a bad control frame.
     pub control_closed: u64,
+    /// Mesh control bytes queued to send: control-stream frames with their 4-byte length
+    /// prefix, and datagrams (probes); QUIC and UDP headers not included.
+    pub control_bytes_sent: u64,
+    /// Mesh control bytes received (counted as for `control_bytes_sent`).
+    pub control_bytes_received: u64,
+}
+
+/// Message kinds counted in [`Driver::control_by_kind`].
+pub const KINDS: usize = fastpubsub_core::mesh::KIND_NAMES.len();
+
+/// Control bytes by message kind, `[sent, received]` (see [`Driver::control_by_kind`]).
+pub type ControlByKind = [[u64; 2]; KINDS];
+
+/// Counts one control frame or datagram (`extra`: framing bytes around it).
+fn count_control(
+    stats: &mut DriverStats,
+    by_kind: &mut ControlByKind,
+    bytes: &[u8],
+    extra: usize,
+    sent: bool,
+) {
+    let n = (bytes.len() + extra) as u64;
+    if sent {
+        stats.control_bytes_sent += n;
+    } else {
+        stats.control_bytes_received += n;
+    }
+    if let Some(k) = fastpubsub_core::mesh::kind_index(bytes)
+        .and_then(|k| by_kind.get_mut(k))
+        .and_then(|d| d.get_mut(usize::from(!sent)))
+    {
+        *k += n;
+    }
 }
 
 struct OutStream {
@@ -264,6 +297,7 @@ pub struct Driver {
     pending_tx: Option<(SocketAddr, Vec<u8>)>,
     events: VecDeque<QuicEvent>,
     stats: DriverStats,
+    control_by_kind: ControlByKind,
     refused_log: RateLimitedLog,
     recv_buf: Vec<u8>,
 }
@@ -298,6 +332,7 @@ impl Driver {
             pending_tx: None,
             events: VecDeque::new(),
             stats: DriverStats::default(),
+            control_by_kind: [[0; 2]; KINDS],
             refused_log: RateLimitedLog::new(Duration::from_secs(1)),
             recv_buf: vec![0; 65_536],
         })
@@ -306,6 +341,12 @@ impl Driver {
     /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Mesh control bytes by message kind (index into `fastpubsub_core::mesh::KIND_NAMES`):
+    /// `[sent, received]`, counted as [`DriverStats::control_bytes_sent`].
+    pub fn control_by_kind(&self) -> &ControlByKind {
+        &self.control_by_kind
     }
 
     /// The driver's counters.
@@ -386,6 +427,7 @@ impl Driver {
         c.ctrl_out.extend(len.to_be_bytes());
         c.ctrl_out.extend(frame);
         Self::write_control(c);
+        count_control(&mut self.stats, &mut self.control_by_kind, frame, 4, true);
         Ok(())
     }
 
@@ -408,8 +450,20 @@ impl Driver {
     /// Send one unreliable datagram (dropped by QUIC if it cannot go out soon).
     pub fn send_datagram(&mut self, conn: ConnectionHandle, data: Bytes) -> Result<(), SendError> {
         let c = self.conns.get_mut(&conn).ok_or(SendError::NoConnection)?;
+        let (len, kind) = (data.len(), data.first().copied());
         match c.conn.datagrams().send(data, true) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                let first = [kind.unwrap_or(u8::MAX)];
+                let extra = len.saturating_sub(1);
+                count_control(
+                    &mut self.stats,
+                    &mut self.control_by_kind,
+                    &first,
+                    extra,
+                    true,
+                );
+                Ok(())
+            }
             Err(quinn_proto::SendDatagramError::TooLarge) => Err(SendError::TooLarge),
             Err(quinn_proto::SendDatagramError::Blocked(_)) => {
                 self.stats.datagrams_dropped += 1;
@@ -534,14 +588,28 @@ impl Driver {
             c.ctrl_in.extend_from_slice(&chunk.bytes);
             // Parse as we go so a fast peer cannot grow this unbounded.
             if c.ctrl_in.len() > MAX_CONTROL_FRAME + 4 + 64 * 1024
-                && !Self::split_control(&mut c.ctrl_in, &mut self.events, h)
+                && !Self::split_control(
+                    &mut c.ctrl_in,
+                    &mut self.events,
+                    h,
+                    &mut self.stats,
+                    &mut self.control_by_kind,
+                )
             {
                 bad = true;
                 break;
             }
         }
         let _ = chunks.finalize();
-        if !bad && !Self::split_control(&mut c.ctrl_in, &mut self.events, h) {
+        if !bad
+            && !Self::split_control(
+                &mut c.ctrl_in,
+                &mut self.events,
+                h,
+                &mut self.stats,
+                &mut self.control_by_kind,
+            )
+        {
             bad = true;
         }
         if bad {
@@ -559,6 +627,8 @@ impl Driver {
         buf: &mut Vec<u8>,
         events: &mut VecDeque<QuicEvent>,
         h: ConnectionHandle,
+        stats: &mut DriverStats,
+        by_kind: &mut ControlByKind,
     ) -> bool {
         let mut pos = 0;
         while let Some(hdr) = buf.get(pos..pos + 4) {
@@ -571,6 +641,7 @@ impl Driver {
             let Some(frame) = buf.get(pos + 4..pos + 4 + len) else {
                 break;
             };
+            count_control(stats, by_kind, frame, 4, false);
             events.push_back(QuicEvent::Control {
                 conn: h,
                 frame: frame.to_vec(),
@@ -632,6 +703,7 @@ impl Driver {
                 }
                 Event::DatagramReceived => {
                     while let Some(bytes) = c.conn.datagrams().recv() {
+                        count_control(&mut self.stats, &mut self.control_by_kind, &bytes, 0, false);
                         self.events
                             .push_back(QuicEvent::Datagram { conn: h, bytes });
                     }

@@ -1,0 +1,425 @@
+//! Mesh-wide relay announcements (issue 6 item 1): the flooding rules, sans-IO.
+//!
+//! Every relay floods a [`mesh::Announce`] of itself every [`AnnounceConfig::interval`], and
+//! sooner (but at most once per [`AnnounceConfig::min_interval`]) when one of its links goes up
+//! or down. The body is opaque here: an [`AnnounceHook`] (the dashboard side) builds the local
+//! one and takes in the others'. A node without a hook still floods the others' announcements,
+//! so a mixed mesh works.
+//!
+//! [`AnnounceTable`] decides, per received announcement, whether it is news:
+//! - newest `seq` per origin wins; an older or equal `seq` is [`Verdict::Stale`] /
+//!   [`Verdict::Duplicate`] and goes no further;
+//! - a newer one arriving less than half of `min_interval` after the last accepted one of
+//!   that origin is [`Verdict::RateLimited`] (half, so path jitter never drops an honest
+//!   relay's triggered announcements);
+//! - at most [`MAX_ORIGINS`] origins are kept; a new origin when full is
+//!   [`Verdict::TableFull`] (after expiring the silent ones);
+//! - origins silent for [`EXPIRE_INTERVALS`] intervals are forgotten.
+//!
+//! Each [`Verdict::New`] is forwarded on every link but the one it came from, so a link
+//! carries at most one copy of each origin's announcement per direction and interval: with
+//! `R` relays, `R × body / interval` bytes/s at rest. A new link gets every held announcement
+//! at once ([`AnnounceTable::held`]), so a joining relay sees the whole mesh after one round
+//! trip.
+//!
+//! Call order (time is microseconds on the node's clock): [`AnnounceTable::handle_remote`] per
+//! received announcement, [`AnnounceTable::trigger`] on a link change,
+//! [`AnnounceTable::poll_due`] on every tick and, when it says so,
+//! [`AnnounceTable::record_own`] with the body just flooded; [`AnnounceTable::poll_timeout`]
+//! for the next wake-up.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fastpubsub_core::mesh::{self, MAX_ANNOUNCE_BODY};
+use serde::Serialize;
+
+/// Regular announcement period.
+pub const INTERVAL: Duration = Duration::from_secs(10);
+/// Shortest gap between two announcements of one relay (triggered by a link change).
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Most origins whose latest announcement is kept (the dashboard shows at most this many).
+pub const MAX_ORIGINS: usize = crate::dashboard::view::MAX_RELAYS;
+/// An origin silent for this many intervals is forgotten.
+pub const EXPIRE_INTERVALS: u32 = 12;
+
+/// Timing of the announcements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnnounceConfig {
+    /// Regular period ([`INTERVAL`]; lower it only in tests and demos).
+    pub interval: Duration,
+    /// Shortest gap between two of this relay's announcements ([`MIN_INTERVAL`]).
+    pub min_interval: Duration,
+}
+
+impl Default for AnnounceConfig {
+    fn default() -> Self {
+        Self {
+            interval: INTERVAL,
+            min_interval: MIN_INTERVAL,
+        }
+    }
+}
+
+impl AnnounceConfig {
+    /// A configuration with `interval` and a min interval of a tenth of it (at most
+    /// [`MIN_INTERVAL`], at least 10 ms).
+    pub fn with_interval(interval: Duration) -> Self {
+        let min_interval = (interval / 10)
+            .min(MIN_INTERVAL)
+            .max(Duration::from_millis(10));
+        Self {
+            interval,
+            min_interval,
+        }
+    }
+}
+
+/// What the dashboard side does with announcements (see the module docs).
+pub trait AnnounceHook {
+    /// This relay's announcement body now (at most [`MAX_ANNOUNCE_BODY`] bytes), built from the
+    /// node's status document (`/v1/status`, docs/api.md); `seq` is the announcement's
+    /// sequence number. `None` skips this round.
+    fn local_body(&mut self, status_json: &str, seq: u64) -> Option<Vec<u8>>;
+    /// A new announcement of relay `origin`. `name_of` resolves the relay ids the node knows.
+    fn apply_remote(
+        &mut self,
+        origin: &str,
+        body: &[u8],
+        name_of: &dyn Fn(u16) -> Option<String>,
+    ) -> AnnounceApplied;
+}
+
+/// What the hook made of a received announcement body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AnnounceApplied {
+    /// Taken into the picture.
+    Applied,
+    /// Not understood or refused (counted; the mesh still forwards it: the body is opaque to
+    /// the mesh rules, which alone bound size and rate).
+    Bad,
+}
+
+/// The fate of one received announcement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// Newer than anything held: keep, apply and forward.
+    New,
+    /// This relay's own announcement, come back.
+    Own,
+    /// The same `seq` as held (arrived over another path).
+    Duplicate,
+    /// Older than the one held.
+    Stale,
+    /// Newer, but the origin announced again too soon.
+    RateLimited,
+    /// A new origin while [`MAX_ORIGINS`] are held.
+    TableFull,
+    /// The body breaks the size rule (`1..=MAX_ANNOUNCE_BODY` bytes).
+    Invalid,
+}
+
+/// Counters of the announcement flooding.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct AnnounceStats {
+    /// This relay's own announcements flooded.
+    pub sent_own: u64,
+    /// Announcements received.
+    pub received: u64,
+    /// New ones (applied and forwarded).
+    pub new: u64,
+    /// Duplicates dropped (same seq over another path).
+    pub duplicates: u64,
+    /// Stale ones dropped (older seq).
+    pub stale: u64,
+    /// Own announcements come back, dropped.
+    pub own: u64,
+    /// Dropped: the origin announced faster than the min interval allows.
+    pub rate_limited: u64,
+    /// Dropped: the origin table was full.
+    pub table_full: u64,
+    /// Dropped: body empty or too long.
+    pub invalid: u64,
+    /// New ones the hook could not use (still forwarded).
+    pub hook_refused: u64,
+    /// Origins forgotten after staying silent.
+    pub expired: u64,
+    /// Held announcements sent to newly linked relays.
+    pub replayed: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Origin {
+    seq: u64,
+    accepted_us: u64,
+    body: Vec<u8>,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct AnnounceTable {
+    cfg: AnnounceConfig,
+    me: String,
+    origins: HashMap<String, Origin>,
+    next_due_us: u64,
+    last_own_us: Option<u64>,
+    epoch: u32,
+    counter: u32,
+    stats: AnnounceStats,
+}
+
+fn us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl AnnounceTable {
+    /// A table for relay `me`; `epoch` (e.g. Unix seconds at start) keeps `seq` increasing
+    /// across restarts. The first own announcement is due at `first_due_us`.
+    pub fn new(me: &str, cfg: AnnounceConfig, epoch: u32, first_due_us: u64) -> Self {
+        Self {
+            cfg,
+            me: me.to_owned(),
+            origins: HashMap::new(),
+            next_due_us: first_due_us,
+            last_own_us: None,
+            epoch,
+            counter: 0,
+            stats: AnnounceStats::default(),
+        }
+    }
+
+    /// The timing in use.
+    pub fn config(&self) -> AnnounceConfig {
+        self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> AnnounceStats {
+        self.stats
+    }
+
+    /// Origins held (this relay included once it announced).
+    pub fn len(&self) -> usize {
+        self.origins.len()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.origins.is_empty()
+    }
+
+    /// Judges an announcement of `origin` received at `now_us`; a [`Verdict::New`] one is kept.
+    pub fn handle_remote(&mut self, origin: &str, seq: u64, body: &[u8], now_us: u64) -> Verdict {
+        self.stats.received += 1;
+        let v = self.judge(origin, seq, body, now_us);
+        match v {
+            Verdict::New => {
+                self.stats.new += 1;
+                let rec = Origin {
+                    seq,
+                    accepted_us: now_us,
+                    body: body.to_vec(),
+                };
+                self.origins.insert(origin.to_owned(), rec);
+            }
+            Verdict::Own => self.stats.own += 1,
+            Verdict::Duplicate => self.stats.duplicates += 1,
+            Verdict::Stale => self.stats.stale += 1,
+            Verdict::RateLimited => self.stats.rate_limited += 1,
+            Verdict::TableFull => self.stats.table_full += 1,
+            Verdict::Invalid => self.stats.invalid += 1,
+        }
+        v
+    }
+
+    fn judge(&mut self, origin: &str, seq: u64, body: &[u8], now_us: u64) -> Verdict {
+        if body.is_empty() || body.len() > MAX_ANNOUNCE_BODY || !mesh::valid_relay_name(origin) {
+            return Verdict::Invalid;
+        }
+        if origin == self.me {
+            return Verdict::Own;
+        }
+        match self.origins.get(origin) {
+            Some(o) if seq == o.seq => Verdict::Duplicate,
+            Some(o) if seq < o.seq => Verdict::Stale,
+            Some(o) if now_us.saturating_sub(o.accepted_us) < us(self.cfg.min_interval) / 2 => {
+                Verdict::RateLimited
+            }
+            Some(_) => Verdict::New,
+            None => {
+                if self.origins.len() >= MAX_ORIGINS {
+                    self.expire(now_us);
+                }
+                if self.origins.len() >= MAX_ORIGINS {
+                    Verdict::TableFull
+                } else {
+                    Verdict::New
+                }
+            }
+        }
+    }
+
+    /// Counts a new announcement the hook refused.
+    pub fn note_hook_refused(&mut self) {
+        self.stats.hook_refused += 1;
+    }
+
+    /// Counts held announcements replayed to a new link.
+    pub fn note_replayed(&mut self, n: usize) {
+        self.stats.replayed += n as u64;
+    }
+
+    /// A link went up or down: announce soon (at most once per min interval).
+    pub fn trigger(&mut self, now_us: u64) {
+        let earliest = match self.last_own_us {
+            Some(t) => t.saturating_add(us(self.cfg.min_interval)).max(now_us),
+            None => now_us,
+        };
+        self.next_due_us = self.next_due_us.min(earliest);
+    }
+
+    /// True when this relay's own announcement is due.
+    pub fn poll_due(&self, now_us: u64) -> bool {
+        now_us >= self.next_due_us
+    }
+
+    /// When [`Self::poll_due`] next turns true.
+    pub fn poll_timeout(&self) -> u64 {
+        self.next_due_us
+    }
+
+    /// The `seq` for this relay's next announcement.
+    pub fn next_seq(&self) -> u64 {
+        (u64::from(self.epoch) << 32) | u64::from(self.counter.wrapping_add(1))
+    }
+
+    /// Records this relay's own announcement (`seq` from [`Self::next_seq`]), flooded at
+    /// `now_us`; the next one is due `next_in` later (the interval, jittered by the caller).
+    /// Also forgets silent origins.
+    pub fn record_own(&mut self, seq: u64, body: &[u8], now_us: u64, next_in: Duration) {
+        self.counter = self.counter.wrapping_add(1);
+        self.last_own_us = Some(now_us);
+        self.next_due_us = now_us.saturating_add(us(next_in).max(us(self.cfg.min_interval)));
+        self.stats.sent_own += 1;
+        self.origins.insert(
+            self.me.clone(),
+            Origin {
+                seq,
+                accepted_us: now_us,
+                body: body.to_vec(),
+            },
+        );
+        self.expire(now_us);
+    }
+
+    /// Skips this round (nothing to announce): due again one interval later.
+    pub fn skip(&mut self, now_us: u64) {
+        self.next_due_us = now_us.saturating_add(us(self.cfg.interval));
+    }
+
+    /// Forgets origins silent for [`EXPIRE_INTERVALS`] intervals (never this relay).
+    pub fn expire(&mut self, now_us: u64) {
+        let limit = us(self.cfg.interval).saturating_mul(u64::from(EXPIRE_INTERVALS));
+        let me = &self.me;
+        let before = self.origins.len();
+        self.origins
+            .retain(|n, o| n == me || now_us.saturating_sub(o.accepted_us) < limit);
+        self.stats.expired += (before - self.origins.len()) as u64;
+    }
+
+    /// Every held announcement as `(origin, seq, body)`, for a newly linked relay (at most
+    /// [`MAX_ORIGINS`]).
+    pub fn held(&self) -> impl Iterator<Item = (&str, u64, &[u8])> {
+        self.origins
+            .iter()
+            .map(|(n, o)| (n.as_str(), o.seq, o.body.as_slice()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000;
+
+    fn table() -> AnnounceTable {
+        AnnounceTable::new("me", AnnounceConfig::default(), 7, 0)
+    }
+
+    #[test]
+    fn newest_wins_and_repeats_are_dropped() {
+        let mut t = table();
+        assert_eq!(t.handle_remote("a", 5, b"x", 0), Verdict::New);
+        assert_eq!(t.handle_remote("a", 5, b"x", 10), Verdict::Duplicate);
+        assert_eq!(t.handle_remote("a", 4, b"x", 20 * S), Verdict::Stale);
+        assert_eq!(t.handle_remote("a", 6, b"y", 10 * S), Verdict::New);
+        assert_eq!(t.handle_remote("me", 9, b"z", 10 * S), Verdict::Own);
+        assert_eq!(t.handle_remote("a", 9, b"", 30 * S), Verdict::Invalid);
+        let big = vec![0u8; MAX_ANNOUNCE_BODY + 1];
+        assert_eq!(t.handle_remote("a", 9, &big, 30 * S), Verdict::Invalid);
+        assert_eq!(t.handle_remote("A", 9, b"x", 30 * S), Verdict::Invalid);
+        let held: Vec<_> = t.held().collect();
+        assert_eq!(held, vec![("a", 6, &b"y"[..])]);
+        let s = t.stats();
+        assert_eq!(
+            (s.received, s.new, s.duplicates, s.stale, s.own, s.invalid),
+            (8, 2, 1, 1, 1, 3)
+        );
+    }
+
+    #[test]
+    fn too_fast_is_rate_limited() {
+        let mut t = table();
+        assert_eq!(t.handle_remote("a", 1, b"x", 0), Verdict::New);
+        // min interval 1 s: half of it is the limit.
+        assert_eq!(t.handle_remote("a", 2, b"x", 400_000), Verdict::RateLimited);
+        assert_eq!(t.handle_remote("a", 3, b"x", 500_000), Verdict::New);
+        assert_eq!(t.stats().rate_limited, 1);
+        assert_eq!(t.held().next().map(|h| h.1), Some(3));
+    }
+
+    #[test]
+    fn table_is_bounded_and_silent_origins_expire() {
+        let mut t = table();
+        for i in 0..MAX_ORIGINS {
+            assert_eq!(t.handle_remote(&format!("r{i}"), 1, b"x", 0), Verdict::New);
+        }
+        assert_eq!(t.handle_remote("late", 1, b"x", S), Verdict::TableFull);
+        assert_eq!(t.len(), MAX_ORIGINS);
+        // One origin keeps announcing; after 12 intervals the rest are gone.
+        let later = u64::from(EXPIRE_INTERVALS) * 10 * S;
+        assert_eq!(t.handle_remote("r0", 2, b"x", later - S), Verdict::New);
+        assert_eq!(t.handle_remote("late", 1, b"x", later), Verdict::New);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.stats().expired, MAX_ORIGINS as u64 - 1);
+    }
+
+    #[test]
+    fn own_schedule_regular_and_triggered() {
+        let mut t = table();
+        assert!(t.poll_due(0));
+        let seq = t.next_seq();
+        assert_eq!(seq, (7 << 32) | 1);
+        t.record_own(seq, b"me", 0, INTERVAL);
+        assert!(t.next_seq() > seq);
+        assert!(!t.poll_due(S));
+        assert_eq!(t.poll_timeout(), 10 * S);
+        // A link change 200 ms later: due at the min interval, not before.
+        t.trigger(200_000);
+        assert_eq!(t.poll_timeout(), S);
+        // A second change does not move it later or earlier.
+        t.trigger(300_000);
+        assert_eq!(t.poll_timeout(), S);
+        t.record_own(t.next_seq(), b"me", S, INTERVAL);
+        // Long after: a trigger makes it due at once.
+        t.trigger(5 * S);
+        assert!(t.poll_due(5 * S));
+        assert_eq!(
+            t.held().count(),
+            1,
+            "own announcement is held for new links"
+        );
+    }
+}
