@@ -15,6 +15,7 @@
 #   DASH_PORT=18300    Tokyo's admin listener (the dashboard); 0 picks a free port
 #   CHECK_TIMEOUT=90   seconds --check waits for convergence and traffic
 #   TICK=0.5           seconds between published messages
+#   ANNOUNCE_MS=2000   ms between each relay's mesh-wide announcements (relay default 10000)
 #   KEEP=1             keep the work directory (logs, certificates) after exit
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ CHECK=0
 case "${1:-}" in
   --check) CHECK=1 ;;
   "") ;;
-  -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
   *) echo "usage: demo/mesh5.sh [--check]" >&2; exit 2 ;;
 esac
 
@@ -109,7 +110,7 @@ for ((k = 0; k < ${#CITIES[@]}; k++)); do
   admin=127.0.0.1:0
   [ "$c" = Tokyo ] && admin=127.0.0.1:${DASH_PORT:-18300}
   RUST_LOG=${RUST_LOG:-warn} "$RELAY" run --listen 127.0.0.1:0 --insecure-no-auth \
-    --admin-listen "$admin" --mesh-listen 127.0.0.1:0 \
+    --admin-listen "$admin" --mesh-listen 127.0.0.1:0 --announce-interval-ms "${ANNOUNCE_MS:-2000}" \
     --name "$me" --region "$(loc "$c" 5)" --lat "$(loc "$c" 2)" --lon "$(loc "$c" 3)" \
     --mesh-cert "$D/$me.pem" --mesh-key "$D/$me.key" --mesh-ca "$D/ca/ca.pem" \
     "${peers[@]}" >"$D/$me.log" 2>&1 &
@@ -178,6 +179,7 @@ done
 echo "converged after $(($(date +%s) - T0)) s"
 
 echo
+[ $CHECK = 1 ] || sleep 3  # let the smoothed metrics settle before showing them
 echo "Tokyo's links and routes (GET http://${ADMIN[tokyo]}/v1/status):"
 ST=$(status tokyo)
 grep -oE '"links":\[[^]]*\]' <<<"$ST" | tr '{' '\n' | awk '
