@@ -185,16 +185,16 @@ ST=$(status tokyo)
 grep -oE '"links":\[[^]]*\]' <<<"$ST" | tr '{' '\n' | awk '
   /"peer":"/ { match($0, /"peer":"[a-z]+"/); p = substr($0, RSTART + 8, RLENGTH - 9)
                match($0, /"rtt_ms":[0-9.]+/); r = substr($0, RSTART + 9, RLENGTH - 9)
-               printf "  link  %-12s RTT %6.1f ms\n", p, r }'
+               printf "  link  %-12s RTT %6.1f ms\n", p, r }' || true
 grep -oE '"routes":\[[^]]*\]' <<<"$ST" | tr '{' '\n' | awk '
   /"dest":"/ { match($0, /"dest":"[a-z]+"/); d = substr($0, RSTART + 8, RLENGTH - 9)
                match($0, /"next_hop":"[a-z]+"/); h = substr($0, RSTART + 12, RLENGTH - 13)
                s = 0; if (match($0, /"saving_ms":[0-9.]+/)) s = substr($0, RSTART + 12, RLENGTH - 12)
                if (s + 0 > 0) printf "  route %-12s via %-12s saves %5.1f ms one way over the direct link\n", d, h, s
-               else printf "  route %-12s via %s\n", d, h }'
+               else printf "  route %-12s via %s\n", d, h }' || true
 
 MESHDOC=$(curl -s --max-time 5 "http://${ADMIN[tokyo]}/v1/mesh?pairs=none" || true)
-SEEN=$(grep -o '"is_self":' <<<"$MESHDOC" | wc -l)
+SEEN=$(grep -o '"is_self":' <<<"$MESHDOC" | wc -l || true)
 echo "Tokyo's /v1/mesh shows $SEEN of 5 relays"
 for s in frankfurt london; do
   echo "subscriber at $s: $(wc -l <"$D/sub-$s.log") messages so far, last: $(tail -n1 "$D/sub-$s.log" | tr '\t' ' ')"
@@ -209,7 +209,7 @@ if [ $CHECK = 1 ]; then
       exit 1
     fi
     sleep 0.5
-    SEEN=$(curl -s --max-time 5 "http://${ADMIN[tokyo]}/v1/mesh?pairs=none" | grep -o '"is_self":' | wc -l)
+    SEEN=$(curl -s --max-time 5 "http://${ADMIN[tokyo]}/v1/mesh?pairs=none" | grep -o '"is_self":' | wc -l || true)
   done
   echo "check passed: 5 relays, 10 links, routes converged, traffic flowing, /v1/mesh complete"
   exit 0

@@ -268,3 +268,38 @@ pub fn tag_with<'a>(dom: &'a str, start: &str, attr: &str) -> Option<&'a str> {
 pub fn count(dom: &str, needle: &str) -> usize {
     dom.matches(needle).count()
 }
+
+/// Checks a rendered three-relay page whose relay path `a`→`b`→`c` (or back) saves over the
+/// direct `a`–`c` link: rendered, a row and a map dot per relay, three links, that path
+/// selected; returns the saving it shows (ms).
+pub fn assert_saving_route_page(dom: &str, [a, b, c]: [&str; 3]) -> f64 {
+    assert!(
+        dom.contains("data-ready=\"1\""),
+        "the page never rendered /v1/mesh:\n{dom}"
+    );
+    for name in [a, b, c] {
+        assert!(
+            dom.contains(&format!("<tr data-relay=\"{name}\"")),
+            "row of {name}"
+        );
+        assert!(
+            dom.contains(&format!("<circle r=\"1.6\" data-relay=\"{name}\"")),
+            "dot of {name}"
+        );
+    }
+    assert_eq!(count(dom, "<path data-link="), 3, "three links drawn");
+    // The page selects the largest saving: a -> c (or back) through b.
+    assert!(
+        dom.contains(&format!("data-path=\"{a}&gt;{b}&gt;{c}\""))
+            || dom.contains(&format!("data-path=\"{c}&gt;{b}&gt;{a}\"")),
+        "the saving route is selected"
+    );
+    let saving: f64 = dom
+        .split("data-saving=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|s| s.parse().ok())
+        .expect("pair info with a saving");
+    assert!(saving > 0.0, "saving shown: {saving}");
+    saving
+}

@@ -177,6 +177,29 @@ pub fn route_event_since(
         .min()
 }
 
+/// The bound: a route moves within 2 s of a change of the links.
+pub const SWITCH_BOUND: Duration = Duration::from_secs(2);
+
+/// Makes a change (`change()`: slow a link, kill a relay) and checks that the relay whose
+/// status `status()` gives then routes to `dest` through `hop` within [`SWITCH_BOUND`] of
+/// the change, by the relay's own route event (waits at most 20 s to see it).
+pub fn assert_route_moves(
+    what: &str,
+    change: impl FnOnce(),
+    dest: &str,
+    hop: &str,
+    status: impl FnMut() -> serde_json::Value,
+) -> Duration {
+    let changed = unix_ms();
+    change();
+    let took = route_switch(what, Duration::from_secs(20), changed, dest, hop, status);
+    assert!(
+        took < SWITCH_BOUND,
+        "{what}: route moved {took:?} after the change"
+    );
+    took
+}
+
 /// Waits (at most `limit`) until the relay whose status `status()` gives routes to `dest`
 /// through `hop`; returns how long after `changed_ms` (Unix ms, taken just before the change)
 /// its route switched, by the relay's own route event, so the test's polling does not count.
