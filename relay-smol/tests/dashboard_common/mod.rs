@@ -178,9 +178,14 @@ pub fn target_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target")
 }
 
+/// One chromium at a time in a test binary: on two cores, browsers run in parallel by the test
+/// threads starve the relays under test and distort the RTTs they measure.
+static CHROMIUM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs headless chromium on `url` and returns the DOM after the page's scripts ran; also
 /// writes `target/<shot>.png`.
 pub fn open_dashboard(url: &str, shot: &str) -> String {
+    let _one_at_a_time = CHROMIUM.lock().unwrap_or_else(|e| e.into_inner());
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&chromium).exists(),
@@ -267,6 +272,19 @@ pub fn tag_with<'a>(dom: &'a str, start: &str, attr: &str) -> Option<&'a str> {
 
 pub fn count(dom: &str, needle: &str) -> usize {
     dom.matches(needle).count()
+}
+
+/// Whether a rendered page shows the path `a`→`b`→`c` (or back) selected with a positive
+/// saving (see [`assert_saving_route_page`] for the full check).
+pub fn shows_saving_route(dom: &str, [a, b, c]: [&str; 3]) -> bool {
+    let path = dom.contains(&format!("data-path=\"{a}&gt;{b}&gt;{c}\""))
+        || dom.contains(&format!("data-path=\"{c}&gt;{b}&gt;{a}\""));
+    let saving = dom
+        .split("data-saving=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|s| s.parse::<f64>().ok());
+    path && saving.is_some_and(|s| s > 0.0)
 }
 
 /// Checks a rendered three-relay page whose relay path `a`→`b`→`c` (or back) saves over the
