@@ -352,6 +352,15 @@ fn every_relay_shows_the_whole_mesh() {
             "fastpubsub_mesh_control_bytes_total{direction=\"received\"}",
         );
         assert!(tx0.is_some_and(|b| b > 0.0), "{name}: {m0}");
+        for dir in ["sent", "received"] {
+            let series = format!(
+                "fastpubsub_mesh_control_kind_bytes_total{{kind=\"announce\",direction=\"{dir}\"}}"
+            );
+            assert!(
+                metric(&m0, &series).is_some_and(|b| b > 0.0),
+                "{name}: {series} in {m0}"
+            );
+        }
         assert!(rx0.is_some_and(|b| b > 0.0), "{name}: {m0}");
         wait_until(
             &format!("{name}'s control bytes to grow"),

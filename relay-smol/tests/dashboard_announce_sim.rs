@@ -22,7 +22,9 @@ use fastpubsub_relay::dashboard::announce::{Announcement, INTERVAL, MIN_INTERVAL
 use fastpubsub_relay::dashboard::view::{
     LinkSummary, MeshState, RelayCounters, RelaySummary, RouteSummary,
 };
-use fastpubsub_relay::mesh::announce::{AnnounceConfig, AnnounceTable, MAX_ORIGINS, Verdict};
+use fastpubsub_relay::mesh::announce::{
+    AnnounceConfig, AnnounceTable, MAX_ORIGINS, RATE_BURST, Verdict,
+};
 use fastpubsub_relay::mesh::node::relay_id;
 
 const R: usize = 100;
@@ -379,7 +381,7 @@ fn hundred_relays_stay_within_size_and_rate_bounds() {
         .sum::<u64>()
         - limited0;
     let frame = frame_len(&name(chatty), u64::MAX, &sim.bodies[chatty]) as f64;
-    let per_copy = 5.0 / (MIN_INTERVAL.as_secs_f64() / 2.0) + 1.0;
+    let per_copy = 5.0 / (MIN_INTERVAL.as_secs_f64() / 2.0) + RATE_BURST as f64;
     // Links not touching the chatty relay carry its announcements plus everyone's regular ones.
     let regular = R as f64 * sim.max_frame as f64 * 5.0 / (0.75 * INTERVAL.as_secs_f64());
     let worst = sim

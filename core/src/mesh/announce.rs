@@ -71,7 +71,24 @@ mod tests {
         );
         // Hand-made oversize encoding (encode refuses to make one): tag, origin, seq, body.
         let mut raw = heapless::Vec::<u8, { Announce::MAX_LEN + 64 }>::new();
-        let tag = 10u8; // position of `Announce` in `Message`
+        // The tag of `Announce` (its position in `Message`), from a valid encoding.
+        let mut one = [0u8; 16];
+        let tag = encode(
+            &Message::Announce(Announce {
+                origin: "t",
+                seq: 0,
+                body: b"b",
+            }),
+            &mut one,
+        )
+        .ok()
+        .and_then(|b| b.first().copied())
+        .unwrap_or(0);
+        assert_eq!(
+            usize::from(tag),
+            super::super::KIND_NAMES.len() - 1,
+            "appended last"
+        );
         let _ = raw.extend_from_slice(&[tag, 5]);
         let _ = raw.extend_from_slice(b"tokyo");
         let _ = raw.push(1);

@@ -12,8 +12,8 @@
 //! Which message goes where (the relay decides, this module only encodes):
 //! - [`Probe`] / [`ProbeAck`]: QUIC datagrams (unreliable: loss is what they measure).
 //! - [`Hello`], [`Peers`], [`RouteBatch`], [`InterestUpdate`],
-//!   [`InterestSnapshotRequest`], [`InterestSnapshot`], [`TicketStatus`], [`Announce`]: the
-//!   link's control stream, in order.
+//!   [`InterestSnapshotRequest`], [`InterestSnapshot`], [`TicketStatus`],
+//!   [`TicketSnapshot`], [`Announce`]: the link's control stream, in order.
 //! - [`Data`]: one QUIC unidirectional stream per message.
 //!
 //! Relays are identified by their name (the DNS name in their mesh certificate), see
@@ -37,7 +37,7 @@ pub use interest::{
 };
 pub use probe::{Probe, ProbeAck};
 pub use route::{MAX_ROUTE_MESSAGES, RouteBatch};
-pub use ticket::{MAX_TICKET_RECORD, TicketStatus};
+pub use ticket::{MAX_TICKET_RECORD, MAX_TICKET_SNAPSHOT_RECORDS, TicketSnapshot, TicketStatus};
 
 use core::fmt;
 use serde::{Deserialize, Serialize};
@@ -131,6 +131,9 @@ pub enum Message<'a> {
     /// A signed ticket status record (refresh, revoke), flooded.
     #[serde(borrow)]
     TicketStatus(TicketStatus<'a>),
+    /// Part of the sender's still-valid ticket status records, on link-up.
+    #[serde(borrow)]
+    TicketSnapshot(TicketSnapshot<'a>),
     /// A relay's announcement of itself (opaque body), flooded.
     #[serde(borrow)]
     Announce(Announce<'a>),
@@ -138,7 +141,7 @@ pub enum Message<'a> {
 
 /// The name of every message kind, indexed by its tag: the first byte of every encoded
 /// [`Message`] (for per-kind byte counts; names are stable, new kinds are appended).
-pub const KIND_NAMES: [&str; 11] = [
+pub const KIND_NAMES: [&str; 12] = [
     "hello",
     "peers",
     "probe",
@@ -149,6 +152,7 @@ pub const KIND_NAMES: [&str; 11] = [
     "interest_snapshot",
     "data",
     "ticket_status",
+    "ticket_snapshot",
     "announce",
 ];
 
@@ -176,7 +180,8 @@ impl Message<'_> {
             Self::InterestSnapshot(_) => 7,
             Self::Data(_) => 8,
             Self::TicketStatus(_) => 9,
-            Self::Announce(_) => 10,
+            Self::TicketSnapshot(_) => 10,
+            Self::Announce(_) => 11,
         }
     }
 
@@ -193,6 +198,7 @@ impl Message<'_> {
             Self::InterestSnapshot(_) => InterestSnapshot::MAX_LEN,
             Self::Data(_) => Data::MAX_LEN,
             Self::TicketStatus(_) => TicketStatus::MAX_LEN,
+            Self::TicketSnapshot(_) => TicketSnapshot::MAX_LEN,
             Self::Announce(_) => Announce::MAX_LEN,
         }
     }
@@ -208,6 +214,7 @@ impl Message<'_> {
             Self::InterestSnapshot(m) => m.validate(),
             Self::Data(m) => m.validate(),
             Self::TicketStatus(m) => m.validate(),
+            Self::TicketSnapshot(m) => m.validate(),
             Self::Announce(m) => m.validate(),
         }
     }
@@ -410,7 +417,7 @@ mod tests {
         }
         assert_eq!(KIND_NAMES[msgs[3].kind_index()], "announce");
         assert_eq!(kind_index(&[]), None);
-        assert_eq!(kind_index(&[11]), None);
+        assert_eq!(kind_index(&[12]), None);
     }
 
     #[test]

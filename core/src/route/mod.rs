@@ -17,12 +17,16 @@
 //! - Triggered updates on significant change, periodic full updates, retractions
 //!   when a link dies, expiry of routes a neighbour stops refreshing.
 //!
+//! [`neighbours`] decides which relays to keep links to when there are more than a
+//! relay may link ([`NeighbourPolicy`]).
+//!
 //! See `docs/routing.md` for the reasoning and the measured results.
 
 mod config;
 mod error;
 mod event;
 mod metric;
+pub mod neighbours;
 mod table;
 mod types;
 mod wire;
@@ -31,6 +35,9 @@ pub use config::{ConfigError, RouteConfig};
 pub use error::RouteError;
 pub use event::RouteEvent;
 pub use metric::LinkMeasurement;
+pub use neighbours::{
+    Candidate, Decision, NeighbourConfig, NeighbourPolicy, PlanError, PlanSummary, Role,
+};
 pub use table::{NeighborInfo, RouteInfo, RouteStats, RouteTable};
 pub use types::{Metric, RelayId, Seqno};
 pub use wire::{Message, Recipient, SeqnoRequest, Transmit, Update};

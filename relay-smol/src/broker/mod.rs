@@ -66,6 +66,10 @@ pub struct Stats {
     pub slow_consumers_closed: u64,
     /// Connections closed because their access ended (expired/revoked).
     pub access_ended_closed: u64,
+    /// Handshakes refused because the connection limit was reached.
+    pub refused_over_capacity: u64,
+    /// Requests refused as malformed (bad HTTP head, not a valid WebSocket upgrade).
+    pub refused_malformed: u64,
 }
 
 /// Why a `SUB` was refused.
@@ -246,6 +250,11 @@ impl Broker {
         self.now = now;
     }
 
+    /// Counts a request refused as malformed by the edge (for `/metrics`).
+    pub fn note_malformed_request(&mut self) {
+        self.stats.refused_malformed += 1;
+    }
+
     /// Counters.
     pub fn stats(&self) -> Stats {
         self.stats
@@ -273,7 +282,11 @@ impl Broker {
 
     /// Admits a new connection, or `None` when [`Limits::max_connections`] are open.
     pub fn register(&mut self, access: Box<dyn Access>) -> Option<ConnId> {
-        if self.open >= self.limits.max_connections || self.shutting_down {
+        if self.shutting_down {
+            return None;
+        }
+        if self.open >= self.limits.max_connections {
+            self.stats.refused_over_capacity += 1;
             return None;
         }
         let rates = access.rate_limits();

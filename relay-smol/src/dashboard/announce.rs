@@ -445,6 +445,93 @@ mod tests {
         );
     }
 
+    fn handle(name: &str) -> AdminHandle {
+        use crate::auth::AllowAll;
+        use crate::config::Config;
+        use std::rc::Rc;
+        let config = Config::new("127.0.0.1:0".parse().expect("addr"));
+        let mut relay = crate::ws::Relay::bind(&config, Rc::new(AllowAll)).expect("bind edge");
+        let ex = Rc::new(smol::LocalExecutor::new());
+        let mut opts = super::super::edge::options_from_cli("off", None, relay.local_addr(), false)
+            .expect("options");
+        opts.identity.name = name.into();
+        super::super::edge::install(&mut relay, opts, &ex).expect("install")
+    }
+
+    const STATUS: &str = r#"{
+      "identity": {"name": "tokyo", "region": "asia", "position": {"lat": 35.68, "lon": 139.69},
+                   "edge_url": ""},
+      "links": [
+        {"peer": "nsk", "up": true, "rtt_ms": 95.2, "min_rtt_ms": 94.8, "jitter_ms": 0.4,
+         "loss_pct": 2.5},
+        {"peer": "fra", "up": true, "rtt_ms": 221.8, "min_rtt_ms": 221.0, "jitter_ms": 1.0,
+         "loss_pct": 0.0}
+      ],
+      "routes": [
+        {"dest": "fra", "next_hop": "nsk", "metric_ms": 90.1},
+        {"dest": "nsk", "next_hop": "nsk", "metric_ms": 47.6}
+      ]
+    }"#;
+
+    #[test]
+    fn feed_announces_the_local_relay_and_takes_in_others() {
+        let tokyo = handle("tokyo");
+        let mut feed = MeshFeed::new(tokyo.clone());
+        let body = feed
+            .local_body(STATUS, (7 << 32) | 3)
+            .expect("an announcement");
+        assert!(body.len() < 200, "{} B", body.len());
+        let a = Announcement::decode(&body).expect("decodes");
+        assert_eq!((a.name.as_str(), a.seq, a.links.len()), ("tokyo", 3, 2));
+        assert!(
+            a.url.starts_with("ws://127.0.0.1:"),
+            "no --edge-url: the edge address ({})",
+            a.url
+        );
+        assert!(feed.local_body("not json", 1).is_none());
+
+        let fra = handle("fra");
+        let mut other = MeshFeed::new(fra.clone());
+        // The node knows fra (itself) but not nsk yet.
+        let known = |id: u16| (id == relay_id("fra").0).then(|| "fra".to_string());
+        assert_eq!(
+            other.apply_remote("osaka", &body, &known),
+            AnnounceApplied::Bad,
+            "origin must be the announced relay"
+        );
+        assert_eq!(
+            other.apply_remote("tokyo", &body[..body.len() - 1], &known),
+            AnnounceApplied::Bad
+        );
+        assert_eq!(
+            other.apply_remote("tokyo", &body, &known),
+            AnnounceApplied::Applied
+        );
+        // fra's own summary (the refresher task would add it every second).
+        let mut me = summary(1, 0);
+        me.name = "fra".into();
+        me.routes.clear();
+        fra.mesh
+            .lock()
+            .expect("lock")
+            .update(me, unix_ms())
+            .expect("own summary");
+        let view = fra.mesh.lock().expect("lock").view(unix_ms());
+        let t = view
+            .relays
+            .iter()
+            .find(|r| r.name == "tokyo")
+            .expect("tokyo");
+        assert_eq!((t.lat, t.region.as_str()), (Some(35.68), "asia"));
+        // Only the link to a known relay is kept; the route through unknown nsk waits.
+        let links: Vec<(usize, usize)> = view.links.iter().map(|l| (l.0, l.1)).collect();
+        let id = |n: &str| view.relays.iter().position(|r| r.name == n);
+        assert_eq!(
+            links,
+            vec![(id("tokyo").unwrap_or(99), id("fra").unwrap_or(99))]
+        );
+    }
+
     /// Size and rate bounds with 100 relays: the issue's check for the announcements.
     #[test]
     fn hundred_relays_stay_within_size_and_rate_bounds() {

@@ -85,6 +85,29 @@ struct Local {
     links: Vec<LinkSummary>,
     routes: Vec<RouteSummary>,
     status: Option<String>,
+    refusals: RefusalParts,
+}
+
+/// Handshake refusals counted in two places (edge and mesh) for one label each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct RefusalParts {
+    edge_malformed: u64,
+    edge_full: u64,
+    mesh_malformed: u64,
+    mesh_full: u64,
+}
+
+impl RefusalParts {
+    fn mirror(&self, m: &RelayMetrics) {
+        m.handshake_refusals.mirror(
+            RefusalReason::Malformed,
+            self.edge_malformed.saturating_add(self.mesh_malformed),
+        );
+        m.handshake_refusals.mirror(
+            RefusalReason::OverCapacity,
+            self.edge_full.saturating_add(self.mesh_full),
+        );
+    }
 }
 
 impl AdminHandle {
@@ -123,8 +146,13 @@ impl AdminHandle {
                 .collect();
             self.metrics.set_links(&samples);
         }
-        mirror_mesh_counters(&self.metrics, &json);
+        let mesh_refusals = mirror_mesh_counters(&self.metrics, &json);
         let mut l = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((malformed, full)) = mesh_refusals {
+            l.refusals.mesh_malformed = malformed;
+            l.refusals.mesh_full = full;
+            l.refusals.mirror(&self.metrics);
+        }
         if let Some((identity, links, routes)) = parsed {
             if let Some(mut id) = identity {
                 if id.url.is_empty() {
@@ -144,13 +172,13 @@ impl AdminHandle {
     }
 }
 
-/// Mirrors the mesh node's counters (in its `/v1/status` document) into the metrics.
-fn mirror_mesh_counters(m: &RelayMetrics, json: &str) {
+/// Mirrors the mesh node's counters (in its `/v1/status` document) into the metrics; returns
+/// the mesh's handshake refusals `(malformed, over capacity)`, which the caller adds to the
+/// edge's.
+fn mirror_mesh_counters(m: &RelayMetrics, json: &str) -> Option<(u64, u64)> {
     use serde_json::Value;
-    let Ok(v) = serde_json::from_str::<Value>(json) else {
-        return;
-    };
-    let Some(c) = v.get("counters") else { return };
+    let v = serde_json::from_str::<Value>(json).ok()?;
+    let c = v.get("counters")?;
     let get =
         |path: &[&str]| -> Option<u64> { path.iter().try_fold(c, |x, k| x.get(*k))?.as_u64() };
     if let Some(n) = get(&["mesh", "data_received"]) {
@@ -178,10 +206,29 @@ fn mirror_mesh_counters(m: &RelayMetrics, json: &str) {
     if let Some(n) = get(&["quic", "control_bytes_received"]) {
         m.mesh_control_bytes.mirror(Direction::Received, n);
     }
-    if let Some(n) = get(&["quic", "handshake_failures"]) {
-        m.handshake_refusals
-            .mirror(RefusalReason::MeshCertificate, n);
+    if let Some(by_kind) = c.get("control_by_kind") {
+        for (k, name) in fastpubsub_core::mesh::KIND_NAMES.iter().enumerate() {
+            let pair = by_kind.get(*name).and_then(Value::as_array);
+            for (i, dir) in [Direction::Sent, Direction::Received]
+                .into_iter()
+                .enumerate()
+            {
+                if let Some(n) = pair.and_then(|p| p.get(i)).and_then(Value::as_u64) {
+                    m.mesh_control_kind_bytes.mirror(k, dir, n);
+                }
+            }
+        }
     }
+    if let Some(n) = get(&["quic", "handshake_failures"]) {
+        // Plus links whose certificate does not name the relay their Hello claims.
+        let identity = get(&["mesh", "refused_identity"]).unwrap_or(0);
+        m.handshake_refusals
+            .mirror(RefusalReason::MeshCertificate, n.saturating_add(identity));
+    }
+    let full = get(&["quic", "refused_full"])
+        .unwrap_or(0)
+        .saturating_add(get(&["mesh", "refused_full"]).unwrap_or(0));
+    Some((get(&["mesh", "refused_malformed"]).unwrap_or(0), full))
 }
 
 /// Asks the mesh node for its status document every [`REFRESH`] and hands it to
@@ -292,6 +339,7 @@ pub fn install(
         links: Vec::new(),
         routes: Vec::new(),
         status: None,
+        refusals: RefusalParts::default(),
     }));
     let status: Arc<StatusFn> = match opts.status {
         Some(f) => f,
@@ -397,6 +445,10 @@ fn refresh(h: &AdminHandle, broker: &Rc<RefCell<Broker>>, now_ms: u64) {
             s.dropped_egress_rate.saturating_add(s.refused_ingress_rate),
         );
         m.slow_consumer_disconnects.mirror(s.slow_consumers_closed);
+        let mut l = h.local.lock().unwrap_or_else(|p| p.into_inner());
+        l.refusals.edge_malformed = s.refused_malformed;
+        l.refusals.edge_full = s.refused_over_capacity;
+        l.refusals.mirror(m);
     }
     let summary = {
         let l = h.local.lock().unwrap_or_else(|p| p.into_inner());
@@ -629,5 +681,50 @@ mod tests {
         );
         assert_eq!(m.route_changes.get(), 4);
         assert_eq!(m.handshake_refusals.get(RefusalReason::MeshCertificate), 3);
+    }
+
+    #[test]
+    fn mesh_refusals_and_control_bytes_reach_the_metrics() {
+        let doc = r#"{"counters": {
+            "mesh": {"refused_malformed": 2, "refused_full": 1, "refused_identity": 5},
+            "quic": {"handshake_failures": 3, "refused_full": 4,
+                     "control_bytes_sent": 700, "control_bytes_received": 900},
+            "control_by_kind": {"announce": [100, 200], "probe": [30, 40], "bogus": [1, 1]}
+        }}"#;
+        let m = RelayMetrics::default();
+        assert_eq!(mirror_mesh_counters(&m, doc), Some((2, 5)));
+        assert_eq!(m.handshake_refusals.get(RefusalReason::MeshCertificate), 8);
+        assert_eq!(m.mesh_control_bytes.get(Direction::Sent), 700);
+        assert_eq!(m.mesh_control_bytes.get(Direction::Received), 900);
+        let announce = fastpubsub_core::mesh::KIND_NAMES
+            .iter()
+            .position(|k| *k == "announce")
+            .expect("kind");
+        assert_eq!(
+            m.mesh_control_kind_bytes.get(announce, Direction::Sent),
+            100
+        );
+        assert_eq!(
+            m.mesh_control_kind_bytes.get(announce, Direction::Received),
+            200
+        );
+        // Edge and mesh parts add up under one label each.
+        let parts = RefusalParts {
+            edge_malformed: 10,
+            edge_full: 20,
+            mesh_malformed: 2,
+            mesh_full: 5,
+        };
+        parts.mirror(&m);
+        assert_eq!(m.handshake_refusals.get(RefusalReason::Malformed), 12);
+        assert_eq!(m.handshake_refusals.get(RefusalReason::OverCapacity), 25);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "fastpubsub_mesh_control_kind_bytes_total{kind=\"announce\",direction=\"received\"} 200"
+            ),
+            "{text}"
+        );
+        assert!(mirror_mesh_counters(&m, "not json").is_none());
     }
 }

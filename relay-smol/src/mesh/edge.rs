@@ -257,6 +257,10 @@ impl TicketHook for TicketServiceHook {
             }
         }
     }
+
+    fn snapshot(&mut self, max: usize) -> Vec<Vec<u8>> {
+        self.0.snapshot(unix(crate::clock::wall_now()), max)
+    }
 }
 
 /// Start the mesh for `relay` on `ex`: hook into the broker, and keep the admin side's

@@ -4,6 +4,7 @@
 //! - [`probe`]: link measurement from probe datagrams (RTT, jitter, loss, up/down).
 //! - [`interest`]: which relays want which (tenant, pattern).
 //! - [`dedup`]: per-origin duplicate suppression.
+//! - [`ticket_sync`]: ticket status snapshot sent to a neighbour on link-up.
 //! - [`announce`]: flooding of the mesh-wide relay announcements (dashboard picture).
 //! - [`node`]: the mesh node driving all of the above on the QUIC driver.
 
@@ -14,6 +15,7 @@ pub mod edge;
 pub mod interest;
 pub mod node;
 pub mod probe;
+pub mod ticket_sync;
 
 use crate::quic::driver::Driver;
 use crate::quic::tls::{self, MeshIdentity};

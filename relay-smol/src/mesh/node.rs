@@ -38,6 +38,7 @@ use super::config::MeshConfig;
 use super::dedup::Dedup;
 use super::interest::{Applied, InterestTable};
 use super::probe::{LinkProbe, LinkState};
+use super::ticket_sync::TicketSync;
 use crate::quic::driver::{self, Driver, Handler, QuicEvent, SendError};
 use crate::quic::tls::cert_is_valid_for;
 
@@ -95,6 +96,12 @@ pub trait TicketHook {
     fn drain_outgoing(&mut self, max: usize) -> Vec<Vec<u8>>;
     /// Verify and apply a record received from the mesh.
     fn apply_remote(&mut self, record: &[u8]) -> TicketApplied;
+    /// Encoded records still in force (at most `max`), for a neighbour whose link just
+    /// came up (see [`super::ticket_sync`]). None by default.
+    fn snapshot(&mut self, max: usize) -> Vec<Vec<u8>> {
+        let _ = max;
+        Vec::new()
+    }
 }
 
 /// Work for the mesh from other tasks.
@@ -161,6 +168,10 @@ pub struct MeshStats {
     pub ticket_records_new: u64,
     /// Ticket status records refused by the tickets layer (bad signature, garbage).
     pub ticket_records_bad: u64,
+    /// Links refused at the handshake: first message not a Hello, or another protocol version.
+    pub refused_malformed: u64,
+    /// Links refused at the handshake: the peer table was full.
+    pub refused_full: u64,
 }
 
 struct Link {
@@ -234,6 +245,7 @@ pub struct MeshNode {
     ticket_hook: Option<Box<dyn TicketHook>>,
     ticket_seq: u64,
     ticket_dedup: Dedup,
+    ticket_sync: TicketSync,
     announce: AnnounceTable,
     announce_hook: Option<Box<dyn AnnounceHook>>,
 }
@@ -327,6 +339,7 @@ impl MeshNode {
             ticket_hook: None,
             ticket_seq: 0,
             ticket_dedup: Dedup::default(),
+            ticket_sync: TicketSync::new(),
             announce: AnnounceTable::new(&cfg.name, cfg.announce, epoch, 0),
             announce_hook: None,
             cfg,
@@ -349,17 +362,73 @@ impl MeshNode {
         };
         let records = hook.drain_outgoing(64);
         for r in records {
-            self.ticket_seq += 1;
-            let seq = (u64::from(self.epoch) << 32) | (self.ticket_seq & 0xffff_ffff);
-            let name = self.cfg.name.clone();
-            self.ticket_dedup.first_time(&name, seq);
-            let msg = Message::TicketStatus(mesh::TicketStatus {
-                origin: &name,
-                seq,
-                record: &r,
+            self.flood_record(quic, now, &r, None);
+        }
+    }
+
+    /// Flood `record` from here (a new `TicketStatus` of ours) to every link but `except`.
+    fn flood_record(
+        &mut self,
+        quic: &mut Driver,
+        now: Instant,
+        record: &[u8],
+        except: Option<ConnectionHandle>,
+    ) {
+        self.ticket_seq += 1;
+        let seq = (u64::from(self.epoch) << 32) | (self.ticket_seq & 0xffff_ffff);
+        let name = self.cfg.name.clone();
+        self.ticket_dedup.first_time(&name, seq);
+        let msg = Message::TicketStatus(mesh::TicketStatus {
+            origin: &name,
+            seq,
+            record,
+        });
+        self.stats.ticket_records_sent += 1;
+        self.flood_interest(quic, now, &msg, except);
+    }
+
+    /// Send due ticket snapshot parts to links that came up (see [`super::ticket_sync`]).
+    fn sync_tickets(&mut self, quic: &mut Driver, now: Instant) {
+        let Some(hook) = self.ticket_hook.as_mut() else {
+            return;
+        };
+        self.ticket_sync
+            .poll(now, &mut |max| hook.snapshot(max), &mut |conn, frame| {
+                quic.send_control(now, conn, frame).is_ok()
             });
-            self.stats.ticket_records_sent += 1;
-            self.flood_interest(quic, now, &msg, None);
+    }
+
+    /// A part of a neighbour's ticket snapshot: apply each record through the normal
+    /// verification; flood on (as our own `TicketStatus`) those that were new here.
+    fn on_ticket_snapshot(
+        &mut self,
+        quic: &mut Driver,
+        now: Instant,
+        conn: ConnectionHandle,
+        snap: &mesh::TicketSnapshot<'_>,
+    ) {
+        let Some(hook) = self.ticket_hook.as_mut() else {
+            // Nothing to check the records against: relays behind us get their own
+            // snapshots from their neighbours that have a tickets layer.
+            self.ticket_sync.stats.parts_ignored += 1;
+            return;
+        };
+        let mut new = Vec::new();
+        for r in &snap.records {
+            self.ticket_sync.stats.records_received += 1;
+            match hook.apply_remote(r) {
+                TicketApplied::New => new.push(*r),
+                TicketApplied::Bad => {
+                    self.stats.ticket_records_bad += 1;
+                    self.ticket_sync.stats.records_bad += 1;
+                }
+                _ => {}
+            }
+        }
+        for r in new {
+            self.stats.ticket_records_new += 1;
+            self.ticket_sync.stats.records_new += 1;
+            self.flood_record(quic, now, r, Some(conn));
         }
     }
 
@@ -401,14 +470,14 @@ impl MeshNode {
             return;
         }
         let seq = self.announce.next_seq();
-        let body = match self.announce_hook.is_some() {
-            true => {
-                let json = self.status_json(quic, now);
-                self.announce_hook
-                    .as_mut()
-                    .and_then(|h| h.local_body(&json, seq))
-            }
-            false => None,
+        // Without a hook (no dashboard) there is nothing to announce: only forward others'.
+        let body = if self.announce_hook.is_some() {
+            let json = self.status_json(quic, now);
+            self.announce_hook
+                .as_mut()
+                .and_then(|h| h.local_body(&json, seq))
+        } else {
+            None
         };
         let Some(body) = body.filter(|b| !b.is_empty() && b.len() <= mesh::MAX_ANNOUNCE_BODY)
         else {
@@ -597,6 +666,7 @@ impl MeshNode {
             return;
         }
         if h.version != PROTOCOL_VERSION {
+            self.stats.refused_malformed += 1;
             log::warn!(
                 "mesh: {} speaks mesh protocol {} (we speak {PROTOCOL_VERSION})",
                 h.name,
@@ -625,6 +695,7 @@ impl MeshNode {
         let side = link.side;
         let remote = link.remote;
         if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(h.name) {
+            self.stats.refused_full += 1;
             quic.close(now, conn, driver::CLOSE_PROTOCOL, "peer table full");
             return;
         }
@@ -682,6 +753,10 @@ impl MeshNode {
         // Everyone learns the new relay's name and address at once.
         self.send_gossip(quic, now, None);
         self.send_all_snapshots(quic, now, conn);
+        if self.ticket_hook.is_some() {
+            self.ticket_sync.link_up(conn);
+            self.sync_tickets(quic, now);
+        }
         self.replay_announcements(quic, now, conn);
         self.announce.trigger(self.us(now));
     }
@@ -695,6 +770,7 @@ impl MeshNode {
         reason: &str,
     ) {
         let link = self.links.remove(&conn);
+        self.ticket_sync.link_down(conn);
         let us = self.us(now);
         for (name, p) in self.peers.iter_mut() {
             if p.dialing == Some(conn) {
@@ -1314,6 +1390,7 @@ impl MeshNode {
             (Message::Hello(h), _) => self.on_hello(quic, now, conn, h),
             (_, false) => {
                 self.stats.bad_messages += 1;
+                self.stats.refused_malformed += 1;
                 quic.close(
                     now,
                     conn,
@@ -1367,6 +1444,7 @@ impl MeshNode {
             }
             (Message::Data(_), true) => self.on_data(quic, frame),
             (Message::TicketStatus(t), true) => self.on_ticket_status(quic, now, conn, t, &msg),
+            (Message::TicketSnapshot(t), true) => self.on_ticket_snapshot(quic, now, conn, t),
             (Message::Announce(a), true) => self.on_announce(quic, now, conn, a, frame),
             _ => self.stats.bad_messages += 1,
         }
@@ -1520,7 +1598,13 @@ impl MeshNode {
                 "interest": self.interest.stats(),
                 "dedup_duplicates": self.dedup.duplicates,
                 "dedup_too_old": self.dedup.too_old,
+                "ticket_sync": self.ticket_sync.stats,
                 "announce": self.announce.stats(),
+                "control_by_kind": mesh::KIND_NAMES
+                    .iter()
+                    .zip(quic.control_by_kind())
+                    .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
+                    .collect::<serde_json::Map<String, serde_json::Value>>(),
                 "route": {
                     "updates_received": rs.updates_received,
                     "updates_sent": rs.updates_sent,
@@ -1596,6 +1680,7 @@ impl Handler for MeshNode {
     fn on_tick(&mut self, quic: &mut Driver, now: Instant) {
         self.dial_due(quic, now);
         self.flood_tickets(quic, now);
+        self.sync_tickets(quic, now);
         self.probe_due(quic, now);
         self.announce_due(quic, now);
         let us = self.us(now);
@@ -1634,6 +1719,9 @@ impl Handler for MeshNode {
         }
         if let Some(r) = self.route.poll_timeout() {
             t = t.min(self.at(r));
+        }
+        if let Some(s) = self.ticket_sync.poll_timeout() {
+            t = t.min(s);
         }
         if self.announce_hook.is_some() {
             t = t.min(self.at(self.announce.poll_timeout()));

@@ -215,6 +215,42 @@ label_enum!(
     }
 );
 
+/// Mesh message kinds (`kind` label): `fastpubsub_core::mesh::KIND_NAMES`.
+pub const MESH_KINDS: usize = fastpubsub_core::mesh::KIND_NAMES.len();
+
+/// Mesh control bytes by message kind and [`Direction`]: a fixed, bounded set of series.
+#[derive(Debug, Default)]
+pub struct KindBytes([[AtomicU64; 2]; MESH_KINDS]);
+
+impl KindBytes {
+    fn cell(&self, kind: usize, dir: Direction) -> Option<&AtomicU64> {
+        self.0.get(kind)?.get(dir.index())
+    }
+    /// Mirrors a total kept elsewhere (see [`Counter::mirror`]); `kind` indexes `KIND_NAMES`.
+    pub fn mirror(&self, kind: usize, dir: Direction, total: u64) {
+        if let Some(c) = self.cell(kind, dir) {
+            c.fetch_max(total, Ordering::Relaxed);
+        }
+    }
+    /// The count of `kind` in direction `dir`.
+    pub fn get(&self, kind: usize, dir: Direction) -> u64 {
+        self.cell(kind, dir)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+    fn render(&self, e: &mut TextEncoder<'_>, name: &str, help: &str) {
+        e.family(name, help, MetricType::Counter);
+        for (k, kind) in fastpubsub_core::mesh::KIND_NAMES.iter().enumerate() {
+            for d in Direction::ALL {
+                e.sample(
+                    name,
+                    &[("kind", kind), (Direction::LABEL, d.as_str())],
+                    self.get(k, *d),
+                );
+            }
+        }
+    }
+}
+
 /// One link's measurements, as the mesh reports them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LinkSample {
@@ -259,6 +295,8 @@ pub struct RelayMetrics {
     pub route_changes: Counter,
     /// Mesh control-plane bytes (probes, route updates, interest, announcements).
     pub mesh_control_bytes: CounterBy<Direction>,
+    /// The same bytes by mesh message kind.
+    pub mesh_control_kind_bytes: KindBytes,
     links: Mutex<Vec<LinkSample>>,
     link_series_dropped: Counter,
 }
@@ -361,6 +399,11 @@ impl RelayMetrics {
             &mut e,
             "fastpubsub_mesh_control_bytes_total",
             "Mesh control-plane bytes (probes, route updates, interest, announcements).",
+        );
+        self.mesh_control_kind_bytes.render(
+            &mut e,
+            "fastpubsub_mesh_control_kind_bytes_total",
+            "Mesh control-plane bytes by message kind.",
         );
         {
             let links = self.links.lock().unwrap_or_else(|p| p.into_inner());

@@ -505,6 +505,27 @@ impl TicketService {
         q.drain(..n).collect()
     }
 
+    /// Encodes up to `max` of the stored status records still in force at `now` (keep-until
+    /// after `now`), for a neighbour whose mesh link just came up: it learns the refreshes
+    /// and revocations made before it joined. At most two records per ticket id, so at
+    /// most twice the status capacity.
+    pub fn snapshot(&self, now: u64, max: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; STATUS_RECORD_MAX_LEN];
+        for shard in &self.shards {
+            let table = lock(shard);
+            for r in table.records().filter(|r| r.keep_until() > now) {
+                if out.len() >= max {
+                    return out;
+                }
+                if let Some(bytes) = r.encode(&mut buf) {
+                    out.push(bytes.to_vec());
+                }
+            }
+        }
+        out
+    }
+
     /// Verifies and applies an encoded status record received from a peer relay.
     pub fn apply_remote(&self, bytes: &[u8], now: u64) -> Result<Applied, RemoteRecordError> {
         let r =

@@ -198,6 +198,7 @@ async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Ctx>) {
         Ok(r) => r,
         Err(ReadError::Closed) => return,
         Err(ReadError::Respond(resp)) => {
+            ctx.shared.broker.borrow_mut().note_malformed_request();
             Box::pin(respond(&mut io, &resp)).await;
             return;
         }
@@ -289,6 +290,7 @@ async fn upgrade(mut io: Transport, req: HttpRequest, ctx: Rc<Ctx>) -> Option<(T
     let offer = match check_upgrade(&req) {
         Ok(o) => o,
         Err(resp) => {
+            ctx.shared.broker.borrow_mut().note_malformed_request();
             respond(&mut io, &resp).await;
             return None;
         }

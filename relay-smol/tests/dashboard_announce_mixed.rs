@@ -1,0 +1,187 @@
+//! A mixed mesh: in-process mesh nodes a – b – c in a line (QUIC with mutual TLS on
+//! 127.0.0.1), where a and c feed a dashboard picture (`MeshFeed` on an `AdminHandle`) and b
+//! has no announcement hook at all (as a relay built without the dashboard side would). b
+//! still floods the others' announcements, so c's picture shows a (and a's shows c), and b's
+//! counters show it forwarded what it did not keep for itself.
+
+#![allow(clippy::disallowed_methods)]
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use fastpubsub_core::mesh::{DeliveryMode, GeoPos};
+use fastpubsub_relay::auth::AllowAll;
+use fastpubsub_relay::config::Config;
+use fastpubsub_relay::dashboard::announce::MeshFeed;
+use fastpubsub_relay::dashboard::edge::{AdminHandle, install, options_from_cli, unix_ms};
+use fastpubsub_relay::mesh::announce::AnnounceConfig;
+use fastpubsub_relay::mesh::config::{MeshConfig, Seed};
+use fastpubsub_relay::mesh::node::{LocalSink, MeshCommand};
+use fastpubsub_relay::quic::certs::{CaPem, generate_ca, issue_relay_cert};
+use fastpubsub_relay::quic::driver;
+use fastpubsub_relay::quic::tls::MeshIdentity;
+use fastpubsub_relay::ws::Relay;
+use smol::channel::{Sender, unbounded};
+
+struct NoSink;
+
+impl LocalSink for NoSink {
+    fn deliver(&mut self, _: &str, _: &str, _: &[u8], _: DeliveryMode) -> usize {
+        0
+    }
+}
+
+struct Node {
+    addr: SocketAddr,
+    cmd: Option<Sender<MeshCommand>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Node {
+    fn status(&self) -> serde_json::Value {
+        let (tx, rx) = unbounded();
+        let cmd = self.cmd.as_ref().expect("node alive");
+        smol::block_on(cmd.send(MeshCommand::Status(tx))).expect("node alive");
+        let json = smol::block_on(futures_lite::future::or(
+            async { rx.recv().await.ok() },
+            async {
+                async_io::Timer::after(Duration::from_secs(5)).await;
+                None
+            },
+        ))
+        .expect("status reply");
+        serde_json::from_str(&json).expect("status JSON")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.cmd = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An admin handle as `run` makes one (its tasks never run here: only the picture is used).
+fn admin(name: &str) -> AdminHandle {
+    let config = Config::new("127.0.0.1:0".parse().expect("addr"));
+    let mut relay = Relay::bind(&config, Rc::new(AllowAll)).expect("bind edge");
+    let ex = Rc::new(smol::LocalExecutor::new());
+    let mut opts = options_from_cli("off", None, relay.local_addr(), false).expect("options");
+    opts.identity.name = name.into();
+    install(&mut relay, opts, &ex).expect("install")
+}
+
+fn start(name: &str, ca: &CaPem, seeds: Vec<Seed>, feed: Option<AdminHandle>) -> Node {
+    let mut cfg = MeshConfig::new(name, "127.0.0.1:0".parse().expect("addr"));
+    cfg.seeds = seeds;
+    cfg.region = "test".into();
+    cfg.position = Some(GeoPos {
+        lat_udeg: 10_000_000,
+        lon_udeg: 20_000_000,
+    });
+    // A line: relays learned by gossip are not dialled during the test.
+    cfg.discover_delay = Duration::from_secs(600);
+    cfg.announce = AnnounceConfig::with_interval(Duration::from_millis(300));
+    let r = issue_relay_cert(name, &ca.cert, &ca.key).expect("issue");
+    let id = MeshIdentity::from_pem(&r.chain, &r.key, &ca.cert).expect("identity");
+    let (cmd, rx) = unbounded();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let (driver, mut node) =
+            fastpubsub_relay::mesh::start(cfg, &id, Box::new(NoSink)).expect("start");
+        if let Some(h) = feed {
+            node.set_announce_hook(Box::new(MeshFeed::new(h)));
+        }
+        let _ = addr_tx.send(driver.local_addr());
+        let _ = smol::block_on(driver::run(driver, &mut node, rx));
+    });
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("node started");
+    Node {
+        addr,
+        cmd: Some(cmd),
+        thread: Some(thread),
+    }
+}
+
+fn names(h: &AdminHandle) -> Vec<String> {
+    let view = h
+        .mesh
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .view(unix_ms());
+    view.relays.into_iter().map(|r| r.name).collect()
+}
+
+#[test]
+fn a_relay_without_the_hook_still_floods() {
+    let ca = generate_ca().expect("ca");
+    let (ha, hc) = (admin("a"), admin("c"));
+    let a = start("a", &ca, vec![], Some(ha.clone()));
+    let b = start(
+        "b",
+        &ca,
+        vec![Seed {
+            name: "a".into(),
+            addr: a.addr,
+        }],
+        None,
+    );
+    let c = start(
+        "c",
+        &ca,
+        vec![Seed {
+            name: "b".into(),
+            addr: b.addr,
+        }],
+        Some(hc.clone()),
+    );
+    let t0 = Instant::now();
+    loop {
+        let (na, nc) = (names(&ha), names(&hc));
+        if na.contains(&"c".to_string()) && nc.contains(&"a".to_string()) {
+            eprintln!("a sees {na:?}, c sees {nc:?} after {:?}", t0.elapsed());
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "a sees {na:?}, c sees {nc:?}; b: {}",
+            b.status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // b kept nothing of its own to announce, but forwarded both.
+    let s = b.status();
+    let ann = s.pointer("/counters/announce").cloned().expect("counters");
+    assert_eq!(
+        ann.get("sent_own").and_then(|v| v.as_u64()),
+        Some(0),
+        "{ann}"
+    );
+    assert!(
+        ann.get("new").and_then(|v| v.as_u64()).unwrap_or(0) >= 2,
+        "{ann}"
+    );
+    // The line is a line: a and c have no link to each other.
+    for n in [&a, &c] {
+        let links = n
+            .status()
+            .get("links")
+            .and_then(|l| l.as_array())
+            .map_or(0, Vec::len);
+        assert_eq!(links, 1);
+    }
+    // b is not a relay in the pictures (it announces nothing), only a link peer.
+    assert!(!names(&hc).contains(&"b".to_string()));
+    let view = hc
+        .mesh
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .view(unix_ms());
+    let ar = view.relays.iter().find(|r| r.name == "a").expect("a");
+    assert_eq!((ar.lat, ar.lon), (Some(10.0), Some(20.0)));
+}
