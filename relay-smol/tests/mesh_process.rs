@@ -21,7 +21,7 @@ use common::{Ws, connect_with, decode_deliver, http_raw, parse_response, publish
 use fastpubsub_core::frame::Mode;
 use mesh_common::{
     Emu, RELAY, RelayProc, Run, assert_route_moves, collect, free_udp, index_of, make_certs,
-    mesh_relay, mesh_relay_at, tmpdir, wait_until,
+    mesh_relay, mesh_relay_at, settled_via, tmpdir, wait_until,
 };
 use tungstenite::Message;
 
@@ -125,8 +125,8 @@ fn tokyo_to_frankfurt_through_novosibirsk() {
         "certificates, emulators and relays started in {:?}",
         t0.elapsed()
     );
-    let (_, took) = wait_until("T→F via N", CONVERGE, || {
-        (t.next_hop("f")? == "n").then_some(())
+    let (_, took) = wait_until("T→F via N, settled", CONVERGE, || {
+        settled_via(&t.status(), "f", "n", DIRECT_MS).then_some(())
     });
     eprintln!("route T→F via n after {took:?}");
 
@@ -175,8 +175,8 @@ fn tokyo_to_frankfurt_through_novosibirsk() {
     for e in [&e_tn, &e_nf] {
         e.set("loss 0%");
     }
-    let (_, took) = wait_until("T→F via N after loss", CONVERGE, || {
-        (t.next_hop("f")? == "n").then_some(())
+    let (_, took) = wait_until("T→F via N after loss, settled", CONVERGE, || {
+        settled_via(&t.status(), "f", "n", DIRECT_MS).then_some(())
     });
     eprintln!("loss removed: T→F via n after {took:?}");
 
@@ -191,8 +191,8 @@ fn tokyo_to_frankfurt_through_novosibirsk() {
         || t.status(),
     );
     e_tn.set("delay 45ms");
-    let (_, took) = wait_until("T→F via N again", CONVERGE, || {
-        (t.next_hop("f")? == "n").then_some(())
+    let (_, took) = wait_until("T→F via N again, settled", CONVERGE, || {
+        settled_via(&t.status(), "f", "n", DIRECT_MS).then_some(())
     });
     eprintln!("T–N back to 90 ms RTT: route T→F via n again after {took:?}");
 

@@ -14,8 +14,8 @@ use fastpubsub_core::mesh::DeliveryMode;
 use fastpubsub_relay::mesh::node::MeshCommand;
 use fastpubsub_relay::quic::certs::{CaPem, generate_ca};
 use mesh_common::{
-    Emu, Node, Run, assert_route_moves, collect, index_of, recv_timeout, seed, start_node,
-    wait_until,
+    Emu, Node, Run, assert_route_moves, collect, index_of, recv_timeout, seed, settled_via,
+    start_node, wait_until,
 };
 
 /// One-way delay of the relay path T–N–F and of the direct link T–F (ms).
@@ -88,9 +88,9 @@ fn tokyo_novosibirsk_frankfurt() {
         vec![seed("n", e_tn.listen), seed("f", e_tf.listen)],
     );
 
-    // The route T→F goes through N.
-    let ((hop, metric), took) = wait_until("T→F via N", CONVERGE, || {
-        t.route_to("f").filter(|(h, _)| h == "n")
+    // The route T→F goes through N, measured better than the direct link.
+    let ((hop, metric), took) = wait_until("T→F via N, settled", CONVERGE, || {
+        t.route_to("f").filter(|(h, m)| h == "n" && *m < DIRECT_MS)
     });
     eprintln!("T→F via {hop}, metric {metric:.1} ms, after {took:?}");
 
@@ -119,7 +119,9 @@ fn tokyo_novosibirsk_frankfurt() {
     // forwards to F. And deliver-one-low-latency picks N (the nearest).
     interest(&n, "chat.*", true);
     knows_interest(&t, "n", 1);
-    wait_until("T→F via N", CONVERGE, || via(&t, "n").then_some(()));
+    wait_until("T→F via N, settled", CONVERGE, || {
+        settled_via(&t.status(), "f", "n", DIRECT_MS).then_some(())
+    });
     let sent_before = t.counter("data_sent");
     let n_sent_before = n.counter("data_sent");
     let r = publish_and_measure(&t, &f, 10, Duration::from_millis(20));
@@ -185,7 +187,9 @@ fn tokyo_novosibirsk_frankfurt() {
 
     // T–N recovers: back through N.
     e_tn.set("delay 45ms");
-    let (_, took) = wait_until("T→F via N again", CONVERGE, || via(&t, "n").then_some(()));
+    let (_, took) = wait_until("T→F via N again, settled", CONVERGE, || {
+        settled_via(&t.status(), "f", "n", DIRECT_MS).then_some(())
+    });
     eprintln!("T–N recovered: back via n after {took:?}");
 
     // N dies: traffic moves to the direct path within 2 s of the kill.

@@ -477,6 +477,14 @@ pub fn route_in(status: &serde_json::Value, dest: &str) -> Option<(String, f64)>
     })
 }
 
+/// Whether a status document routes to `dest` through `hop` with a metric below `below_ms`:
+/// the route is not only installed but measured to be the better one. (Right after start a
+/// route can be installed on partial measurements and move once the other links are
+/// measured; tests that check steady routing wait for this.)
+pub fn settled_via(status: &serde_json::Value, dest: &str, hop: &str, below_ms: f64) -> bool {
+    route_in(status, dest).is_some_and(|(h, m)| h == hop && m < below_ms)
+}
+
 // ---------------------------------------------------------------------------------------
 // Relay processes
 
