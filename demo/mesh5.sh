@@ -123,7 +123,7 @@ done
 # Traffic: a message every $TICK s from Tokyo and from Singapore to subscribers at Frankfurt
 # and London (one long-lived `pub` each, fed line by line through a FIFO).
 for s in frankfurt london; do
-  "$RELAY" sub --url "ws://${EDGE[$s]}/ws" demo 'demo.#' </dev/null >"$D/sub-$s.log" 2>&1 &
+  "$RELAY" sub --url "ws://${EDGE[$s]}/ws" demo 'demo.#' </dev/null >"$D/sub-$s.log" 2>"$D/sub-$s.err" &
   PIDS+=($!)
 done
 ticker() { local i=0; while :; do echo "hello from $1 #$i"; i=$((i + 1)); sleep "${TICK:-0.5}"; done; }
