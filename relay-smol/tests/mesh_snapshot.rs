@@ -500,7 +500,7 @@ mod in_process {
     fn start(name: &str, ca: &CaPem, seeds: Vec<Seed>, table: &[&[u8]]) -> Node {
         let mut cfg = MeshConfig::new(name, "127.0.0.1:0".parse().expect("addr"));
         cfg.seeds = seeds;
-        cfg.max_neighbours = 1;
+        cfg.dial_learned = false; // a line: C – B – A
         let r = issue_relay_cert(name, &ca.cert, &ca.key).expect("issue");
         let id = MeshIdentity::from_pem(&r.chain, &r.key, &ca.cert).expect("identity");
         let table: Vec<Vec<u8>> = table.iter().map(|r| r.to_vec()).collect();

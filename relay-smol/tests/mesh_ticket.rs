@@ -67,7 +67,7 @@ fn start(
         name,
         ca,
         seeds,
-        |cfg| cfg.max_neighbours = 1,
+        |cfg| cfg.dial_learned = false, // a line: only seeds are dialled
         Some(Box::new(hook)),
     );
     TicketNode {

@@ -406,9 +406,11 @@ impl NeighbourPolicy {
                         && c.up_since_us
                             .is_some_and(|s| now_us >= s + self.cfg.grace_us)
                 })
-                .map(|(i, c)| (self.score(c), u32::MAX - c.pick, i))
+                // Worst first; among equals the youngest (the newcomer, not an old
+                // relationship: fewer knock-on closes).
+                .map(|(i, c)| (self.score(c), c.up_since_us, u32::MAX - c.pick, i))
                 .max();
-            let Some((_, _, i)) = worst else { break };
+            let Some((_, _, _, i)) = worst else { break };
             out[i] = Decision::Close;
             sum.close += 1;
         }

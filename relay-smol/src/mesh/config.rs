@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fastpubsub_core::mesh::GeoPos;
-use fastpubsub_core::route::RouteConfig;
+use fastpubsub_core::route::{NeighbourConfig, RouteConfig};
 
 use super::announce::AnnounceConfig;
 use super::probe::ProbeConfig;
@@ -70,8 +70,15 @@ pub struct MeshConfig {
     pub advertise: Option<SocketAddr>,
     /// Relays to dial at start.
     pub seeds: Vec<Seed>,
-    /// Most links kept (seeds are always dialled).
+    /// Most links, incoming ones included (see `mesh::neighbours`): a full mesh while
+    /// the known relays fit, else the nearest by measured RTT plus a few others.
     pub max_neighbours: usize,
+    /// The neighbour policy's tunables; `None`: the defaults for `max_neighbours`
+    /// (`NeighbourConfig::with_max`).
+    pub neighbour_policy: Option<NeighbourConfig>,
+    /// Dial relays learned by gossip (default). Off: only the seeds are dialled, a
+    /// static topology (tests, benchmarks, demos).
+    pub dial_learned: bool,
     /// Probing.
     pub probe: ProbeConfig,
     /// Routing.
@@ -97,6 +104,8 @@ impl MeshConfig {
             advertise: None,
             seeds: Vec::new(),
             max_neighbours: 16,
+            neighbour_policy: None,
+            dial_learned: true,
             probe: ProbeConfig::default(),
             route: RouteConfig::default(),
             discover_delay: Duration::from_secs(5),

@@ -4,6 +4,7 @@
 //! - [`probe`]: link measurement from probe datagrams (RTT, jitter, loss, up/down).
 //! - [`interest`]: which relays want which (tenant, pattern).
 //! - [`dedup`]: per-origin duplicate suppression.
+//! - [`neighbours`]: which relays to keep links to (the limit, nearest by RTT).
 //! - [`ticket_sync`]: ticket status snapshot sent to a neighbour on link-up.
 //! - [`announce`]: flooding of the mesh-wide relay announcements (dashboard picture).
 //! - [`node`]: the mesh node driving all of the above on the QUIC driver.
@@ -13,6 +14,7 @@ pub mod config;
 pub mod dedup;
 pub mod edge;
 pub mod interest;
+pub mod neighbours;
 pub mod node;
 pub mod probe;
 pub mod ticket_sync;

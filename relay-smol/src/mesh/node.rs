@@ -1,8 +1,10 @@
 //! The mesh node: links, probing, routing, interest and forwarding, as the
 //! [`Handler`] of the QUIC [`Driver`] (same task, no locks).
 //!
-//! - Links: seeds are dialled at once, relays learned by gossip after
-//!   `discover_delay` (lowest route metric first) up to `max_neighbours`; a lost link is
+//! - Links: which relays to link is [`Neighbours`]' choice (full mesh while the known
+//!   relays fit in `max_neighbours`, else the nearest by measured RTT plus a few
+//!   others; the limit holds for incoming links too); seeds are known at once, relays
+//!   learned by gossip after `discover_delay`; a lost link is
 //!   redialled with exponential backoff (1 s … 30 s) by the side that dialled it. The
 //!   first control frame each way is a [`Hello`]; its name must be one the peer's
 //!   certificate is valid for. A second link to the same relay is closed.
@@ -37,6 +39,7 @@ use super::announce::{AnnounceApplied, AnnounceHook, AnnounceTable, Verdict};
 use super::config::MeshConfig;
 use super::dedup::Dedup;
 use super::interest::{Applied, InterestTable};
+use super::neighbours::{CLOSE_NEIGHBOUR_LIMIT, CLOSE_REASON, Neighbours, PeerView};
 use super::probe::{LinkProbe, LinkState};
 use super::ticket_sync::TicketSync;
 use crate::quic::driver::{self, Driver, Handler, QuicEvent, SendError};
@@ -55,6 +58,8 @@ const GOSSIP_EVERY: Duration = Duration::from_secs(30);
 /// Backoff bounds for redialling.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How often the neighbour policy runs.
+const PLAN_EVERY: Duration = Duration::from_millis(250);
 /// A relay that dialled us and went away is only redialled by us after this long.
 const INBOUND_GRACE: Duration = Duration::from_secs(30);
 
@@ -246,6 +251,8 @@ pub struct MeshNode {
     ticket_seq: u64,
     ticket_dedup: Dedup,
     ticket_sync: TicketSync,
+    neighbours: Neighbours,
+    next_plan: Instant,
     announce: AnnounceTable,
     announce_hook: Option<Box<dyn AnnounceHook>>,
 }
@@ -340,6 +347,11 @@ impl MeshNode {
             ticket_seq: 0,
             ticket_dedup: Dedup::default(),
             ticket_sync: TicketSync::new(),
+            neighbours: Neighbours::new(
+                cfg.neighbour_policy
+                    .unwrap_or(route::NeighbourConfig::with_max(cfg.max_neighbours)),
+            ),
+            next_plan: now,
             announce: AnnounceTable::new(&cfg.name, cfg.announce, epoch, 0),
             announce_hook: None,
             cfg,
@@ -699,6 +711,12 @@ impl MeshNode {
             quic.close(now, conn, driver::CLOSE_PROTOCOL, "peer table full");
             return;
         }
+        // Far over the limit: take the link only long enough for the newcomer to learn
+        // the other relays (our gossip below), then close it.
+        let refuse = side == Side::Server
+            && self.peers.get(h.name).is_none_or(|p| p.link.is_none())
+            && self.peers.values().filter(|p| p.link.is_some()).count()
+                >= self.neighbours.hard_limit();
         let advertised = h.mesh_addr.parse::<SocketAddr>().ok();
         let p = self
             .peers
@@ -753,6 +771,11 @@ impl MeshNode {
         // Everyone learns the new relay's name and address at once.
         self.send_gossip(quic, now, None);
         self.send_all_snapshots(quic, now, conn);
+        if refuse {
+            log::info!("mesh: refusing {} ({remote}): {CLOSE_REASON}", h.name);
+            self.neighbours.refuse_later(conn, now);
+            return;
+        }
         if self.ticket_hook.is_some() {
             self.ticket_sync.link_up(conn);
             self.sync_tickets(quic, now);
@@ -773,6 +796,9 @@ impl MeshNode {
         self.ticket_sync.link_down(conn);
         let us = self.us(now);
         for (name, p) in self.peers.iter_mut() {
+            if p.dialing == Some(conn) || p.link == Some(conn) {
+                self.neighbours.link_lost(name, conn, reason, now);
+            }
             if p.dialing == Some(conn) {
                 p.dialing = None;
                 p.last_error = Some(reason.to_owned());
@@ -801,31 +827,46 @@ impl MeshNode {
     }
 
     fn dial_due(&mut self, quic: &mut Driver, now: Instant) {
-        let linked = self
-            .peers
-            .values()
-            .filter(|p| p.link.is_some() || p.dialing.is_some())
-            .count();
-        let mut candidates: Vec<(bool, u32, String)> = self
+        // The policy looks at every known relay: a few times a second is plenty.
+        if now < self.next_plan {
+            return;
+        }
+        self.next_plan = now + PLAN_EVERY;
+        for conn in self.neighbours.due_refusals(now) {
+            quic.close(now, conn, CLOSE_NEIGHBOUR_LIMIT, CLOSE_REASON);
+        }
+        let views: Vec<PeerView<'_>> = self
             .peers
             .iter()
-            .filter(|(_, p)| {
-                p.link.is_none() && p.dialing.is_none() && p.dial.is_some() && p.next_dial <= now
-            })
-            .map(|(n, p)| {
-                let metric = self
-                    .route
-                    .route(p.id)
-                    .map_or(u32::MAX, |r| r.metric.as_us());
-                (!p.seed, metric, n.clone())
+            .map(|(name, p)| {
+                let link = p.link.and_then(|c| self.links.get(&c).map(|l| (c, l)));
+                PeerView {
+                    name,
+                    id: p.id,
+                    link: link.map(|(c, l)| (c, l.since)),
+                    dialing: p.dialing.is_some(),
+                    rtt_us: link.and_then(|(_, l)| l.probe.srtt_us()),
+                    route_metric_us: self
+                        .route
+                        .route(p.id)
+                        .map(|r| r.metric)
+                        .filter(|m| m.is_finite())
+                        .map(Metric::as_us),
+                    position: p.position,
+                    dialable: p.dial.is_some()
+                        && p.next_dial <= now
+                        && (p.seed || self.cfg.dial_learned),
+                }
             })
             .collect();
-        candidates.sort();
-        let mut room = self.cfg.max_neighbours.saturating_sub(linked);
-        for (learned, _, name) in candidates {
-            if learned && room == 0 {
-                break;
-            }
+        let plan = self
+            .neighbours
+            .plan(now, self.us(now), self.start, self.cfg.position, &views);
+        for (name, conn) in plan.close {
+            log::info!("mesh: closing the link to {name}: {CLOSE_REASON}");
+            quic.close(now, conn, CLOSE_NEIGHBOUR_LIMIT, CLOSE_REASON);
+        }
+        for name in plan.dial {
             let Some(p) = self.peers.get_mut(&name) else {
                 continue;
             };
@@ -834,7 +875,6 @@ impl MeshNode {
                 Ok(c) => {
                     p.dialing = Some(c);
                     p.we_dialled = true;
-                    room = room.saturating_sub(1);
                 }
                 Err(e) => {
                     p.last_error = Some(e.to_string());
@@ -1599,6 +1639,7 @@ impl MeshNode {
                 "dedup_duplicates": self.dedup.duplicates,
                 "dedup_too_old": self.dedup.too_old,
                 "ticket_sync": self.ticket_sync.stats,
+                "neighbours": self.neighbours.stats,
                 "announce": self.announce.stats(),
                 "control_by_kind": mesh::KIND_NAMES
                     .iter()
@@ -1616,6 +1657,10 @@ impl MeshNode {
                 },
             },
             "route_events": self.events,
+            "neighbours": {
+                "max": self.neighbours.max(),
+                "roles": self.neighbours.roles.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            },
         });
         j.to_string()
     }
