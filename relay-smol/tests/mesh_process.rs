@@ -13,15 +13,14 @@ mod mesh_common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Ws, connect_with, decode_deliver, http_raw, parse_response, publish, subscribe};
+use common::{Ws, connect_with, decode_deliver, publish, subscribe};
 use fastpubsub_core::frame::Mode;
 use mesh_common::{
-    Emu, RELAY, RelayProc, Run, assert_route_moves, collect, free_udp, index_of, make_certs,
-    mesh_relay, mesh_relay_at, settled_via, tmpdir, wait_until,
+    Emu, RelayProc, Run, assert_route_moves, collect, free_udp, index_of, make_certs, mesh_relay,
+    mesh_relay_at, mint_ticket, revoke_ticket, settled_via, tmpdir, wait_until,
 };
 use tungstenite::Message;
 
@@ -266,22 +265,7 @@ fn a_ticket_revoked_on_one_relay_is_refused_on_another() {
             public.to_str().expect("utf8"),
         ],
     );
-    let out = Command::new(RELAY)
-        .args([
-            "ticket", "--tenant", "acme", "--pub", "chat.#", "--sub", "chat.#", "--ttl", "1h",
-        ])
-        .args([
-            "--signing-key",
-            state.join("ticket-signing.key").to_str().expect("utf8"),
-        ])
-        .output()
-        .expect("mint");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let token = text
-        .split_whitespace()
-        .find(|w| w.starts_with("AT_"))
-        .unwrap_or_else(|| panic!("no ticket in {text:?}"))
-        .to_owned();
+    let token = mint_ticket(&state);
     let url = format!("ws://{}/ws", b.edge);
     let proto = format!("llps.v1, at.{token}");
     wait_until("B links to A", CONVERGE, || {
@@ -292,15 +276,7 @@ fn a_ticket_revoked_on_one_relay_is_refused_on_another() {
         "B accepts the ticket"
     );
 
-    let master = std::fs::read_to_string(state.join("master.token")).expect("master token");
-    let body = format!("{{\"token\":\"{token}\"}}");
-    let req = format!(
-        "DELETE /v1/revoke-token HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        master.trim(),
-        body.len()
-    );
-    let (code, resp) = parse_response(&http_raw(a.edge, req.as_bytes()));
+    let (code, resp) = revoke_ticket(a.edge, &state, &token);
     assert_eq!(code, 200, "{resp}");
     let revoked = Instant::now();
     let (_, took) = wait_until(

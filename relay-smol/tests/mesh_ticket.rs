@@ -68,7 +68,7 @@ fn start(
         ca,
         seeds,
         |cfg| cfg.dial_learned = false, // a line: only seeds are dialled
-        Some(Box::new(hook)),
+        Box::new(hook),
     );
     TicketNode {
         node,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fastpubsub_core::mesh::DeliveryMode;
 use fastpubsub_relay::mesh::config::{MeshConfig, Seed};
-use fastpubsub_relay::mesh::node::{LocalSink, MeshCommand, TicketHook};
+use fastpubsub_relay::mesh::node::{LocalSink, MeshCommand, MeshNode, TicketHook};
 use fastpubsub_relay::quic::certs::{CaPem, issue_relay_cert};
 use fastpubsub_relay::quic::driver;
 use fastpubsub_relay::quic::tls::MeshIdentity;
@@ -345,7 +345,7 @@ pub fn start_node(
     seeds: Vec<Seed>,
     tweak: impl FnOnce(&mut MeshConfig),
 ) -> Node {
-    start_node_with_hook(name, ca, seeds, tweak, None)
+    start_node_with(name, ca, seeds, tweak, |_| {})
 }
 
 /// As [`start_node`], with a ticket hook installed before the node runs.
@@ -354,7 +354,18 @@ pub fn start_node_with_hook(
     ca: &CaPem,
     seeds: Vec<Seed>,
     tweak: impl FnOnce(&mut MeshConfig),
-    hook: Option<Box<dyn TicketHook + Send>>,
+    hook: Box<dyn TicketHook + Send>,
+) -> Node {
+    start_node_with(name, ca, seeds, tweak, move |n| n.set_ticket_hook(hook))
+}
+
+/// As [`start_node`]; `setup` runs on the node's thread before it starts (hooks, sinks).
+pub fn start_node_with(
+    name: &str,
+    ca: &CaPem,
+    seeds: Vec<Seed>,
+    tweak: impl FnOnce(&mut MeshConfig),
+    setup: impl FnOnce(&mut MeshNode) + Send + 'static,
 ) -> Node {
     let mut cfg = MeshConfig::new(name, "127.0.0.1:0".parse().expect("addr"));
     cfg.seeds = seeds;
@@ -366,9 +377,7 @@ pub fn start_node_with_hook(
     let thread = std::thread::spawn(move || {
         let (driver, mut node) =
             fastpubsub_relay::mesh::start(cfg, &id, Box::new(ChanSink(tx))).expect("start node");
-        if let Some(h) = hook {
-            node.set_ticket_hook(h);
-        }
+        setup(&mut node);
         let _ = addr_tx.send(driver.local_addr());
         let _ = smol::block_on(driver::run(driver, &mut node, rx));
     });
@@ -676,6 +685,24 @@ pub fn pub_tool(url: &str, tenant: &str, channel: &str, message: &str) {
     );
 }
 
+/// Mints a one-hour ticket for tenant `acme` (publish and subscribe `chat.#`) with the
+/// signing key in a relay's state directory (`fastpubsub-relay ticket`); returns the token.
+pub fn mint_ticket(state: &Path) -> String {
+    let key = state.join("ticket-signing.key");
+    let out = Command::new(RELAY)
+        .args([
+            "ticket", "--tenant", "acme", "--pub", "chat.#", "--sub", "chat.#", "--ttl", "1h",
+        ])
+        .args(["--signing-key", key.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run fastpubsub-relay ticket");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace()
+        .find(|w| w.starts_with("AT_"))
+        .unwrap_or_else(|| panic!("no ticket in {text:?}"))
+        .to_owned()
+}
+
 /// A fresh temporary directory `fps-<tag>-<pid>`.
 pub fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("fps-{tag}-{}", std::process::id()));
@@ -705,15 +732,35 @@ pub fn make_certs(dir: &Path, ca: &str, names: &[&str]) -> PathBuf {
 /// `GET path` over plain HTTP/1.1 with an optional `Authorization` value; returns (status,
 /// body).
 pub fn http_get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String) {
+    http_request(addr, "GET", path, auth, None)
+}
+
+/// `METHOD path` over plain HTTP/1.1 with an optional `Authorization` value and JSON body;
+/// returns (status, body).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    json: Option<&str>,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let auth = auth
         .map(|a| format!("Authorization: {a}\r\n"))
         .unwrap_or_default();
+    let body = json
+        .map(|b| {
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            )
+        })
+        .unwrap_or_else(|| "\r\n".into());
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n{body}"
     )
     .expect("write");
     let mut raw = Vec::new();
@@ -725,6 +772,15 @@ pub fn http_get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, Strin
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Revokes `token` at the relay whose edge is `edge`, with the master token in its state
+/// directory (`DELETE /v1/revoke-token`); returns (status, body).
+pub fn revoke_ticket(edge: SocketAddr, state: &Path, token: &str) -> (u16, String) {
+    let master = std::fs::read_to_string(state.join("master.token")).expect("master token");
+    let auth = format!("Bearer {}", master.trim());
+    let body = format!("{{\"token\":\"{token}\"}}");
+    http_request(edge, "DELETE", "/v1/revoke-token", Some(&auth), Some(&body))
 }
 
 /// Polls `GET path` until it answers 200 and `ok(body)` holds, at most `secs` seconds; returns
