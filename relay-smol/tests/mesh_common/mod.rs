@@ -588,7 +588,7 @@ impl RelayProc {
         route_in(&self.status(), dest).map(|r| r.0)
     }
 
-    /// The child process (to signal or kill it).
+    /// Kills the relay process now (SIGKILL: no graceful close) and reaps it.
     pub fn kill(&mut self) {
         self.proc.kill();
     }
