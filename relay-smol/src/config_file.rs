@@ -165,12 +165,12 @@ pub const KEYS: &[KeySpec] = &[
     key("mesh", "ca", Kind::Path),
     key("mesh", "peers", Kind::Seeds),
     key("mesh", "advertise", Kind::Addr),
-    // More links than the route table has neighbour slots would only be refused later.
+    // Leaves room in the route table's neighbour slots for exploration and grace links.
     int(
         "mesh",
         "max_neighbours",
         1,
-        crate::mesh::node::ROUTE_NEIGHBOURS as u64,
+        crate::mesh::node::MAX_NEIGHBOURS_LIMIT as u64,
     ),
     int("mesh", "probe_interval_ms", 10, 60_000),
     int("mesh", "announce_interval_ms", 100, 600_000),
@@ -594,6 +594,12 @@ mod tests {
                 Some(2),
                 Some("limits.max_connections"),
                 "from 1 to",
+            ),
+            (
+                "[mesh]\nmax_neighbours = 25",
+                Some(2),
+                Some("mesh.max_neighbours"),
+                "from 1 to 24",
             ),
             (
                 "[limits]\nqueue_bytes = -5",

@@ -93,6 +93,14 @@ impl MeshArgs {
         cfg.seeds = self.peer.clone();
         cfg.advertise = self.mesh_advertise;
         if let Some(m) = self.max_neighbours {
+            let top = super::node::MAX_NEIGHBOURS_LIMIT;
+            if !(1..=top).contains(&m) {
+                return Err(format!(
+                    "--max-neighbours {m}: use 1..={top} (the route table has {} neighbour \
+                     slots and keeps room for exploration and incoming links)",
+                    super::node::ROUTE_NEIGHBOURS
+                ));
+            }
             cfg.max_neighbours = m;
         }
         if let Some(ms) = self.probe_interval_ms {

@@ -3,17 +3,28 @@
 //! This relay numbers its own changes `(epoch, seq)`; other relays' changes arrive as
 //! flooded [`InterestUpdate`](fastpubsub_core::mesh::InterestUpdate)s and are applied in
 //! order. A gap (a change missed) asks for a snapshot. Bounded: [`MAX_ORIGINS`] relays,
-//! [`MAX_ENTRIES`] pairs each; what does not fit is dropped and counted.
+//! [`MAX_ENTRIES`] pairs each, [`MAX_TOTAL_ENTRIES`] in all; what does not fit is dropped
+//! and counted, and so are patterns that are not valid.
+//!
+//! At publish, [`InterestTable::remote_matches`] finds the interested relays without
+//! scanning: the remote pairs are also kept in one [`SubIndex`] trie per tenant whose
+//! values are the origins' slots (a small number per relay), so a lookup walks only
+//! the trie paths compatible with the channel.
 
 use std::collections::{BTreeSet, HashMap};
 
 use fastpubsub_core::mesh::InterestChange;
-use fastpubsub_core::pattern;
+use fastpubsub_core::pattern::{self, SubIndex};
 
 /// Most relays whose interest is tracked.
 pub const MAX_ORIGINS: usize = 256;
 /// Most (tenant, pattern) pairs per relay.
 pub const MAX_ENTRIES: usize = 4096;
+/// Most remote (tenant, pattern) pairs in all (the index's bound).
+pub const MAX_TOTAL_ENTRIES: usize = 256 * 1024;
+
+/// Slot of a remote origin in the index (< [`MAX_ORIGINS`]).
+type Slot = u16;
 
 type Entry = (String, String);
 
@@ -51,6 +62,101 @@ pub struct InterestStats {
     pub origins_dropped: u64,
     /// Gaps detected (snapshot requests).
     pub gaps: u64,
+    /// Remote pairs dropped because [`MAX_TOTAL_ENTRIES`] was reached.
+    pub total_dropped: u64,
+    /// Remote pairs refused: the pattern is not valid.
+    pub invalid_patterns: u64,
+}
+
+/// The remote pairs by tenant, pattern → origin slots; one bit per slot for the
+/// dedup at lookup.
+#[derive(Debug, Default)]
+struct Index {
+    tenants: HashMap<String, SubIndex<Slot>>,
+    slots: Vec<Option<String>>,
+    slot_of: HashMap<String, Slot>,
+    total: usize,
+}
+
+/// What [`Index::insert`] did.
+enum Inserted {
+    Stored,
+    Known,
+    Invalid,
+    Full,
+}
+
+impl Index {
+    fn slot(&mut self, origin: &str) -> Option<Slot> {
+        if let Some(s) = self.slot_of.get(origin) {
+            return Some(*s);
+        }
+        let i = match self.slots.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.slots.len() < MAX_ORIGINS => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+            None => return None,
+        };
+        let s = Slot::try_from(i).ok()?;
+        if let Some(x) = self.slots.get_mut(i) {
+            *x = Some(origin.to_owned());
+        }
+        self.slot_of.insert(origin.to_owned(), s);
+        Some(s)
+    }
+
+    fn insert(&mut self, origin: &str, tenant: &str, pat: &str) -> Inserted {
+        if pattern::validate_pattern(pat).is_err() {
+            return Inserted::Invalid;
+        }
+        if self.total >= MAX_TOTAL_ENTRIES {
+            return Inserted::Full;
+        }
+        let Some(slot) = self.slot(origin) else {
+            return Inserted::Full;
+        };
+        let idx = self
+            .tenants
+            .entry(tenant.to_owned())
+            .or_insert_with(|| SubIndex::new(MAX_TOTAL_ENTRIES));
+        match idx.insert(pat, slot) {
+            Ok(true) => {
+                self.total += 1;
+                Inserted::Stored
+            }
+            Ok(false) => Inserted::Known,
+            Err(_) => Inserted::Full,
+        }
+    }
+
+    fn remove(&mut self, origin: &str, tenant: &str, pat: &str) {
+        let Some(&slot) = self.slot_of.get(origin) else {
+            return;
+        };
+        let Some(idx) = self.tenants.get_mut(tenant) else {
+            return;
+        };
+        if idx.remove(pat, slot) {
+            self.total -= 1;
+        }
+        if idx.is_empty() {
+            self.tenants.remove(tenant);
+        }
+    }
+
+    /// Drop every pair of `origin` (listed in `entries`) and free its slot.
+    fn remove_origin(&mut self, origin: &str, entries: &BTreeSet<Entry>) {
+        for (t, p) in entries {
+            self.remove(origin, t, p);
+        }
+        if let Some(s) = self.slot_of.remove(origin)
+            && let Some(x) = self.slots.get_mut(usize::from(s))
+        {
+            *x = None;
+        }
+    }
 }
 
 /// See the module docs.
@@ -61,6 +167,7 @@ pub struct InterestTable {
     remote: HashMap<String, OriginInterest>,
     /// Snapshot parts being received, by origin.
     partial: HashMap<String, OriginInterest>,
+    index: Index,
     stats: InterestStats,
 }
 
@@ -76,6 +183,7 @@ impl InterestTable {
             },
             remote: HashMap::new(),
             partial: HashMap::new(),
+            index: Index::default(),
             stats: InterestStats::default(),
         }
     }
@@ -124,16 +232,42 @@ impl InterestTable {
         Some(self.local.seq)
     }
 
-    fn apply_one(o: &mut OriginInterest, c: &InterestChange<'_>, stats: &mut InterestStats) {
-        let key = (c.entry.tenant.to_owned(), c.entry.pattern.to_owned());
-        if c.added {
-            if o.entries.len() >= MAX_ENTRIES {
-                stats.entries_dropped += 1;
-            } else {
+    /// Add a remote pair to `o` and the index (both or neither).
+    fn add_remote(
+        origin: &str,
+        o: &mut OriginInterest,
+        index: &mut Index,
+        stats: &mut InterestStats,
+        key: Entry,
+    ) {
+        if o.entries.contains(&key) {
+            return;
+        }
+        if o.entries.len() >= MAX_ENTRIES {
+            stats.entries_dropped += 1;
+            return;
+        }
+        match index.insert(origin, &key.0, &key.1) {
+            Inserted::Stored | Inserted::Known => {
                 o.entries.insert(key);
             }
-        } else {
-            o.entries.remove(&key);
+            Inserted::Invalid => stats.invalid_patterns += 1,
+            Inserted::Full => stats.total_dropped += 1,
+        }
+    }
+
+    fn apply_one(
+        origin: &str,
+        o: &mut OriginInterest,
+        index: &mut Index,
+        c: &InterestChange<'_>,
+        stats: &mut InterestStats,
+    ) {
+        let key = (c.entry.tenant.to_owned(), c.entry.pattern.to_owned());
+        if c.added {
+            Self::add_remote(origin, o, index, stats, key);
+        } else if o.entries.remove(&key) {
+            index.remove(origin, &key.0, &key.1);
         }
     }
 
@@ -177,6 +311,10 @@ impl InterestTable {
                 self.stats.gaps += 1;
                 return Applied::Gap;
             }
+            // A restart: its old interest is gone.
+            for (t, p) in std::mem::take(&mut o.entries) {
+                self.index.remove(origin, &t, &p);
+            }
             *o = OriginInterest {
                 epoch,
                 seq: 0,
@@ -191,7 +329,7 @@ impl InterestTable {
         for (i, c) in changes.iter().enumerate() {
             let n = seq.saturating_add(i as u32);
             if n == o.seq.saturating_add(1) {
-                Self::apply_one(o, c, &mut self.stats);
+                Self::apply_one(origin, o, &mut self.index, c, &mut self.stats);
                 o.seq = n;
                 any = true;
             }
@@ -262,13 +400,49 @@ impl InterestTable {
             }
         };
         if newer {
-            self.remote.insert(origin.to_owned(), done);
+            // Swap the origin's pairs in the index: out with the old, in with the new
+            // (a pair the index refuses is left out of the entries too).
+            if let Some(old) = self.remote.remove(origin) {
+                for (t, p) in &old.entries {
+                    self.index.remove(origin, t, p);
+                }
+            }
+            let mut o = OriginInterest {
+                epoch: done.epoch,
+                seq: done.seq,
+                entries: BTreeSet::new(),
+            };
+            for key in done.entries {
+                Self::add_remote(origin, &mut o, &mut self.index, &mut self.stats, key);
+            }
+            self.remote.insert(origin.to_owned(), o);
         }
         newer
     }
 
-    /// Relays other than this one with a pattern in `tenant` matching `channel`.
+    /// Relays other than this one with a pattern in `tenant` matching `channel`, each
+    /// once. One trie walk in the tenant's index; no allocation.
     pub fn remote_matches<'s>(
+        &'s self,
+        tenant: &str,
+        channel: &str,
+    ) -> impl Iterator<Item = &'s str> {
+        let mut seen = [0u64; MAX_ORIGINS / 64];
+        if let Some(idx) = self.index.tenants.get(tenant) {
+            idx.for_each_match(channel, |_, slot| {
+                if let Some(w) = seen.get_mut(usize::from(slot) / 64) {
+                    *w |= 1 << (slot % 64);
+                }
+            });
+        }
+        (0..MAX_ORIGINS)
+            .filter(move |i| seen.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0))
+            .filter_map(|i| self.index.slots.get(i).and_then(|s| s.as_deref()))
+    }
+
+    /// The same answer as [`Self::remote_matches`] by scanning every pair with
+    /// [`pattern::matches`] (what it replaced): for tests and the measurement.
+    pub fn remote_matches_by_scan<'s>(
         &'s self,
         tenant: &'s str,
         channel: &'s str,
@@ -281,9 +455,16 @@ impl InterestTable {
         })
     }
 
+    /// Remote pairs in the index.
+    pub fn indexed(&self) -> usize {
+        self.index.total
+    }
+
     /// Forget a relay (it left the mesh for good).
     pub fn forget(&mut self, origin: &str) {
-        self.remote.remove(origin);
+        if let Some(o) = self.remote.remove(origin) {
+            self.index.remove_origin(origin, &o.entries);
+        }
         self.partial.remove(origin);
     }
 }
@@ -396,5 +577,129 @@ mod tests {
         }
         assert_eq!(t.local().entries.len(), MAX_ENTRIES);
         assert_eq!(t.stats().entries_dropped, 3);
+    }
+
+    /// Random changes, restarts, snapshots and forgets on a few relays; after each step
+    /// the index answers every lookup exactly as a scan of the pairs with
+    /// `pattern::matches` does, and holds exactly the pairs.
+    #[test]
+    fn index_agrees_with_a_scan_under_random_changes() {
+        let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let segs = ["a", "b", "c", "*"];
+        let mut t = InterestTable::new("me", 1);
+        let origins = ["r0", "r1", "r2", "r3", "r4", "r5"];
+        let mut state: HashMap<&str, (u32, u32)> = HashMap::new();
+        let mut lookups = 0;
+        let mut matched = 0;
+        for step in 0..3_000 {
+            let mut pat = String::new();
+            for i in 0..1 + next(4) {
+                if i > 0 {
+                    pat.push('.');
+                }
+                pat.push_str(segs[next(4) as usize]);
+            }
+            if next(4) == 0 {
+                pat.push_str(".#");
+            }
+            if next(40) == 0 {
+                pat = ["a..b", "#.a", "a*", ""][next(4) as usize].to_owned();
+            }
+            let tenant = ["t1", "t2"][next(2) as usize];
+            let origin = origins[next(6) as usize];
+            let (epoch, seq) = state.get(origin).copied().unwrap_or((1, 0));
+            match next(50) {
+                0 => {
+                    // Restart: a new epoch starting at 1.
+                    let c = [ch(true, "t1", "a.#")];
+                    let c: Vec<InterestChange<'_>> = c.to_vec();
+                    t.apply_update(origin, epoch + 1, 1, &c);
+                    state.insert(origin, (epoch + 1, 1));
+                }
+                1 => {
+                    let n = next(6);
+                    let entries: Vec<(String, String)> = (0..n)
+                        .map(|i| ("t1".to_owned(), format!("{}.{}", segs[i as usize % 4], "#")))
+                        .chain([(tenant.to_owned(), pat.clone())])
+                        .collect();
+                    if t.apply_snapshot(origin, epoch, seq + 5, 0, true, entries.into_iter()) {
+                        state.insert(origin, (epoch, seq + 5));
+                    }
+                }
+                2 => {
+                    t.forget(origin);
+                    state.remove(origin);
+                }
+                _ => {
+                    let c = InterestChange {
+                        added: next(3) != 0,
+                        entry: InterestEntry {
+                            tenant,
+                            pattern: &pat,
+                        },
+                    };
+                    let got = t.apply_update(origin, epoch, seq + 1, &[c]);
+                    if got == Applied::New {
+                        state.insert(origin, (epoch, seq + 1));
+                    }
+                }
+            }
+            let pairs: usize = t.remote.values().map(|o| o.entries.len()).sum();
+            assert_eq!(t.indexed(), pairs, "step {step}");
+            for _ in 0..4 {
+                let mut channel = String::new();
+                for i in 0..1 + next(5) {
+                    if i > 0 {
+                        channel.push('.');
+                    }
+                    channel.push_str(segs[next(3) as usize]);
+                }
+                let tenant = ["t1", "t2", "t3"][next(3) as usize];
+                let mut a: Vec<&str> = t.remote_matches(tenant, &channel).collect();
+                let mut b: Vec<&str> = t.remote_matches_by_scan(tenant, &channel).collect();
+                a.sort_unstable();
+                b.sort_unstable();
+                assert_eq!(a, b, "step {step}: {tenant} {channel}");
+                lookups += 1;
+                matched += usize::from(!a.is_empty());
+            }
+        }
+        // The test looked at both outcomes, and refused the invalid patterns.
+        assert!(
+            matched > lookups / 10 && matched < lookups,
+            "{matched} of {lookups}"
+        );
+        assert!(t.stats().invalid_patterns > 0);
+    }
+
+    #[test]
+    fn the_total_is_bounded_and_counted() {
+        let mut t = InterestTable::new("me", 1);
+        let per = MAX_ENTRIES;
+        let origins = MAX_TOTAL_ENTRIES / per + 1;
+        let mut made = 0;
+        for o in 0..origins {
+            let name = format!("r{o}");
+            let entries = (0..per).map(|i| ("t".to_owned(), format!("p{i}.x")));
+            assert!(t.apply_snapshot(&name, 1, 1, 0, true, entries));
+            made += per;
+        }
+        assert_eq!(t.indexed(), MAX_TOTAL_ENTRIES);
+        assert_eq!(t.stats().total_dropped as usize, made - MAX_TOTAL_ENTRIES);
+        // The last relay's pairs that did not fit are not half-known either.
+        assert_eq!(
+            t.get(&format!("r{}", origins - 1)).map(|o| o.entries.len()),
+            Some(0)
+        );
+        // Forgetting a relay makes room.
+        t.forget("r0");
+        assert_eq!(t.indexed(), MAX_TOTAL_ENTRIES - per);
+        assert_eq!(t.remote_matches("t", "p1.x").count(), origins - 2);
     }
 }

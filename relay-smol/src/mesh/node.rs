@@ -49,6 +49,10 @@ use crate::quic::tls::cert_is_valid_for;
 pub const ROUTE_DESTS: usize = 128;
 /// Neighbours the routing table holds.
 pub const ROUTE_NEIGHBOURS: usize = 32;
+/// Largest `--max-neighbours`: the policy may hold a few links over its limit (exploration,
+/// incoming links in their grace period, up to [`ROUTE_NEIGHBOURS`]` - 1`), so the limit
+/// leaves room for them in the route table's neighbour slots.
+pub const MAX_NEIGHBOURS_LIMIT: usize = 24;
 /// Relays known (linked or not).
 pub const MAX_PEERS: usize = 256;
 /// Route events kept for the status page.
