@@ -11,64 +11,16 @@
 
 #![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+#[path = "../tests/mesh_common/mod.rs"]
+mod mesh_common;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fastpubsub_core::mesh::DeliveryMode;
-use fastpubsub_relay::mesh::config::{MeshConfig, Seed};
-use fastpubsub_relay::mesh::node::{LocalSink, MeshCommand};
-use fastpubsub_relay::quic::certs::{CaPem, generate_ca, issue_relay_cert};
-use fastpubsub_relay::quic::driver;
-use fastpubsub_relay::quic::tls::MeshIdentity;
-use smol::channel::{Receiver, Sender, unbounded};
-
-struct ChanSink(Sender<(Vec<u8>, Instant)>);
-
-impl LocalSink for ChanSink {
-    fn deliver(&mut self, _t: &str, _c: &str, payload: &[u8], _m: DeliveryMode) -> usize {
-        let _ = self.0.try_send((payload.to_vec(), Instant::now()));
-        1
-    }
-}
-
-struct Node {
-    addr: SocketAddr,
-    cmd: Sender<MeshCommand>,
-    got: Receiver<(Vec<u8>, Instant)>,
-}
-
-impl Node {
-    fn send(&self, c: MeshCommand) {
-        smol::block_on(self.cmd.send(c)).expect("alive");
-    }
-    fn status(&self) -> serde_json::Value {
-        let (tx, rx) = unbounded();
-        self.send(MeshCommand::Status(tx));
-        serde_json::from_str(&smol::block_on(rx.recv()).expect("status")).expect("json")
-    }
-}
-
-fn start(name: &str, ca: &CaPem, seeds: Vec<Seed>) -> Node {
-    let mut cfg = MeshConfig::new(name, "127.0.0.1:0".parse().unwrap());
-    cfg.seeds = seeds;
-    cfg.dial_learned = false;
-    let r = issue_relay_cert(name, &ca.cert, &ca.key).unwrap();
-    let id = MeshIdentity::from_pem(&r.chain, &r.key, &ca.cert).unwrap();
-    let (tx, got) = unbounded();
-    let (cmd, rx) = unbounded();
-    let (atx, arx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let (d, mut n) = fastpubsub_relay::mesh::start(cfg, &id, Box::new(ChanSink(tx))).unwrap();
-        let _ = atx.send(d.local_addr());
-        let _ = smol::block_on(driver::run(d, &mut n, rx));
-    });
-    Node {
-        addr: arx.recv().unwrap(),
-        cmd,
-        got,
-    }
-}
+use fastpubsub_relay::mesh::node::MeshCommand;
+use fastpubsub_relay::quic::certs::generate_ca;
+use mesh_common::{Node, line3, start_node};
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
@@ -114,22 +66,10 @@ fn udp_bytes(n: &Node) -> u64 {
 
 fn main() {
     let ca = generate_ca().unwrap();
-    let c = start("c", &ca, vec![]);
-    let b = start(
-        "b",
-        &ca,
-        vec![Seed {
-            name: "c".into(),
-            addr: c.addr,
-        }],
-    );
-    let a = start(
-        "a",
-        &ca,
-        vec![Seed {
-            name: "b".into(),
-            addr: b.addr,
-        }],
+    // A – B – C: A and C are not linked (only seeds are dialled).
+    let (a, b, c) = line3(
+        |name, seeds| start_node(name, &ca, seeds, |cfg| cfg.dial_learned = false),
+        |n| n.addr,
     );
     let route = |n: &Node, dest: &str| {
         n.status()["routes"]

@@ -2,22 +2,13 @@
 //! loopback admin listener and are absent from the public port unless an admin token is
 //! configured; `/metrics` reports what the test did (one subscriber, three publishes).
 
-mod dashboard_common;
+mod mesh_common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use dashboard_common::{http_get, start_relay_process, start_relay_process_args, wait_for};
+use mesh_common::{RelayProc, http_get, pub_tool, spawn_sub, start_relay_process, wait_for};
 
 const TOKEN: &str = "test-admin-token-0123456789";
-
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -29,33 +20,12 @@ fn admin_listener_serves_metrics_that_match_the_traffic() {
     let relay = start_relay_process(&["--admin-listen", "127.0.0.1:0"]);
     let admin = relay.admin.expect("admin listener address");
     let url = format!("ws://{}/ws", relay.edge);
-    let _sub = ChildGuard(
-        Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"))
-            .args(["sub", "--url", &url, "demo", "public.#"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sub"),
-    );
+    let _sub = spawn_sub(&url, &[], "demo", "public.#");
     wait_for(admin, "/metrics", 20, |m| {
         metric(m, "fastpubsub_subscriptions") == Some(1.0)
     });
     for i in 0..3 {
-        let ok = Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"))
-            .args([
-                "pub",
-                "--url",
-                &url,
-                "demo",
-                "public.chat",
-                &format!("m{i}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run pub")
-            .success();
-        assert!(ok, "pub failed");
+        pub_tool(&url, "demo", "public.chat", &format!("m{i}"));
     }
     let m = wait_for(admin, "/metrics", 20, |m| {
         metric(m, "fastpubsub_messages_delivered_total") == Some(3.0)
@@ -173,22 +143,15 @@ fn refused_ticket_handshakes_are_counted() {
     let dir = std::env::temp_dir().join(format!("fastpubsub-dash-tickets-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let state = dir.to_str().expect("utf-8 path").to_string();
-    let relay = start_relay_process_args(&["--state-dir", &state, "--admin-listen", "127.0.0.1:0"]);
+    let relay = RelayProc::start(&["--state-dir", &state, "--admin-listen", "127.0.0.1:0"]);
     let admin = relay.admin.expect("admin listener address");
     let url = format!("ws://{}/ws", relay.edge);
     for token in [None, Some("not-a-ticket")] {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"));
-        cmd.args(["sub", "--url", &url, "--count", "1"]);
+        let mut extra = vec!["--count", "1"];
         if let Some(t) = token {
-            cmd.args(["--token", t]);
+            extra.extend(["--token", t]);
         }
-        let mut child = ChildGuard(
-            cmd.args(["demo", "public.#"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start sub"),
-        );
+        let mut child = spawn_sub(&url, &extra, "demo", "public.#");
         let deadline = fastpubsub_relay::clock::now() + std::time::Duration::from_secs(20);
         let status = loop {
             if let Some(st) = child.0.try_wait().expect("wait sub") {

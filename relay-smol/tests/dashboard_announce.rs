@@ -10,183 +10,40 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod mesh_common;
+
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::http_get;
+use mesh_common::{Emu, RelayProc, make_certs, mesh_relay, tmpdir, wait_until};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fastpubsub-relay");
-const EMU: &str = env!("CARGO_BIN_EXE_fastpubsub-linkemu");
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Relay {
-    _proc: Proc,
-    admin: SocketAddr,
-    mesh: SocketAddr,
-}
-
-fn tool(args: &[&str]) {
-    let st = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run tool");
-    assert!(st.success(), "{args:?} failed");
-}
-
-fn make_certs(dir: &Path, names: &[&str]) {
-    let ca_dir = dir.join("mesh");
-    tool(&["mesh-ca", "--dir", ca_dir.to_str().expect("utf8")]);
-    for n in names {
-        tool(&[
-            "mesh-cert",
-            "--name",
-            n,
-            "--ca-dir",
-            ca_dir.to_str().expect("utf8"),
-            "--out",
-            ca_dir.to_str().expect("utf8"),
-        ]);
-    }
-}
-
-fn relay(dir: &Path, name: &str, pos: (f64, f64), peers: &[(&str, SocketAddr)]) -> Relay {
-    let d = dir.join("mesh");
-    let p = |f: String| d.join(f).to_str().expect("utf8").to_owned();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--listen", "127.0.0.1:0", "--insecure-no-auth"])
-        .args(["--admin-listen", "127.0.0.1:0"])
-        .args(["--mesh-listen", "127.0.0.1:0", "--name", name])
-        .args(["--region", "test", "--announce-interval-ms", "500"])
-        .args(["--lat", &pos.0.to_string(), "--lon", &pos.1.to_string()])
-        .args(["--mesh-cert", &p(format!("{name}.pem"))])
-        .args(["--mesh-key", &p(format!("{name}.key"))])
-        .args(["--mesh-ca", &p("ca.pem".into())]);
-    for (n, a) in peers {
-        cmd.args(["--peer", &format!("{n}@{a}")]);
-    }
-    let mut child = cmd
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn relay");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr_in = |line: String| -> SocketAddr {
-        line.split("://")
-            .nth(1)
-            .and_then(|s| s.split(['/', ' ']).next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-    };
-    let (mut admin, mut mesh) = (None, None);
-    while admin.is_none() || mesh.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("relay start lines");
-        if line.contains(" admin on ") {
-            admin = Some(addr_in(line));
-        } else if line.contains(" mesh ") {
-            mesh = Some(addr_in(line));
-        }
-    }
-    Relay {
-        _proc: Proc(child),
-        admin: admin.expect("admin"),
-        mesh: mesh.expect("mesh"),
-    }
-}
-
-struct Emu {
-    _proc: Proc,
-    listen: SocketAddr,
-}
-
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("port")
-}
-
-fn emu_up(control: SocketAddr) -> bool {
-    let Ok(s) = UdpSocket::bind("127.0.0.1:0") else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-    let _ = s.send_to(b"stats", control);
-    let mut buf = [0u8; 2048];
-    s.recv_from(&mut buf).is_ok()
-}
-
-fn emu(target: SocketAddr, delay: &str) -> Emu {
-    let (listen, control) = (free_udp(), free_udp());
-    let child = Command::new(EMU)
-        .args([
-            "--listen",
-            &listen.to_string(),
-            "--target",
-            &target.to_string(),
-        ])
-        .args(["--control", &control.to_string(), "--delay", delay])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn linkemu");
-    let e = Emu {
-        _proc: Proc(child),
-        listen,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !emu_up(control) {
-        assert!(Instant::now() < deadline, "linkemu did not start");
-    }
-    e
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fps-announce-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmp");
-    d
+fn relay(certs: &Path, name: &str, pos: (f64, f64), peers: &[(&str, SocketAddr)]) -> RelayProc {
+    let (lat, lon) = (pos.0.to_string(), pos.1.to_string());
+    mesh_relay(
+        certs,
+        name,
+        peers,
+        &[
+            "--insecure-no-auth",
+            "--region",
+            "test",
+            "--announce-interval-ms",
+            "500",
+            "--lat",
+            &lat,
+            "--lon",
+            &lon,
+        ],
+    )
 }
 
 fn get_json(addr: SocketAddr, path: &str) -> Value {
     let (code, body) = http_get(addr, path);
     assert_eq!(code, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
-}
-
-fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> (T, Duration) {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return (v, t0.elapsed());
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// What one relay's `/v1/mesh` says, by relay name.
@@ -281,15 +138,15 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 
 #[test]
 fn every_relay_shows_the_whole_mesh() {
-    let dir = tmpdir("tnf");
-    make_certs(&dir, &["t", "n", "f"]);
-    let f = relay(&dir, "f", (50.11, 8.68), &[]);
-    let e_nf = emu(f.mesh, "45ms");
-    let n = relay(&dir, "n", (55.03, 82.92), &[("f", e_nf.listen)]);
-    let e_tn = emu(n.mesh, "45ms");
-    let e_tf = emu(f.mesh, "110.9ms");
+    let dir = tmpdir("announce-tnf");
+    let certs = make_certs(&dir, "mesh", &["t", "n", "f"]);
+    let f = relay(&certs, "f", (50.11, 8.68), &[]);
+    let e_nf = Emu::delay(f.mesh(), "45ms");
+    let n = relay(&certs, "n", (55.03, 82.92), &[("f", e_nf.listen)]);
+    let e_tn = Emu::delay(n.mesh(), "45ms");
+    let e_tf = Emu::delay(f.mesh(), "110.9ms");
     let t = relay(
-        &dir,
+        &certs,
         "t",
         (35.68, 139.69),
         &[("n", e_tn.listen), ("f", e_tf.listen)],
@@ -300,7 +157,7 @@ fn every_relay_shows_the_whole_mesh() {
         let mut last: String;
         let t0 = Instant::now();
         let saving = loop {
-            let v = get_json(r.admin, "/v1/mesh");
+            let v = get_json(r.admin(), "/v1/mesh");
             match picture(&v)
                 .ok_or_else(|| format!("unreadable: {v}"))
                 .and_then(|p| whole_mesh(&p))
@@ -316,7 +173,7 @@ fn every_relay_shows_the_whole_mesh() {
         };
         let took = t0.elapsed();
         eprintln!("{name}: whole mesh after {took:?}; t→f via n saves {saving:.1} ms");
-        let v = get_json(r.admin, "/v1/mesh");
+        let v = get_json(r.admin(), "/v1/mesh");
         assert_eq!(v.get("self_name").and_then(Value::as_str), Some(name));
         assert_eq!(
             v.get("relays").and_then(Value::as_array).map(Vec::len),
@@ -339,7 +196,7 @@ fn every_relay_shows_the_whole_mesh() {
 
     // Announcement flooding and control bytes are counted and move.
     for (name, r) in relays {
-        let first = get_json(r.admin, "/v1/status");
+        let first = get_json(r.admin(), "/v1/status");
         let a = first
             .pointer("/counters/announce")
             .cloned()
@@ -347,7 +204,7 @@ fn every_relay_shows_the_whole_mesh() {
         let sent = a.get("sent_own").and_then(Value::as_u64).unwrap_or(0);
         let new = a.get("new").and_then(Value::as_u64).unwrap_or(0);
         assert!(sent >= 1 && new >= 2, "{name}: {a}");
-        let (_, m0) = http_get(r.admin, "/metrics");
+        let (_, m0) = http_get(r.admin(), "/metrics");
         let tx0 = metric(
             &m0,
             "fastpubsub_mesh_control_bytes_total{direction=\"sent\"}",
@@ -371,7 +228,7 @@ fn every_relay_shows_the_whole_mesh() {
             &format!("{name}'s control bytes to grow"),
             Duration::from_secs(10),
             || {
-                let (_, m) = http_get(r.admin, "/metrics");
+                let (_, m) = http_get(r.admin(), "/metrics");
                 let tx = metric(
                     &m,
                     "fastpubsub_mesh_control_bytes_total{direction=\"sent\"}",
@@ -390,7 +247,7 @@ fn every_relay_shows_the_whole_mesh() {
     drop(n);
     let (_, took) = wait_until("n stale on t and f", Duration::from_secs(40), || {
         for r in [&t, &f] {
-            let v = get_json(r.admin, "/v1/mesh");
+            let v = get_json(r.admin(), "/v1/mesh");
             let n = v
                 .get("relays")?
                 .as_array()?

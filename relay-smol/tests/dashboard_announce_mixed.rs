@@ -6,63 +6,21 @@
 
 #![allow(clippy::disallowed_methods)]
 
-use std::net::SocketAddr;
+mod mesh_common;
+
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use fastpubsub_core::mesh::{DeliveryMode, GeoPos};
+use fastpubsub_core::mesh::GeoPos;
 use fastpubsub_relay::auth::AllowAll;
 use fastpubsub_relay::config::Config;
 use fastpubsub_relay::dashboard::announce::MeshFeed;
 use fastpubsub_relay::dashboard::edge::{AdminHandle, install, options_from_cli, unix_ms};
 use fastpubsub_relay::mesh::announce::AnnounceConfig;
-use fastpubsub_relay::mesh::config::{MeshConfig, Seed};
-use fastpubsub_relay::mesh::node::{LocalSink, MeshCommand};
-use fastpubsub_relay::quic::certs::{CaPem, generate_ca, issue_relay_cert};
-use fastpubsub_relay::quic::driver;
-use fastpubsub_relay::quic::tls::MeshIdentity;
+use fastpubsub_relay::mesh::config::Seed;
+use fastpubsub_relay::quic::certs::{CaPem, generate_ca};
 use fastpubsub_relay::ws::Relay;
-use smol::channel::{Sender, unbounded};
-
-struct NoSink;
-
-impl LocalSink for NoSink {
-    fn deliver(&mut self, _: &str, _: &str, _: &[u8], _: DeliveryMode) -> usize {
-        0
-    }
-}
-
-struct Node {
-    addr: SocketAddr,
-    cmd: Option<Sender<MeshCommand>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Node {
-    fn status(&self) -> serde_json::Value {
-        let (tx, rx) = unbounded();
-        let cmd = self.cmd.as_ref().expect("node alive");
-        smol::block_on(cmd.send(MeshCommand::Status(tx))).expect("node alive");
-        let json = smol::block_on(futures_lite::future::or(
-            async { rx.recv().await.ok() },
-            async {
-                async_io::Timer::after(Duration::from_secs(5)).await;
-                None
-            },
-        ))
-        .expect("status reply");
-        serde_json::from_str(&json).expect("status JSON")
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.cmd = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+use mesh_common::{Node, seed, start_node_with};
 
 /// An admin handle as `run` makes one (its tasks never run here: only the picture is used).
 fn admin(name: &str) -> AdminHandle {
@@ -75,37 +33,21 @@ fn admin(name: &str) -> AdminHandle {
 }
 
 fn start(name: &str, ca: &CaPem, seeds: Vec<Seed>, feed: Option<AdminHandle>) -> Node {
-    let mut cfg = MeshConfig::new(name, "127.0.0.1:0".parse().expect("addr"));
-    cfg.seeds = seeds;
-    cfg.region = "test".into();
-    cfg.position = Some(GeoPos {
-        lat_udeg: 10_000_000,
-        lon_udeg: 20_000_000,
-    });
-    // A line: relays learned by gossip are not dialled during the test.
-    cfg.discover_delay = Duration::from_secs(600);
-    cfg.announce = AnnounceConfig::with_interval(Duration::from_millis(300));
-    let r = issue_relay_cert(name, &ca.cert, &ca.key).expect("issue");
-    let id = MeshIdentity::from_pem(&r.chain, &r.key, &ca.cert).expect("identity");
-    let (cmd, rx) = unbounded();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let (driver, mut node) =
-            fastpubsub_relay::mesh::start(cfg, &id, Box::new(NoSink)).expect("start");
+    let tweak = |cfg: &mut fastpubsub_relay::mesh::config::MeshConfig| {
+        cfg.region = "test".into();
+        cfg.position = Some(GeoPos {
+            lat_udeg: 10_000_000,
+            lon_udeg: 20_000_000,
+        });
+        // A line: relays learned by gossip are not dialled during the test.
+        cfg.discover_delay = Duration::from_secs(600);
+        cfg.announce = AnnounceConfig::with_interval(Duration::from_millis(300));
+    };
+    start_node_with(name, ca, seeds, tweak, move |node| {
         if let Some(h) = feed {
             node.set_announce_hook(Box::new(MeshFeed::new(h)));
         }
-        let _ = addr_tx.send(driver.local_addr());
-        let _ = smol::block_on(driver::run(driver, &mut node, rx));
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("node started");
-    Node {
-        addr,
-        cmd: Some(cmd),
-        thread: Some(thread),
-    }
+    })
 }
 
 fn names(h: &AdminHandle) -> Vec<String> {
@@ -122,24 +64,8 @@ fn a_relay_without_the_hook_still_floods() {
     let ca = generate_ca().expect("ca");
     let (ha, hc) = (admin("a"), admin("c"));
     let a = start("a", &ca, vec![], Some(ha.clone()));
-    let b = start(
-        "b",
-        &ca,
-        vec![Seed {
-            name: "a".into(),
-            addr: a.addr,
-        }],
-        None,
-    );
-    let c = start(
-        "c",
-        &ca,
-        vec![Seed {
-            name: "b".into(),
-            addr: b.addr,
-        }],
-        Some(hc.clone()),
-    );
+    let b = start("b", &ca, vec![seed("a", a.addr)], None);
+    let c = start("c", &ca, vec![seed("b", b.addr)], Some(hc.clone()));
     let t0 = Instant::now();
     loop {
         let (na, nc) = (names(&ha), names(&hc));

@@ -10,13 +10,11 @@
 //! `target/dashboard-mesh.png`.
 
 mod dashboard_common;
+mod mesh_common;
 
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fastpubsub_core::mesh::DeliveryMode;
 use fastpubsub_core::mesh::GeoPos;
 use fastpubsub_relay::clock;
 use fastpubsub_relay::dashboard::access::AdminAccess;
@@ -24,128 +22,20 @@ use fastpubsub_relay::dashboard::edge::{summary_parts_from_status, unix_ms};
 use fastpubsub_relay::dashboard::routes::AdminRoutes;
 use fastpubsub_relay::dashboard::server::AdminServer;
 use fastpubsub_relay::dashboard::view::{MeshState, RelayCounters, RelaySummary};
-use fastpubsub_relay::mesh::config::{MeshConfig, Seed};
-use fastpubsub_relay::mesh::node::{LocalSink, MeshCommand};
+use fastpubsub_relay::mesh::config::Seed;
 use fastpubsub_relay::metrics::RelayMetrics;
-use fastpubsub_relay::quic::certs::{CaPem, generate_ca, issue_relay_cert};
-use fastpubsub_relay::quic::driver;
-use fastpubsub_relay::quic::tls::MeshIdentity;
-use smol::channel::{Sender, unbounded};
-
-struct Emu {
-    child: Child,
-    listen: SocketAddr,
-}
-
-impl Drop for Emu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("port")
-}
-
-fn emu(target: SocketAddr, delay: &str) -> Emu {
-    let listen = free_udp();
-    let control = free_udp();
-    let child = Command::new(env!("CARGO_BIN_EXE_fastpubsub-linkemu"))
-        .args([
-            "--listen",
-            &listen.to_string(),
-            "--target",
-            &target.to_string(),
-        ])
-        .args(["--control", &control.to_string(), "--delay", delay])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn linkemu");
-    let e = Emu { child, listen };
-    let deadline = clock::now() + Duration::from_secs(10);
-    loop {
-        let s = UdpSocket::bind("127.0.0.1:0").expect("udp");
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
-        let _ = s.send_to(b"stats", control);
-        let mut buf = [0u8; 512];
-        if s.recv_from(&mut buf).is_ok() {
-            return e;
-        }
-        assert!(clock::now() < deadline, "linkemu did not start");
-    }
-}
-
-struct NoSink;
-
-impl LocalSink for NoSink {
-    fn deliver(&mut self, _: &str, _: &str, _: &[u8], _: DeliveryMode) -> usize {
-        0
-    }
-}
-
-struct Node {
-    addr: SocketAddr,
-    cmd: Option<Sender<MeshCommand>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Node {
-    fn status(&self) -> String {
-        let (tx, rx) = unbounded();
-        let cmd = self.cmd.as_ref().expect("node alive");
-        smol::block_on(cmd.send(MeshCommand::Status(tx))).expect("node alive");
-        smol::block_on(futures_lite::future::or(
-            async { rx.recv().await.ok() },
-            async {
-                async_io::Timer::after(Duration::from_secs(5)).await;
-                None
-            },
-        ))
-        .expect("status reply")
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.cmd = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+use fastpubsub_relay::quic::certs::{CaPem, generate_ca};
+use mesh_common::{Emu, Node, http_get, seed, start_node};
 
 fn start(name: &str, region: &str, lat: f64, lon: f64, ca: &CaPem, seeds: Vec<Seed>) -> Node {
-    let mut cfg = MeshConfig::new(name, "127.0.0.1:0".parse().expect("addr"));
-    cfg.seeds = seeds;
-    cfg.region = region.into();
-    cfg.position = Some(GeoPos {
-        lat_udeg: (lat * 1e6) as i32,
-        lon_udeg: (lon * 1e6) as i32,
-    });
-    cfg.edge_url = format!("wss://{name}.example.invalid/ws");
-    let r = issue_relay_cert(name, &ca.cert, &ca.key).expect("issue");
-    let id = MeshIdentity::from_pem(&r.chain, &r.key, &ca.cert).expect("identity");
-    let (cmd, rx) = unbounded();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let (driver, mut node) =
-            fastpubsub_relay::mesh::start(cfg, &id, Box::new(NoSink)).expect("start");
-        let _ = addr_tx.send(driver.local_addr());
-        let _ = smol::block_on(driver::run(driver, &mut node, rx));
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("node started");
-    Node {
-        addr,
-        cmd: Some(cmd),
-        thread: Some(thread),
-    }
+    start_node(name, ca, seeds, |cfg| {
+        cfg.region = region.into();
+        cfg.position = Some(GeoPos {
+            lat_udeg: (lat * 1e6) as i32,
+            lon_udeg: (lon * 1e6) as i32,
+        });
+        cfg.edge_url = format!("wss://{name}.example.invalid/ws");
+    })
 }
 
 fn summary(status: &str) -> RelaySummary {
@@ -167,20 +57,17 @@ fn summary(status: &str) -> RelaySummary {
 fn dashboard_of_a_three_relay_mesh_shows_the_saving_route() {
     let ca = generate_ca().expect("ca");
     let f = start("frankfurt", "europe", 50.11, 8.68, &ca, vec![]);
-    let e_nf = emu(f.addr, "45ms");
+    let e_nf = Emu::delay(f.addr, "45ms");
     let n = start(
         "novosibirsk",
         "asia",
         55.03,
         82.92,
         &ca,
-        vec![Seed {
-            name: "frankfurt".into(),
-            addr: e_nf.listen,
-        }],
+        vec![seed("frankfurt", e_nf.listen)],
     );
-    let e_tn = emu(n.addr, "45ms");
-    let e_tf = emu(f.addr, "110.9ms");
+    let e_tn = Emu::delay(n.addr, "45ms");
+    let e_tf = Emu::delay(f.addr, "110.9ms");
     let t = start(
         "tokyo",
         "asia",
@@ -188,21 +75,18 @@ fn dashboard_of_a_three_relay_mesh_shows_the_saving_route() {
         139.69,
         &ca,
         vec![
-            Seed {
-                name: "novosibirsk".into(),
-                addr: e_tn.listen,
-            },
-            Seed {
-                name: "frankfurt".into(),
-                addr: e_tf.listen,
-            },
+            seed("novosibirsk", e_tn.listen),
+            seed("frankfurt", e_tf.listen),
         ],
     );
 
     // Wait (at most 30 s) until T routes to F through N and every relay has its two links up.
     let deadline = clock::now() + Duration::from_secs(30);
     let summaries = loop {
-        let all: Vec<RelaySummary> = [&t, &n, &f].iter().map(|x| summary(&x.status())).collect();
+        let all: Vec<RelaySummary> = [&t, &n, &f]
+            .iter()
+            .map(|x| summary(&x.status_text()))
+            .collect();
         let via_n = all[0]
             .routes
             .iter()
@@ -265,7 +149,7 @@ fn dashboard_of_a_three_relay_mesh_shows_the_saving_route() {
         metrics: Arc::new(RelayMetrics::default()),
         mesh: mesh.clone(),
         status: Some(Arc::new({
-            let st = t.status();
+            let st = t.status_text();
             move |_| Some(st.clone())
         })),
     });
@@ -277,41 +161,11 @@ fn dashboard_of_a_three_relay_mesh_shows_the_saving_route() {
         let spawner = ex.clone();
         let _ = smol::block_on(ex.run(server.run(move |t| spawner.spawn(t).detach())));
     });
-    let (code, body) = dashboard_common::http_get(admin, "/v1/status", None);
+    let (code, body) = http_get(admin, "/v1/status", None);
     assert_eq!(code, 200);
     assert!(body.contains("\"name\":\"tokyo\""), "{body}");
 
     let dom =
         dashboard_common::open_dashboard(&format!("http://{admin}/dashboard"), "dashboard-mesh");
-    assert!(
-        dom.contains("data-ready=\"1\""),
-        "the page never rendered /v1/mesh"
-    );
-    for name in ["tokyo", "novosibirsk", "frankfurt"] {
-        assert!(
-            dom.contains(&format!("<tr data-relay=\"{name}\"")),
-            "row of {name}"
-        );
-        assert!(
-            dom.contains(&format!("<circle r=\"1.6\" data-relay=\"{name}\"")),
-            "dot of {name}"
-        );
-    }
-    assert_eq!(
-        dashboard_common::count(&dom, "<path data-link="),
-        3,
-        "three links drawn"
-    );
-    assert!(
-        dom.contains("data-path=\"tokyo&gt;novosibirsk&gt;frankfurt\"")
-            || dom.contains("data-path=\"frankfurt&gt;novosibirsk&gt;tokyo\""),
-        "the saving route is selected"
-    );
-    let shown: f64 = dom
-        .split("data-saving=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .and_then(|s| s.parse().ok())
-        .expect("pair info with a saving");
-    assert!(shown > 0.0, "saving shown: {shown}");
+    dashboard_common::assert_saving_route_page(&dom, ["tokyo", "novosibirsk", "frankfurt"]);
 }

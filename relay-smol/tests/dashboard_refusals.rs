@@ -4,13 +4,13 @@
 
 #![allow(clippy::disallowed_methods)]
 
-mod dashboard_common;
+mod mesh_common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use dashboard_common::{start_relay_process, wait_for};
+use mesh_common::{start_relay_process, wait_for};
 
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()

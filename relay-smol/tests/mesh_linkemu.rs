@@ -2,64 +2,12 @@
 
 #![allow(clippy::disallowed_methods)]
 
+mod mesh_common;
+
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Emu {
-    child: Child,
-    listen: SocketAddr,
-    control: SocketAddr,
-}
-
-impl Drop for Emu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> SocketAddr {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    s.local_addr().expect("addr")
-}
-
-fn start(target: SocketAddr, extra: &[&str]) -> Emu {
-    let listen = free_port();
-    let control = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_fastpubsub-linkemu"))
-        .args([
-            "--listen",
-            &listen.to_string(),
-            "--target",
-            &target.to_string(),
-        ])
-        .args(["--control", &control.to_string()])
-        .args(extra)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn linkemu");
-    let emu = Emu {
-        child,
-        listen,
-        control,
-    };
-    // Ready when the control socket answers.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while command(&emu, "stats").is_none() {
-        assert!(Instant::now() < deadline, "linkemu did not start");
-    }
-    emu
-}
-
-fn command(emu: &Emu, cmd: &str) -> Option<String> {
-    let s = UdpSocket::bind("127.0.0.1:0").ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
-    s.send_to(cmd.as_bytes(), emu.control).ok()?;
-    let mut buf = [0u8; 2048];
-    let (n, _) = s.recv_from(&mut buf).ok()?;
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-}
+use mesh_common::Emu;
 
 /// An echo server on its own thread; returns its address.
 fn echo() -> SocketAddr {
@@ -113,7 +61,7 @@ fn median(v: &mut [Duration]) -> Duration {
 
 #[test]
 fn delay_is_added_and_changeable() {
-    let emu = start(echo(), &["--delay", "20ms"]);
+    let emu = Emu::start(echo(), &["--delay", "20ms"]);
     let mut rtts = measure(&emu, 50, Duration::from_millis(2), Duration::from_secs(2));
     assert_eq!(rtts.len(), 50, "no loss configured");
     let m = median(&mut rtts);
@@ -124,7 +72,7 @@ fn delay_is_added_and_changeable() {
     );
 
     // Change while running: only the forward direction slower.
-    let reply = command(&emu, "delay fwd 50ms").expect("control reply");
+    let reply = emu.cmd("delay fwd 50ms").expect("control reply");
     assert!(reply.contains("\"delay_ms\":50.000"), "{reply}");
     let mut rtts = measure(&emu, 30, Duration::from_millis(2), Duration::from_secs(2));
     assert_eq!(rtts.len(), 30);
@@ -134,17 +82,13 @@ fn delay_is_added_and_changeable() {
         m >= Duration::from_millis(70) && m < Duration::from_millis(78),
         "{m:?}"
     );
-    assert!(
-        command(&emu, "nonsense 3")
-            .expect("reply")
-            .contains("error")
-    );
+    assert!(emu.cmd("nonsense 3").expect("reply").contains("error"));
 }
 
 #[test]
 fn loss_ratio() {
-    let emu = start(echo(), &["--delay", "1ms"]);
-    let reply = command(&emu, "loss fwd 20%").expect("reply");
+    let emu = Emu::start(echo(), &["--delay", "1ms"]);
+    let reply = emu.cmd("loss fwd 20%").expect("reply");
     assert!(reply.contains("\"loss_pct\":20.000"), "{reply}");
     let rtts = measure(
         &emu,
@@ -156,7 +100,7 @@ fn loss_ratio() {
     let got = rtts.len();
     eprintln!("loss 20% one way: {got}/2000 came back");
     assert!((1510..=1690).contains(&got), "{got}");
-    let stats = command(&emu, "stats").expect("stats");
+    let stats = emu.cmd("stats").expect("stats");
     assert!(
         stats.contains("\"rev\":{\"delay_ms\":1.000,\"jitter_ms\":0.000,\"loss_pct\":0.000"),
         "{stats}"

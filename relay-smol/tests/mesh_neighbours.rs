@@ -6,40 +6,14 @@
 
 #![allow(clippy::disallowed_methods)]
 
-use std::net::SocketAddr;
-use std::sync::mpsc;
+mod mesh_common;
+
 use std::time::{Duration, Instant};
 
-use fastpubsub_core::mesh::DeliveryMode;
 use fastpubsub_core::route::NeighbourConfig;
-use fastpubsub_relay::mesh::config::{MeshConfig, Seed};
-use fastpubsub_relay::mesh::node::{LocalSink, MeshCommand};
-use fastpubsub_relay::quic::certs::{CaPem, generate_ca, issue_relay_cert};
-use fastpubsub_relay::quic::driver;
-use fastpubsub_relay::quic::tls::MeshIdentity;
+use fastpubsub_relay::quic::certs::{CaPem, generate_ca};
+use mesh_common::{Node, seed, start_node};
 use serde_json::Value;
-use smol::channel::{Sender, unbounded};
-
-struct NoSink;
-
-impl LocalSink for NoSink {
-    fn deliver(&mut self, _: &str, _: &str, _: &[u8], _: DeliveryMode) -> usize {
-        0
-    }
-}
-
-struct Node {
-    addr: SocketAddr,
-    cmd: Sender<MeshCommand>,
-}
-
-impl Node {
-    fn status(&self) -> Value {
-        let (tx, rx) = unbounded();
-        smol::block_on(self.cmd.send(MeshCommand::Status(tx))).expect("alive");
-        serde_json::from_str(&smol::block_on(rx.recv()).expect("status")).expect("json")
-    }
-}
 
 /// Links with a peer: (all, past the 2 s grace). A relay may hold a link over its
 /// limit during the grace (another relay's dial), then closes the worst.
@@ -73,38 +47,22 @@ fn policy() -> NeighbourConfig {
     p
 }
 
-fn start(name: &str, ca: &CaPem, seeds: Vec<Seed>) -> Node {
-    let mut cfg = MeshConfig::new(name, "127.0.0.1:0".parse().expect("addr"));
-    cfg.seeds = seeds;
-    cfg.max_neighbours = 3;
-    cfg.neighbour_policy = Some(policy());
-    cfg.discover_delay = Duration::from_millis(500);
-    let r = issue_relay_cert(name, &ca.cert, &ca.key).expect("issue");
-    let id = MeshIdentity::from_pem(&r.chain, &r.key, &ca.cert).expect("identity");
-    let (cmd, rx) = unbounded();
-    let (atx, arx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let (d, mut n) = fastpubsub_relay::mesh::start(cfg, &id, Box::new(NoSink)).expect("start");
-        let _ = atx.send(d.local_addr());
-        let _ = smol::block_on(driver::run(d, &mut n, rx));
-    });
-    Node {
-        addr: arx.recv_timeout(Duration::from_secs(5)).expect("started"),
-        cmd,
-    }
+fn start(name: &str, ca: &CaPem, seeds: Vec<fastpubsub_relay::mesh::config::Seed>) -> Node {
+    start_node(name, ca, seeds, |cfg| {
+        cfg.max_neighbours = 3;
+        cfg.neighbour_policy = Some(policy());
+        cfg.discover_delay = Duration::from_millis(500);
+    })
 }
 
 #[test]
 fn the_limit_holds_for_incoming_links_and_the_mesh_stays_connected() {
     let ca = generate_ca().expect("ca");
     let hub = start("hub", &ca, vec![]);
-    let seed = vec![Seed {
-        name: "hub".into(),
-        addr: hub.addr,
-    }];
+    let seeds = vec![seed("hub", hub.addr)];
     // Nine relays dial the hub at once; its hard limit is max(2 × 3, 8) = 8.
     let mut nodes: Vec<Node> = (0..9)
-        .map(|i| start(&format!("r{i}"), &ca, seed.clone()))
+        .map(|i| start(&format!("r{i}"), &ca, seeds.clone()))
         .collect();
     let t0 = Instant::now();
     loop {

@@ -9,216 +9,37 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod mesh_common;
+
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{
-    Ws, connect_with, decode_deliver, http_get, http_raw, parse_response, publish, subscribe,
-};
+use common::{Ws, connect_with, decode_deliver, publish, subscribe};
 use fastpubsub_core::frame::Mode;
+use mesh_common::{
+    Emu, RelayProc, Run, assert_route_moves, collect, free_udp, index_of, make_certs, mesh_relay,
+    mesh_relay_at, mint_ticket, revoke_ticket, settled_via, tmpdir, wait_until,
+};
 use tungstenite::Message;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fastpubsub-relay");
-const EMU: &str = env!("CARGO_BIN_EXE_fastpubsub-linkemu");
+/// One-way delay of the relay path T–N–F and of the direct link T–F (ms).
+const VIA_N_MS: f64 = 90.0;
+const DIRECT_MS: f64 = 110.9;
+/// Generous limits for what the machine's load may slow (convergence, status replies).
+const CONVERGE: Duration = Duration::from_secs(30);
+const LEARN: Duration = Duration::from_secs(20);
 
-struct Proc(Child);
+const ARGS: &[&str] = &["--insecure-no-auth", "--region", "test"];
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn relay(certs: &Path, name: &str, peers: &[(&str, SocketAddr)]) -> RelayProc {
+    mesh_relay(certs, name, peers, ARGS)
 }
 
-struct Relay {
-    proc: Proc,
-    http: SocketAddr,
-    admin: SocketAddr,
-    mesh: SocketAddr,
-}
-
-fn tool(args: &[&str]) {
-    let st = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run tool");
-    assert!(st.success(), "{args:?} failed");
-}
-
-fn make_certs(dir: &Path, ca: &str, names: &[&str]) {
-    let ca_dir = dir.join(ca);
-    tool(&["mesh-ca", "--dir", ca_dir.to_str().expect("utf8")]);
-    for n in names {
-        tool(&[
-            "mesh-cert",
-            "--name",
-            n,
-            "--ca-dir",
-            ca_dir.to_str().expect("utf8"),
-            "--out",
-            dir.join(ca).to_str().expect("utf8"),
-        ]);
-    }
-}
-
-fn relay(dir: &Path, ca: &str, name: &str, peers: &[(&str, SocketAddr)]) -> Relay {
-    relay_with(dir, ca, name, peers, &["--insecure-no-auth"])
-}
-
-fn relay_with(
-    dir: &Path,
-    ca: &str,
-    name: &str,
-    peers: &[(&str, SocketAddr)],
-    auth: &[&str],
-) -> Relay {
-    let d = dir.join(ca);
-    let p = |f: String| d.join(f).to_str().expect("utf8").to_owned();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--listen", "127.0.0.1:0"])
-        .args(auth)
-        .args(["--admin-listen", "127.0.0.1:0"])
-        .args([
-            "--mesh-listen",
-            "127.0.0.1:0",
-            "--name",
-            name,
-            "--region",
-            "test",
-        ])
-        .args(["--mesh-cert", &p(format!("{name}.pem"))])
-        .args(["--mesh-key", &p(format!("{name}.key"))])
-        .args(["--mesh-ca", &p("ca.pem".into())]);
-    for (n, a) in peers {
-        cmd.args(["--peer", &format!("{n}@{a}")]);
-    }
-    let mut child = cmd
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn relay");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr_in = |line: String| -> SocketAddr {
-        line.split("://")
-            .nth(1)
-            .and_then(|s| s.split(['/', ' ']).next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-    };
-    let (mut http, mut admin, mut mesh) = (None, None, None);
-    while http.is_none() || admin.is_none() || mesh.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("relay start lines");
-        if line.contains(" admin on ") {
-            admin = Some(addr_in(line));
-        } else if line.contains(" listening on ") {
-            http = Some(addr_in(line));
-        } else if line.contains(" mesh ") {
-            mesh = Some(addr_in(line));
-        }
-    }
-    Relay {
-        proc: Proc(child),
-        http: http.expect("http"),
-        admin: admin.expect("admin"),
-        mesh: mesh.expect("mesh"),
-    }
-}
-
-struct Emu {
-    _proc: Proc,
-    listen: SocketAddr,
-    control: SocketAddr,
-}
-
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("port")
-}
-
-fn emu_cmd(control: SocketAddr, cmd: &str) -> Option<String> {
-    let s = UdpSocket::bind("127.0.0.1:0").ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
-    s.send_to(cmd.as_bytes(), control).ok()?;
-    let mut buf = [0u8; 2048];
-    let (n, _) = s.recv_from(&mut buf).ok()?;
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-}
-
-fn emu(target: SocketAddr, delay: &str) -> Emu {
-    let (listen, control) = (free_udp(), free_udp());
-    let child = Command::new(EMU)
-        .args([
-            "--listen",
-            &listen.to_string(),
-            "--target",
-            &target.to_string(),
-        ])
-        .args(["--control", &control.to_string(), "--delay", delay])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn linkemu");
-    let e = Emu {
-        _proc: Proc(child),
-        listen,
-        control,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while emu_cmd(e.control, "stats").is_none() {
-        assert!(Instant::now() < deadline, "linkemu did not start");
-    }
-    e
-}
-
-fn status(r: &Relay) -> serde_json::Value {
-    let (code, body) = http_get(r.admin, "/v1/status");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).expect("status JSON")
-}
-
-fn next_hop(r: &Relay, dest: &str) -> Option<String> {
-    status(r)
-        .get("routes")?
-        .as_array()?
-        .iter()
-        .find(|x| x.get("dest").and_then(|d| d.as_str()) == Some(dest))?
-        .get("next_hop")?
-        .as_str()
-        .map(str::to_owned)
-}
-
-fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> (T, Duration) {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return (v, t0.elapsed());
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn ws(r: &Relay) -> Ws {
+fn ws(r: &RelayProc) -> Ws {
     connect_with(
-        &format!("ws://{}/ws", r.http),
+        &format!("ws://{}/ws", r.edge),
         Some("llps.v1, at.test"),
         None,
     )
@@ -226,7 +47,7 @@ fn ws(r: &Relay) -> Ws {
 }
 
 /// A subscriber on its own thread: every delivery's index and arrival time.
-fn subscriber(r: &Relay) -> mpsc::Receiver<(u32, Instant)> {
+fn subscriber(r: &RelayProc) -> mpsc::Receiver<(u32, Instant)> {
     let mut s = ws(r);
     subscribe(&mut s, "acme", "chat.#");
     // Stay subscribed through quiet phases (the helper's read timeout would end it).
@@ -234,30 +55,19 @@ fn subscriber(r: &Relay) -> mpsc::Receiver<(u32, Instant)> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         while let Ok(m) = s.read() {
-            if let Message::Binary(b) = m {
-                let d = decode_deliver(&b);
-                let i = d
-                    .payload
-                    .get(..4)
-                    .and_then(|p| p.try_into().ok())
-                    .map(u32::from_be_bytes);
-                if let Some(i) = i
-                    && tx.send((i, Instant::now())).is_err()
-                {
-                    break;
-                }
+            if let Message::Binary(b) = m
+                && let Some(i) = index_of(&decode_deliver(&b).payload)
+                && tx.send((i, Instant::now())).is_err()
+            {
+                break;
             }
         }
     });
     rx
 }
 
-struct Run {
-    lat_ms: Vec<f64>,
-    delivered: usize,
-    duplicates: usize,
-}
-
+/// Publishes messages `base..base + count` at T `gap` apart; F's deliveries of them (every
+/// one, or 10 s passed).
 fn publish_run(
     p: &mut Ws,
     sub: &mpsc::Receiver<(u32, Instant)>,
@@ -276,67 +86,52 @@ fn publish_run(
             "chat.room1",
             &(base + i).to_be_bytes(),
         );
-        std::thread::sleep(gap);
+        std::thread::sleep(gap); // pacing, not waiting
     }
-    let mut seen = std::collections::HashSet::new();
-    let mut lat_ms = Vec::new();
-    let mut duplicates = 0;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while seen.len() < count as usize {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok((i, at)) = sub.recv_timeout(left) else {
-            break;
-        };
-        let Some(k) = i.checked_sub(base).filter(|k| *k < count) else {
-            continue;
-        };
-        if !seen.insert(k) {
-            duplicates += 1;
-        }
-        if let Some(s) = sent.get(k as usize) {
-            lat_ms.push(at.duration_since(*s).as_secs_f64() * 1000.0);
-        }
-    }
-    lat_ms.sort_by(f64::total_cmp);
-    Run {
-        delivered: seen.len(),
-        duplicates,
-        lat_ms,
-    }
-}
-
-fn pct(v: &[f64], p: f64) -> f64 {
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v.get(i).copied().unwrap_or(f64::NAN)
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fps-mesh-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmp");
-    d
+    collect(&sent, Duration::from_secs(10), |left| {
+        let (i, at) = sub.recv_timeout(left).ok()?;
+        Some((i.checked_sub(base).unwrap_or(u32::MAX), at))
+    })
 }
 
 #[test]
 fn tokyo_to_frankfurt_through_novosibirsk() {
-    let dir = tmpdir("tnf");
-    make_certs(&dir, "mesh", &["t", "n", "f"]);
-    make_certs(&dir, "rogue", &["r"]);
-    let f = relay(&dir, "mesh", "f", &[]);
-    let e_nf = emu(f.mesh, "45ms");
-    let mut n = relay(&dir, "mesh", "n", &[("f", e_nf.listen)]);
-    let e_tn = emu(n.mesh, "45ms");
-    let e_tf = emu(f.mesh, "110.9ms");
-    let t = relay(&dir, "mesh", "t", &[("n", e_tn.listen), ("f", e_tf.listen)]);
+    let t0 = Instant::now();
+    let dir = tmpdir("mesh-tnf");
+    let (certs, rogue_certs) = std::thread::scope(|s| {
+        let rogue = s.spawn(|| make_certs(&dir, "rogue", &["r"]));
+        let certs = make_certs(&dir, "mesh", &["t", "n", "f"]);
+        (certs, rogue.join().expect("rogue certs"))
+    });
+    // Mesh ports chosen first, so the emulators and all three relays start at once.
+    let (mt, mn, mf) = (free_udp(), free_udp(), free_udp());
+    let e_nf = Emu::delay(mf, "45ms");
+    let e_tn = Emu::delay(mn, "45ms");
+    let e_tf = Emu::delay(mf, "110.9ms");
+    let (t, mut n, f) = std::thread::scope(|s| {
+        let start = |name: &'static str, at: SocketAddr, peers: Vec<(&'static str, SocketAddr)>| {
+            let certs = &certs;
+            s.spawn(move || mesh_relay_at(certs, name, &at.to_string(), &peers, ARGS))
+        };
+        let f = start("f", mf, vec![]);
+        let n = start("n", mn, vec![("f", e_nf.listen)]);
+        let t = start("t", mt, vec![("n", e_tn.listen), ("f", e_tf.listen)]);
+        let join = |h: std::thread::ScopedJoinHandle<'_, RelayProc>| h.join().expect("relay start");
+        (join(t), join(n), join(f))
+    });
 
-    let (_, took) = wait_until("T→F via N", Duration::from_secs(20), || {
-        (next_hop(&t, "f")? == "n").then_some(())
+    eprintln!(
+        "certificates, emulators and relays started in {:?}",
+        t0.elapsed()
+    );
+    let (_, took) = wait_until("T→F via N, settled", CONVERGE, || {
+        settled_via(&t.status(), "f", "n", DIRECT_MS).then_some(())
     });
     eprintln!("route T→F via n after {took:?}");
 
     let sub = subscriber(&f);
-    wait_until("T learns F's interest", Duration::from_secs(5), || {
-        (status(&t).pointer("/interest/f/patterns")?.as_u64()? == 1).then_some(())
+    wait_until("T learns F's interest", LEARN, || {
+        (t.status().pointer("/interest/f/patterns")?.as_u64()? == 1).then_some(())
     });
     let mut p = ws(&t);
 
@@ -346,28 +141,29 @@ fn tokyo_to_frankfurt_through_novosibirsk() {
         "via N: {}/100 delivered, {} dup, latency p50 {:.1} ms p99 {:.1} ms",
         r.delivered,
         r.duplicates,
-        pct(&r.lat_ms, 0.5),
-        pct(&r.lat_ms, 0.99)
+        r.pct(0.5),
+        r.pct(0.99)
     );
     assert_eq!((r.delivered, r.duplicates), (100, 0));
-    let p50 = pct(&r.lat_ms, 0.5);
+    let p50 = r.pct(0.5);
+    // At least the emulated 90 ms; below 108 ms is only possible through N (direct ≥ 110.9).
     assert!(
-        (88.0..105.0).contains(&p50),
+        (VIA_N_MS - 0.5..DIRECT_MS - 3.0).contains(&p50),
         "p50 {p50:.1} ms should be ≈ 90, not 111"
     );
 
     // 1 % random loss on both relay-path links, both directions.
     for e in [&e_tn, &e_nf] {
-        emu_cmd(e.control, "loss 1%").expect("emu");
+        e.set("loss 1%");
     }
     let r = publish_run(&mut p, &sub, 1000, 2000, Duration::from_millis(2));
     eprintln!(
         "1% loss on T–N and N–F: {}/2000 delivered, {} dup, latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
         r.delivered,
         r.duplicates,
-        pct(&r.lat_ms, 0.5),
-        pct(&r.lat_ms, 0.99),
-        pct(&r.lat_ms, 1.0)
+        r.pct(0.5),
+        r.pct(0.99),
+        r.pct(1.0)
     );
     assert!(
         r.delivered >= 1998,
@@ -376,128 +172,116 @@ fn tokyo_to_frankfurt_through_novosibirsk() {
     );
     assert_eq!(r.duplicates, 0);
     for e in [&e_tn, &e_nf] {
-        emu_cmd(e.control, "loss 0%").expect("emu");
+        e.set("loss 0%");
     }
-    wait_until("T→F via N after loss", Duration::from_secs(20), || {
-        (next_hop(&t, "f")? == "n").then_some(())
+    let (_, took) = wait_until("T→F via N after loss, settled", CONVERGE, || {
+        settled_via(&t.status(), "f", "n", DIRECT_MS).then_some(())
     });
+    eprintln!("loss removed: T→F via n after {took:?}");
 
-    // T–N gets slow (150 ms one way): T→F direct within 2 s; then back.
-    emu_cmd(e_tn.control, "delay 150ms").expect("emu");
-    let (_, took) = wait_until(
-        "T→F direct after T–N slowed",
-        Duration::from_secs(5),
-        || (next_hop(&t, "f")? == "f").then_some(()),
+    // T–N gets slow (150 ms one way): T→F direct within 2 s of the change; then back.
+    assert_route_moves(
+        "T–N slowed to 300 ms RTT: T→F direct",
+        || {
+            e_tn.set("delay 150ms");
+        },
+        "f",
+        "f",
+        || t.status(),
     );
-    eprintln!("T–N slowed to 300 ms RTT: route T→F direct after {took:?}");
-    assert!(took < Duration::from_secs(2), "{took:?}");
-    emu_cmd(e_tn.control, "delay 45ms").expect("emu");
-    let (_, took) = wait_until("T→F via N again", Duration::from_secs(30), || {
-        (next_hop(&t, "f")? == "n").then_some(())
+    e_tn.set("delay 45ms");
+    let (_, took) = wait_until("T→F via N again, settled", CONVERGE, || {
+        settled_via(&t.status(), "f", "n", DIRECT_MS).then_some(())
     });
     eprintln!("T–N back to 90 ms RTT: route T→F via n again after {took:?}");
 
-    // N dies: T→F direct within 2 s, and messages flow (≈ 111 ms).
-    let _ = n.proc.0.kill();
-    let killed = Instant::now();
-    wait_until("T→F direct", Duration::from_secs(5), || {
-        (next_hop(&t, "f")? == "f").then_some(())
-    });
-    let took = killed.elapsed();
-    eprintln!("N killed: route T→F direct after {took:?}");
-    assert!(took < Duration::from_secs(2), "{took:?}");
+    // N dies: T→F direct within 2 s of the kill, and messages flow (≈ 111 ms).
+    assert_route_moves("N killed: T→F direct", || n.kill(), "f", "f", || t.status());
     let r = publish_run(&mut p, &sub, 10_000, 50, Duration::from_millis(10));
     eprintln!(
         "direct: {}/50 delivered, latency p50 {:.1} ms",
         r.delivered,
-        pct(&r.lat_ms, 0.5)
+        r.pct(0.5)
     );
-    assert_eq!(r.delivered, 50, "T: {}\nF: {}", status(&t), status(&f));
-    let p50 = pct(&r.lat_ms, 0.5);
-    assert!((110.0..125.0).contains(&p50), "p50 {p50:.1}");
+    assert_eq!(r.delivered, 50, "T: {}\nF: {}", t.status(), f.status());
+    let p50 = r.pct(0.5);
+    // Direct ≥ 110.9 ms; through the slowed N it would be ≥ 195 ms.
+    assert!(
+        (DIRECT_MS - 0.5..DIRECT_MS + 20.0).contains(&p50),
+        "p50 {p50:.1}"
+    );
 
     // A relay with a certificate from another CA cannot join.
-    let before = status(&f)
+    let before = f
+        .status()
         .pointer("/counters/quic/handshake_failures")
         .and_then(|v| v.as_u64())
         .unwrap_or(0);
-    let rogue = relay(&dir, "rogue", "r", &[("f", f.mesh)]);
-    wait_until("F refuses the rogue relay", Duration::from_secs(10), || {
-        let n = status(&f)
+    let rogue = relay(&rogue_certs, "r", &[("f", f.mesh())]);
+    let rogue_started = Instant::now();
+    wait_until("F refuses the rogue relay", LEARN, || {
+        let n = f
+            .status()
             .pointer("/counters/quic/handshake_failures")?
             .as_u64()?;
         (n > before).then_some(())
     });
-    let st = status(&f);
+    eprintln!("rogue relay refused after {:?}", rogue_started.elapsed());
+    let st = f.status();
     let linked_to_rogue = st.get("links").and_then(|l| l.as_array()).is_some_and(|l| {
         l.iter()
             .any(|x| x.get("peer").and_then(|p| p.as_str()) == Some("r"))
     });
     assert!(!linked_to_rogue, "F linked to a relay from another CA");
-    assert!(next_hop(&rogue, "f").is_none(), "rogue relay got a route");
+    assert!(rogue.next_hop("f").is_none(), "rogue relay got a route");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_ticket_revoked_on_one_relay_is_refused_on_another() {
-    let dir = tmpdir("tickets");
-    make_certs(&dir, "mesh", &["a", "b"]);
+    let dir = tmpdir("mesh-tickets");
+    let certs = make_certs(&dir, "mesh", &["a", "b"]);
     let state = dir.join("a-state");
-    let a = relay_with(
-        &dir,
-        "mesh",
+    let a = mesh_relay(
+        &certs,
         "a",
         &[],
-        &["--state-dir", state.to_str().expect("utf8")],
+        &[
+            "--region",
+            "test",
+            "--state-dir",
+            state.to_str().expect("utf8"),
+        ],
     );
     let public = state.join("ticket-public.key");
-    let b = relay_with(
-        &dir,
-        "mesh",
+    let b = mesh_relay(
+        &certs,
         "b",
-        &[("a", a.mesh)],
-        &["--ticket-public-key", public.to_str().expect("utf8")],
+        &[("a", a.mesh())],
+        &[
+            "--region",
+            "test",
+            "--ticket-public-key",
+            public.to_str().expect("utf8"),
+        ],
     );
-    let out = Command::new(BIN)
-        .args([
-            "ticket", "--tenant", "acme", "--pub", "chat.#", "--sub", "chat.#", "--ttl", "1h",
-        ])
-        .args([
-            "--signing-key",
-            state.join("ticket-signing.key").to_str().expect("utf8"),
-        ])
-        .output()
-        .expect("mint");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let token = text
-        .split_whitespace()
-        .find(|w| w.starts_with("AT_"))
-        .unwrap_or_else(|| panic!("no ticket in {text:?}"))
-        .to_owned();
-    let url = format!("ws://{}/ws", b.http);
+    let token = mint_ticket(&state);
+    let url = format!("ws://{}/ws", b.edge);
     let proto = format!("llps.v1, at.{token}");
-    wait_until("B links to A", Duration::from_secs(10), || {
-        (next_hop(&b, "a")? == "a").then_some(())
+    wait_until("B links to A", CONVERGE, || {
+        (b.next_hop("a")? == "a").then_some(())
     });
     assert!(
         connect_with(&url, Some(&proto), None).is_ok(),
         "B accepts the ticket"
     );
 
-    let master = std::fs::read_to_string(state.join("master.token")).expect("master token");
-    let body = format!("{{\"token\":\"{token}\"}}");
-    let req = format!(
-        "DELETE /v1/revoke-token HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        master.trim(),
-        body.len()
-    );
-    let (code, resp) = parse_response(&http_raw(a.http, req.as_bytes()));
+    let (code, resp) = revoke_ticket(a.edge, &state, &token);
     assert_eq!(code, 200, "{resp}");
     let revoked = Instant::now();
     let (_, took) = wait_until(
         "B refuses the revoked ticket",
-        Duration::from_secs(5),
+        Duration::from_secs(10), // "refused on every edge within seconds"
         || {
             connect_with(&url, Some(&proto), None)
                 .is_err()
@@ -509,16 +293,12 @@ fn a_ticket_revoked_on_one_relay_is_refused_on_another() {
         revoked.elapsed()
     );
     // It was the mesh: B applied A's record (the status page lags by ≤ 1 s).
-    wait_until(
-        "B counts the flooded record",
-        Duration::from_secs(3),
-        || {
-            (status(&b)
-                .pointer("/counters/mesh/ticket_records_new")?
-                .as_u64()?
-                >= 1)
-                .then_some(())
-        },
-    );
+    wait_until("B counts the flooded record", LEARN, || {
+        (b.status()
+            .pointer("/counters/mesh/ticket_records_new")?
+            .as_u64()?
+            >= 1)
+            .then_some(())
+    });
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,132 +6,34 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
+mod mesh_common;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{connect_with, http_get, http_raw, parse_response};
+use common::connect_with;
 use ed25519_dalek::SigningKey;
 use fastpubsub_core::ticket::Applied;
 use fastpubsub_relay::tickets::{TicketConfig, TicketService, rfc3339};
+use mesh_common::{
+    Emu, RelayProc, make_certs, mesh_relay, mint_ticket, revoke_ticket, tmpdir, wait_until,
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fastpubsub-relay");
-const EMU: &str = env!("CARGO_BIN_EXE_fastpubsub-linkemu");
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn relay(certs: &Path, name: &str, peers: &[(&str, SocketAddr)], auth: &[&str]) -> RelayProc {
+    mesh_relay(certs, name, peers, auth)
 }
 
-struct Relay {
-    _proc: Proc,
-    http: SocketAddr,
-    admin: SocketAddr,
-    mesh: SocketAddr,
-}
-
-fn tool(args: &[&str]) {
-    let st = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run tool");
-    assert!(st.success(), "{args:?} failed");
-}
-
-fn make_certs(dir: &Path, names: &[&str]) {
-    let ca_dir = dir;
-    tool(&["mesh-ca", "--dir", ca_dir.to_str().expect("utf8")]);
-    for n in names {
-        tool(&[
-            "mesh-cert",
-            "--name",
-            n,
-            "--ca-dir",
-            ca_dir.to_str().expect("utf8"),
-            "--out",
-            dir.to_str().expect("utf8"),
-        ]);
-    }
-}
-
-fn relay(dir: &Path, name: &str, peers: &[(&str, SocketAddr)], auth: &[&str]) -> Relay {
-    let p = |f: String| dir.join(f).to_str().expect("utf8").to_owned();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--listen", "127.0.0.1:0"])
-        .args(auth)
-        .args(["--admin-listen", "127.0.0.1:0"])
-        .args(["--mesh-listen", "127.0.0.1:0", "--name", name])
-        .args(["--mesh-cert", &p(format!("{name}.pem"))])
-        .args(["--mesh-key", &p(format!("{name}.key"))])
-        .args(["--mesh-ca", &p("ca.pem".into())]);
-    for (n, a) in peers {
-        cmd.args(["--peer", &format!("{n}@{a}")]);
-    }
-    let mut child = cmd
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn relay");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr_in = |line: String| -> SocketAddr {
-        line.split("://")
-            .nth(1)
-            .and_then(|s| s.split(['/', ' ']).next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-    };
-    let (mut http, mut admin, mut mesh) = (None, None, None);
-    while http.is_none() || admin.is_none() || mesh.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("relay start lines");
-        if line.contains(" admin on ") {
-            admin = Some(addr_in(line));
-        } else if line.contains(" listening on ") {
-            http = Some(addr_in(line));
-        } else if line.contains(" mesh ") {
-            mesh = Some(addr_in(line));
-        }
-    }
-    Relay {
-        _proc: Proc(child),
-        http: http.expect("http"),
-        admin: admin.expect("admin"),
-        mesh: mesh.expect("mesh"),
-    }
-}
-
-fn status(r: &Relay) -> serde_json::Value {
-    let (code, body) = http_get(r.admin, "/v1/status");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).expect("status JSON")
-}
-
-fn counter(r: &Relay, path: &str) -> u64 {
-    status(r)
+fn counter(r: &RelayProc, path: &str) -> u64 {
+    r.status()
         .pointer(path)
         .and_then(|v| v.as_u64())
         .unwrap_or(0)
 }
 
 /// Peers of `r` with an up link.
-fn up_peers(r: &Relay) -> Vec<String> {
-    status(r)["links"]
+fn up_peers(r: &RelayProc) -> Vec<String> {
+    r.status()["links"]
         .as_array()
         .map(|l| {
             l.iter()
@@ -142,74 +44,30 @@ fn up_peers(r: &Relay) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> (T, Duration) {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return (v, t0.elapsed());
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fps-snap-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmp");
-    d
-}
-
 /// An issuing relay `a` (state in `dir/a-state`) and a ticket it signed.
-fn issuer(dir: &Path) -> (Relay, PathBuf, String) {
+fn issuer(dir: &Path, certs: &Path) -> (RelayProc, PathBuf, String) {
     let state = dir.join("a-state");
     let a = relay(
-        dir,
+        certs,
         "a",
         &[],
         &["--state-dir", state.to_str().expect("utf8")],
     );
-    let out = Command::new(BIN)
-        .args([
-            "ticket", "--tenant", "acme", "--pub", "chat.#", "--sub", "chat.#", "--ttl", "1h",
-        ])
-        .args([
-            "--signing-key",
-            state.join("ticket-signing.key").to_str().expect("utf8"),
-        ])
-        .output()
-        .expect("mint");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let token = text
-        .split_whitespace()
-        .find(|w| w.starts_with("AT_"))
-        .unwrap_or_else(|| panic!("no ticket in {text:?}"))
-        .to_owned();
+    let token = mint_ticket(&state);
     (a, state, token)
 }
 
-fn revoke(a: &Relay, state: &Path, token: &str) {
-    let master = std::fs::read_to_string(state.join("master.token")).expect("master token");
-    let body = format!("{{\"token\":\"{token}\"}}");
-    let req = format!(
-        "DELETE /v1/revoke-token HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        master.trim(),
-        body.len()
-    );
-    let (code, resp) = parse_response(&http_raw(a.http, req.as_bytes()));
+fn revoke(a: &RelayProc, state: &Path, token: &str) {
+    let (code, resp) = revoke_ticket(a.edge, state, token);
     assert_eq!(code, 200, "{resp}");
     assert!(resp.contains("token revoked"), "{resp}");
 }
 
 /// True when `r` accepts a client with `token`; false when it refuses it as revoked
 /// (any other refusal fails the test).
-fn accepted(r: &Relay, token: &str) -> bool {
+fn accepted(r: &RelayProc, token: &str) -> bool {
     match connect_with(
-        &format!("ws://{}/ws", r.http),
+        &format!("ws://{}/ws", r.edge),
         Some(&format!("llps.v1, at.{token}")),
         None,
     ) {
@@ -285,9 +143,9 @@ fn snapshot_lists_the_records_in_force_and_they_verify_elsewhere() {
 
 #[test]
 fn a_relay_that_joins_after_a_revocation_refuses_the_ticket() {
-    let dir = tmpdir("join");
-    make_certs(&dir, &["a", "c"]);
-    let (a, state, token) = issuer(&dir);
+    let dir = tmpdir("snap-join");
+    let certs = make_certs(&dir, "mesh", &["a", "c"]);
+    let (a, state, token) = issuer(&dir, &certs);
     assert!(accepted(&a, &token), "A accepts the fresh ticket");
     revoke(&a, &state, &token);
     assert!(!accepted(&a, &token), "A refuses it at once");
@@ -296,9 +154,9 @@ fn a_relay_that_joins_after_a_revocation_refuses_the_ticket() {
     let public = state.join("ticket-public.key");
     let started = Instant::now();
     let c = relay(
-        &dir,
+        &certs,
         "c",
-        &[("a", a.mesh)],
+        &[("a", a.mesh())],
         &["--ticket-public-key", public.to_str().expect("utf8")],
     );
     let (_, took) = wait_until(
@@ -323,61 +181,15 @@ fn a_relay_that_joins_after_a_revocation_refuses_the_ticket() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-struct Emu {
-    _proc: Proc,
-    listen: SocketAddr,
-    control: SocketAddr,
-}
-
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("port")
-}
-
-fn emu_cmd(control: SocketAddr, cmd: &str) -> Option<String> {
-    let s = UdpSocket::bind("127.0.0.1:0").ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
-    s.send_to(cmd.as_bytes(), control).ok()?;
-    let mut buf = [0u8; 2048];
-    let (n, _) = s.recv_from(&mut buf).ok()?;
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-}
-
-fn emu(target: SocketAddr) -> Emu {
-    let (listen, control) = (free_udp(), free_udp());
-    let child = Command::new(EMU)
-        .args([
-            "--listen",
-            &listen.to_string(),
-            "--target",
-            &target.to_string(),
-        ])
-        .args(["--control", &control.to_string(), "--delay", "1ms"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn linkemu");
-    let e = Emu {
-        _proc: Proc(child),
-        listen,
-        control,
-    };
-    wait_until("linkemu starts", Duration::from_secs(10), || {
-        emu_cmd(e.control, "stats")
-    });
-    e
-}
-
 #[test]
 fn a_partitioned_relay_catches_up_when_the_link_heals() {
-    let dir = tmpdir("heal");
-    make_certs(&dir, &["a", "c"]);
-    let (a, state, token) = issuer(&dir);
-    let e = emu(a.mesh);
+    let dir = tmpdir("snap-heal");
+    let certs = make_certs(&dir, "mesh", &["a", "c"]);
+    let (a, state, token) = issuer(&dir, &certs);
+    let e = Emu::start(a.mesh(), &["--delay", "1ms"]);
     let public = state.join("ticket-public.key");
     let c = relay(
-        &dir,
+        &certs,
         "c",
         &[("a", e.listen)],
         &["--ticket-public-key", public.to_str().expect("utf8")],
@@ -389,9 +201,9 @@ fn a_partitioned_relay_catches_up_when_the_link_heals() {
 
     // Partition: everything between A and C is lost, until the QUIC connection dies (its
     // idle timeout), so the revocation cannot arrive late through retransmission.
-    emu_cmd(e.control, "loss 100%").expect("emu");
+    e.set("loss 100%");
     wait_until("C loses its link to A", Duration::from_secs(30), || {
-        status(&c)["links"]
+        c.status()["links"]
             .as_array()
             .is_some_and(|l| l.iter().all(|x| x["peer"] != "a"))
             .then_some(())
@@ -400,7 +212,7 @@ fn a_partitioned_relay_catches_up_when_the_link_heals() {
     assert!(accepted(&c, &token), "C cannot know yet");
 
     let healed = Instant::now();
-    emu_cmd(e.control, "loss 0%").expect("emu");
+    e.set("loss 0%");
     let (_, took) = wait_until(
         "C refuses the ticket after the partition healed",
         Duration::from_secs(40),
@@ -421,25 +233,14 @@ fn a_partitioned_relay_catches_up_when_the_link_heals() {
 // ----- in process, with a stand-in tickets layer: what the node does with each record ----
 
 mod in_process {
-    use std::net::SocketAddr;
     use std::sync::mpsc;
     use std::time::Duration;
 
-    use fastpubsub_core::mesh::DeliveryMode;
-    use fastpubsub_relay::mesh::config::{MeshConfig, Seed};
-    use fastpubsub_relay::mesh::node::{LocalSink, MeshCommand, TicketApplied, TicketHook};
-    use fastpubsub_relay::quic::certs::{CaPem, generate_ca, issue_relay_cert};
-    use fastpubsub_relay::quic::driver;
-    use fastpubsub_relay::quic::tls::MeshIdentity;
-    use smol::channel::{Sender, unbounded};
+    use fastpubsub_relay::mesh::config::Seed;
+    use fastpubsub_relay::mesh::node::{TicketApplied, TicketHook};
+    use fastpubsub_relay::quic::certs::{CaPem, generate_ca};
 
-    struct NoSink;
-
-    impl LocalSink for NoSink {
-        fn deliver(&mut self, _: &str, _: &str, _: &[u8], _: DeliveryMode) -> usize {
-            0
-        }
-    }
+    use super::mesh_common::{self, start_node_with_hook};
 
     /// Records starting with `ok` are valid, the rest are "bad signatures"; the snapshot
     /// is what the relay was given at start plus what it applied.
@@ -468,17 +269,15 @@ mod in_process {
         }
     }
 
+    /// A mesh node with the stand-in tickets layer; `applied` sees what it applied.
     struct Node {
-        addr: SocketAddr,
-        cmd: Sender<MeshCommand>,
+        node: mesh_common::Node,
         applied: mpsc::Receiver<Vec<u8>>,
     }
 
     impl Node {
         fn status(&self) -> serde_json::Value {
-            let (tx, rx) = unbounded();
-            smol::block_on(self.cmd.send(MeshCommand::Status(tx))).expect("alive");
-            serde_json::from_str(&smol::block_on(rx.recv()).expect("status")).expect("json")
+            self.node.status()
         }
 
         fn count(&self, path: &str) -> u64 {
@@ -498,37 +297,24 @@ mod in_process {
     }
 
     fn start(name: &str, ca: &CaPem, seeds: Vec<Seed>, table: &[&[u8]]) -> Node {
-        let mut cfg = MeshConfig::new(name, "127.0.0.1:0".parse().expect("addr"));
-        cfg.seeds = seeds;
-        cfg.dial_learned = false; // a line: C – B – A
-        let r = issue_relay_cert(name, &ca.cert, &ca.key).expect("issue");
-        let id = MeshIdentity::from_pem(&r.chain, &r.key, &ca.cert).expect("identity");
         let table: Vec<Vec<u8>> = table.iter().map(|r| r.to_vec()).collect();
         let (applied_tx, applied) = mpsc::channel();
-        let (cmd, rx) = unbounded();
-        let (atx, arx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let (d, mut n) =
-                fastpubsub_relay::mesh::start(cfg, &id, Box::new(NoSink)).expect("start");
-            n.set_ticket_hook(Box::new(Hook {
-                table,
-                applied: applied_tx,
-            }));
-            let _ = atx.send(d.local_addr());
-            let _ = smol::block_on(driver::run(d, &mut n, rx));
-        });
-        Node {
-            addr: arx.recv_timeout(Duration::from_secs(5)).expect("started"),
-            cmd,
-            applied,
-        }
+        let hook = Hook {
+            table,
+            applied: applied_tx,
+        };
+        let node = start_node_with_hook(
+            name,
+            ca,
+            seeds,
+            |cfg| cfg.dial_learned = false, // a line: C – B – A
+            Box::new(hook),
+        );
+        Node { node, applied }
     }
 
     fn seed(name: &str, n: &Node) -> Vec<Seed> {
-        vec![Seed {
-            name: name.into(),
-            addr: n.addr,
-        }]
+        vec![mesh_common::seed(name, n.node.addr)]
     }
 
     /// C – B linked first; then A (holding two valid records and a forged one) links to

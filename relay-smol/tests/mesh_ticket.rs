@@ -3,25 +3,14 @@
 
 #![allow(clippy::disallowed_methods)]
 
-use std::net::SocketAddr;
+mod mesh_common;
+
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use fastpubsub_core::mesh::DeliveryMode;
-use fastpubsub_relay::mesh::config::{MeshConfig, Seed};
-use fastpubsub_relay::mesh::node::{LocalSink, MeshCommand, TicketApplied, TicketHook};
-use fastpubsub_relay::quic::certs::{CaPem, generate_ca, issue_relay_cert};
-use fastpubsub_relay::quic::driver;
-use fastpubsub_relay::quic::tls::MeshIdentity;
-use smol::channel::{Sender, unbounded};
-
-struct NoSink;
-
-impl LocalSink for NoSink {
-    fn deliver(&mut self, _: &str, _: &str, _: &[u8], _: DeliveryMode) -> usize {
-        0
-    }
-}
+use fastpubsub_relay::mesh::node::{TicketApplied, TicketHook};
+use fastpubsub_relay::quic::certs::generate_ca;
+use mesh_common::{Node, line3, start_node_with_hook};
 
 /// Records starting with `ok` are valid; the rest are "bad signatures".
 struct Hook {
@@ -49,45 +38,40 @@ impl TicketHook for Hook {
     }
 }
 
-struct Node {
-    addr: SocketAddr,
-    cmd: Sender<MeshCommand>,
+/// A node whose ticket hook takes records from `outgoing` and reports applied ones.
+struct TicketNode {
+    node: Node,
     outgoing: Arc<Mutex<Vec<Vec<u8>>>>,
     applied: mpsc::Receiver<Vec<u8>>,
 }
 
-impl Node {
+impl TicketNode {
     fn status(&self) -> serde_json::Value {
-        let (tx, rx) = unbounded();
-        smol::block_on(self.cmd.send(MeshCommand::Status(tx))).expect("alive");
-        serde_json::from_str(&smol::block_on(rx.recv()).expect("status")).expect("json")
+        self.node.status()
     }
 }
 
-fn start(name: &str, ca: &CaPem, seeds: Vec<Seed>) -> Node {
-    let mut cfg = MeshConfig::new(name, "127.0.0.1:0".parse().expect("addr"));
-    cfg.seeds = seeds;
-    cfg.max_neighbours = 1;
-    let r = issue_relay_cert(name, &ca.cert, &ca.key).expect("issue");
-    let id = MeshIdentity::from_pem(&r.chain, &r.key, &ca.cert).expect("identity");
+fn start(
+    name: &str,
+    ca: &fastpubsub_relay::quic::certs::CaPem,
+    seeds: Vec<fastpubsub_relay::mesh::config::Seed>,
+) -> TicketNode {
     let outgoing = Arc::new(Mutex::new(Vec::new()));
     let (applied_tx, applied) = mpsc::channel();
-    let (cmd, rx) = unbounded();
-    let (atx, arx) = mpsc::channel();
-    let out2 = outgoing.clone();
-    std::thread::spawn(move || {
-        let (d, mut n) = fastpubsub_relay::mesh::start(cfg, &id, Box::new(NoSink)).expect("start");
-        n.set_ticket_hook(Box::new(Hook {
-            outgoing: out2,
-            applied: applied_tx,
-            seen: Vec::new(),
-        }));
-        let _ = atx.send(d.local_addr());
-        let _ = smol::block_on(driver::run(d, &mut n, rx));
-    });
-    Node {
-        addr: arx.recv_timeout(Duration::from_secs(5)).expect("started"),
-        cmd,
+    let hook = Hook {
+        outgoing: outgoing.clone(),
+        applied: applied_tx,
+        seen: Vec::new(),
+    };
+    let node = start_node_with_hook(
+        name,
+        ca,
+        seeds,
+        |cfg| cfg.dial_learned = false, // a line: only seeds are dialled
+        Box::new(hook),
+    );
+    TicketNode {
+        node,
         outgoing,
         applied,
     }
@@ -96,23 +80,7 @@ fn start(name: &str, ca: &CaPem, seeds: Vec<Seed>) -> Node {
 #[test]
 fn status_records_flood_once_and_bad_ones_stop() {
     let ca = generate_ca().expect("ca");
-    let c = start("c", &ca, vec![]);
-    let b = start(
-        "b",
-        &ca,
-        vec![Seed {
-            name: "c".into(),
-            addr: c.addr,
-        }],
-    );
-    let a = start(
-        "a",
-        &ca,
-        vec![Seed {
-            name: "b".into(),
-            addr: b.addr,
-        }],
-    );
+    let (a, b, c) = line3(|name, seeds| start(name, &ca, seeds), |n| n.node.addr);
     let t0 = Instant::now();
     while b.status()["links"]
         .as_array()

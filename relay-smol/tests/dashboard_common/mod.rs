@@ -171,128 +171,6 @@ pub fn dataset() -> (Vec<Site>, Rtt) {
     (sites, rtt)
 }
 
-/// A `fastpubsub-relay run` process on 127.0.0.1, killed on drop.
-pub struct RelayProcess {
-    child: std::process::Child,
-    /// The edge (public) address.
-    pub edge: std::net::SocketAddr,
-    /// The admin listener's address, if it runs.
-    pub admin: Option<std::net::SocketAddr>,
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the relay binary with `extra` arguments after
-/// `run --listen 127.0.0.1:0 --insecure-no-auth`, and waits (at most 20 s) for the lines that
-/// announce its addresses.
-pub fn start_relay_process(extra: &[&str]) -> RelayProcess {
-    let mut args = vec!["--insecure-no-auth"];
-    args.extend_from_slice(extra);
-    start_relay_process_args(&args)
-}
-
-/// Starts `fastpubsub-relay run --listen 127.0.0.1:0 ARGS…` and waits for its addresses.
-pub fn start_relay_process_args(args: &[&str]) -> RelayProcess {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"))
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start fastpubsub-relay");
-    let stdout = child.stdout.take().expect("relay stdout");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    // An admin line follows the edge line when an admin address was asked for.
-    let want_admin = args
-        .windows(2)
-        .any(|w| w[0] == "--admin-listen" && w[1] != "off");
-    let mut edge = None;
-    let mut admin = None;
-    let deadline = fastpubsub_relay::clock::now() + std::time::Duration::from_secs(20);
-    while edge.is_none() || (want_admin && admin.is_none()) {
-        let left = deadline.saturating_duration_since(fastpubsub_relay::clock::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("relay did not print its addresses within 20 s");
-        let addr_after = |prefix: &str| -> Option<std::net::SocketAddr> {
-            let rest = &line[line.find(prefix)? + prefix.len()..];
-            rest.split('/').next()?.parse().ok()
-        };
-        if line.contains("admin on http://") {
-            admin = addr_after("admin on http://");
-        } else if line.contains("listening on ws://") {
-            edge = addr_after("listening on ws://");
-        }
-    }
-    RelayProcess {
-        child,
-        edge: edge.expect("edge address"),
-        admin,
-    }
-}
-
-/// `GET path` over plain HTTP/1.1 with an optional `Authorization` value; returns (status, body).
-pub fn http_get(addr: std::net::SocketAddr, path: &str, auth: Option<&str>) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .expect("timeout");
-    let auth = auth
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// Polls `GET path` until `ok(body)` holds, at most `secs` seconds; returns the last body.
-pub fn wait_for(
-    addr: std::net::SocketAddr,
-    path: &str,
-    secs: u64,
-    ok: impl Fn(&str) -> bool,
-) -> String {
-    let deadline = fastpubsub_relay::clock::now() + std::time::Duration::from_secs(secs);
-    loop {
-        let (status, body) = http_get(addr, path, None);
-        if status == 200 && ok(&body) {
-            return body;
-        }
-        assert!(
-            fastpubsub_relay::clock::now() < deadline,
-            "condition on {path} not met within {secs} s; last: {status} {body}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
 /// Longest a chromium run may take.
 pub const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -300,9 +178,14 @@ pub fn target_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target")
 }
 
+/// One chromium at a time in a test binary: on two cores, browsers run in parallel by the test
+/// threads starve the relays under test and distort the RTTs they measure.
+static CHROMIUM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs headless chromium on `url` and returns the DOM after the page's scripts ran; also
 /// writes `target/<shot>.png`.
 pub fn open_dashboard(url: &str, shot: &str) -> String {
+    let _one_at_a_time = CHROMIUM.lock().unwrap_or_else(|e| e.into_inner());
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&chromium).exists(),
@@ -389,4 +272,52 @@ pub fn tag_with<'a>(dom: &'a str, start: &str, attr: &str) -> Option<&'a str> {
 
 pub fn count(dom: &str, needle: &str) -> usize {
     dom.matches(needle).count()
+}
+
+/// Whether a rendered page shows the path `a`→`b`→`c` (or back) selected with a positive
+/// saving (see [`assert_saving_route_page`] for the full check).
+pub fn shows_saving_route(dom: &str, [a, b, c]: [&str; 3]) -> bool {
+    let path = dom.contains(&format!("data-path=\"{a}&gt;{b}&gt;{c}\""))
+        || dom.contains(&format!("data-path=\"{c}&gt;{b}&gt;{a}\""));
+    let saving = dom
+        .split("data-saving=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|s| s.parse::<f64>().ok());
+    path && saving.is_some_and(|s| s > 0.0)
+}
+
+/// Checks a rendered three-relay page whose relay path `a`→`b`→`c` (or back) saves over the
+/// direct `a`–`c` link: rendered, a row and a map dot per relay, three links, that path
+/// selected; returns the saving it shows (ms).
+pub fn assert_saving_route_page(dom: &str, [a, b, c]: [&str; 3]) -> f64 {
+    assert!(
+        dom.contains("data-ready=\"1\""),
+        "the page never rendered /v1/mesh:\n{dom}"
+    );
+    for name in [a, b, c] {
+        assert!(
+            dom.contains(&format!("<tr data-relay=\"{name}\"")),
+            "row of {name}"
+        );
+        assert!(
+            dom.contains(&format!("<circle r=\"1.6\" data-relay=\"{name}\"")),
+            "dot of {name}"
+        );
+    }
+    assert_eq!(count(dom, "<path data-link="), 3, "three links drawn");
+    // The page selects the largest saving: a -> c (or back) through b.
+    assert!(
+        dom.contains(&format!("data-path=\"{a}&gt;{b}&gt;{c}\""))
+            || dom.contains(&format!("data-path=\"{c}&gt;{b}&gt;{a}\"")),
+        "the saving route is selected"
+    );
+    let saving: f64 = dom
+        .split("data-saving=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|s| s.parse().ok())
+        .expect("pair info with a saving");
+    assert!(saving > 0.0, "saving shown: {saving}");
+    saving
 }

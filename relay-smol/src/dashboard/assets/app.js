@@ -64,8 +64,8 @@
     headline(links);
     drawLinks(links);
     drawRelays();
-    pickers();
     if (!sel.user) autoSelect();
+    pickers();
     drawPair(links);
     topSavings();
     eventsTable();
