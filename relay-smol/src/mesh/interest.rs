@@ -12,6 +12,8 @@
 //! the trie paths compatible with the channel.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
+use std::time::{Duration, Instant};
 
 use fastpubsub_core::mesh::InterestChange;
 use fastpubsub_core::pattern::{self, SubIndex};
@@ -22,6 +24,20 @@ pub const MAX_ORIGINS: usize = 256;
 pub const MAX_ENTRIES: usize = 4096;
 /// Most remote (tenant, pattern) pairs in all (the index's bound).
 pub const MAX_TOTAL_ENTRIES: usize = 256 * 1024;
+/// Most pairs held in partial snapshots (parts still arriving), all origins together.
+pub const MAX_PARTIAL_ENTRIES: usize = MAX_TOTAL_ENTRIES;
+/// A partial snapshot whose last part has not come within this is dropped.
+pub const PARTIAL_TTL: Duration = Duration::from_secs(5);
+/// A snapshot request stays outstanding this long; no other for that origin before.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Least time between two snapshots of one origin answered on one link.
+pub const ANSWER_EVERY: Duration = Duration::from_secs(1);
+/// A relay with no route for this long has its interest forgotten.
+pub const UNROUTED_TTL: Duration = Duration::from_secs(60);
+/// Most keys a [`Pacer`] remembers.
+pub const MAX_PACED: usize = 4096;
+/// How often [`InterestTable::expire`] does its work.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
 /// Slot of a remote origin in the index (< [`MAX_ORIGINS`]).
 type Slot = u16;
@@ -66,6 +82,58 @@ pub struct InterestStats {
     pub total_dropped: u64,
     /// Remote pairs refused: the pattern is not valid.
     pub invalid_patterns: u64,
+    /// Snapshot requests not sent: one for that origin was already outstanding.
+    pub requests_suppressed: u64,
+    /// Snapshot requests not answered: that (link, origin) was answered within
+    /// [`ANSWER_EVERY`] (or the pacing table was full).
+    pub snapshots_refused: u64,
+    /// Snapshot pairs dropped because [`MAX_PARTIAL_ENTRIES`] were held in partials.
+    pub partial_dropped: u64,
+    /// Partial snapshots dropped after [`PARTIAL_TTL`] without their last part.
+    pub partials_expired: u64,
+    /// Relays forgotten after [`UNROUTED_TTL`] without a route.
+    pub origins_forgotten: u64,
+}
+
+/// At most one event per key per interval; remembers at most [`MAX_PACED`] keys
+/// (when full, expired keys are dropped; if none, the event is refused).
+#[derive(Debug)]
+pub struct Pacer<K> {
+    every: Duration,
+    last: HashMap<K, Instant>,
+}
+
+impl<K: Hash + Eq> Pacer<K> {
+    /// At most one event per `every` per key.
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: HashMap::new(),
+        }
+    }
+
+    /// True (and remembered) if an event for `key` may happen at `now`.
+    pub fn allow(&mut self, key: K, now: Instant) -> bool {
+        let every = self.every;
+        let live = |t: &Instant| now.saturating_duration_since(*t) < every;
+        if let Some(t) = self.last.get(&key) {
+            if live(t) {
+                return false;
+            }
+        } else if self.last.len() >= MAX_PACED {
+            self.last.retain(|_, t| live(t));
+            if self.last.len() >= MAX_PACED {
+                return false;
+            }
+        }
+        self.last.insert(key, now);
+        true
+    }
+
+    /// Forget `key` (its next event is allowed at once).
+    pub fn clear(&mut self, key: &K) {
+        self.last.remove(key);
+    }
 }
 
 /// The remote pairs by tenant, pattern → origin slots; one bit per slot for the
@@ -165,8 +233,17 @@ pub struct InterestTable {
     me: String,
     local: OriginInterest,
     remote: HashMap<String, OriginInterest>,
-    /// Snapshot parts being received, by origin.
-    partial: HashMap<String, OriginInterest>,
+    /// Snapshot parts being received, by origin, with when the first part came.
+    partial: HashMap<String, (Instant, OriginInterest)>,
+    /// Pairs in `partial`, all origins together.
+    partial_total: usize,
+    /// Outstanding snapshot requests, by origin.
+    requests: Pacer<String>,
+    /// Snapshots answered, by (link, origin).
+    answers: Pacer<(usize, String)>,
+    /// Remote origins without a route, since when.
+    unrouted: HashMap<String, Instant>,
+    next_expire: Option<Instant>,
     index: Index,
     stats: InterestStats,
 }
@@ -183,6 +260,11 @@ impl InterestTable {
             },
             remote: HashMap::new(),
             partial: HashMap::new(),
+            partial_total: 0,
+            requests: Pacer::new(REQUEST_TIMEOUT),
+            answers: Pacer::new(ANSWER_EVERY),
+            unrouted: HashMap::new(),
+            next_expire: None,
             index: Index::default(),
             stats: InterestStats::default(),
         }
@@ -343,8 +425,10 @@ impl InterestTable {
 
     /// One part of a snapshot of `origin`; true when the last part completed a snapshot
     /// newer than what was known (and it replaced it).
+    #[allow(clippy::too_many_arguments)]
     pub fn apply_snapshot(
         &mut self,
+        now: Instant,
         origin: &str,
         epoch: u32,
         seq: u32,
@@ -356,24 +440,28 @@ impl InterestTable {
             return false;
         }
         if part == 0 {
-            if self.partial.len() >= MAX_ORIGINS && !self.partial.contains_key(origin) {
+            self.take_partial(origin);
+            if self.partial.len() >= MAX_ORIGINS {
                 self.stats.origins_dropped += 1;
                 return false;
             }
             self.partial.insert(
                 origin.to_owned(),
-                OriginInterest {
-                    epoch,
-                    seq,
-                    entries: BTreeSet::new(),
-                },
+                (
+                    now,
+                    OriginInterest {
+                        epoch,
+                        seq,
+                        entries: BTreeSet::new(),
+                    },
+                ),
             );
         }
-        let Some(p) = self.partial.get_mut(origin) else {
+        let Some((_, p)) = self.partial.get_mut(origin) else {
             return false;
         };
         if p.epoch != epoch || p.seq != seq {
-            self.partial.remove(origin);
+            self.take_partial(origin);
             return false;
         }
         for e in entries {
@@ -381,14 +469,22 @@ impl InterestTable {
                 self.stats.entries_dropped += 1;
                 break;
             }
-            p.entries.insert(e);
+            if self.partial_total >= MAX_PARTIAL_ENTRIES {
+                self.stats.partial_dropped += 1;
+                break;
+            }
+            if p.entries.insert(e) {
+                self.partial_total += 1;
+            }
         }
         if !last {
             return false;
         }
-        let Some(done) = self.partial.remove(origin) else {
+        let Some(done) = self.take_partial(origin) else {
             return false;
         };
+        // The snapshot asked for (if any) has come.
+        self.requests.clear(&origin.to_owned());
         let newer = match self.remote.get(origin) {
             Some(o) => (done.epoch, done.seq) > (o.epoch, o.seq),
             None => {
@@ -465,7 +561,72 @@ impl InterestTable {
         if let Some(o) = self.remote.remove(origin) {
             self.index.remove_origin(origin, &o.entries);
         }
-        self.partial.remove(origin);
+        self.take_partial(origin);
+        self.unrouted.remove(origin);
+    }
+
+    /// Remove the partial snapshot of `origin`, keeping the partial count.
+    fn take_partial(&mut self, origin: &str) -> Option<OriginInterest> {
+        let (_, p) = self.partial.remove(origin)?;
+        self.partial_total = self.partial_total.saturating_sub(p.entries.len());
+        Some(p)
+    }
+
+    /// Whether to ask for a snapshot of `origin` now (after a gap): not if one was
+    /// asked for within [`REQUEST_TIMEOUT`] and has not come (counted).
+    pub fn want_snapshot(&mut self, origin: &str, now: Instant) -> bool {
+        let ok = self.requests.allow(origin.to_owned(), now);
+        if !ok {
+            self.stats.requests_suppressed += 1;
+        }
+        ok
+    }
+
+    /// Whether to answer a snapshot request for `origin` on `link` now: at most one
+    /// per [`ANSWER_EVERY`] per (link, origin); refusals are counted.
+    pub fn may_answer(&mut self, link: usize, origin: &str, now: Instant) -> bool {
+        let ok = self.answers.allow((link, origin.to_owned()), now);
+        if !ok {
+            self.stats.snapshots_refused += 1;
+        }
+        ok
+    }
+
+    /// Housekeeping, at most once per second: drop partial snapshots older than
+    /// [`PARTIAL_TTL`], and forget relays that `has_route` said had no route for
+    /// [`UNROUTED_TTL`] (both counted).
+    pub fn expire(&mut self, now: Instant, has_route: impl Fn(&str) -> bool) {
+        if self.next_expire.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_expire = Some(now + EXPIRE_EVERY);
+        let old: Vec<String> = self
+            .partial
+            .iter()
+            .filter(|(_, (t, _))| now.saturating_duration_since(*t) >= PARTIAL_TTL)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for o in old {
+            self.take_partial(&o);
+            self.stats.partials_expired += 1;
+        }
+        let remote = &self.remote;
+        self.unrouted.retain(|o, _| remote.contains_key(o));
+        let mut gone = Vec::new();
+        for o in self.remote.keys() {
+            if has_route(o) {
+                self.unrouted.remove(o);
+                continue;
+            }
+            let since = *self.unrouted.entry(o.clone()).or_insert(now);
+            if now.saturating_duration_since(since) >= UNROUTED_TTL {
+                gone.push(o.clone());
+            }
+        }
+        for o in gone {
+            self.forget(&o);
+            self.stats.origins_forgotten += 1;
+        }
     }
 }
 
@@ -545,11 +706,11 @@ mod tests {
     fn snapshots_replace_only_when_newer() {
         let mut t = InterestTable::new("me", 1);
         let e = |p: &str| ("x".to_owned(), p.to_owned());
-        assert!(!t.apply_snapshot("f", 3, 7, 0, false, [e("a")].into_iter()));
-        assert!(t.apply_snapshot("f", 3, 7, 1, true, [e("b")].into_iter()));
+        assert!(!t.apply_snapshot(Instant::now(), "f", 3, 7, 0, false, [e("a")].into_iter()));
+        assert!(t.apply_snapshot(Instant::now(), "f", 3, 7, 1, true, [e("b")].into_iter()));
         assert_eq!(t.get("f").map(|o| (o.seq, o.entries.len())), Some((7, 2)));
         // Older snapshot ignored.
-        assert!(!t.apply_snapshot("f", 3, 6, 0, true, [e("c")].into_iter()));
+        assert!(!t.apply_snapshot(Instant::now(), "f", 3, 6, 0, true, [e("c")].into_iter()));
         // Updates continue from the snapshot's seq.
         assert_eq!(
             t.apply_update("f", 3, 8, &[ch(false, "x", "a")]),
@@ -557,7 +718,7 @@ mod tests {
         );
         assert_eq!(t.get("f").map(|o| o.entries.len()), Some(1));
         // A part out of sequence discards the partial snapshot.
-        assert!(!t.apply_snapshot("g", 1, 1, 1, true, [e("a")].into_iter()));
+        assert!(!t.apply_snapshot(Instant::now(), "g", 1, 1, 1, true, [e("a")].into_iter()));
         assert!(t.get("g").is_none());
     }
 
@@ -628,7 +789,15 @@ mod tests {
                         .map(|i| ("t1".to_owned(), format!("{}.{}", segs[i as usize % 4], "#")))
                         .chain([(tenant.to_owned(), pat.clone())])
                         .collect();
-                    if t.apply_snapshot(origin, epoch, seq + 5, 0, true, entries.into_iter()) {
+                    if t.apply_snapshot(
+                        Instant::now(),
+                        origin,
+                        epoch,
+                        seq + 5,
+                        0,
+                        true,
+                        entries.into_iter(),
+                    ) {
                         state.insert(origin, (epoch, seq + 5));
                     }
                 }
@@ -687,7 +856,7 @@ mod tests {
         for o in 0..origins {
             let name = format!("r{o}");
             let entries = (0..per).map(|i| ("t".to_owned(), format!("p{i}.x")));
-            assert!(t.apply_snapshot(&name, 1, 1, 0, true, entries));
+            assert!(t.apply_snapshot(Instant::now(), &name, 1, 1, 0, true, entries));
             made += per;
         }
         assert_eq!(t.indexed(), MAX_TOTAL_ENTRIES);
@@ -701,5 +870,109 @@ mod tests {
         t.forget("r0");
         assert_eq!(t.indexed(), MAX_TOTAL_ENTRIES - per);
         assert_eq!(t.remote_matches("t", "p1.x").count(), origins - 2);
+    }
+    #[test]
+    fn one_outstanding_request_per_origin_until_timeout_or_answer() {
+        let mut t = InterestTable::new("me", 1);
+        let t0 = Instant::now();
+        assert!(t.want_snapshot("f", t0));
+        // Gaps keep coming: no second request while one is outstanding.
+        assert!(!t.want_snapshot("f", t0 + Duration::from_millis(500)));
+        assert!(!t.want_snapshot("f", t0 + REQUEST_TIMEOUT - Duration::from_millis(1)));
+        assert_eq!(t.stats().requests_suppressed, 2);
+        // Another origin is independent.
+        assert!(t.want_snapshot("g", t0));
+        // After the timeout it may be asked again.
+        let t1 = t0 + REQUEST_TIMEOUT;
+        assert!(t.want_snapshot("f", t1));
+        // A completed snapshot ends the request: the next gap may ask at once.
+        assert!(t.apply_snapshot(t1, "f", 1, 4, 0, true, std::iter::empty()));
+        assert!(t.want_snapshot("f", t1));
+    }
+
+    #[test]
+    fn snapshot_answers_are_paced_per_link_and_origin() {
+        let mut t = InterestTable::new("me", 1);
+        let t0 = Instant::now();
+        assert!(t.may_answer(1, "f", t0));
+        assert!(!t.may_answer(1, "f", t0 + Duration::from_millis(10)));
+        assert!(!t.may_answer(1, "f", t0 + ANSWER_EVERY - Duration::from_millis(1)));
+        assert_eq!(t.stats().snapshots_refused, 2);
+        assert!(t.may_answer(2, "f", t0), "another link");
+        assert!(t.may_answer(1, "g", t0), "another origin");
+        assert!(t.may_answer(1, "f", t0 + ANSWER_EVERY));
+        assert_eq!(t.stats().snapshots_refused, 2);
+    }
+
+    #[test]
+    fn pacer_is_bounded() {
+        let mut p = Pacer::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        for i in 0..MAX_PACED {
+            assert!(p.allow(i, t0));
+        }
+        assert!(!p.allow(MAX_PACED, t0), "full of live keys: refused");
+        assert!(
+            p.allow(MAX_PACED, t0 + Duration::from_secs(1)),
+            "expired make room"
+        );
+        assert!(p.last.len() <= MAX_PACED);
+    }
+
+    #[test]
+    fn partial_snapshots_are_bounded_in_total_and_expire() {
+        let mut t = InterestTable::new("me", 1);
+        let t0 = Instant::now();
+        let per = MAX_ENTRIES;
+        let n = MAX_PARTIAL_ENTRIES / per;
+        // Partials that never finish fill the partial bound…
+        for o in 0..n {
+            let entries = (0..per).map(|i| ("t".to_owned(), format!("p{i}")));
+            assert!(!t.apply_snapshot(t0, &format!("r{o}"), 1, 1, 0, false, entries));
+        }
+        assert_eq!(t.partial_total, MAX_PARTIAL_ENTRIES);
+        // …and one more pair is refused and counted.
+        let more = std::iter::once(("t".to_owned(), "x".to_owned()));
+        assert!(!t.apply_snapshot(t0, "extra", 1, 1, 0, false, more));
+        assert_eq!(t.stats().partial_dropped, 1);
+        assert_eq!(t.partial_total, MAX_PARTIAL_ENTRIES);
+        // Not yet old: kept (housekeeping runs at most every EXPIRE_EVERY).
+        t.expire(t0 + PARTIAL_TTL - EXPIRE_EVERY, |_| true);
+        assert_eq!(t.partial.len(), n + 1);
+        // Old: dropped and counted, and the room is back.
+        t.expire(t0 + PARTIAL_TTL, |_| true);
+        assert_eq!(t.partial.len(), 0);
+        assert_eq!(t.partial_total, 0);
+        assert_eq!(t.stats().partials_expired as usize, n + 1);
+        let one = std::iter::once(("t".to_owned(), "x".to_owned()));
+        assert!(t.apply_snapshot(t0, "late", 1, 1, 0, true, one));
+        assert_eq!(t.get("late").map(|o| o.entries.len()), Some(1));
+    }
+
+    #[test]
+    fn relays_without_a_route_are_forgotten() {
+        let mut t = InterestTable::new("me", 1);
+        let t0 = Instant::now();
+        for o in ["gone", "here", "back"] {
+            assert_eq!(
+                t.apply_update(o, 1, 1, &[ch(true, "x", "a.#")]),
+                Applied::New
+            );
+        }
+        let routed = |set: &'static [&'static str]| move |o: &str| set.contains(&o);
+        t.expire(t0, routed(&["here"]));
+        // "back" regains its route before the timeout: its clock restarts.
+        t.expire(t0 + UNROUTED_TTL / 2, routed(&["here", "back"]));
+        t.expire(t0 + UNROUTED_TTL - EXPIRE_EVERY, routed(&["here"]));
+        assert_eq!(t.remote_matches("x", "a.b").count(), 3);
+        t.expire(t0 + UNROUTED_TTL, routed(&["here"]));
+        let mut left: Vec<&str> = t.remote_matches("x", "a.b").collect();
+        left.sort_unstable();
+        assert_eq!(left, vec!["back", "here"]);
+        assert!(t.get("gone").is_none());
+        assert_eq!(t.stats().origins_forgotten, 1);
+        assert_eq!(t.indexed(), 2);
+        // Its slot is free again.
+        assert_eq!(t.index.slots.iter().flatten().count(), 2);
     }
 }

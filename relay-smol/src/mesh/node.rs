@@ -1451,7 +1451,7 @@ impl MeshNode {
                     .apply_update(u.origin, u.epoch, u.seq, &u.changes)
                 {
                     Applied::New => self.flood_interest(quic, now, &msg, Some(conn)),
-                    Applied::Gap => {
+                    Applied::Gap if self.interest.want_snapshot(u.origin, now) => {
                         let req = Message::InterestSnapshotRequest(InterestSnapshotRequest {
                             origin: u.origin,
                         });
@@ -1462,11 +1462,14 @@ impl MeshNode {
             }
             (Message::InterestSnapshotRequest(r), true) => {
                 let origin = r.origin.to_owned();
-                self.send_snapshot(quic, now, conn, &origin);
+                if self.interest.may_answer(conn.0, &origin, now) {
+                    self.send_snapshot(quic, now, conn, &origin);
+                }
             }
             (Message::InterestSnapshot(s), true) => {
                 self.learn_name(s.origin);
                 let replaced = self.interest.apply_snapshot(
+                    now,
                     s.origin,
                     s.epoch,
                     s.seq,
@@ -1741,6 +1744,9 @@ impl Handler for MeshNode {
             self.send_gossip(quic, now, None);
         }
         self.drain_route(quic, now);
+        let route = &self.route;
+        self.interest
+            .expire(now, |o| route.next_hop(relay_id(o)).is_some());
         if let Some((_, every, due)) = &self.status_sink
             && now >= *due
         {
