@@ -706,11 +706,35 @@ mod tests {
     fn snapshots_replace_only_when_newer() {
         let mut t = InterestTable::new("me", 1);
         let e = |p: &str| ("x".to_owned(), p.to_owned());
-        assert!(!t.apply_snapshot(Instant::now(), "f", 3, 7, 0, false, [e("a")].into_iter()));
-        assert!(t.apply_snapshot(Instant::now(), "f", 3, 7, 1, true, [e("b")].into_iter()));
+        assert!(!t.apply_snapshot(
+            crate::clock::now(),
+            "f",
+            3,
+            7,
+            0,
+            false,
+            [e("a")].into_iter()
+        ));
+        assert!(t.apply_snapshot(
+            crate::clock::now(),
+            "f",
+            3,
+            7,
+            1,
+            true,
+            [e("b")].into_iter()
+        ));
         assert_eq!(t.get("f").map(|o| (o.seq, o.entries.len())), Some((7, 2)));
         // Older snapshot ignored.
-        assert!(!t.apply_snapshot(Instant::now(), "f", 3, 6, 0, true, [e("c")].into_iter()));
+        assert!(!t.apply_snapshot(
+            crate::clock::now(),
+            "f",
+            3,
+            6,
+            0,
+            true,
+            [e("c")].into_iter()
+        ));
         // Updates continue from the snapshot's seq.
         assert_eq!(
             t.apply_update("f", 3, 8, &[ch(false, "x", "a")]),
@@ -718,7 +742,15 @@ mod tests {
         );
         assert_eq!(t.get("f").map(|o| o.entries.len()), Some(1));
         // A part out of sequence discards the partial snapshot.
-        assert!(!t.apply_snapshot(Instant::now(), "g", 1, 1, 1, true, [e("a")].into_iter()));
+        assert!(!t.apply_snapshot(
+            crate::clock::now(),
+            "g",
+            1,
+            1,
+            1,
+            true,
+            [e("a")].into_iter()
+        ));
         assert!(t.get("g").is_none());
     }
 
@@ -790,7 +822,7 @@ mod tests {
                         .chain([(tenant.to_owned(), pat.clone())])
                         .collect();
                     if t.apply_snapshot(
-                        Instant::now(),
+                        crate::clock::now(),
                         origin,
                         epoch,
                         seq + 5,
@@ -856,7 +888,7 @@ mod tests {
         for o in 0..origins {
             let name = format!("r{o}");
             let entries = (0..per).map(|i| ("t".to_owned(), format!("p{i}.x")));
-            assert!(t.apply_snapshot(Instant::now(), &name, 1, 1, 0, true, entries));
+            assert!(t.apply_snapshot(crate::clock::now(), &name, 1, 1, 0, true, entries));
             made += per;
         }
         assert_eq!(t.indexed(), MAX_TOTAL_ENTRIES);
@@ -874,7 +906,7 @@ mod tests {
     #[test]
     fn one_outstanding_request_per_origin_until_timeout_or_answer() {
         let mut t = InterestTable::new("me", 1);
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         assert!(t.want_snapshot("f", t0));
         // Gaps keep coming: no second request while one is outstanding.
         assert!(!t.want_snapshot("f", t0 + Duration::from_millis(500)));
@@ -893,7 +925,7 @@ mod tests {
     #[test]
     fn snapshot_answers_are_paced_per_link_and_origin() {
         let mut t = InterestTable::new("me", 1);
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         assert!(t.may_answer(1, "f", t0));
         assert!(!t.may_answer(1, "f", t0 + Duration::from_millis(10)));
         assert!(!t.may_answer(1, "f", t0 + ANSWER_EVERY - Duration::from_millis(1)));
@@ -907,7 +939,7 @@ mod tests {
     #[test]
     fn pacer_is_bounded() {
         let mut p = Pacer::new(Duration::from_secs(1));
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         for i in 0..MAX_PACED {
             assert!(p.allow(i, t0));
         }
@@ -922,7 +954,7 @@ mod tests {
     #[test]
     fn partial_snapshots_are_bounded_in_total_and_expire() {
         let mut t = InterestTable::new("me", 1);
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let per = MAX_ENTRIES;
         let n = MAX_PARTIAL_ENTRIES / per;
         // Partials that never finish fill the partial bound…
@@ -952,7 +984,7 @@ mod tests {
     #[test]
     fn relays_without_a_route_are_forgotten() {
         let mut t = InterestTable::new("me", 1);
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         for o in ["gone", "here", "back"] {
             assert_eq!(
                 t.apply_update(o, 1, 1, &[ch(true, "x", "a.#")]),
