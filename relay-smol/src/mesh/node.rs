@@ -181,7 +181,15 @@ pub struct MeshStats {
     pub refused_malformed: u64,
     /// Links refused at the handshake: the peer table was full.
     pub refused_full: u64,
+    /// Learned peers dropped: unlinked and not heard of for [`PEER_TTL`], or the
+    /// oldest such one when the table was full.
+    pub peers_evicted: u64,
+    /// Relay names dropped: not a peer and no route, when the name table was half full.
+    pub names_evicted: u64,
 }
+
+/// A learned (non-seed) peer not linked and not heard of for this long is dropped.
+pub const PEER_TTL: Duration = Duration::from_secs(600);
 
 struct Link {
     side: Side,
@@ -215,6 +223,8 @@ struct PeerRec {
     backoff: Duration,
     next_dial: Instant,
     last_error: Option<String>,
+    /// Last linked, or last named in a neighbour's gossip.
+    heard: Instant,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -327,6 +337,7 @@ impl MeshNode {
                     backoff: BACKOFF_MIN,
                     next_dial: now,
                     last_error: None,
+                    heard: now,
                 },
             );
         }
@@ -710,7 +721,7 @@ impl MeshNode {
         }
         let side = link.side;
         let remote = link.remote;
-        if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(h.name) {
+        if !self.peer_room(h.name) {
             self.stats.refused_full += 1;
             quic.close(now, conn, driver::CLOSE_PROTOCOL, "peer table full");
             return;
@@ -739,6 +750,7 @@ impl MeshNode {
                 backoff: BACKOFF_MIN,
                 next_dial: now,
                 last_error: None,
+                heard: now,
             });
         if let Some(existing) = p.link
             && existing != conn
@@ -889,6 +901,54 @@ impl MeshNode {
         }
     }
 
+    /// Whether `name` is in the peer table or fits; when full, the learned peer not
+    /// heard of for longest (unlinked, not a seed, not being dialled) makes room.
+    fn peer_room(&mut self, name: &str) -> bool {
+        if self.peers.len() < MAX_PEERS || self.peers.contains_key(name) {
+            return true;
+        }
+        let oldest = self
+            .peers
+            .iter()
+            .filter(|(_, p)| Self::evictable(p))
+            .min_by_key(|(_, p)| p.heard)
+            .map(|(n, _)| n.clone());
+        match oldest {
+            Some(n) => {
+                self.peers.remove(&n);
+                self.stats.peers_evicted += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn evictable(p: &PeerRec) -> bool {
+        !p.seed && p.link.is_none() && p.dialing.is_none()
+    }
+
+    /// Drop learned peers unlinked and not heard of for [`PEER_TTL`]; when the name
+    /// table is half full, drop names that are neither a peer nor routed.
+    fn evict_peers(&mut self, now: Instant) {
+        let before = self.peers.len();
+        self.peers.retain(|_, p| {
+            if p.link.is_some() {
+                p.heard = now;
+            }
+            !Self::evictable(p) || now.saturating_duration_since(p.heard) < PEER_TTL
+        });
+        self.stats.peers_evicted += (before - self.peers.len()) as u64;
+        if self.names.len() >= MAX_PEERS {
+            let before = self.names.len();
+            let ids: std::collections::HashSet<RelayId> =
+                self.peers.values().map(|p| p.id).collect();
+            let (me, route) = (self.me, &self.route);
+            self.names
+                .retain(|id, _| *id == me || ids.contains(id) || route.next_hop(*id).is_some());
+            self.stats.names_evicted += (before - self.names.len()) as u64;
+        }
+    }
+
     fn send_gossip(&mut self, quic: &mut Driver, now: Instant, only: Option<ConnectionHandle>) {
         let mut list: Vec<(String, String, String)> = Vec::new();
         for (n, p) in &self.peers {
@@ -924,10 +984,11 @@ impl MeshNode {
 
     fn on_peers(&mut self, now: Instant, peers: &Peers<'_>) {
         for pi in &peers.peers {
-            if pi.name == self.cfg.name
-                || self.peers.contains_key(pi.name)
-                || self.peers.len() >= MAX_PEERS
-            {
+            if let Some(p) = self.peers.get_mut(pi.name) {
+                p.heard = now;
+                continue;
+            }
+            if pi.name == self.cfg.name || !self.peer_room(pi.name) {
                 continue;
             }
             let Ok(addr) = pi.addr.parse::<SocketAddr>() else {
@@ -954,6 +1015,7 @@ impl MeshNode {
                     backoff: BACKOFF_MIN,
                     next_dial: now + self.cfg.discover_delay,
                     last_error: None,
+                    heard: now,
                 },
             );
         }
@@ -1747,6 +1809,7 @@ impl Handler for MeshNode {
         let route = &self.route;
         self.interest
             .expire(now, |o| route.next_hop(relay_id(o)).is_some());
+        self.evict_peers(now);
         if let Some((_, every, due)) = &self.status_sink
             && now >= *due
         {
@@ -1803,6 +1866,73 @@ mod tests {
             "{}",
             std::mem::size_of::<RT>()
         );
+    }
+
+    struct NoSink;
+    impl LocalSink for NoSink {
+        fn deliver(&mut self, _: &str, _: &str, _: &[u8], _: DeliveryMode) -> usize {
+            0
+        }
+    }
+
+    fn gossip(node: &mut MeshNode, now: Instant, names: &[String]) {
+        for batch in names.chunks(MAX_GOSSIP) {
+            let mut peers = heapless::Vec::new();
+            for n in batch {
+                let _ = peers.push(PeerInfo {
+                    name: n,
+                    addr: "127.0.0.1:9",
+                    region: "",
+                });
+            }
+            node.on_peers(now, &Peers { peers });
+        }
+    }
+
+    #[test]
+    fn learned_peers_and_names_are_evicted() {
+        let t0 = crate::clock::now();
+        let mut cfg = MeshConfig::new("me", "127.0.0.1:0".parse().expect("addr"));
+        cfg.seeds = vec!["seed@127.0.0.1:7000".parse().expect("seed")];
+        let mut node = MeshNode::new(cfg, Box::new(NoSink), t0).expect("node");
+        let s = Duration::from_secs(1);
+        gossip(&mut node, t0, &["first".to_owned()]);
+        // One at a time (a name whose relay id collides is skipped) up to the bound.
+        for i in 0..2 * MAX_PEERS {
+            if node.peers.len() >= MAX_PEERS {
+                break;
+            }
+            gossip(&mut node, t0 + s, &[format!("r{i}")]);
+        }
+        assert_eq!(node.peers.len(), MAX_PEERS);
+        assert_eq!(node.stats.peers_evicted, 0);
+        // Full: a newcomer takes the place of the one not heard of for longest.
+        let late = "late".to_owned();
+        gossip(&mut node, t0 + 2 * s, std::slice::from_ref(&late));
+        assert!(node.peers.contains_key("late"));
+        assert!(!node.peers.contains_key("first"));
+        assert_eq!(node.peers.len(), MAX_PEERS);
+        assert_eq!(node.stats.peers_evicted, 1);
+        // Named again in gossip: heard of. The others go after PEER_TTL; the seed stays.
+        let kept = node
+            .peers
+            .keys()
+            .find(|n| n.starts_with('r'))
+            .cloned()
+            .expect("a learned peer");
+        gossip(&mut node, t0 + PEER_TTL, std::slice::from_ref(&kept));
+        node.evict_peers(t0 + s + PEER_TTL - Duration::from_millis(1));
+        assert_eq!(node.peers.len(), MAX_PEERS);
+        node.evict_peers(t0 + s + PEER_TTL);
+        let mut left: Vec<&str> = node.peers.keys().map(String::as_str).collect();
+        left.sort_unstable();
+        let mut want = vec!["late", "seed", kept.as_str()];
+        want.sort_unstable();
+        assert_eq!(left, want);
+        assert_eq!(node.stats.peers_evicted as usize, MAX_PEERS - 2);
+        // The names of the dropped peers went with them (no route to any).
+        assert!(node.stats.names_evicted > 0);
+        assert_eq!(node.names.len(), node.peers.len() + 1);
     }
 
     #[test]
