@@ -173,7 +173,8 @@ pub const KEYS: &[KeySpec] = &[
         crate::mesh::node::MAX_NEIGHBOURS_LIMIT as u64,
     ),
     int("mesh", "probe_interval_ms", 10, 60_000),
-    int("mesh", "announce_interval_ms", 100, 600_000),
+    // Receivers mark a relay stale after 15 s without an announcement (dashboard::view).
+    int("mesh", "announce_interval_ms", 100, 10_000),
 ];
 
 fn is_bare_key(s: &str) -> bool {
@@ -618,6 +619,12 @@ mod tests {
                 Some(2),
                 Some("mush.peers"),
                 "unknown table [mush]",
+            ),
+            (
+                "[mesh]\nannounce_interval_ms = 60000",
+                Some(2),
+                Some("mesh.announce_interval_ms"),
+                "from 100 to 10000",
             ),
             (
                 "listen = \"1.2.3.4:5\"",

@@ -1108,12 +1108,12 @@ impl MeshNode {
             heapless::Vec<route::Message, MAX_ROUTE_MESSAGES>,
         > = HashMap::new();
         let up = self.up_links();
-        let mut n = 0;
-        while let Some(t) = self.route.poll_transmit() {
-            n += 1;
-            if n > 4 * ROUTE_DESTS {
-                break; // bounded; the rest next tick
-            }
+        // Bounded per call; the rest stays queued in the table for the next tick (checked
+        // before polling, so no transmit is taken and then dropped).
+        for _ in 0..4 * ROUTE_DESTS {
+            let Some(t) = self.route.poll_transmit() else {
+                break;
+            };
             let targets: Vec<ConnectionHandle> = match t.to {
                 route::Recipient::Neighbor(id) => up
                     .iter()
