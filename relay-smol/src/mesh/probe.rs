@@ -123,6 +123,20 @@ impl LinkProbe {
         })
     }
 
+    /// The probe `p` from [`LinkProbe::poll_probe`] could not be sent (e.g. the local
+    /// datagram queue was full): forget it, so it does not count as lost on the link.
+    pub fn unsend(&mut self, p: Probe) {
+        if let Some(slot) = self.ring.get_mut(p.seq as usize % WINDOW)
+            && slot.used
+            && slot.seq == p.seq
+            && slot.sent_us == p.sent_us
+            && slot.rtt_us.is_none()
+        {
+            slot.used = false;
+            self.sent = self.sent.saturating_sub(1);
+        }
+    }
+
     /// An answer arrived; returns the RTT sample (µs) if it matched an outstanding probe.
     pub fn on_ack(&mut self, ack: ProbeAck, now_us: u64) -> Option<u32> {
         let slot = self.ring.get_mut(ack.seq as usize % WINDOW)?;
@@ -340,6 +354,20 @@ mod tests {
         assert_eq!(p.on_ack(ack(probe), 20_000), Some(20_000));
         assert!(p.on_ack(ack(probe), 30_000).is_none());
         assert_eq!(p.stray, 3);
+    }
+
+    #[test]
+    fn unsent_probe_is_not_lost() {
+        let mut p = LinkProbe::new(ProbeConfig::default(), 0);
+        let first = p.poll_probe(0).expect("due");
+        p.unsend(first);
+        assert_eq!(p.sent, 0);
+        let ch = drive(&mut p, 1, 3_000_000, |_| 40_000, |_| false);
+        assert_eq!(ch.first().map(|c| c.1), Some(LinkState::Up));
+        assert_eq!(p.measurement(3_000_000).loss_ppm, 0);
+        assert_eq!(p.sent, p.answered + 1, "one still in flight");
+        // A late answer to the forgotten probe is stray, not an RTT sample.
+        assert!(p.on_ack(ack(first), 3_000_000).is_none());
     }
 
     #[test]
