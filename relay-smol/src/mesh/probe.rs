@@ -19,6 +19,15 @@ use fastpubsub_core::route::LinkMeasurement;
 /// Probes remembered for loss and minimum RTT.
 pub const WINDOW: usize = 40;
 
+/// Shortest probe interval accepted from the command line or the config file, ms.
+pub const MIN_INTERVAL_MS: u64 = 10;
+/// Longest probe interval accepted, ms: a link is declared down after
+/// [`ProbeConfig::down_after_us`] (1 s) + RTT without an answer, so a longer interval
+/// would make a healthy link flap down between two probes.
+pub const MAX_INTERVAL_MS: u64 = 1_000;
+/// Why the probe interval is bounded, for error messages.
+pub const INTERVAL_WHY: &str = "a link with no probe answer for 1 s + RTT is declared down,      so probes must go out at least once a second";
+
 /// Probe timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeConfig {
