@@ -172,7 +172,12 @@ pub const KEYS: &[KeySpec] = &[
         1,
         crate::mesh::node::MAX_NEIGHBOURS_LIMIT as u64,
     ),
-    int("mesh", "probe_interval_ms", 10, 60_000),
+    int(
+        "mesh",
+        "probe_interval_ms",
+        crate::mesh::probe::MIN_INTERVAL_MS,
+        crate::mesh::probe::MAX_INTERVAL_MS,
+    ),
     // Receivers mark a relay stale after 15 s without an announcement (dashboard::view).
     int("mesh", "announce_interval_ms", 100, 10_000),
 ];
@@ -407,6 +412,10 @@ fn check(spec: &KeySpec, v: &Value) -> Result<Checked, String> {
         (Kind::Bool, Value::Bool(b)) => Ok(Checked::Bool(*b)),
         (Kind::Int { min, max }, Value::Int(n)) => match u64::try_from(*n) {
             Ok(n) if (min..=max).contains(&n) => Ok(Checked::Int(n)),
+            _ if spec.key == "probe_interval_ms" => Err(format!(
+                "expected a whole number from {min} to {max}, found {n}: {}",
+                crate::mesh::probe::INTERVAL_WHY
+            )),
             _ => Err(format!(
                 "expected a whole number from {min} to {max}, found {n}"
             )),
@@ -738,6 +747,12 @@ mod tests {
                 Some(2),
                 Some("mesh.probe_interval_ms"),
                 "from 10 to",
+            ),
+            (
+                "[mesh]\nprobe_interval_ms = 1001",
+                Some(2),
+                Some("mesh.probe_interval_ms"),
+                "from 10 to 1000, found 1001: a link with no probe answer for 1 s + RTT",
             ),
             ("[[edge]]", Some(1), None, "arrays of tables"),
             ("[edge\nlisten = \"a\"", Some(1), None, "no closing ]"),

@@ -3,8 +3,10 @@
 //! (T–F 221.8 ms RTT direct; T–N + N–F = 180 ms). With `--announce-interval-ms 500`, `GET
 //! /v1/mesh` on EVERY relay must list all three relays, their six directed links (up, with
 //! the emulated RTTs) and T→F through N with a positive saving. Then the mesh control bytes
-//! and the announcement counters in `/metrics` and `/v1/status` must move, and once N stops,
-//! T and F show it stale and T→F direct.
+//! and the announcement counters in `/metrics` and `/v1/status` must move; T's `/metrics`
+//! must show the emulated link RTTs (T–F slow, T–N fast), route changes, and N forwarding
+//! what T publishes for a subscriber at F. Once N stops, T and F show it stale and T→F
+//! direct.
 
 #![allow(clippy::disallowed_methods)]
 
@@ -17,7 +19,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::http_get;
-use mesh_common::{Emu, RelayProc, make_certs, mesh_relay, tmpdir, wait_until};
+use mesh_common::{
+    Emu, RelayProc, make_certs, mesh_relay, pub_tool, spawn_sub, tmpdir, wait_until,
+};
 use serde_json::Value;
 
 fn relay(certs: &Path, name: &str, pos: (f64, f64), peers: &[(&str, SocketAddr)]) -> RelayProc {
@@ -241,6 +245,55 @@ fn every_relay_shows_the_whole_mesh() {
             },
         );
     }
+
+    // t's /metrics agrees with what the test arranged: the slow direct link to f, the
+    // faster one to n, at least one route change (t→f moved to n), and messages published at
+    // t for a subscriber at f forwarded by n.
+    let (_, m) = http_get(t.admin(), "/metrics");
+    let rtt = |peer: &str| {
+        metric(
+            &m,
+            &format!("fastpubsub_link_rtt_seconds{{peer=\"{peer}\"}}"),
+        )
+    };
+    let (tf, tn) = (rtt("f"), rtt("n"));
+    // Emulated: 2 × 110.9 ms and 2 × 45 ms; the upper bounds leave room for a loaded machine.
+    assert!(
+        tf.is_some_and(|s| (0.215..0.40).contains(&s)),
+        "t–f rtt {tf:?} in {m}"
+    );
+    assert!(
+        tn.is_some_and(|s| (0.088..0.20).contains(&s)),
+        "t–n rtt {tn:?} in {m}"
+    );
+    assert!(tn < tf, "t–n {tn:?} must be faster than t–f {tf:?}");
+    let changes = metric(&m, "fastpubsub_route_changes_total");
+    assert!(
+        changes.is_some_and(|c| c > 0.0),
+        "route changes {changes:?} in {m}"
+    );
+    let forwarded = |r: &RelayProc| {
+        let (_, m) = http_get(r.admin(), "/metrics");
+        metric(&m, "fastpubsub_messages_forwarded_total")
+    };
+    let n0 = forwarded(&n).expect("n's fastpubsub_messages_forwarded_total");
+    let _sub = spawn_sub(&format!("ws://{}/ws", f.edge), &[], "demo", "public.#");
+    let t_url = format!("ws://{}/ws", t.edge);
+    let mut sent = 0u32;
+    let (n1, took) = wait_until(
+        "n to forward t's messages to f's subscriber",
+        Duration::from_secs(30),
+        || {
+            // One publish per try (the subscriber's interest may still be on its way).
+            sent += 1;
+            pub_tool(&t_url, "demo", "public.chat", &format!("via n {sent}"));
+            forwarded(&n).filter(|&x| x > n0)
+        },
+    );
+    eprintln!(
+        "t metrics: t–f {tf:?} s, t–n {tn:?} s, route changes {changes:?}; n forwarded \
+         {n0} → {n1} after {sent} publishes ({took:?})"
+    );
 
     // n stops: t and f no longer hear from it. Its entry turns stale (15 s without an
     // announcement) and t's route to f goes direct.

@@ -104,8 +104,12 @@ impl MeshArgs {
             cfg.max_neighbours = m;
         }
         if let Some(ms) = self.probe_interval_ms {
-            if !(10..=10_000).contains(&ms) {
-                return Err(format!("--probe-interval-ms {ms}: use 10..=10000"));
+            use super::probe::{INTERVAL_WHY, MAX_INTERVAL_MS, MIN_INTERVAL_MS};
+            if !(MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&ms) {
+                return Err(format!(
+                    "--probe-interval-ms {ms}: use {MIN_INTERVAL_MS}..={MAX_INTERVAL_MS} \
+                     ({INTERVAL_WHY})"
+                ));
             }
             cfg.probe.interval_us = ms * 1000;
         }

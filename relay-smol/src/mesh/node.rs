@@ -1037,10 +1037,12 @@ impl MeshNode {
             };
             if let Some(p) = l.probe.poll_probe(us) {
                 let msg = Message::Probe(p);
-                if let Ok(b) = mesh::encode(&msg, &mut [0u8; Probe::MAX_LEN])
+                let sent = mesh::encode(&msg, &mut [0u8; Probe::MAX_LEN])
                     .map(|b| Bytes::copy_from_slice(b))
-                {
-                    let _ = quic.send_datagram(c, b);
+                    .is_ok_and(|b| quic.send_datagram(c, b).is_ok());
+                if !sent {
+                    // Never left this relay (QUIC's datagram queue full): not the link's loss.
+                    l.probe.unsend(p);
                 }
             }
             let change = l.probe.check(us);
@@ -1578,7 +1580,10 @@ impl MeshNode {
                     let _ = quic.send_datagram(conn, b);
                 }
             }
-            Ok(Message::ProbeAck(a)) => self.on_probe_ack(now, conn, a),
+            // We only probe links whose Hello arrived.
+            Ok(Message::ProbeAck(a)) if self.links.get(&conn).is_some_and(|l| l.peer.is_some()) => {
+                self.on_probe_ack(now, conn, a);
+            }
             _ => self.stats.bad_messages += 1,
         }
         let _ = now;
@@ -1763,8 +1768,11 @@ impl Handler for MeshNode {
                     self.stats.bad_messages += 1;
                 }
             }
+            // Any link that passed mutual TLS: the peer's first probe can arrive before its
+            // Hello has been processed (the datagram and the Hello often share a packet, and
+            // datagrams are handed up first), and must be answered all the same.
             QuicEvent::Datagram { conn, bytes } => {
-                if self.links.get(&conn).is_some_and(|l| l.peer.is_some()) {
+                if self.links.contains_key(&conn) {
                     self.on_datagram(quic, now, conn, &bytes);
                 }
             }

@@ -19,6 +19,15 @@ use fastpubsub_core::route::LinkMeasurement;
 /// Probes remembered for loss and minimum RTT.
 pub const WINDOW: usize = 40;
 
+/// Shortest probe interval accepted from the command line or the config file, ms.
+pub const MIN_INTERVAL_MS: u64 = 10;
+/// Longest probe interval accepted, ms: a link is declared down after
+/// [`ProbeConfig::down_after_us`] (1 s) + RTT without an answer, so a longer interval
+/// would make a healthy link flap down between two probes.
+pub const MAX_INTERVAL_MS: u64 = 1_000;
+/// Why the probe interval is bounded, for error messages.
+pub const INTERVAL_WHY: &str = "a link with no probe answer for 1 s + RTT is declared down,      so probes must go out at least once a second";
+
 /// Probe timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeConfig {
@@ -121,6 +130,20 @@ impl LinkProbe {
             seq,
             sent_us: now_us,
         })
+    }
+
+    /// The probe `p` from [`LinkProbe::poll_probe`] could not be sent (e.g. the local
+    /// datagram queue was full): forget it, so it does not count as lost on the link.
+    pub fn unsend(&mut self, p: Probe) {
+        if let Some(slot) = self.ring.get_mut(p.seq as usize % WINDOW)
+            && slot.used
+            && slot.seq == p.seq
+            && slot.sent_us == p.sent_us
+            && slot.rtt_us.is_none()
+        {
+            slot.used = false;
+            self.sent = self.sent.saturating_sub(1);
+        }
     }
 
     /// An answer arrived; returns the RTT sample (µs) if it matched an outstanding probe.
@@ -340,6 +363,21 @@ mod tests {
         assert_eq!(p.on_ack(ack(probe), 20_000), Some(20_000));
         assert!(p.on_ack(ack(probe), 30_000).is_none());
         assert_eq!(p.stray, 3);
+    }
+
+    #[test]
+    fn unsent_probe_is_not_lost() {
+        let mut p = LinkProbe::new(ProbeConfig::default(), 0);
+        let first = p.poll_probe(0).expect("due");
+        p.unsend(first);
+        assert_eq!(p.sent, 0);
+        let ch = drive(&mut p, 1, 3_000_000, |_| 40_000, |_| false);
+        assert_eq!(ch.first().map(|c| c.1), Some(LinkState::Up));
+        assert_eq!(p.measurement(3_000_000).loss_ppm, 0);
+        // Probes at 0.25 s … 2.75 s, all answered.
+        assert_eq!((p.sent, p.answered), (11, 11));
+        // A late answer to the forgotten probe is stray, not an RTT sample.
+        assert!(p.on_ack(ack(first), 3_000_000).is_none());
     }
 
     #[test]
