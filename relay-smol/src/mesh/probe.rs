@@ -5,7 +5,10 @@
 //! - smoothed RTT (EWMA, gain 1/8, as TCP's SRTT) and minimum RTT over the window;
 //! - jitter: mean deviation of the RTT samples from the smoothed RTT (EWMA, gain 1/4);
 //! - loss: the share of the last [`WINDOW`] probes that were not answered within
-//!   `1 s + srtt` (a probe still within that time is not counted either way);
+//!   `1 s + srtt` (a probe still within that time is not counted either way). Probes sent
+//!   before the first one the peer answered are not counted as lost: the link was still
+//!   opening (the peer's side may not exist yet), and one such probe in a window of ten
+//!   would otherwise show as a 10 % loss spike on every new link;
 //! - down: no answer at all for `down_after + srtt` (default 1 s + RTT) while probes kept
 //!   going out. The first answer after that brings the link back up.
 //!
@@ -26,7 +29,7 @@ pub const MIN_INTERVAL_MS: u64 = 10;
 /// would make a healthy link flap down between two probes.
 pub const MAX_INTERVAL_MS: u64 = 1_000;
 /// Why the probe interval is bounded, for error messages.
-pub const INTERVAL_WHY: &str = "a link with no probe answer for 1 s + RTT is declared down,      so probes must go out at least once a second";
+pub const INTERVAL_WHY: &str = "a link with no probe answer for 1 s + RTT is declared down, so probes must go out at least once a second";
 
 /// Probe timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +78,8 @@ pub struct LinkProbe {
     jitter_us: u32,
     last_answer_us: Option<u64>,
     started_us: u64,
+    /// When the first probe that got an answer was sent (loss counts from there).
+    first_answered_sent_us: Option<u64>,
     state: Option<LinkState>,
     /// Probes sent (total).
     pub sent: u64,
@@ -96,6 +101,7 @@ impl LinkProbe {
             jitter_us: 0,
             last_answer_us: None,
             started_us: now_us,
+            first_answered_sent_us: None,
             state: None,
             sent: 0,
             answered: 0,
@@ -158,6 +164,10 @@ impl LinkProbe {
             .unwrap_or(u32::MAX)
             .max(1);
         slot.rtt_us = Some(rtt);
+        let sent_us = slot.sent_us;
+        if self.first_answered_sent_us.is_none_or(|f| sent_us < f) {
+            self.first_answered_sent_us = Some(sent_us);
+        }
         self.answered += 1;
         self.last_answer_us = Some(now_us);
         match self.srtt_us {
@@ -229,6 +239,8 @@ impl LinkProbe {
                     decided += 1;
                     min_rtt = min_rtt.min(r);
                 }
+                // Sent while the link was still opening: not a loss.
+                None if self.first_answered_sent_us.is_some_and(|f| s.sent_us < f) => {}
                 None if now_us.saturating_sub(s.sent_us) > timeout => {
                     decided += 1;
                     lost += 1;
@@ -378,6 +390,20 @@ mod tests {
         assert_eq!((p.sent, p.answered), (11, 11));
         // A late answer to the forgotten probe is stray, not an RTT sample.
         assert!(p.on_ack(ack(first), 3_000_000).is_none());
+    }
+
+    #[test]
+    fn probes_before_the_first_answer_are_not_lost() {
+        let mut p = LinkProbe::new(ProbeConfig::default(), 0);
+        // The peer's side is not ready for the first two probes (0 s, 0.25 s).
+        let ch = drive(&mut p, 0, 3_000_000, |_| 40_000, |seq| seq < 2);
+        assert_eq!(ch.first().map(|c| c.1), Some(LinkState::Up));
+        assert_eq!(p.measurement(3_000_000).loss_ppm, 0);
+        assert!(p.sent >= p.answered + 2, "{} sent, {} answered", p.sent, p.answered);
+        // A probe lost once the link answers does count.
+        let mut p = LinkProbe::new(ProbeConfig::default(), 0);
+        drive(&mut p, 0, 3_000_000, |_| 40_000, |seq| seq == 4);
+        assert!(p.measurement(3_000_000).loss_ppm > 0);
     }
 
     #[test]
