@@ -399,7 +399,12 @@ mod tests {
         let ch = drive(&mut p, 0, 3_000_000, |_| 40_000, |seq| seq < 2);
         assert_eq!(ch.first().map(|c| c.1), Some(LinkState::Up));
         assert_eq!(p.measurement(3_000_000).loss_ppm, 0);
-        assert!(p.sent >= p.answered + 2, "{} sent, {} answered", p.sent, p.answered);
+        assert!(
+            p.sent >= p.answered + 2,
+            "{} sent, {} answered",
+            p.sent,
+            p.answered
+        );
         // A probe lost once the link answers does count.
         let mut p = LinkProbe::new(ProbeConfig::default(), 0);
         drive(&mut p, 0, 3_000_000, |_| 40_000, |seq| seq == 4);
