@@ -237,37 +237,9 @@ mod in_process {
     use std::time::Duration;
 
     use fastpubsub_relay::mesh::config::Seed;
-    use fastpubsub_relay::mesh::node::{TicketApplied, TicketHook};
     use fastpubsub_relay::quic::certs::{CaPem, generate_ca};
 
-    use super::mesh_common::{self, start_node_with_hook};
-
-    /// Records starting with `ok` are valid, the rest are "bad signatures"; the snapshot
-    /// is what the relay was given at start plus what it applied.
-    struct Hook {
-        table: Vec<Vec<u8>>,
-        applied: mpsc::Sender<Vec<u8>>,
-    }
-
-    impl TicketHook for Hook {
-        fn drain_outgoing(&mut self, _: usize) -> Vec<Vec<u8>> {
-            Vec::new()
-        }
-        fn apply_remote(&mut self, record: &[u8]) -> TicketApplied {
-            if !record.starts_with(b"ok") {
-                return TicketApplied::Bad;
-            }
-            if self.table.iter().any(|r| r == record) {
-                return TicketApplied::Known;
-            }
-            self.table.push(record.to_vec());
-            let _ = self.applied.send(record.to_vec());
-            TicketApplied::New
-        }
-        fn snapshot(&mut self, max: usize) -> Vec<Vec<u8>> {
-            self.table.iter().take(max).cloned().collect()
-        }
-    }
+    use super::mesh_common::{self, FakeTickets, start_node_with_hook};
 
     /// A mesh node with the stand-in tickets layer; `applied` sees what it applied.
     struct Node {
@@ -299,8 +271,11 @@ mod in_process {
     fn start(name: &str, ca: &CaPem, seeds: Vec<Seed>, table: &[&[u8]]) -> Node {
         let table: Vec<Vec<u8>> = table.iter().map(|r| r.to_vec()).collect();
         let (applied_tx, applied) = mpsc::channel();
-        let hook = Hook {
+        // Nothing made here; the snapshot is the starting table plus what was applied.
+        let hook = FakeTickets {
+            outgoing: Default::default(),
             table,
+            snapshots: true,
             applied: applied_tx,
         };
         let node = start_node_with_hook(

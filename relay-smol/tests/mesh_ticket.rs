@@ -8,35 +8,8 @@ mod mesh_common;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use fastpubsub_relay::mesh::node::{TicketApplied, TicketHook};
 use fastpubsub_relay::quic::certs::generate_ca;
-use mesh_common::{Node, line3, start_node_with_hook};
-
-/// Records starting with `ok` are valid; the rest are "bad signatures".
-struct Hook {
-    outgoing: Arc<Mutex<Vec<Vec<u8>>>>,
-    applied: mpsc::Sender<Vec<u8>>,
-    seen: Vec<Vec<u8>>,
-}
-
-impl TicketHook for Hook {
-    fn drain_outgoing(&mut self, max: usize) -> Vec<Vec<u8>> {
-        let mut q = self.outgoing.lock().expect("lock");
-        let n = max.min(q.len());
-        q.drain(..n).collect()
-    }
-    fn apply_remote(&mut self, record: &[u8]) -> TicketApplied {
-        if !record.starts_with(b"ok") {
-            return TicketApplied::Bad;
-        }
-        if self.seen.iter().any(|r| r == record) {
-            return TicketApplied::Known;
-        }
-        self.seen.push(record.to_vec());
-        let _ = self.applied.send(record.to_vec());
-        TicketApplied::New
-    }
-}
+use mesh_common::{FakeTickets, Node, line3, start_node_with_hook};
 
 /// A node whose ticket hook takes records from `outgoing` and reports applied ones.
 struct TicketNode {
@@ -58,10 +31,11 @@ fn start(
 ) -> TicketNode {
     let outgoing = Arc::new(Mutex::new(Vec::new()));
     let (applied_tx, applied) = mpsc::channel();
-    let hook = Hook {
+    let hook = FakeTickets {
         outgoing: outgoing.clone(),
+        table: Vec::new(),
+        snapshots: false,
         applied: applied_tx,
-        seen: Vec::new(),
     };
     let node = start_node_with_hook(
         name,

@@ -12,13 +12,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fastpubsub_core::mesh::DeliveryMode;
 use fastpubsub_relay::mesh::config::{MeshConfig, Seed};
-use fastpubsub_relay::mesh::node::{LocalSink, MeshCommand, MeshNode, TicketHook};
+use fastpubsub_relay::mesh::node::{LocalSink, MeshCommand, MeshNode, TicketApplied, TicketHook};
 use fastpubsub_relay::quic::certs::{CaPem, issue_relay_cert};
 use fastpubsub_relay::quic::driver;
 use fastpubsub_relay::quic::tls::MeshIdentity;
@@ -797,5 +797,44 @@ pub fn wait_for(addr: SocketAddr, path: &str, secs: u64, ok: impl Fn(&str) -> bo
             "condition on {path} not met within {secs} s; last: {status} {body}"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The tickets layer of an in-process node, for the flooding and snapshot tests: records
+/// starting with `ok` are valid, the rest are "bad signatures"; a record is applied once
+/// and then reported on `applied`.
+pub struct FakeTickets {
+    /// Records made on this relay, taken by the node's flood.
+    pub outgoing: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Records in force here: the starting table plus every one applied.
+    pub table: Vec<Vec<u8>>,
+    /// Whether `snapshot` hands out `table` on link-up (off: flooding only).
+    pub snapshots: bool,
+    /// Each newly applied record.
+    pub applied: mpsc::Sender<Vec<u8>>,
+}
+
+impl TicketHook for FakeTickets {
+    fn drain_outgoing(&mut self, max: usize) -> Vec<Vec<u8>> {
+        let mut q = self.outgoing.lock().unwrap_or_else(|p| p.into_inner());
+        let n = max.min(q.len());
+        q.drain(..n).collect()
+    }
+    fn apply_remote(&mut self, record: &[u8]) -> TicketApplied {
+        if !record.starts_with(b"ok") {
+            return TicketApplied::Bad;
+        }
+        if self.table.iter().any(|r| r == record) {
+            return TicketApplied::Known;
+        }
+        self.table.push(record.to_vec());
+        let _ = self.applied.send(record.to_vec());
+        TicketApplied::New
+    }
+    fn snapshot(&mut self, max: usize) -> Vec<Vec<u8>> {
+        if !self.snapshots {
+            return Vec::new();
+        }
+        self.table.iter().take(max).cloned().collect()
     }
 }
