@@ -26,7 +26,7 @@ fn arbitrary_peer_input_never_breaks_the_table() {
         for _ in 0..20_000 {
             now += rng.below(300_000);
             // A small id space makes collisions with `me`, neighbours and dests likely.
-            let id = RelayId(rng.below(12) as u16);
+            let id = RelayId(rng.below(12));
             let r = match rng.below(10) {
                 0 => {
                     let m = LinkMeasurement {
@@ -47,7 +47,7 @@ fn arbitrary_peer_input_never_breaks_the_table() {
                 }
                 2 => {
                     let q = SeqnoRequest {
-                        source: RelayId(rng.below(12) as u16),
+                        source: RelayId(rng.below(12)),
                         seqno: Seqno(rng.next_u64() as u16),
                         hop_count: rng.next_u64() as u8,
                     };
@@ -64,7 +64,7 @@ fn arbitrary_peer_input_never_breaks_the_table() {
                         _ => Metric(rng.below(200_000) as u32),
                     };
                     let u = Update {
-                        source: RelayId(rng.below(12) as u16),
+                        source: RelayId(rng.below(12)),
                         seqno: Seqno((u16::MAX - 3).wrapping_add(rng.below(8) as u16)),
                         metric,
                     };
@@ -73,15 +73,15 @@ fn arbitrary_peer_input_never_breaks_the_table() {
             };
             match r {
                 Ok(()) => {}
-                Err(RouteError::NeighborTableFull(_) | RouteError::DestTableFull(_)) => full += 1,
-                Err(RouteError::UnknownNeighbor(_) | RouteError::SelfAsNeighbor) => unknown += 1,
+                Err(RouteError::NeighbourTableFull(_) | RouteError::DestTableFull(_)) => full += 1,
+                Err(RouteError::UnknownNeighbour(_) | RouteError::SelfAsNeighbour) => unknown += 1,
                 Err(e) => panic!("unexpected error {e}"),
             }
             let mut n = 0;
             while let Some(tx) = t.poll_transmit() {
                 n += 1;
                 assert!(n <= 64, "poll_transmit does not terminate");
-                if let Recipient::Neighbor(id) = tx.to {
+                if let Recipient::Neighbour(id) = tx.to {
                     assert!(up.contains(&id), "message to a neighbour that is down");
                 }
             }
@@ -92,7 +92,7 @@ fn arbitrary_peer_input_never_breaks_the_table() {
                 assert!(t.poll_timeout().is_some_and(|w| w > now));
                 while t.poll_transmit().is_some() {}
             }
-            assert!(t.neighbors().count() <= 4 && t.routes().count() <= 8);
+            assert!(t.neighbours().count() <= 4 && t.routes().count() <= 8);
             for r in t.routes() {
                 assert_ne!(r.dest, me);
                 if let Some(nh) = r.next_hop {

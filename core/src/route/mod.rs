@@ -38,6 +38,6 @@ pub use metric::LinkMeasurement;
 pub use neighbours::{
     Candidate, Decision, NeighbourConfig, NeighbourPolicy, PlanError, PlanSummary, Role,
 };
-pub use table::{NeighborInfo, RouteInfo, RouteStats, RouteTable};
+pub use table::{NeighbourInfo, RouteInfo, RouteStats, RouteTable};
 pub use types::{Metric, RelayId, Seqno};
 pub use wire::{Message, Recipient, SeqnoRequest, Transmit, Update};

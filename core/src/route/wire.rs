@@ -21,8 +21,8 @@ pub struct Update {
 }
 
 impl Update {
-    /// Upper bound of the postcard encoding (varints: 3 + 3 + 5 bytes).
-    pub const MAX_ENCODED_LEN: usize = 11;
+    /// Upper bound of the postcard encoding (id 8 bytes, varints 3 + 5 bytes).
+    pub const MAX_ENCODED_LEN: usize = RelayId::ENCODED_LEN + 3 + 5;
 
     /// Whether this update retracts the route.
     pub const fn is_retraction(&self) -> bool {
@@ -43,8 +43,8 @@ pub struct SeqnoRequest {
 }
 
 impl SeqnoRequest {
-    /// Upper bound of the postcard encoding (3 + 3 + 1 bytes).
-    pub const MAX_ENCODED_LEN: usize = 7;
+    /// Upper bound of the postcard encoding (id 8 bytes, varint 3 bytes, 1 byte).
+    pub const MAX_ENCODED_LEN: usize = RelayId::ENCODED_LEN + 3 + 1;
 }
 
 /// One routing message.
@@ -67,9 +67,9 @@ impl Message {
 #[non_exhaustive]
 pub enum Recipient {
     /// Every neighbour whose link is up.
-    AllNeighbors,
+    AllNeighbours,
     /// One neighbour.
-    Neighbor(RelayId),
+    Neighbour(RelayId),
 }
 
 /// A message to send, from [`RouteTable::poll_transmit`](super::RouteTable::poll_transmit).
@@ -89,14 +89,14 @@ mod tests {
     fn worst_case_encodings_fit() {
         let mut buf = [0u8; 64];
         let upd = Update {
-            source: RelayId(u16::MAX),
+            source: RelayId(u64::MAX),
             seqno: Seqno(u16::MAX),
             metric: Metric::INFINITY,
         };
         let n = postcard::to_slice(&upd, &mut buf).map(|b| b.len());
         assert_eq!(n, Ok(Update::MAX_ENCODED_LEN));
         let req = SeqnoRequest {
-            source: RelayId(u16::MAX),
+            source: RelayId(u64::MAX),
             seqno: Seqno(u16::MAX),
             hop_count: u8::MAX,
         };

@@ -111,7 +111,7 @@ impl<const D: usize, const N: usize> Sim<D, N> {
         let mut rng = Rng::new(seed);
         for i in 0..n {
             let seqno = Seqno(rng.below(65_536) as u16);
-            let t = RouteTable::new(RelayId(i as u16), seqno, cfg, 0).expect("valid config");
+            let t = RouteTable::new(RelayId(i as u64), seqno, cfg, 0).expect("valid config");
             nodes.push(Box::new(t));
         }
         let mut sim = Sim {
@@ -172,7 +172,7 @@ impl<const D: usize, const N: usize> Sim<D, N> {
         for (x, y) in [(a, b), (b, a)] {
             let m = self.measurement(x, y);
             self.nodes[x]
-                .handle_link_metric(RelayId(y as u16), m, self.now)
+                .handle_link_metric(RelayId(y as u64), m, self.now)
                 .expect("neighbour capacity");
             self.after_input(x);
         }
@@ -189,7 +189,7 @@ impl<const D: usize, const N: usize> Sim<D, N> {
             for (x, y) in [(a, b), (b, a)] {
                 let m = self.measurement(x, y);
                 self.nodes[x]
-                    .handle_link_metric(RelayId(y as u16), m, self.now)
+                    .handle_link_metric(RelayId(y as u64), m, self.now)
                     .expect("neighbour capacity");
             }
         }
@@ -216,7 +216,7 @@ impl<const D: usize, const N: usize> Sim<D, N> {
         self.queues[b * n + a].clear();
         for (x, y) in [(a, b), (b, a)] {
             self.nodes[x]
-                .handle_link_down(RelayId(y as u16), self.now)
+                .handle_link_down(RelayId(y as u64), self.now)
                 .expect("was a neighbour");
             self.after_input(x);
         }
@@ -261,12 +261,12 @@ impl<const D: usize, const N: usize> Sim<D, N> {
     fn after_input(&mut self, i: usize) {
         while let Some(tx) = self.nodes[i].poll_transmit() {
             match tx.to {
-                Recipient::AllNeighbors => {
+                Recipient::AllNeighbours => {
                     for j in 0..self.nodes.len() {
                         self.send(i, j, tx.message);
                     }
                 }
-                Recipient::Neighbor(id) => self.send(i, usize::from(id.0), tx.message),
+                Recipient::Neighbour(id) => self.send(i, id.0 as usize, tx.message),
                 _ => panic!("unknown recipient"),
             }
         }
@@ -302,7 +302,7 @@ impl<const D: usize, const N: usize> Sim<D, N> {
                 // Everything due on this link arrives together (one packet), then
                 // the receiver's outputs are drained once.
                 let n = self.nodes.len();
-                let from_id = RelayId(from as u16);
+                let from_id = RelayId(from as u64);
                 while let Some(&(at, msg)) = self.queues[from * n + to].front() {
                     if at > self.now {
                         self.push(at, Kind::Link { from, to });
@@ -336,7 +336,7 @@ impl<const D: usize, const N: usize> Sim<D, N> {
                         if self.up[a][b] {
                             let m = self.measurement(a, b);
                             self.nodes[a]
-                                .handle_link_metric(RelayId(b as u16), m, self.now)
+                                .handle_link_metric(RelayId(b as u64), m, self.now)
                                 .expect("known neighbour");
                         }
                     }
@@ -364,8 +364,8 @@ impl<const D: usize, const N: usize> Sim<D, N> {
 
     pub fn next_hop(&self, a: usize, d: usize) -> Option<usize> {
         self.nodes[a]
-            .next_hop(RelayId(d as u16))
-            .map(|r| usize::from(r.0))
+            .next_hop(RelayId(d as u64))
+            .map(|r| r.0 as usize)
     }
 
     /// Cost of the path a→d that the next hops realize (nominal link costs), or
@@ -473,7 +473,7 @@ impl<const D: usize, const N: usize> Sim<D, N> {
     /// The metric node a has installed for d.
     pub fn metric(&self, a: usize, d: usize) -> Metric {
         self.nodes[a]
-            .route(RelayId(d as u16))
+            .route(RelayId(d as u64))
             .map_or(Metric::INFINITY, |r| r.metric)
     }
 }
