@@ -7,8 +7,8 @@
 mod route_harness;
 
 use fastpubsub_core::route::{
-    LinkMeasurement, Metric, Recipient, RelayId, RouteConfig, RouteError, RouteTable, Seqno,
-    SeqnoRequest, Update,
+    Digest, LinkMeasurement, Message, Metric, Recipient, RelayId, RouteConfig, RouteError,
+    RouteTable, Seqno, SeqnoRequest, Update,
 };
 use route_harness::Rng;
 
@@ -17,9 +17,12 @@ fn arbitrary_peer_input_never_breaks_the_table() {
     for seed in 1..=4 {
         let mut rng = Rng::new(seed);
         let me = RelayId(7);
-        let mut t: RouteTable<8, 4> =
-            RouteTable::new(me, Seqno(u16::MAX - 3), RouteConfig::default(), 0)
-                .expect("valid config");
+        let cfg = RouteConfig {
+            max_destinations: 8,
+            max_neighbours: 4,
+            ..RouteConfig::default()
+        };
+        let mut t = RouteTable::new(me, Seqno(u16::MAX - 3), cfg, 0).expect("valid config");
         let mut now = 0u64;
         let mut up: Vec<RelayId> = Vec::new();
         let (mut full, mut unknown) = (0u32, 0u32);
@@ -57,6 +60,18 @@ fn arbitrary_peer_input_never_breaks_the_table() {
                     t.handle_timeout(now);
                     Ok(())
                 }
+                4 => {
+                    let m = if rng.below(2) == 0 {
+                        Message::TableRequest(rng.next_u64() as u8)
+                    } else {
+                        Message::Digest(Digest {
+                            digest: rng.next_u64(),
+                            routes: rng.below(10) as u32,
+                            reply_to: rng.below(4) as u8,
+                        })
+                    };
+                    t.handle_message(id, m, now)
+                }
                 _ => {
                     let metric = match rng.below(4) {
                         0 => Metric::INFINITY,
@@ -80,7 +95,12 @@ fn arbitrary_peer_input_never_breaks_the_table() {
             let mut n = 0;
             while let Some(tx) = t.poll_transmit() {
                 n += 1;
-                assert!(n <= 64, "poll_transmit does not terminate");
+                // Our route, 8 destinations (update, request, forward), 4 neighbours
+                // (table request, full table of 9, its digest), the periodic digest.
+                assert!(
+                    n <= 1 + 8 * 3 + 4 * 11 + 1,
+                    "poll_transmit does not terminate"
+                );
                 if let Recipient::Neighbour(id) = tx.to {
                     assert!(up.contains(&id), "message to a neighbour that is down");
                 }

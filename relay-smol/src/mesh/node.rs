@@ -45,8 +45,8 @@ use super::ticket_sync::TicketSync;
 use crate::quic::driver::{self, Driver, Handler, QuicEvent, SendError};
 use crate::quic::tls::cert_is_valid_for;
 
-/// Destinations the routing table holds.
-pub const ROUTE_DESTS: usize = 128;
+/// Destinations the routing table holds (its memory grows with the relays known).
+pub const ROUTE_DESTS: usize = 1024;
 /// Neighbours the routing table holds.
 pub const ROUTE_NEIGHBOURS: usize = 32;
 /// Largest `--max-neighbours`: the policy may hold a few links over its limit (exploration,
@@ -67,7 +67,7 @@ const PLAN_EVERY: Duration = Duration::from_millis(250);
 /// A relay that dialled us and went away is only redialled by us after this long.
 const INBOUND_GRACE: Duration = Duration::from_secs(30);
 
-type RT = RouteTable<ROUTE_DESTS, ROUTE_NEIGHBOURS>;
+type RT = RouteTable;
 
 /// Where mesh messages for this relay's own subscribers go (the broker).
 pub trait LocalSink {
@@ -300,8 +300,13 @@ impl MeshNode {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let epoch = secs as u32;
+        let route_cfg = route::RouteConfig {
+            max_destinations: ROUTE_DESTS,
+            max_neighbours: ROUTE_NEIGHBOURS,
+            ..cfg.route
+        };
         let route =
-            Box::new(RT::new(me, Seqno(secs as u16), cfg.route, 0).map_err(NodeError::Route)?);
+            Box::new(RT::new(me, Seqno(secs as u16), route_cfg, 0).map_err(NodeError::Route)?);
         let mut peers = HashMap::new();
         let mut names = HashMap::new();
         names.insert(me, cfg.name.clone());
@@ -1075,12 +1080,7 @@ impl MeshNode {
     }
 
     fn apply_route_message(&mut self, from: RelayId, m: route::Message, us: u64) {
-        let r = match m {
-            route::Message::Update(u) => self.route.handle_update(from, u, us),
-            route::Message::SeqnoRequest(s) => self.route.handle_seqno_request(from, s, us),
-            _ => Ok(()),
-        };
-        if r.is_err() {
+        if self.route.handle_message(from, m, us).is_err() {
             self.stats.route_errors += 1;
         }
     }
