@@ -27,7 +27,7 @@ use fastpubsub_core::pattern::{self, PatternError, SubIndex};
 
 use crate::auth::Access;
 use crate::limits::Limits;
-use crate::ws::codec::{OP_BINARY, OP_CLOSE, OP_TEXT};
+use crate::wsframe::{OP_BINARY, OP_CLOSE, OP_TEXT};
 use mesh::{LocalPlan, MeshHook};
 use queue::{BufPool, OutQueue};
 

@@ -5,7 +5,7 @@
 //! shared [`BufPool`] as soon as it drains, so an idle connection holds no buffer at all and
 //! steady traffic allocates nothing.
 
-use crate::ws::codec::{self, MAX_HEADER_LEN};
+use crate::wsframe::{self, MAX_HEADER_LEN};
 
 /// Spare queue buffers shared by all connections (bounded in count and per-buffer size).
 #[derive(Debug)]
@@ -89,7 +89,7 @@ impl OutQueue {
             match self
                 .buf
                 .get(self.frame_start..)
-                .and_then(codec::server_frame_len)
+                .and_then(wsframe::server_frame_len)
             {
                 Some(len) if self.frame_start + len <= self.off => self.frame_start += len,
                 _ => break,
@@ -120,7 +120,7 @@ impl OutQueue {
         pool: &mut BufPool,
         fill: impl FnOnce(&mut dyn FnMut(&[u8])),
     ) {
-        let (hdr, hlen) = codec::server_header(opcode, payload_len);
+        let (hdr, hlen) = wsframe::server_header(opcode, payload_len);
         self.reserve(hlen + payload_len, pool);
         self.buf.extend_from_slice(hdr.get(..hlen).unwrap_or(&[]));
         let start = self.buf.len();
@@ -147,7 +147,7 @@ impl OutQueue {
             match self
                 .buf
                 .get(self.frame_start..)
-                .and_then(codec::server_frame_len)
+                .and_then(wsframe::server_frame_len)
             {
                 Some(len) => self.frame_start + len,
                 None => self.buf.len(),
@@ -159,7 +159,7 @@ impl OutQueue {
 
 /// Bytes a frame with `payload_len` bytes takes in the queue.
 pub fn framed_len(payload_len: usize) -> usize {
-    codec::server_header(codec::OP_BINARY, payload_len).1 + payload_len
+    wsframe::server_header(wsframe::OP_BINARY, payload_len).1 + payload_len
 }
 
 const _: () = assert!(MAX_HEADER_LEN == 10);
@@ -167,7 +167,7 @@ const _: () = assert!(MAX_HEADER_LEN == 10);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::codec::OP_BINARY;
+    use crate::wsframe::OP_BINARY;
 
     #[test]
     fn drain_releases_and_discard_keeps_started_frame() {

@@ -16,7 +16,7 @@ use fastpubsub_core::frame::{Command, FrameError, Publish, Reply};
 use crate::broker::{Broker, ConnId, PubError, SubError};
 use crate::clock;
 use crate::limits::Limits;
-use crate::ws::codec::{self, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT};
+use crate::wsframe::{self, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT};
 use crate::ws::transport::Transport;
 
 /// Reads handled per poll before yielding to other tasks (fairness).
@@ -38,7 +38,7 @@ enum End {
     Drop,
 }
 
-struct Driver {
+struct ConnTask {
     id: ConnId,
     io: Transport,
     shared: Rc<Shared>,
@@ -61,7 +61,7 @@ struct Driver {
 
 /// Runs the connection until it ends; unregisters it from the broker.
 pub async fn run(io: Transport, id: ConnId, shared: Rc<Shared>, initial: Vec<u8>) {
-    let mut d = Driver {
+    let mut d = ConnTask {
         id,
         io,
         shared: shared.clone(),
@@ -85,7 +85,7 @@ pub async fn run(io: Transport, id: ConnId, shared: Rc<Shared>, initial: Vec<u8>
     shared.broker.borrow_mut().unregister(id);
 }
 
-impl Driver {
+impl ConnTask {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         for _ in 0..READ_BUDGET {
             let (flushed, closing) = match self.flush(cx) {
@@ -194,7 +194,7 @@ impl Driver {
         let mut pos = 0;
         while pos < buf.len() {
             let rest = buf.get_mut(pos..).unwrap_or(&mut []);
-            let h = match codec::parse_header(rest) {
+            let h = match wsframe::parse_header(rest) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => {
@@ -243,7 +243,7 @@ impl Driver {
                 break;
             }
             let payload = rest.get_mut(h.header_len..total).unwrap_or(&mut []);
-            codec::unmask(payload, h.mask, 0);
+            wsframe::unmask(payload, h.mask, 0);
             self.on_frame(h.opcode, h.fin, payload)?;
             pos += total;
             if self.broker_closing() {
@@ -299,7 +299,7 @@ impl Driver {
                 Ok(())
             }
             OP_PING => {
-                self.broker().send_control(self.id, codec::OP_PONG, payload);
+                self.broker().send_control(self.id, wsframe::OP_PONG, payload);
                 Ok(())
             }
             OP_PONG => Ok(()),

@@ -6,7 +6,6 @@
 //!
 //! Use [`Relay::bind`] then [`Relay::run`] (see `cli::run` for the full wiring with signals).
 
-pub mod codec;
 pub mod conn;
 pub mod http;
 pub mod transport;

@@ -1,5 +1,8 @@
 //! WebSocket framing (RFC 6455) as the edge needs it: parsing masked client frames in place
 //! and writing unmasked server frame headers. No allocation.
+//!
+//! A leaf module: it depends on nothing in the crate. The connection task (`ws::conn`) parses
+//! client frames with it and the broker (`broker::queue`) writes server frames with it.
 
 /// Continuation frame.
 pub const OP_CONT: u8 = 0x0;
