@@ -3,9 +3,17 @@
 //!
 //! The buffer is allocated lazily when the first frame is queued and handed back to a small
 //! shared [`BufPool`] as soon as it drains, so an idle connection holds no buffer at all and
-//! steady traffic allocates nothing.
+//! steady traffic allocates nothing. A buffer grows by doubling only up to the pool's
+//! [`grow_cap`]; beyond it, to exactly what is needed (so its capacity stays within the
+//! connection's budget plus one frame, as `docs/edge.md` states).
 
 use crate::wsframe::{self, MAX_HEADER_LEN};
+
+/// Capacity up to which a queue buffer grows by doubling (and the largest buffer the pool
+/// keeps): the connection budget plus room for the close frames.
+pub fn grow_cap(queue_bytes: usize) -> usize {
+    queue_bytes.saturating_add(4096)
+}
 
 /// Spare queue buffers shared by all connections (bounded in count and per-buffer size).
 #[derive(Debug)]
@@ -78,7 +86,7 @@ impl OutQueue {
 
     /// The socket took `n` bytes. When the queue drains, its buffer goes back to `pool`.
     pub fn consume(&mut self, n: usize, pool: &mut BufPool) {
-        self.off = (self.off + n).min(self.buf.len());
+        self.off = self.off.saturating_add(n).min(self.buf.len());
         if self.off == self.buf.len() {
             pool.give(std::mem::take(&mut self.buf));
             self.off = 0;
@@ -108,7 +116,16 @@ impl OutQueue {
             self.off -= self.frame_start;
             self.frame_start = 0;
         }
-        self.buf.reserve(n);
+        let len = self.buf.len();
+        let cap = self.buf.capacity();
+        if len + n > cap {
+            let target = cap
+                .saturating_mul(2)
+                .max(256)
+                .min(pool.max_capacity)
+                .max(len + n);
+            self.buf.reserve_exact(target - len);
+        }
     }
 
     /// Appends one unmasked final frame whose payload is produced by `fill` (which must
@@ -184,6 +201,22 @@ mod tests {
         assert!(q.is_empty());
         assert_eq!(q.capacity(), 0);
         assert!(pool.held_bytes() > 0);
+    }
+
+    #[test]
+    fn growth_stops_doubling_at_the_cap() {
+        let mut pool = BufPool::new(4, 10_000);
+        let mut q = OutQueue::default();
+        for _ in 0..9 {
+            q.push_simple(OP_BINARY, &[1; 1000], &mut pool);
+        }
+        // Doubling would have given 16 KiB; the cap keeps it at 10,000.
+        assert_eq!(q.queued(), 9 * 1004);
+        assert!(q.capacity() <= 10_000, "{}", q.capacity());
+        // Past the cap a buffer grows to exactly what is needed.
+        q.push_simple(OP_BINARY, &[1; 1000], &mut pool);
+        q.push_simple(OP_BINARY, &[1; 1000], &mut pool);
+        assert!(q.capacity() < 11 * 1004 + 1004, "{}", q.capacity());
     }
 
     #[test]
