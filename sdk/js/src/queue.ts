@@ -68,6 +68,7 @@ export class BoundedQueue<T> {
       const w = this.#waiter;
       const f = this.#failWaiter;
       this.#waiter = this.#failWaiter = undefined;
+      this.#error = undefined; // thrown once; later reads are just done
       if (error !== undefined) f!(error);
       else w({ value: undefined, done: true });
     }
