@@ -1,6 +1,8 @@
 """The README's quick start, run as written against a fresh relay with its first-run dev ticket."""
 
 import os
+import queue
+import threading
 import re
 import subprocess
 import sys
@@ -25,12 +27,20 @@ def test_examples_publisher_subscriber(relays):
     env = {**os.environ, "TICKET": relay.dev_ticket, "PYTHONPATH": str(HERE.parent / "src")}
     sub = subprocess.Popen([sys.executable, str(HERE.parent / "examples/subscriber.py"), relay.url],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: "queue.Queue[str]" = queue.Queue()
+    for stream in (sub.stdout, sub.stderr):
+        threading.Thread(target=lambda s=stream: [lines.put(l) for l in s], daemon=True).start()
+
+    def next_line() -> str:
+        return lines.get(timeout=15).strip()  # bounded: raises queue.Empty instead of hanging
+
     try:
-        assert "subscribed" in sub.stderr.readline()
+        assert "subscribed" in next_line()
         pub = subprocess.run([sys.executable, str(HERE.parent / "examples/publisher.py"), relay.url, "3"],
                              env=env, capture_output=True, text=True, timeout=30)
         assert pub.returncode == 0, pub.stderr
-        assert [sub.stdout.readline().strip() for _ in range(3)] == [f"public.demo\tmessage {i}" for i in range(3)]
+        got = [next_line() for _ in range(3)]
+        assert got == [f"public.demo\tmessage {i}" for i in range(3)]
     finally:
         sub.kill()
         sub.wait()
