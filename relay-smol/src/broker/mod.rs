@@ -23,7 +23,7 @@ use std::task::Waker;
 use std::time::{Instant, SystemTime};
 
 use fastpubsub_core::frame::{Deliver, Mode, Reply};
-use fastpubsub_core::pattern::{self, PatternError, SubIndex};
+use fastpubsub_core::pattern::{self, PatternError, PatternTooComplex, SubIndex};
 
 use crate::auth::Access;
 use crate::limits::Limits;
@@ -78,6 +78,9 @@ pub struct Stats {
 pub enum SubError {
     /// The pattern is not a valid pattern.
     InvalidPattern(PatternError),
+    /// The pattern is valid but over the cost limits (per pattern, or the connection's
+    /// `*` budget): `ERR:pattern_too_complex`.
+    TooComplex(PatternTooComplex),
     /// The connection's access does not cover the pattern.
     PermissionDenied,
     /// The connection holds [`Limits::max_subs_per_conn`] subscriptions already.
@@ -150,6 +153,8 @@ pub struct ConnState {
     waker: Option<Waker>,
     subs: Vec<Option<Sub>>,
     nsubs: usize,
+    /// `*` wildcards in `subs` (at most `pattern::MAX_STARS_PER_CONNECTION`).
+    stars: usize,
     access: Box<dyn Access>,
     slow_since: Option<Instant>,
     dropped: u64,
@@ -296,6 +301,7 @@ impl Broker {
             waker: None,
             subs: Vec::new(),
             nsubs: 0,
+            stars: 0,
             access,
             slow_since: None,
             dropped: 0,
@@ -351,6 +357,7 @@ impl Broker {
     /// it was already subscribed. Does not send the reply.
     pub fn subscribe(&mut self, id: ConnId, tenant: &str, pattern: &str) -> Result<bool, SubError> {
         pattern::validate_pattern(pattern).map_err(SubError::InvalidPattern)?;
+        let cost = pattern::check_pattern_cost(pattern).map_err(SubError::TooComplex)?;
         let max_per_conn = self.limits.max_subs_per_conn;
         let max_total = self.limits.max_total_subs;
         let Some(Some(st)) = self.conns.get_mut(id as usize) else {
@@ -369,6 +376,12 @@ impl Broker {
         }
         if st.nsubs >= max_per_conn || st.nsubs >= usize::from(u16::MAX) {
             return Err(SubError::TooManyForConnection(max_per_conn));
+        }
+        if st.stars + cost.stars > pattern::MAX_STARS_PER_CONNECTION {
+            return Err(SubError::TooComplex(PatternTooComplex::ConnectionStars {
+                held: st.stars,
+                stars: cost.stars,
+            }));
         }
         if self.total_subs >= max_total {
             return Err(SubError::RelayFull(max_total));
@@ -396,6 +409,7 @@ impl Broker {
             });
         }
         st.nsubs += 1;
+        st.stars += cost.stars;
         self.total_subs += 1;
         self.interest_add(tenant, pattern);
         Ok(true)
@@ -416,6 +430,9 @@ impl Broker {
             *s = None;
         }
         st.nsubs -= 1;
+        st.stars = st
+            .stars
+            .saturating_sub(pattern::PatternCost::of(pattern).stars);
         while st.subs.last().is_some_and(Option::is_none) {
             st.subs.pop();
         }
@@ -442,6 +459,7 @@ impl Broker {
         let subs = match self.conns.get_mut(id as usize) {
             Some(Some(st)) => {
                 st.nsubs = 0;
+                st.stars = 0;
                 std::mem::take(&mut st.subs)
             }
             _ => return,
