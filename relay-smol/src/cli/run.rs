@@ -185,13 +185,16 @@ pub fn choose_authorizer(
         log::warn!("**************************************************************");
         return Ok((Rc::new(AllowAll), None));
     }
-    let tickets = TicketSetup::load(&TicketOptions {
-        state_dir: args.state_dir.clone(),
-        public_key: args.ticket_public_key.clone(),
-        status_capacity: args.ticket_status_capacity,
-        // With the mesh on, records made here wait (bounded) for it to flood them.
-        outbox_capacity: args.mesh_listen.map(|_| crate::mesh::edge::TICKET_OUTBOX),
-    })?;
+    let tickets = TicketSetup::load(
+        &TicketOptions {
+            state_dir: args.state_dir.clone(),
+            public_key: args.ticket_public_key.clone(),
+            status_capacity: args.ticket_status_capacity,
+            // With the mesh on, records made here wait (bounded) for it to flood them.
+            outbox_capacity: args.mesh_listen.map(|_| crate::mesh::edge::TICKET_OUTBOX),
+        },
+        crate::clock::wall_now(),
+    )?;
     Ok((tickets.authorizer(), Some(tickets)))
 }
 
@@ -289,6 +292,7 @@ async fn serve(
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     if let Some(t) = &tickets {
         relay.add_rest_handler(t.rest_handler());
+        t.spawn_status_saver(&ex);
     }
     let addr = relay.local_addr();
     let mut admin_opts = crate::dashboard::edge::options_from_cli(
@@ -340,5 +344,9 @@ async fn serve(
             log::info!("received {sig:?}");
         }
     };
-    relay.run(ex, shutdown).await.map_err(|e| e.to_string())
+    let result = relay.run(ex, shutdown).await.map_err(|e| e.to_string());
+    if let Some(t) = &tickets {
+        t.save_status_now();
+    }
+    result
 }
