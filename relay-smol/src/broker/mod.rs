@@ -124,6 +124,37 @@ pub enum PubError {
     RateLimited(u32),
 }
 
+impl std::fmt::Display for SubError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InvalidPattern(e) => write!(f, "invalid pattern: {e}"),
+            Self::TooComplex(e) => write!(f, "pattern too complex: {e}"),
+            Self::PermissionDenied => f.write_str("the ticket does not allow this subscription"),
+            Self::TooManyForConnection(n) => {
+                write!(
+                    f,
+                    "this connection already holds the maximum of {n} subscriptions"
+                )
+            }
+            Self::RelayFull(n) => write!(f, "this relay holds its maximum of {n} subscriptions"),
+        }
+    }
+}
+
+impl std::error::Error for SubError {}
+
+impl std::fmt::Display for PubError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InvalidChannel(e) => write!(f, "invalid channel: {e}"),
+            Self::PermissionDenied => f.write_str("the ticket does not allow publishing here"),
+            Self::RateLimited(n) => write!(f, "over the ingress limit of {n} bytes/s"),
+        }
+    }
+}
+
+impl std::error::Error for PubError {}
+
 /// A connection's subscription, stored exactly as the client sent it.
 #[derive(Debug)]
 struct Sub {

@@ -656,3 +656,14 @@ pub enum RemoteRecordError {
     /// The status table is full (capacity).
     Full(StatusTableFull),
 }
+
+impl std::fmt::Display for RemoteRecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bad(e) => write!(f, "refused a peer's ticket status record: {e}"),
+            Self::Full(e) => write!(f, "could not apply a peer's ticket status record: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RemoteRecordError {}
