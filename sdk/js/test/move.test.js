@@ -6,14 +6,9 @@ import assert from 'node:assert/strict';
 import { WebSocketServer } from 'ws';
 import { connect } from '../dist/index.js';
 import { within } from './relay.js';
+import { deliverFrame } from './wire.js';
 
-function deliver(tenant, channel, text, patterns) {
-  const e = new TextEncoder();
-  const s16 = (s) => { const b = e.encode(s); return [b.length >> 8, b.length & 255, ...b]; };
-  const p = [...e.encode(text)];
-  const n = p.length;
-  return Buffer.from([1, ...s16(tenant), ...s16(channel), n >>> 24, (n >> 16) & 255, (n >> 8) & 255, n & 255, ...p, patterns.length >> 8, patterns.length & 255, ...patterns.flatMap(s16)]);
-}
+const deliver = deliverFrame;
 
 /** A scripted LLPS relay: every accepted connection is handed to the test, which answers by hand. */
 async function scriptedRelay() {

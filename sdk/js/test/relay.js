@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { onLines } from './wire.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const WAIT_MS = 30_000;
@@ -67,19 +68,12 @@ export class Relay {
     );
     live.add(p);
     p.lines = [];
-    let buf = '';
-    const onData = (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const l = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        p.lines.push(l);
-        p.emit('line', l);
-      }
+    const onLine = (l) => {
+      p.lines.push(l);
+      p.emit('line', l);
     };
-    p.stdout.setEncoding('utf8').on('data', onData);
-    p.stderr.setEncoding('utf8').on('data', onData);
+    onLines(p.stdout, onLine);
+    onLines(p.stderr, onLine);
     p.exited = new Promise((res) => p.on('exit', (code, sig) => (live.delete(p), res({ code, sig }))));
     this.proc = p;
     const line = await waitLine(p, (l) => l.includes('listening on ws://'), WAIT_MS, 'listening line');

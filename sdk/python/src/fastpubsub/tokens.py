@@ -50,8 +50,8 @@ def grant(tenants: Sequence[str], pub: Sequence[str] = (), sub: Sequence[str] = 
 
 
 def token_id(token: str) -> str:
-    """The id part of ``AT_<id>_<secret>``."""
-    m = re.fullmatch(r"AT_([^_]+)_[^_]+", token)
+    """The id part of ``AT_<id>_<secret>`` (the id ends at the first ``_``; the secret is opaque)."""
+    m = re.fullmatch(r"AT_([^_]+)_.+", token, re.S)
     if not m:
         raise ValueError("not an access ticket: expected AT_<id>_<secret>")
     return m.group(1)
