@@ -105,9 +105,11 @@ test('JS publisher reaches the Python and the Rust SDK subscribers, and back', a
   }
   assert.deepEqual(Object.fromEntries(got), { 'public.back.py': 'from python', 'public.back.rust': 'from rust' });
 
-  // Rust → Python too (both subscribed to public.interop.#).
+  // Rust → Python and Python → Rust too (both subscribed to public.interop.#).
   rust.send(`pub dev public.interop.r2p ${hex('rust to python')}`);
   await py.wait((l) => l === `msg dev public.interop.r2p public.interop.# ${hex('rust to python')}`, 'rust → python');
+  py.send(`pub dev public.interop.p2r ${hex('python to rust')}`);
+  await rust.wait((l) => l === `msg dev public.interop.p2r public.interop.# ${hex('python to rust')}`, 'python → rust');
   assert.ok(!rust.lines.some((l) => l.startsWith('err ')), `rust peer errors: ${rust.lines.filter((l) => l.startsWith('err'))}`);
   assert.ok(!py.lines.some((l) => l.startsWith('err ')), `python peer errors: ${py.lines.filter((l) => l.startsWith('err'))}`);
 });

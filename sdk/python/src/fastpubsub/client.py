@@ -8,7 +8,7 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Deque, Dict, Generator, List, Optional, Set, Tuple, Union
+from typing import Any, Awaitable, Callable, Deque, Dict, Generator, List, Optional, Set, Tuple, TypeVar, Union
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -30,6 +30,7 @@ from .frames import FrameError, PublishMode, decode_deliver, encode_publish
 from .limits import check_channel, check_pattern, check_payload, check_tenant
 
 TokenSource = Union[str, Callable[[], Union[str, Awaitable[str]]]]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -383,7 +384,7 @@ class Client:
         if self._closed_error is not None:
             raise self._closed_error
 
-    async def _wait(self, fut: "asyncio.Future[Any]", what: str) -> Any:
+    async def _wait(self, fut: "asyncio.Future[_T]", what: str) -> _T:
         try:
             return await asyncio.wait_for(asyncio.shield(fut), self._timeout)
         except asyncio.TimeoutError:
@@ -727,12 +728,12 @@ class Client:
                 continue
             self._conn = conn
             self.stats.reconnects += 1
-            for e in list(self._subs.values()):
-                if e not in entries:
-                    self._send_sub(conn, e)  # subscribed while we resubscribed
-            for e in entries:
-                if self._subs.get(_key(e.tenant, e.pattern)) is not e:
-                    conn.send(f"UNSUB:{e.tenant}:{e.pattern}")  # unsubscribed meanwhile
+            for entry in list(self._subs.values()):
+                if entry not in entries:
+                    self._send_sub(conn, entry)  # subscribed while we resubscribed
+            for entry in entries:
+                if self._subs.get(_key(entry.tenant, entry.pattern)) is not entry:
+                    conn.send(f"UNSUB:{entry.tenant}:{entry.pattern}")  # unsubscribed meanwhile
             if old is not None and old.open and self._overlap is not None and self._overlap.old is old:
                 # Keep the old connection a moment for what is already on its way to it.
                 asyncio.get_running_loop().call_later(self._move_drain, self._drain_done, old)
@@ -762,9 +763,9 @@ class Client:
             if not entry.ready.done():
                 entry.ready.set_exception(err)
         self._subs.clear()
-        for w in self._open_waiters:
-            if not w.done():
-                w.set_exception(err)
+        for ow in self._open_waiters:
+            if not ow.done():
+                ow.set_exception(err)
         self._open_waiters.clear()
         if self._recovering is not None and not self._recovering.done() and self._recovering is not asyncio.current_task():
             self._recovering.cancel()

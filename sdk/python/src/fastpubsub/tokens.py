@@ -105,7 +105,7 @@ class TokenApi:
         r = await self._call("POST", "/v1/get-token", body, "get-token")
         if not isinstance(r, dict) or not isinstance(r.get("token"), str):
             raise RestError(200, json.dumps(r), "get-token (no token in the answer)")
-        return r["token"]
+        return str(r["token"])
 
     async def refresh_token(self, token: str, expires_at: Expiry) -> _dt.datetime:
         """``PUT /v1/refresh-token``: the same ticket stays valid until ``expires_at``; returns the new expiry."""
