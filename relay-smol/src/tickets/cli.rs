@@ -2,7 +2,9 @@
 //! secure first run's state directory. Each is a function the CLI enum calls in one line.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+#[cfg(test)]
+use std::time::UNIX_EPOCH;
 
 use argh::FromArgs;
 use fastpubsub_core::ticket::{self, Protocols, TicketBuf, limits};
@@ -11,10 +13,8 @@ use super::keys::{self, KeyError, MASTER_TOKEN_FILE, PUBLIC_KEY_FILE, SIGNING_KE
 use super::request::{self, GrantRequest, IssueRequest};
 use super::rfc3339;
 
-/// Unix seconds of a wall-clock time (0 before 1970).
-pub fn unix(now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+/// Unix seconds of a wall-clock time (0 before 1970): [`crate::clock::unix_secs`].
+pub use crate::clock::unix_secs as unix;
 
 /// The state directory when `--state-dir` is not given: `$FASTPUBSUB_STATE_DIR`, else
 /// `$XDG_STATE_HOME/fastpubsub`, else `$HOME/.local/state/fastpubsub`, else

@@ -64,6 +64,14 @@ pub struct RequestError {
     pub message: String,
 }
 
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for RequestError {}
+
 impl RequestError {
     pub(crate) fn bad(message: impl Into<String>) -> Self {
         Self {
