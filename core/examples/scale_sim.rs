@@ -29,8 +29,10 @@ mod route_harness;
 
 use std::path::PathBuf;
 
-use fastpubsub_core::route::{NeighbourConfig, RouteConfig};
-use route_harness::scale::{EvolveConfig, Matrix, ScaleReport, Traffic, evaluate, evolve};
+use fastpubsub_core::route::NeighbourConfig;
+use route_harness::scale::{
+    EvalConfig, EvolveConfig, Matrix, ScaleReport, Traffic, evaluate, evolve,
+};
 
 struct Args {
     matrix: Option<PathBuf>,
@@ -171,7 +173,7 @@ fn main() {
                         links.tail_changes, links.tail_closes_by_role, links.tail_kind_changes
                     );
                 }
-                let r = evaluate(&label, &m, &traffic, &links, RouteConfig::default());
+                let r = evaluate(&label, &m, &traffic, &links, EvalConfig::full());
                 println!("{}", r.row());
                 lines.push(format!(
                     "{label}: {} (longest traffic path {} hops; dead relay {}; wall {:.0} s + {:.0} s)",

@@ -810,7 +810,7 @@ impl NeighbourPolicy {
                 && !(c.linked() && !c.light && c.peer != PeerIntent::None)
         };
         let mut light = sum.light_probing;
-        loop {
+        while light < slots {
             let best = cands
                 .iter()
                 .enumerate()
@@ -823,27 +823,21 @@ impl NeighbourPolicy {
                 })
                 .max();
             let Some((_, _, i)) = best else { break };
-            if light < slots {
-                out[i] = Decision::Keep(Role::Light);
-                light += 1;
-            } else {
-                // Marked so the loop moves on; reset to Idle below (no role is Spare yet).
-                out[i] = Decision::Keep(Role::Spare);
-                sum.unserved += usize::from(cands[i].traffic);
-            }
+            out[i] = Decision::Keep(Role::Light);
+            light += 1;
         }
-        for (c, o) in cands.iter().zip(out.iter_mut()) {
-            if *o == Decision::Keep(Role::Spare) {
-                *o = Decision::Idle;
-            } else if *o == Decision::Idle
-                && c.traffic
-                && !c.eligible_for_traffic()
-                && self.gain(c).is_some_and(|g| g >= self.cfg.min_gain_us)
-            {
-                // Gainful but it cannot be dialled now (backing off, no address).
-                sum.unserved += 1;
-            }
-        }
+        // Traffic destinations that gain but got no link: the budgets were full, or they
+        // cannot be dialled now (backing off, no address).
+        sum.unserved = cands
+            .iter()
+            .zip(out.iter())
+            .filter(|(c, o)| {
+                **o == Decision::Idle
+                    && c.traffic
+                    && !c.linked()
+                    && self.gain(c).is_some_and(|g| g >= self.cfg.min_gain_us)
+            })
+            .count();
         sum.light = light;
     }
 
