@@ -144,6 +144,8 @@ pub const KEYS: &[KeySpec] = &[
     key("edge", "tls_key", Kind::Path),
     key("edge", "insecure_no_auth", Kind::Bool),
     int("limits", "max_connections", 1, 10_000_000),
+    int("limits", "max_pending_handshakes", 1, 10_000_000),
+    int("limits", "max_pending_per_source", 1, 10_000_000),
     int("limits", "max_subs_per_conn", 1, 1_000_000),
     int("limits", "max_total_subs", 1, 100_000_000),
     int("limits", "max_frame_bytes", 64, 16 * 1024 * 1024),
@@ -541,6 +543,12 @@ fn store(a: &mut RunArgs, table: &str, key: &str, v: Checked) {
         (_, "tls_key", Checked::Path(x)) => fill(&mut a.tls_key, x),
         (_, "insecure_no_auth", Checked::Bool(x)) => a.insecure_no_auth |= x,
         (_, "max_connections", Checked::Int(n)) => fill(&mut a.max_connections, as_usize(n)),
+        (_, "max_pending_handshakes", Checked::Int(n)) => {
+            fill(&mut a.max_pending_handshakes, as_usize(n))
+        }
+        (_, "max_pending_per_source", Checked::Int(n)) => {
+            fill(&mut a.max_pending_per_source, as_usize(n))
+        }
         (_, "max_subs_per_conn", Checked::Int(n)) => fill(&mut a.max_subs_per_conn, as_usize(n)),
         (_, "max_total_subs", Checked::Int(n)) => fill(&mut a.max_total_subs, as_usize(n)),
         (_, "max_frame_bytes", Checked::Int(n)) => fill(&mut a.max_frame_bytes, as_usize(n)),

@@ -15,6 +15,10 @@ pub const TURN_WORK: usize = 1024;
 /// [`Limits::read_stop_bytes`]).
 pub const READ_STOP_BYTES_MAX: usize = 64 * 1024;
 
+/// File descriptors kept free for everything that is not a client connection: listeners, the
+/// mesh socket, the admin listener's connections, state files, stdio, the reactor.
+pub const FD_RESERVE: u64 = 128;
+
 /// A rate limit: `per_sec` on average, bursts of up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
@@ -53,7 +57,18 @@ pub struct Limits {
     /// Commands over their rate (and unanswered permission/channel refusals) a connection may
     /// run up before it is closed with `ERR:rate_limited`.
     pub strike_rate: Rate,
-    /// Time a client has to send its HTTP request head.
+    /// Connections still in their HTTP request or WebSocket upgrade (before they count in
+    /// `max_connections`); the next accepted socket gets a quick `503` and is closed.
+    pub max_pending_handshakes: usize,
+    /// The same, per source address (an IPv4 address or an IPv6 /64).
+    pub max_pending_per_source: usize,
+    /// Failed ticket checks (`401`) one source may cause: a burst, then a rate. Beyond it the
+    /// handshake is answered `429` without looking at the ticket.
+    pub ticket_failures: Rate,
+    /// Sources whose ticket failures are remembered (a bounded table; the least suspicious
+    /// source of a small random sample is forgotten when it is full).
+    pub ticket_failure_sources: usize,
+    /// Time a client has to finish its handshake: send the request and take the answer.
     pub handshake_timeout: Duration,
     /// Largest HTTP request head, in bytes (`431` beyond it).
     pub max_http_head: usize,
@@ -97,6 +112,15 @@ impl Default for Limits {
                 per_sec: 2,
                 burst: 200,
             },
+            max_pending_handshakes: 4096,
+            // A burst of clients behind one NAT all arrive at once.
+            max_pending_per_source: 256,
+            // An SDK retries a refused handshake once per second: it never runs out.
+            ticket_failures: Rate {
+                per_sec: 1,
+                burst: 30,
+            },
+            ticket_failure_sources: 4096,
             handshake_timeout: Duration::from_secs(10),
             max_http_head: 8 * 1024,
             max_http_body: 64 * 1024,
@@ -113,5 +137,92 @@ impl Limits {
     /// to frames read before the stop fit in the other half.
     pub fn read_stop_bytes(&self) -> usize {
         (self.queue_bytes / 2).clamp(1, READ_STOP_BYTES_MAX)
+    }
+
+    /// Sizes the connection caps to the open-files limit `nofile`, so the relay never runs
+    /// out of descriptors: `max_connections + max_pending_handshakes + FD_RESERVE <= nofile`.
+    /// A cap the operator did not set (`explicit_*` false) is sized quietly: the handshake cap
+    /// to an eighth of what is free (at most its current value); the connection cap takes the
+    /// rest. Returns a warning for every cap it had to lower below what was asked for.
+    pub fn fit_to_fd_limit(
+        &mut self,
+        nofile: u64,
+        explicit_connections: bool,
+        explicit_pending: bool,
+    ) -> Vec<String> {
+        let mut notes = Vec::new();
+        let free = usize::try_from(nofile.saturating_sub(FD_RESERVE))
+            .unwrap_or(usize::MAX)
+            .max(2);
+        let pending_cap = if explicit_pending {
+            free / 2
+        } else {
+            (free / 8).max(1)
+        };
+        if self.max_pending_handshakes > pending_cap {
+            if explicit_pending {
+                notes.push(format!(
+                    "--max-pending-handshakes {} does not fit the open-files limit {nofile}; using {pending_cap} (raise the limit, e.g. LimitNOFILE=, to allow more)",
+                    self.max_pending_handshakes
+                ));
+            }
+            self.max_pending_handshakes = pending_cap;
+        }
+        let conn_cap = free - self.max_pending_handshakes;
+        if self.max_connections > conn_cap {
+            notes.push(format!(
+                "{} {} does not fit the open-files limit {nofile} (with {} connections in their handshake and {FD_RESERVE} descriptors kept free); using {conn_cap} (raise the limit, e.g. LimitNOFILE=, to allow more)",
+                if explicit_connections {
+                    "--max-connections"
+                } else {
+                    "the default --max-connections"
+                },
+                self.max_connections,
+                self.max_pending_handshakes
+            ));
+            self.max_connections = conn_cap;
+        }
+        notes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_fit_the_open_files_limit() {
+        // A generous limit changes nothing.
+        let mut l = Limits::default();
+        assert!(l.fit_to_fd_limit(1 << 20, false, false).is_empty());
+        assert_eq!(
+            (l.max_connections, l.max_pending_handshakes),
+            (16_384, 4096)
+        );
+        // The common soft limit of 1024: both caps sized, the sum fits.
+        let mut l = Limits::default();
+        let notes = l.fit_to_fd_limit(1024, false, false);
+        assert_eq!(l.max_pending_handshakes, 112);
+        assert_eq!(l.max_connections, 1024 - 128 - 112);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("open-files limit 1024"), "{notes:?}");
+        // Explicit values are kept when they fit, lowered with a warning when not.
+        let mut l = Limits {
+            max_connections: 100,
+            max_pending_handshakes: 50,
+            ..Limits::default()
+        };
+        assert!(l.fit_to_fd_limit(1024, true, true).is_empty());
+        assert_eq!((l.max_connections, l.max_pending_handshakes), (100, 50));
+        let mut l = Limits {
+            max_connections: 20_000,
+            max_pending_handshakes: 1000,
+            ..Limits::default()
+        };
+        let notes = l.fit_to_fd_limit(20_000, true, true);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(l.max_pending_handshakes, 1000);
+        assert_eq!(l.max_connections, 20_000 - 128 - 1000);
+        assert!(l.max_connections + l.max_pending_handshakes + FD_RESERVE as usize <= 20_000);
     }
 }

@@ -49,13 +49,20 @@ pub struct RunArgs {
     /// open WebSocket connections before handshakes get 503 (default 16384)
     #[argh(option)]
     pub max_connections: Option<usize>,
+    /// connections still in their HTTP/WebSocket handshake before new ones get a quick 503
+    /// (default: an eighth of the free open-files limit, at most 4096)
+    #[argh(option)]
+    pub max_pending_handshakes: Option<usize>,
+    /// the same per source address, IPv4 or IPv6 /64 (default 256)
+    #[argh(option)]
+    pub max_pending_per_source: Option<usize>,
     /// subscriptions per connection (default 256)
     #[argh(option)]
     pub max_subs_per_conn: Option<usize>,
     /// subscriptions on the whole relay (default 1000000)
     #[argh(option)]
     pub max_total_subs: Option<usize>,
-    /// largest client WebSocket message in bytes (default 66050: a full-size publish)
+    /// largest client WebSocket message in bytes (default 66052: a full-size publish)
     #[argh(option)]
     pub max_frame_bytes: Option<usize>,
     /// outbound queue per connection in bytes (default 262144)
@@ -147,6 +154,12 @@ impl RunArgs {
         let mut l = Limits::default();
         if let Some(v) = self.max_connections {
             l.max_connections = v;
+        }
+        if let Some(v) = self.max_pending_handshakes {
+            l.max_pending_handshakes = v;
+        }
+        if let Some(v) = self.max_pending_per_source {
+            l.max_pending_per_source = v;
         }
         if let Some(v) = self.max_subs_per_conn {
             l.max_subs_per_conn = v;
@@ -245,13 +258,22 @@ pub fn run(mut args: RunArgs) -> i32 {
             return 2;
         }
     };
-    let config = Config {
+    let mut config = Config {
         listen: args
             .listen
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
         tls,
         limits: args.limits(),
     };
+    // Every connection is a descriptor: raise the limit, then fit the caps under it.
+    let nofile = raise_fd_limit().unwrap_or(1024);
+    for note in config.limits.fit_to_fd_limit(
+        nofile,
+        args.max_connections.is_some(),
+        args.max_pending_handshakes.is_some(),
+    ) {
+        log::warn!("{note}");
+    }
     let admin = (
         args.admin_listen
             .clone()

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use crate::broker::Broker;
+use crate::ws::admission::Admission;
 
 /// One HTTP request (head + bounded body).
 #[derive(Debug, Clone)]
@@ -100,6 +101,7 @@ pub fn route(
     req: &HttpRequest,
     handlers: &[std::rc::Rc<dyn RestHandler>],
     broker: &Broker,
+    admission: &Admission,
     now: SystemTime,
 ) -> HttpResponse {
     match (req.method.as_str(), req.path.as_str()) {
@@ -110,7 +112,7 @@ pub fn route(
             return r;
         }
         (_, "/ping") => return HttpResponse::text(405, "use GET /ping".to_string()),
-        ("GET", "/stats") => return HttpResponse::json(200, stats_json(broker)),
+        ("GET", "/stats") => return HttpResponse::json(200, stats_json(broker, admission)),
         _ => {}
     }
     for h in handlers {
@@ -133,8 +135,9 @@ pub fn route(
     )
 }
 
-fn stats_json(broker: &Broker) -> String {
+fn stats_json(broker: &Broker, admission: &Admission) -> String {
     let s = broker.stats();
+    let a = admission.stats();
     format!(
         concat!(
             "{{\"connections\":{},\"subscriptions\":{},\"queue_bytes_held\":{},",
@@ -142,7 +145,11 @@ fn stats_json(broker: &Broker) -> String {
             "\"dropped_queue_full\":{},\"dropped_egress_rate\":{},\"refused_ingress_rate\":{},",
             "\"slow_consumers_closed\":{},\"access_ended_closed\":{},",
             "\"read_stops\":{},\"turn_yields\":{},\"commands_rate_limited\":{},",
-            "\"refusals_unanswered\":{},\"rate_limit_closed\":{}}}"
+            "\"refusals_unanswered\":{},\"rate_limit_closed\":{},",
+            "\"handshakes_pending\":{},\"refused_pending_full\":{},",
+            "\"refused_pending_source\":{},\"ticket_failures\":{},",
+            "\"refused_ticket_failures\":{},\"ticket_failure_sources\":{},",
+            "\"ticket_failure_sources_evicted\":{}}}"
         ),
         broker.connection_count(),
         broker.subscription_count(),
@@ -160,5 +167,12 @@ fn stats_json(broker: &Broker) -> String {
         s.commands_rate_limited,
         s.refusals_unanswered,
         s.rate_limit_closed,
+        admission.pending(),
+        a.refused_pending_full,
+        a.refused_pending_source,
+        a.ticket_failures,
+        a.refused_ticket_failures,
+        admission.failure_sources(),
+        a.failure_sources_evicted,
     )
 }

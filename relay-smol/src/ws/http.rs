@@ -101,6 +101,8 @@ fn to_request(
     })
 }
 
+/// The body length from `Content-Length`. RFC 9112 6.3: several values (in repeated headers
+/// or as a list) are refused unless they are all the same number; anything else is `400`.
 fn body_length(req: &HttpRequest, limits: &Limits) -> Result<usize, ReadError> {
     if req.header("transfer-encoding").is_some() {
         return Err(ReadError::Respond(HttpResponse::text(
@@ -108,15 +110,30 @@ fn body_length(req: &HttpRequest, limits: &Limits) -> Result<usize, ReadError> {
             "chunked bodies are not supported; send Content-Length".to_string(),
         )));
     }
-    let Some(v) = req.header("content-length") else {
+    let bad = |why: String| ReadError::Respond(HttpResponse::text(400, why));
+    let mut len: Option<usize> = None;
+    for v in req
+        .headers_named("content-length")
+        .flat_map(|v| v.split(','))
+    {
+        let v = v.trim();
+        let n: usize = v
+            .parse()
+            .ok()
+            .filter(|_| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| bad(format!("bad Content-Length: {v:?}")))?;
+        match len {
+            Some(m) if m != n => {
+                return Err(bad(format!(
+                    "conflicting Content-Length values {m} and {n}; send one"
+                )));
+            }
+            _ => len = Some(n),
+        }
+    }
+    let Some(len) = len else {
         return Ok(0);
     };
-    let len: usize = v.parse().map_err(|_| {
-        ReadError::Respond(HttpResponse::text(
-            400,
-            format!("bad Content-Length: {v:?}"),
-        ))
-    })?;
     if len > limits.max_http_body {
         return Err(ReadError::Respond(HttpResponse::text(
             413,
@@ -153,8 +170,9 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// Serializes a response (always `Connection: close`).
-pub fn encode_response(resp: &HttpResponse) -> Vec<u8> {
+/// Serializes a response (always `Connection: close`). For a `HEAD` request (`head`) the
+/// body is left out; `Content-Length` still gives its length (RFC 9110 9.3.2).
+pub fn encode_response(resp: &HttpResponse, head: bool) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         resp.status,
@@ -170,6 +188,8 @@ pub fn encode_response(resp: &HttpResponse) -> Vec<u8> {
     }
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(&resp.body);
+    if !head {
+        bytes.extend_from_slice(&resp.body);
+    }
     bytes
 }
