@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use fastpubsub_core::frame::limits::MAX_PUBLISH_FRAME_LEN;
+use fastpubsub_core::frame::limits::{
+    MAX_NAME_LEN, MAX_PAYLOAD_LEN, MAX_PUBLISH_FRAME_LEN, MAX_TENANT_LEN,
+};
 
 /// Bytes one connection task reads and handles per turn before it yields to the other tasks
 /// (fair scheduling: one busy connection cannot hold the thread).
@@ -18,6 +20,24 @@ pub const READ_STOP_BYTES_MAX: usize = 64 * 1024;
 /// File descriptors kept free for everything that is not a client connection: listeners, the
 /// mesh socket, the admin listener's connections, state files, stdio, the reactor.
 pub const FD_RESERVE: u64 = 128;
+
+/// Heap of one connection's bookkeeping whatever it does: its task, broker state, socket
+/// registration. Measured at about 1.5 KiB per idle subscribed connection (footprint); the
+/// bound keeps a margin.
+pub const CONN_FIXED_BYTES: usize = 4096;
+/// Heap of one subscription at most: its tenant and pattern kept by the connection, in the
+/// subscription index (trie nodes) and in the interest map, plus their bookkeeping.
+pub const SUB_BYTES: usize = 3 * (MAX_TENANT_LEN + MAX_NAME_LEN) + 512;
+/// Heap of one connection in its handshake apart from its request: its task, TLS state.
+pub const HANDSHAKE_FIXED_BYTES: usize = 8192;
+/// Bytes of one HTTP read chunk during the handshake.
+pub const HTTP_CHUNK: usize = 2048;
+/// Largest WebSocket frame header a client sends (2 + 8-byte length + mask).
+pub const CLIENT_HEADER_MAX: usize = 14;
+/// Relay-wide tables outside the edge's per-connection state, at most: the ticket caches
+/// (4,096 verified + 1,024 refused, about 2 KiB each), the ticket status table (8,192
+/// records), the admission tables (4,096 sources). See docs/tickets.md.
+pub const OTHER_TABLES_BYTES: usize = 16 << 20;
 
 /// A rate limit: `per_sec` on average, bursts of up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +132,8 @@ impl Default for Limits {
                 per_sec: 2,
                 burst: 200,
             },
-            max_pending_handshakes: 4096,
+            // Each can hold up to handshake_bytes_bound() (~88 KiB with a full body).
+            max_pending_handshakes: 1024,
             // A burst of clients behind one NAT all arrive at once.
             max_pending_per_source: 256,
             // An SDK retries a refused handshake once per second: it never runs out.
@@ -137,6 +158,77 @@ impl Limits {
     /// to frames read before the stop fit in the other half.
     pub fn read_stop_bytes(&self) -> usize {
         (self.queue_bytes / 2).clamp(1, READ_STOP_BYTES_MAX)
+    }
+
+    /// Patterns one deliver frame can list: every subscription of the connection at most.
+    pub fn max_deliver_patterns(&self) -> usize {
+        self.max_subs_per_conn
+    }
+
+    /// Largest WebSocket frame the relay queues to a client: a deliver frame with both names
+    /// at full length, a full payload and [`Limits::max_deliver_patterns`] full-length
+    /// patterns (10 header + 1 tag + 2×(2+255) + 4 + 65,536 + 2 + n×(2+255)).
+    pub fn max_outbound_frame(&self) -> usize {
+        10 + 1
+            + (2 + MAX_TENANT_LEN)
+            + (2 + MAX_NAME_LEN)
+            + 4
+            + MAX_PAYLOAD_LEN
+            + 2
+            + self.max_deliver_patterns() * (2 + MAX_NAME_LEN)
+    }
+
+    /// Input a connection task can hold: a partly assembled message, an incomplete frame and
+    /// the unhandled rest of one turn's read, each with its allocation slack.
+    pub fn input_bytes_bound(&self) -> usize {
+        2 * (self.max_frame_len + CLIENT_HEADER_MAX) + TURN_BYTES + 4096
+    }
+
+    /// Heap one upgraded connection can make the relay hold, at most (docs/edge.md,
+    /// "Worst-case memory"): bookkeeping, its subscriptions, its budget, the replies allowed
+    /// past the read stop, its input, one partly written outbound frame and the close frames.
+    pub fn conn_bytes_bound(&self) -> usize {
+        CONN_FIXED_BYTES
+            + self.max_subs_per_conn * SUB_BYTES
+            + self.queue_bytes
+            + self.read_stop_bytes()
+            + self.input_bytes_bound()
+            + self.max_outbound_frame()
+            + 4096
+    }
+
+    /// Heap one connection in its handshake can hold, at most: bookkeeping, its request head
+    /// (while it grows: twice the limit), its body and one read chunk.
+    pub fn handshake_bytes_bound(&self) -> usize {
+        HANDSHAKE_FIXED_BYTES + 2 * self.max_http_head + self.max_http_body + 2 * HTTP_CHUNK
+    }
+
+    /// Relay-wide heap for the edge apart from connections: the shared read buffer, the
+    /// spare outbound buffers and the other bounded tables ([`OTHER_TABLES_BYTES`]).
+    pub fn shared_bytes_bound(&self) -> usize {
+        TURN_BYTES
+            + crate::broker::POOL_BUFFERS * crate::broker::queue::grow_cap(self.queue_bytes)
+            + OTHER_TABLES_BYTES
+    }
+
+    /// The memory bound for `conns` upgraded connections and `pending` in their handshake,
+    /// above the relay's idle footprint. Subscriptions are also capped relay-wide.
+    pub fn relay_bytes_bound_for(&self, conns: usize, pending: usize) -> usize {
+        let subs = conns
+            .saturating_mul(self.max_subs_per_conn)
+            .min(self.max_total_subs);
+        let per_conn = self.conn_bytes_bound() - self.max_subs_per_conn * SUB_BYTES;
+        conns
+            .saturating_mul(per_conn)
+            .saturating_add(subs.saturating_mul(SUB_BYTES))
+            .saturating_add(pending.saturating_mul(self.handshake_bytes_bound()))
+            .saturating_add(self.shared_bytes_bound())
+    }
+
+    /// The memory bound of the whole edge at its caps (`max_connections`,
+    /// `max_pending_handshakes`), above the idle footprint.
+    pub fn relay_bytes_bound(&self) -> usize {
+        self.relay_bytes_bound_for(self.max_connections, self.max_pending_handshakes)
     }
 
     /// Sizes the connection caps to the open-files limit `nofile`, so the relay never runs
@@ -191,13 +283,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_documented_bounds() {
+        // The numbers docs/edge.md shows for the defaults.
+        let l = Limits::default();
+        assert_eq!(l.max_outbound_frame(), 66_067 + 256 * 257);
+        assert_eq!(l.input_bytes_bound(), 2 * 66_066 + 65_536 + 4096);
+        assert_eq!(l.conn_bytes_bound(), 1_192_247);
+        assert_eq!(l.handshake_bytes_bound(), 94_208);
+        assert_eq!(l.shared_bytes_bound(), 33_882_112);
+        // 16,384 connections with 1,000,000 subscriptions relay-wide and 1,024 handshakes:
+        // 12.2 GiB, most of it the budget and the input of every connection at once.
+        assert_eq!(l.relay_bytes_bound(), 13_141_357_184);
+    }
+
+    #[test]
     fn caps_fit_the_open_files_limit() {
         // A generous limit changes nothing.
         let mut l = Limits::default();
         assert!(l.fit_to_fd_limit(1 << 20, false, false).is_empty());
         assert_eq!(
             (l.max_connections, l.max_pending_handshakes),
-            (16_384, 4096)
+            (16_384, 1024)
         );
         // The common soft limit of 1024: both caps sized, the sum fits.
         let mut l = Limits::default();

@@ -50,7 +50,7 @@ pub struct RunArgs {
     #[argh(option)]
     pub max_connections: Option<usize>,
     /// connections still in their HTTP/WebSocket handshake before new ones get a quick 503
-    /// (default: an eighth of the free open-files limit, at most 4096)
+    /// (default: an eighth of the free open-files limit, at most 1024)
     #[argh(option)]
     pub max_pending_handshakes: Option<usize>,
     /// the same per source address, IPv4 or IPv6 /64 (default 256)

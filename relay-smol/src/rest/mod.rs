@@ -147,7 +147,7 @@ fn stats_json(broker: &Broker, admission: &Admission) -> String {
             "\"read_stops\":{},\"turn_yields\":{},\"commands_rate_limited\":{},",
             "\"refusals_unanswered\":{},\"rate_limit_closed\":{},",
             "\"handshakes_pending\":{},\"refused_pending_full\":{},",
-            "\"refused_pending_source\":{},\"ticket_failures\":{},",
+            "\"refused_pending_source\":{},\"pending_evicted\":{},\"ticket_failures\":{},",
             "\"refused_ticket_failures\":{},\"ticket_failure_sources\":{},",
             "\"ticket_failure_sources_evicted\":{}}}"
         ),
@@ -170,6 +170,7 @@ fn stats_json(broker: &Broker, admission: &Admission) -> String {
         admission.pending(),
         a.refused_pending_full,
         a.refused_pending_source,
+        a.pending_evicted,
         a.ticket_failures,
         a.refused_ticket_failures,
         admission.failure_sources(),

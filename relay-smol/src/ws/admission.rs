@@ -2,19 +2,26 @@
 //! request or WebSocket upgrade, in total and per source address, and the per-source budget
 //! of failed ticket checks.
 //!
-//! Sans-IO and clock-free: the accept loop asks [`Admission::admit`] for every accepted
-//! socket (and holds the returned [`Pending`] slot until the handshake is over), and the
+//! Sans-IO (time is passed in): the accept loop asks [`Admission::admit`] for every accepted
+//! socket (and holds the returned [`Pending`] place until the handshake is over), and the
 //! handshake asks [`Admission::check_failures`] before it calls the `Authorizer` and
 //! [`Admission::note_failure`] after a `401`. Both tables are bounded; every refusal and
 //! eviction is counted in [`AdmissionStats`].
 //!
+//! When the relay-wide cap is reached, the oldest handshake still in progress is evicted to
+//! make room if it has been waiting for at least [`EVICT_AFTER`] (a slow or held request:
+//! a real client finishes in about one round trip); otherwise the new connection is refused.
+//! So a flood of held half-sent requests keeps new clients out only while it opens more than
+//! `max_pending` connections per [`EVICT_AFTER`]; a source at its own cap is refused.
+//!
 //! Sources are keyed by [`SourceKey`]: an IPv4 address, or the /64 prefix of an IPv6 address
 //! (one host usually holds a whole /64, so keying by full address would give it 2^64 budgets).
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::limits::Rate;
@@ -54,11 +61,18 @@ pub struct AdmissionLimits {
     pub failure_sources: usize,
 }
 
+/// How long a handshake must have been waiting before a new connection may evict it.
+pub const EVICT_AFTER: Duration = Duration::from_secs(1);
+
 /// Counters of the admission tables (monotonic).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AdmissionStats {
-    /// Connections refused because [`AdmissionLimits::max_pending`] were in their handshake.
+    /// Connections refused because [`AdmissionLimits::max_pending`] were in their handshake
+    /// and none had waited [`EVICT_AFTER`].
     pub refused_pending_full: u64,
+    /// Handshakes closed to make room for a new connection (they had waited at least
+    /// [`EVICT_AFTER`] with the relay-wide cap reached).
+    pub pending_evicted: u64,
     /// Connections refused because their source had
     /// [`AdmissionLimits::max_pending_per_source`] in their handshake.
     pub refused_pending_source: u64,
@@ -93,6 +107,33 @@ impl PendingRefused {
     }
 }
 
+/// One connection's place in the handshake count.
+#[derive(Debug)]
+pub struct Slot {
+    source: SourceKey,
+    since: Instant,
+    /// Released (handshake over, or evicted): no longer counted.
+    released: Cell<bool>,
+    /// Evicted: its task must close the connection.
+    evicted: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Slot {
+    /// Ready once the slot was evicted to make room (the task then drops the connection).
+    pub fn poll_evicted(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.evicted.get() {
+            return Poll::Ready(());
+        }
+        let mut w = self.waker.borrow_mut();
+        match &*w {
+            Some(old) if old.will_wake(cx.waker()) => {}
+            _ => *w = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
 /// The failure budget of one source.
 #[derive(Debug, Clone, Copy)]
 struct Failures {
@@ -107,6 +148,8 @@ pub struct Admission {
     limits: AdmissionLimits,
     pending: usize,
     pending_by_source: HashMap<SourceKey, usize>,
+    /// Slots in admission order (released ones are skipped and compacted away).
+    order: VecDeque<Rc<Slot>>,
     failures: Vec<Failures>,
     failure_index: HashMap<SourceKey, usize>,
     stats: AdmissionStats,
@@ -123,6 +166,7 @@ impl Admission {
             limits,
             pending: 0,
             pending_by_source: HashMap::new(),
+            order: VecDeque::new(),
             failures: Vec::new(),
             failure_index: HashMap::new(),
             stats: AdmissionStats::default(),
@@ -145,32 +189,73 @@ impl Admission {
         self.failures.len()
     }
 
-    /// A connection from `ip` was accepted: may it start its handshake?
-    pub fn admit(&mut self, ip: IpAddr) -> Result<(), PendingRefused> {
-        if self.pending >= self.limits.max_pending {
-            self.stats.refused_pending_full += 1;
-            return Err(PendingRefused::Full(self.limits.max_pending));
-        }
-        let n = self.pending_by_source.entry(SourceKey::of(ip)).or_insert(0);
-        if *n >= self.limits.max_pending_per_source {
+    /// A connection from `ip` was accepted at `now`: may it start its handshake? When the
+    /// relay-wide cap is reached, the oldest handshake waiting at least [`EVICT_AFTER`] is
+    /// evicted to make room (its [`Slot::poll_evicted`] becomes ready).
+    pub fn admit(&mut self, ip: IpAddr, now: Instant) -> Result<Rc<Slot>, PendingRefused> {
+        let source = SourceKey::of(ip);
+        let held = self.pending_by_source.get(&source).copied().unwrap_or(0);
+        if held >= self.limits.max_pending_per_source {
             self.stats.refused_pending_source += 1;
             return Err(PendingRefused::Source(self.limits.max_pending_per_source));
         }
-        *n += 1;
+        if self.pending >= self.limits.max_pending && !self.evict_oldest(now) {
+            self.stats.refused_pending_full += 1;
+            return Err(PendingRefused::Full(self.limits.max_pending));
+        }
+        *self.pending_by_source.entry(source).or_insert(0) += 1;
         self.pending += 1;
-        Ok(())
+        let slot = Rc::new(Slot {
+            source,
+            since: now,
+            released: Cell::new(false),
+            evicted: Cell::new(false),
+            waker: RefCell::new(None),
+        });
+        self.order.push_back(slot.clone());
+        // Released slots wait in `order` until they reach the front; keep it compact.
+        if self.order.len() > 2 * self.limits.max_pending.max(8) {
+            self.order.retain(|s| !s.released.get());
+        }
+        Ok(slot)
     }
 
-    /// The handshake of a connection admitted from `ip` is over (upgraded, answered or gone).
-    pub fn release(&mut self, ip: IpAddr) {
-        let key = SourceKey::of(ip);
-        if let Some(n) = self.pending_by_source.get_mut(&key) {
+    /// Evicts the oldest live slot if it has waited [`EVICT_AFTER`]; `false` if none has.
+    fn evict_oldest(&mut self, now: Instant) -> bool {
+        while let Some(front) = self.order.front() {
+            if front.released.get() {
+                self.order.pop_front();
+                continue;
+            }
+            if now.saturating_duration_since(front.since) < EVICT_AFTER {
+                return false;
+            }
+            let Some(slot) = self.order.pop_front() else {
+                return false;
+            };
+            self.release(&slot);
+            slot.evicted.set(true);
+            if let Some(w) = slot.waker.borrow_mut().take() {
+                w.wake();
+            }
+            self.stats.pending_evicted += 1;
+            return true;
+        }
+        false
+    }
+
+    /// The handshake of `slot` is over (upgraded, answered, gone or evicted).
+    pub fn release(&mut self, slot: &Slot) {
+        if slot.released.replace(true) {
+            return;
+        }
+        if let Some(n) = self.pending_by_source.get_mut(&slot.source) {
             *n -= 1;
             if *n == 0 {
-                self.pending_by_source.remove(&key);
+                self.pending_by_source.remove(&slot.source);
             }
-            self.pending -= 1;
         }
+        self.pending -= 1;
     }
 
     fn refill(&self, f: &mut Failures, now: Instant) {
@@ -265,26 +350,32 @@ impl Admission {
 /// A connection's place in the handshake count; dropping it releases the place.
 pub struct Pending {
     admission: Rc<RefCell<Admission>>,
-    ip: IpAddr,
+    slot: Rc<Slot>,
 }
 
 impl Pending {
-    /// Admits a connection from `ip` into `admission`, or says why not.
+    /// Admits a connection from `ip` into `admission` at `now`, or says why not.
     pub fn admit(
         admission: &Rc<RefCell<Admission>>,
         ip: IpAddr,
+        now: Instant,
     ) -> Result<Pending, PendingRefused> {
-        admission.borrow_mut().admit(ip)?;
+        let slot = admission.borrow_mut().admit(ip, now)?;
         Ok(Pending {
             admission: admission.clone(),
-            ip,
+            slot,
         })
+    }
+
+    /// Completes when this place was evicted to make room for a newer connection.
+    pub async fn evicted(&self) {
+        std::future::poll_fn(|cx| self.slot.poll_evicted(cx)).await;
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.admission.borrow_mut().release(self.ip);
+        self.admission.borrow_mut().release(&self.slot);
     }
 }
 
@@ -310,44 +401,86 @@ mod tests {
 
     #[test]
     fn pending_caps_in_total_and_per_source() {
+        let t0 = crate::clock::now();
         let mut a = Admission::new(limits(), 1);
-        assert_eq!(a.admit(ip("10.0.0.1")), Ok(()));
-        assert_eq!(a.admit(ip("10.0.0.1")), Ok(()));
-        assert_eq!(a.admit(ip("10.0.0.1")), Err(PendingRefused::Source(2)));
-        // The same host over IPv4-mapped IPv6 is the same source.
+        let mut held = Vec::new();
+        let mut admit = |a: &mut Admission, x: &str| a.admit(ip(x), t0).map(|s| held.push(s));
+        let results = [
+            admit(&mut a, "10.0.0.1"),
+            admit(&mut a, "10.0.0.1"),
+            admit(&mut a, "10.0.0.1"),
+            // The same host over IPv4-mapped IPv6 is the same source.
+            admit(&mut a, "::ffff:10.0.0.1"),
+            admit(&mut a, "10.0.0.2"),
+            // Two addresses of one IPv6 /64 are one source.
+            admit(&mut a, "2001:db8::1"),
+            // Full, and nobody has waited a second: refused.
+            admit(&mut a, "2001:db8::2"),
+        ];
+        use PendingRefused::{Full, Source};
         assert_eq!(
-            a.admit(ip("::ffff:10.0.0.1")),
-            Err(PendingRefused::Source(2))
-        );
-        assert_eq!(a.admit(ip("10.0.0.2")), Ok(()));
-        // Two addresses of one IPv6 /64 are one source.
-        assert_eq!(a.admit(ip("2001:db8::1")), Ok(()));
-        assert_eq!(a.admit(ip("2001:db8::2")), Err(PendingRefused::Full(4)));
-        a.release(ip("10.0.0.2"));
-        assert_eq!(a.admit(ip("2001:db8::2")), Ok(()));
-        assert_eq!(a.admit(ip("2001:db8::3")), Err(PendingRefused::Full(4)));
-        a.release(ip("2001:db8::1"));
-        a.release(ip("2001:db8::2"));
-        assert_eq!(a.admit(ip("2001:db8::ffff")), Ok(()));
-        assert_eq!(a.admit(ip("2001:db8::ffff")), Ok(()));
-        assert_eq!(
-            a.admit(ip("2001:db8::abcd")),
-            Err(PendingRefused::Full(4)),
-            "full again"
+            results,
+            [
+                Ok(()),
+                Ok(()),
+                Err(Source(2)),
+                Err(Source(2)),
+                Ok(()),
+                Ok(()),
+                Err(Full(4))
+            ]
         );
         let s = a.stats();
-        assert_eq!((s.refused_pending_full, s.refused_pending_source), (3, 2));
-        for x in ["10.0.0.1", "10.0.0.1", "2001:db8::1", "2001:db8::1"] {
-            a.release(ip(x));
+        assert_eq!((s.refused_pending_full, s.refused_pending_source), (1, 2));
+        let third = held.remove(2);
+        a.release(&third);
+        a.release(&third);
+        assert_eq!(a.pending(), 3, "a second release changes nothing");
+        for s in held.drain(..) {
+            a.release(&s);
         }
         assert_eq!(a.pending(), 0);
         assert!(
             a.pending_by_source.is_empty(),
             "no entry without a pending connection"
         );
-        // A release without an admit changes nothing.
-        a.release(ip("192.0.2.9"));
-        assert_eq!(a.pending(), 0);
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_oldest_handshake_after_a_second() {
+        let t0 = crate::clock::now();
+        let mut a = Admission::new(limits(), 1);
+        let slots: Vec<Rc<Slot>> = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
+            .iter()
+            .map(|x| a.admit(ip(x), t0).unwrap_or_else(|_| panic!("{x}")))
+            .collect();
+        let t1 = t0 + EVICT_AFTER;
+        let newer = a.admit(ip("10.0.0.5"), t1);
+        assert!(newer.is_ok(), "the oldest made room");
+        assert!(slots[0].evicted.get() && slots[0].released.get());
+        assert!(!slots[1].evicted.get());
+        assert_eq!(a.pending(), 4);
+        assert_eq!(a.stats().pending_evicted, 1);
+        // Its task still drops it later: no double count.
+        a.release(&slots[0]);
+        assert_eq!(a.pending(), 4);
+        // A released slot is skipped, not evicted.
+        a.release(&slots[1]);
+        let again = a.admit(ip("10.0.0.6"), t1);
+        assert!(again.is_ok());
+        assert!(!slots[1].evicted.get());
+        assert_eq!(a.stats().pending_evicted, 1);
+        let late = a.admit(ip("10.0.0.7"), t1);
+        assert!(late.is_ok());
+        assert!(slots[2].evicted.get(), "the next oldest");
+        // The order queue stays bounded however many come and go.
+        for i in 0..1000u32 {
+            let x = IpAddr::from((0x0b00_0000u32 + i).to_be_bytes());
+            if let Ok(s) = a.admit(x, t1 + EVICT_AFTER * (i + 1)) {
+                a.release(&s);
+            }
+            assert!(a.order.len() <= 2 * 8 + 1);
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::limits::Limits;
+use crate::limits::{HTTP_CHUNK, Limits};
 use crate::rest::{HttpRequest, HttpResponse};
 use crate::ws::transport::Transport;
 
@@ -19,13 +19,17 @@ pub enum ReadError {
 const MAX_HEADERS: usize = 48;
 
 /// Reads one request. Returns it with any bytes that followed it on the wire.
+///
+/// Memory: the head buffer grows up to twice `max_http_head` at most; once the head is
+/// parsed the body is read into exactly `Content-Length` more bytes, and becomes the
+/// request's body without a copy (`Limits::handshake_bytes_bound` counts on this).
 pub async fn read_request(
     io: &mut Transport,
     peer: SocketAddr,
     limits: &Limits,
 ) -> Result<(HttpRequest, Vec<u8>), ReadError> {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
+    let mut chunk = [0u8; HTTP_CHUNK];
     let (mut req, head_len, body_len) = loop {
         let n = io.read(&mut chunk).await.map_err(|_| ReadError::Closed)?;
         if n == 0 {
@@ -56,18 +60,24 @@ pub async fn read_request(
             }
         }
     };
-    while buf.len() < head_len + body_len {
-        let n = io.read(&mut chunk).await.map_err(|_| ReadError::Closed)?;
+    // The head is parsed into `req`: keep only what follows it.
+    buf.drain(..head_len.min(buf.len()));
+    if buf.len() < body_len {
+        buf.reserve_exact(body_len - buf.len());
+    }
+    while buf.len() < body_len {
+        let want = (body_len - buf.len()).min(HTTP_CHUNK);
+        let n = io
+            .read(chunk.get_mut(..want).unwrap_or(&mut []))
+            .await
+            .map_err(|_| ReadError::Closed)?;
         if n == 0 {
             return Err(ReadError::Closed);
         }
         buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
     }
-    req.body = buf
-        .get(head_len..head_len + body_len)
-        .unwrap_or(&[])
-        .to_vec();
-    let rest = buf.get(head_len + body_len..).unwrap_or(&[]).to_vec();
+    let rest = buf.split_off(body_len.min(buf.len()));
+    req.body = buf;
     Ok((req, rest))
 }
 

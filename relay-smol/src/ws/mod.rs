@@ -172,13 +172,15 @@ impl Relay {
                     futures_lite::future::yield_now().await;
                 }
                 match listener.accept().await {
-                    Ok((stream, peer)) => match Pending::admit(&ctx.admission, peer.ip()) {
-                        Ok(pending) => {
-                            let _ = stream.get_ref().set_nodelay(true);
-                            ex.spawn(serve(stream, peer, ctx.clone(), pending)).detach();
+                    Ok((stream, peer)) => {
+                        match Pending::admit(&ctx.admission, peer.ip(), clock::now()) {
+                            Ok(pending) => {
+                                let _ = stream.get_ref().set_nodelay(true);
+                                ex.spawn(serve(stream, peer, ctx.clone(), pending)).detach();
+                            }
+                            Err(why) => refuse_at_once(stream, &why, ctx.tls.is_some()),
                         }
-                        Err(why) => refuse_at_once(stream, &why, ctx.tls.is_some()),
-                    },
+                    }
                     Err(e) => {
                         // Out of file descriptors and similar: back off, keep serving.
                         log::warn!("accept failed: {e}");
@@ -241,9 +243,13 @@ async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Ctx>, pending
         Timer::after(ctx.shared.limits.handshake_timeout).await;
         None
     };
+    let evicted = async {
+        pending.evicted().await;
+        None
+    };
     // Boxed: the handshake's buffers must not stay in the connection's long-lived future.
     let handshake = Box::pin(handshake(io, peer, ctx.clone()));
-    let Some((io, id, rest)) = handshake.or(timeout).await else {
+    let Some((io, id, rest)) = handshake.or(timeout).or(evicted).await else {
         return;
     };
     drop(pending);
