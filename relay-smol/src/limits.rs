@@ -17,6 +17,16 @@ pub const TURN_WORK: usize = 1024;
 /// [`Limits::read_stop_bytes`]).
 pub const READ_STOP_BYTES_MAX: usize = 64 * 1024;
 
+/// Spare outbound buffers the broker keeps for reuse, each of at most
+/// [`queue_grow_cap`]`(queue_bytes)` bytes.
+pub const POOL_BUFFERS: usize = 64;
+
+/// Capacity up to which a connection's outbound buffer grows by doubling (and the largest
+/// buffer the spare pool keeps): the budget plus room for the close frames.
+pub fn queue_grow_cap(queue_bytes: usize) -> usize {
+    queue_bytes.saturating_add(4096)
+}
+
 /// File descriptors kept free for everything that is not a client connection: listeners, the
 /// mesh socket, the admin listener's connections, state files, stdio, the reactor.
 pub const FD_RESERVE: u64 = 128;
@@ -206,9 +216,7 @@ impl Limits {
     /// Relay-wide heap for the edge apart from connections: the shared read buffer, the
     /// spare outbound buffers and the other bounded tables ([`OTHER_TABLES_BYTES`]).
     pub fn shared_bytes_bound(&self) -> usize {
-        TURN_BYTES
-            + crate::broker::POOL_BUFFERS * crate::broker::queue::grow_cap(self.queue_bytes)
-            + OTHER_TABLES_BYTES
+        TURN_BYTES + POOL_BUFFERS * queue_grow_cap(self.queue_bytes) + OTHER_TABLES_BYTES
     }
 
     /// The memory bound for `conns` upgraded connections and `pending` in their handshake,

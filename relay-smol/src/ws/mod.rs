@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod conn;
 pub mod http;
+pub mod stats;
 pub mod transport;
 
 use std::cell::RefCell;
@@ -277,9 +278,8 @@ async fn handshake(
         Some((io, id, rest))
     } else {
         let resp = {
-            let broker = ctx.shared.broker.borrow();
-            let admission = ctx.admission.borrow();
-            rest::route(&req, &ctx.rest, &broker, &admission, clock::wall_now())
+            let doc = || stats::stats_json(&ctx.shared.broker.borrow(), &ctx.admission.borrow());
+            rest::route(&req, &ctx.rest, &doc, clock::wall_now())
         };
         respond_to(&mut io, &resp, req.method == "HEAD").await;
         None
