@@ -6,6 +6,7 @@ use std::time::Duration;
 use fastpubsub_core::frame::limits::{
     MAX_NAME_LEN, MAX_PAYLOAD_LEN, MAX_PUBLISH_FRAME_LEN, MAX_TENANT_LEN,
 };
+use fastpubsub_core::pattern::{MAX_PATTERN_SEGMENTS, MAX_STARS_PER_CONNECTION};
 
 /// Bytes one connection task reads and handles per turn before it yields to the other tasks
 /// (fair scheduling: one busy connection cannot hold the thread).
@@ -35,9 +36,14 @@ pub const FD_RESERVE: u64 = 128;
 /// registration. Measured at about 1.5 KiB per idle subscribed connection (footprint); the
 /// bound keeps a margin.
 pub const CONN_FIXED_BYTES: usize = 4096;
+/// Heap of one subscription index node with its child-map entry and allocation overhead (the
+/// node itself is 48 bytes, core's `sizes` test).
+pub const INDEX_NODE_BYTES: usize = 96;
 /// Heap of one subscription at most: its tenant and pattern kept by the connection, in the
-/// subscription index (trie nodes) and in the interest map, plus their bookkeeping.
-pub const SUB_BYTES: usize = 3 * (MAX_TENANT_LEN + MAX_NAME_LEN) + 512;
+/// subscription index and in the interest map (three copies), one index node per segment,
+/// plus bookkeeping. Measured: 278 bytes for short patterns (footprint).
+pub const SUB_BYTES: usize =
+    3 * (MAX_TENANT_LEN + MAX_NAME_LEN) + MAX_PATTERN_SEGMENTS * INDEX_NODE_BYTES + 256;
 /// Heap of one connection in its handshake apart from its request: its task, TLS state.
 pub const HANDSHAKE_FIXED_BYTES: usize = 8192;
 /// Bytes of one HTTP read chunk during the handshake.
@@ -170,9 +176,15 @@ impl Limits {
         (self.queue_bytes / 2).clamp(1, READ_STOP_BYTES_MAX)
     }
 
-    /// Patterns one deliver frame can list: every subscription of the connection at most.
+    /// Patterns one deliver frame lists at most. The contract lists every matching pattern;
+    /// the pattern-cost limits (`core::pattern`) bound how many of one connection's patterns
+    /// can match one channel: one without wildcards, one per '#' prefix length
+    /// (`MAX_PATTERN_SEGMENTS`), one per '*' the connection may hold
+    /// (`MAX_STARS_PER_CONNECTION`) — 81. So this cap never cuts a list; it keeps a deliver
+    /// frame bounded by construction (at most 81 × 257 bytes of patterns, not 256 × 257).
     pub fn max_deliver_patterns(&self) -> usize {
         self.max_subs_per_conn
+            .min(1 + MAX_PATTERN_SEGMENTS + MAX_STARS_PER_CONNECTION)
     }
 
     /// Largest WebSocket frame the relay queues to a client: a deliver frame with both names
@@ -294,14 +306,15 @@ mod tests {
     fn the_documented_bounds() {
         // The numbers docs/edge.md shows for the defaults.
         let l = Limits::default();
-        assert_eq!(l.max_outbound_frame(), 66_067 + 256 * 257);
+        assert_eq!(l.max_outbound_frame(), 66_067 + 81 * 257);
         assert_eq!(l.input_bytes_bound(), 2 * 66_066 + 65_536 + 4096);
-        assert_eq!(l.conn_bytes_bound(), 1_192_247);
+        assert_eq!(SUB_BYTES, 3322);
+        assert_eq!(l.conn_bytes_bound(), 1_474_952);
         assert_eq!(l.handshake_bytes_bound(), 94_208);
         assert_eq!(l.shared_bytes_bound(), 33_882_112);
         // 16,384 connections with 1,000,000 subscriptions relay-wide and 1,024 handshakes:
-        // 12.2 GiB, most of it the budget and the input of every connection at once.
-        assert_eq!(l.relay_bytes_bound(), 13_141_357_184);
+        // 12.7 GiB, most of it the budget and the input of every connection at once.
+        assert_eq!(l.relay_bytes_bound(), 13_684_486_784);
     }
 
     #[test]

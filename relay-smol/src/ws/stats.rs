@@ -19,7 +19,7 @@ pub fn stats_json(broker: &Broker, admission: &Admission) -> String {
             "\"handshakes_pending\":{},\"refused_pending_full\":{},",
             "\"refused_pending_source\":{},\"pending_evicted\":{},\"ticket_failures\":{},",
             "\"refused_ticket_failures\":{},\"ticket_failure_sources\":{},",
-            "\"ticket_failure_sources_evicted\":{}}}"
+            "\"ticket_failure_sources_evicted\":{},\"deliver_patterns_capped\":{}}}"
         ),
         broker.connection_count(),
         broker.subscription_count(),
@@ -45,5 +45,6 @@ pub fn stats_json(broker: &Broker, admission: &Admission) -> String {
         a.refused_ticket_failures,
         admission.failure_sources(),
         a.failure_sources_evicted,
+        s.deliver_patterns_capped,
     )
 }

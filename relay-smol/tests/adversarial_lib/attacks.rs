@@ -412,8 +412,9 @@ pub fn half_open_flood(
             })
         })
         .collect();
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let opener = {
-        let (tally, opened_at) = (tally.clone(), opened_at.clone());
+        let (tally, opened_at, release) = (tally.clone(), opened_at.clone(), release.clone());
         std::thread::spawn(move || {
             let mut held: Vec<TcpStream> = openers
                 .into_iter()
@@ -421,7 +422,9 @@ pub fn half_open_flood(
                 .collect();
             *opened_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             tally.add("half-open connections opened", held.len() as u64);
-            while Instant::now() < until {
+            // Hold them until the prober is done (bounded: 30 s).
+            let stop = Instant::now() + Duration::from_secs(30);
+            while !release.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < stop {
                 std::thread::sleep(Duration::from_millis(50));
             }
             // How were they answered? A look at each (non-blocking).
@@ -442,10 +445,12 @@ pub fn half_open_flood(
             held.len()
         })
     };
-    // Fresh clients (bounded: one try per 200 ms).
+    // Fresh clients, one try per 200 ms: while the flood opens its connections (until
+    // `until`), and then five more once it holds them all (bounded: 15 s past `until`).
     let (mut during, mut after) = ((0u64, 0u64), (0u64, 0u64));
     let mut first_refusal = None;
-    while Instant::now() < until {
+    let hard_stop = until + Duration::from_secs(15);
+    while (Instant::now() < until || after.0 + after.1 < 5) && Instant::now() < hard_stop {
         let settled = opened_at
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -465,6 +470,7 @@ pub fn half_open_flood(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    release.store(true, std::sync::atomic::Ordering::Relaxed);
     let opened = opener.join().unwrap_or(0);
     let mut rep = AttackReport::new("half-open HTTP handshake flood");
     rep.peak_pending = opened;
