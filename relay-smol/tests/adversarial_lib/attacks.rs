@@ -267,12 +267,15 @@ pub fn non_reading_subscribers(
     rep
 }
 
-/// The issue's pattern attack, as far as the relay lets it: `conns` connections each try
+/// The issue's pattern attack, then the worst the relay allows. `conns` connections each try
 /// `subs` distinct patterns of `segments` segments (1-character literals and `*` in varying
-/// places, all matching one channel), then one connection publishes 1-byte messages on that
-/// channel at `rate`/s until `until`. Without pattern-cost limits in the relay (they refuse
-/// such patterns with `ERR:pattern_too_complex`), this build cannot withstand it and the
-/// scenario is reported as skipped.
+/// places, all matching one channel): the pattern-cost limits refuse them
+/// (`ERR:pattern_too_complex`). Each connection then subscribes the most patterns that can
+/// match one 16-segment channel under those limits (the channel, every `#` prefix, 64
+/// single-`*` patterns: 80 within a `public.#` grant), and one connection publishes 1-byte
+/// messages on that channel at `rate`/s until `until`: every publish is a deliver frame of
+/// 80 patterns to each of the `conns`. Without pattern-cost limits in the relay the first
+/// phase would already be taken and the scenario is reported as skipped.
 pub fn pattern_heavy(
     relay: &Relay,
     until: Instant,
@@ -285,9 +288,8 @@ pub fn pattern_heavy(
     let mut rep = AttackReport::new("pattern-heavy subscriptions");
     let tally = Tally::default();
     let inner = segments.saturating_sub(2).max(1);
-    // public . (a|*) × inner . z — every pattern matches `channel`.
-    let channel = format!("public.{}z", "a.".repeat(inner));
-    let pattern = |k: usize| -> String {
+    // The issue's set: public . (a|*) × inner . z — every pattern matches one channel.
+    let issue_pattern = |k: usize| -> String {
         let mut p = String::from("public.");
         for i in 0..inner {
             let star = ((k >> (i % 14)) & 1 == 1) ^ (i % 2 == 1);
@@ -295,6 +297,46 @@ pub fn pattern_heavy(
         }
         p.push('z');
         p
+    };
+    // The worst allowed set for a 16-segment channel.
+    let channel: Vec<String> = std::iter::once("public".to_string())
+        .chain((1..16).map(|i| format!("s{i}")))
+        .collect();
+    let mut worst = vec![channel.join(".")];
+    for k in 1..16 {
+        worst.push(format!("{}.#", channel[..k].join(".")));
+    }
+    // 64 distinct single-'*' patterns: a '#'-ended prefix of `len` segments with the star
+    // at `pos` (never at 0: the grant is `public.#`).
+    'stars: for len in (2..=15).rev() {
+        for pos in 1..len {
+            if worst.len() == 16 + 64 {
+                break 'stars;
+            }
+            let mut p = channel[..len].to_vec();
+            p[pos] = "*".into();
+            p.push("#".into());
+            worst.push(p.join("."));
+        }
+    }
+    let answers = |ws: &mut RawWs, n: usize, tally: &Tally, ok_key: &str| {
+        for _ in 0..n {
+            match ws.read_frame() {
+                Some((0x1, t)) => {
+                    let t = String::from_utf8_lossy(&t);
+                    let key = if t.starts_with("OK:SUB:") {
+                        ok_key.to_string()
+                    } else {
+                        t.split(':').take(2).collect::<Vec<_>>().join(":")
+                    };
+                    tally.add(&key, 1);
+                }
+                _ => {
+                    tally.add("no answer", 1);
+                    break;
+                }
+            }
+        }
     };
     let mut readers = Vec::new();
     for c in 0..conns {
@@ -307,7 +349,7 @@ pub fn pattern_heavy(
                 client_frame(
                     true,
                     0x1,
-                    format!("SUB:t1:{}", pattern(c * subs + s)).as_bytes(),
+                    format!("SUB:t1:{}", issue_pattern(c * subs + s)).as_bytes(),
                 )
             })
             .collect();
@@ -315,45 +357,45 @@ pub fn pattern_heavy(
             tally.add("write failed", 1);
             continue;
         }
-        for _ in 0..subs {
-            match ws.read_frame() {
-                Some((0x1, t)) => {
-                    let t = String::from_utf8_lossy(&t);
-                    let key = if t.starts_with("OK:SUB:") {
-                        "subscribed".to_string()
-                    } else {
-                        t.split(':').take(2).collect::<Vec<_>>().join(":")
-                    };
-                    tally.add(&key, 1);
-                }
-                _ => {
-                    tally.add("no answer", 1);
-                    break;
-                }
-            }
-        }
+        answers(&mut ws, subs, &tally, "issue pattern subscribed");
+        let wire: Vec<u8> = worst
+            .iter()
+            .flat_map(|p| client_frame(true, 0x1, format!("SUB:t1:{p}").as_bytes()))
+            .collect();
+        let _ = ws.stream.write_all(&wire);
+        answers(
+            &mut ws,
+            worst.len(),
+            &tally,
+            "allowed worst pattern subscribed",
+        );
         // Read deliveries in a thread: this connection is a healthy reader.
         let _ = ws.stream.set_read_timeout(Some(Duration::from_millis(200)));
         readers.push(std::thread::spawn(move || {
-            let mut n = 0u64;
+            let (mut n, mut listed) = (0u64, 0u64);
             let stop = until + Duration::from_secs(1);
             while Instant::now() < stop && !ws.closed {
-                if let Some((0x2, _)) = ws.read_frame() {
+                if let Some((0x2, body)) = ws.read_frame() {
                     n += 1;
+                    listed = listed.max(super::deliver_pattern_count(&body).unwrap_or(0));
                 }
             }
-            n
+            (n, listed)
         }));
     }
     rep.peak_conns = conns + 1;
-    let subscribed = tally.get("subscribed");
-    if subscribed > (conns * 64) as u64 {
+    let taken = tally.get("issue pattern subscribed");
+    if taken > (conns * 64) as u64 {
         rep.skipped = Some(format!(
-            "this relay took {subscribed} such patterns: it has no pattern-cost limits yet (ERR:pattern_too_complex, issue #10 item 2), so the publish phase would only measure that"
+            "this relay took {taken} of the issue's patterns: it has no pattern-cost limits (ERR:pattern_too_complex, issue #10 item 2)"
         ));
     } else {
+        rep.expect(
+            format!("the issue's patterns refused ({taken} taken)"),
+            taken == 0,
+        );
         let mut publ = RawWs::connect(source(conns), relay.addr, &ticket).expect("publisher");
-        let frame = client_frame(true, 0x2, &publish_frame("t1", &channel, b"x"));
+        let frame = client_frame(true, 0x2, &publish_frame("t1", &channel.join("."), b"x"));
         let period = Duration::from_secs(1) / rate.max(1);
         let mut sent = 0u64;
         let mut next = Instant::now();
@@ -369,8 +411,13 @@ pub fn pattern_heavy(
         }
         tally.add("publishes sent", sent);
     }
-    let delivered: u64 = readers.into_iter().map(|t| t.join().unwrap_or(0)).sum();
-    tally.add("deliveries read", delivered);
+    let mut most_listed = 0;
+    for t in readers {
+        let (n, listed) = t.join().unwrap_or((0, 0));
+        tally.add("deliveries read", n);
+        most_listed = most_listed.max(listed);
+    }
+    rep.note(format!("most patterns in one deliver frame: {most_listed}"));
     for l in tally.lines() {
         rep.note(l);
     }

@@ -702,15 +702,28 @@ impl Control {
     }
 }
 
-/// The payload of a deliver frame.
-pub fn deliver_payload(b: &[u8]) -> Option<&[u8]> {
+/// Where the payload of a deliver frame starts and how long it is.
+fn deliver_payload_at(b: &[u8]) -> Option<(usize, usize)> {
     let mut at = 1;
     for _ in 0..2 {
         let l = usize::from(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?));
         at += 2 + l;
     }
     let l = u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize;
-    b.get(at + 4..at + 4 + l)
+    Some((at + 4, l))
+}
+
+/// The payload of a deliver frame.
+pub fn deliver_payload(b: &[u8]) -> Option<&[u8]> {
+    let (at, l) = deliver_payload_at(b)?;
+    b.get(at..at + l)
+}
+
+/// How many patterns a deliver frame lists.
+pub fn deliver_pattern_count(b: &[u8]) -> Option<u64> {
+    let (at, l) = deliver_payload_at(b)?;
+    let c = b.get(at + l..at + l + 2)?;
+    Some(u64::from(u16::from_be_bytes([c[0], c[1]])))
 }
 
 /// What an attack did and what the relay answered.
