@@ -207,16 +207,16 @@ impl Limits {
     }
 
     /// Heap one upgraded connection can make the relay hold, at most (docs/edge.md,
-    /// "Worst-case memory"): bookkeeping, its subscriptions, its budget, the replies allowed
-    /// past the read stop, its input, one partly written outbound frame and the close frames.
+    /// "Worst-case memory"): bookkeeping, its subscriptions, its outbound buffer (the budget,
+    /// one partly written frame before it, the close frames) and its input. Replies past the
+    /// read stop fit in the budget (`read_stop_bytes` is at most half of it).
     pub fn conn_bytes_bound(&self) -> usize {
         CONN_FIXED_BYTES
             + self.max_subs_per_conn * SUB_BYTES
             + self.queue_bytes
-            + self.read_stop_bytes()
-            + self.input_bytes_bound()
             + self.max_outbound_frame()
             + 4096
+            + self.input_bytes_bound()
     }
 
     /// Heap one connection in its handshake can hold, at most: bookkeeping, its request head
@@ -309,12 +309,12 @@ mod tests {
         assert_eq!(l.max_outbound_frame(), 66_067 + 81 * 257);
         assert_eq!(l.input_bytes_bound(), 2 * 66_066 + 65_536 + 4096);
         assert_eq!(SUB_BYTES, 3322);
-        assert_eq!(l.conn_bytes_bound(), 1_474_952);
+        assert_eq!(l.conn_bytes_bound(), 1_409_416);
         assert_eq!(l.handshake_bytes_bound(), 94_208);
         assert_eq!(l.shared_bytes_bound(), 33_882_112);
         // 16,384 connections with 1,000,000 subscriptions relay-wide and 1,024 handshakes:
-        // 12.7 GiB, most of it the budget and the input of every connection at once.
-        assert_eq!(l.relay_bytes_bound(), 13_684_486_784);
+        // 11.7 GiB, most of it the budget and the input of every connection at once.
+        assert_eq!(l.relay_bytes_bound(), 12_610_744_960);
     }
 
     #[test]

@@ -171,8 +171,13 @@ impl ConnTask {
                 return Poll::Pending;
             }
             if closing && self.discarded >= CLOSE_DISCARD_MAX {
-                // Enough junk: wait for the flush or the close deadline (the broker wakes us).
-                return Poll::Pending;
+                // Enough junk: drop once our last frames are out; until then wait for the
+                // socket to take them (the flush registered) or for the close deadline.
+                return if flushed {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                };
             }
             if !closing {
                 if self.broker().read_stop(self.id).is_some() {
