@@ -90,10 +90,10 @@ fn edge_attacks() {
     );
     run(
         &mut checked,
-        "non-reading subscribers of a firehose, 20 x 16 KiB messages",
+        "non-reading subscribers of a firehose, 10 x 16 KiB messages at 4 MB/s",
         &[],
         9,
-        |r, until| attacks::non_reading_subscribers(r, until, 20, 16 * 1024),
+        |r, until| attacks::non_reading_subscribers(r, until, 10, 16 * 1024),
     );
     run(
         &mut checked,

@@ -220,7 +220,7 @@ pub fn non_reading_subscribers(
         &publish_frame("t1", "public.firehose", &vec![7u8; payload]),
     );
     // The publisher reads what it is sent (it is healthy) and stays under its ingress limit
-    // (16 MB/s): `rate` messages per second.
+    // (16 MB/s): 4 MB/s of messages.
     let mut reader = RawWs {
         stream: publ.stream.try_clone().expect("clone"),
         buf: Vec::new(),
@@ -239,7 +239,7 @@ pub fn non_reading_subscribers(
         }
         texts
     });
-    let rate = (8 << 20) / payload.max(1);
+    let rate = (4 << 20) / payload.max(1);
     let period = Duration::from_secs(1) / rate.max(1) as u32;
     let mut sent = 0u64;
     let mut next = Instant::now();

@@ -32,6 +32,9 @@
 //!   [`AttackReport`] (printed by the test).
 //! - Everything is loopback only; sources other than 127.0.0.1 are other 127.0.0.x
 //!   addresses ([`connect_from`]).
+//! - Environment: `FASTPUBSUB_ADVERSARIAL_ONLY=<part of a name>` runs the matching scenarios
+//!   only; `FASTPUBSUB_ADVERSARIAL_P99_MS` changes the control p99 limit (default 100);
+//!   `FASTPUBSUB_ADVERSARIAL_DEBUG=1` prints every control message slower than 30 ms.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 #![allow(clippy::disallowed_methods)]
 
@@ -53,6 +56,9 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 /// The control client's publish rate.
 pub const CONTROL_RATE: u32 = 100;
+
+/// The shortest time a scenario's control client runs.
+pub const CONTROL_MIN: Duration = Duration::from_secs(10);
 
 /// The p99 the control client must stay under (ms); `FASTPUBSUB_ADVERSARIAL_P99_MS` overrides it
 /// (for a machine so loaded that scheduling alone exceeds it).
@@ -683,6 +689,13 @@ impl Control {
         let mut seqs: Vec<u32> = got.iter().map(|g| g.0).collect();
         seqs.sort_unstable();
         seqs.dedup();
+        if std::env::var_os("FASTPUBSUB_ADVERSARIAL_DEBUG").is_some() {
+            for (i, g) in got.iter().enumerate() {
+                if g.1 > Duration::from_millis(30) {
+                    eprintln!("slow: #{i} seq {} {:?}", g.0, g.1);
+                }
+            }
+        }
         let mut lat: Vec<Duration> = got.iter().map(|g| g.1).collect();
         lat.sort_unstable();
         let pct = |p: f64| -> Duration {
@@ -867,8 +880,13 @@ pub fn scenario(
     std::thread::sleep(Duration::from_millis(300));
     let mut report = attack(relay, Instant::now() + duration);
     report.name = name.to_string();
-    // And give it a moment after.
+    // And give it a moment after; the control runs at least CONTROL_MIN (1,000 messages:
+    // one scheduling stall of the loaded test machine must not be its 99th percentile).
     std::thread::sleep(Duration::from_millis(300));
+    while started.elapsed() < CONTROL_MIN {
+        relay.assert_alive();
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let control = control.stop();
     let peak_rss_kib = watch.stop();
     relay.assert_alive();
