@@ -302,6 +302,6 @@ impl TicketSetup {
                 request::sign(&req, id, now, defaults, &state.signing).map_err(|e| e.message)
             })
             .unwrap_or_else(|e| format!("<could not mint a dev ticket: {e}>"));
-        cli::first_run_banner(state, &addr.to_string(), &ticket, exe, now)
+        cli::first_run_banner(state, &addr.to_string(), &ticket, exe, now, defaults)
     }
 }
