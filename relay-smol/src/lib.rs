@@ -25,3 +25,4 @@ pub mod rest;
 pub mod tickets;
 pub mod tls;
 pub mod ws;
+pub mod wt;

@@ -15,6 +15,7 @@
 
 pub mod mesh;
 pub mod queue;
+pub mod wt;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -30,6 +31,8 @@ use crate::limits::Limits;
 use crate::ws::codec::{OP_BINARY, OP_CLOSE, OP_TEXT};
 use mesh::{LocalPlan, MeshHook};
 use queue::{BufPool, OutQueue};
+pub use wt::Target;
+use wt::{DATAGRAM_QUEUE, MAX_WT_FRAME, WtQueues};
 
 /// Identifies a connection inside one broker (a slot index; reused after close).
 pub type ConnId = u32;
@@ -70,6 +73,9 @@ pub struct Stats {
     pub refused_over_capacity: u64,
     /// Requests refused as malformed (bad HTTP head, not a valid WebSocket upgrade).
     pub refused_malformed: u64,
+    /// Deliveries skipped for a WebTransport session because the deliver frame was over
+    /// its 65,536-byte frame cap (delivered to everyone else).
+    pub dropped_wt_oversize: u64,
 }
 
 /// Why a `SUB` was refused.
@@ -103,6 +109,10 @@ pub enum PubError {
 struct Sub {
     tenant: Box<str>,
     pattern: Box<str>,
+    /// Where its deliveries go (always `Control` on WebSocket).
+    target: Target,
+    /// Its own egress limit (WebTransport `:U:…:<kbps>` / `:D:<kbps>`).
+    rate: Option<Bucket>,
 }
 
 /// A simple token bucket in bytes.
@@ -158,6 +168,8 @@ pub struct ConnState {
     bad_frames: u32,
     ingress: Option<Bucket>,
     egress: Option<Bucket>,
+    /// Lines and datagrams of a WebTransport session (`None` on WebSocket).
+    wt: Option<Box<WtQueues>>,
 }
 
 impl ConnState {
@@ -192,6 +204,14 @@ impl ConnState {
     /// Deliveries dropped for this connection.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+    /// The WebTransport queues (lines, datagrams), if this is a WebTransport session.
+    pub fn wt(&self) -> Option<&WtQueues> {
+        self.wt.as_deref()
+    }
+    /// Same, mutable (the session sets the datagram size).
+    pub fn wt_mut(&mut self) -> Option<&mut WtQueues> {
+        self.wt.as_deref_mut()
     }
     fn wake(&self) {
         if let Some(w) = &self.waker {
@@ -304,6 +324,7 @@ impl Broker {
             bad_frames: 0,
             ingress: rates.ingress_bytes_per_sec.map(|r| Bucket::new(r, now)),
             egress: rates.egress_bytes_per_sec.map(|r| Bucket::new(r, now)),
+            wt: None,
         };
         let id = if let Some(id) = self.free.pop() {
             if let Some(slot) = self.conns.get_mut(id as usize) {
@@ -320,6 +341,15 @@ impl Broker {
         Some(id)
     }
 
+    /// Admits a WebTransport session: a connection with lines and a datagram queue.
+    pub fn register_wt(&mut self, access: Box<dyn Access>) -> Option<ConnId> {
+        let id = self.register(access)?;
+        if let Some(st) = self.conn_mut(id) {
+            st.wt = Some(Box::default());
+        }
+        Some(id)
+    }
+
     /// Removes a connection and all its subscriptions.
     pub fn unregister(&mut self, id: ConnId) {
         self.drop_all_subs(id);
@@ -327,6 +357,9 @@ impl Broker {
             && let Some(mut st) = slot.take()
         {
             st.out.consume(usize::MAX, &mut self.pool);
+            if let Some(wt) = &mut st.wt {
+                wt.release(&mut self.pool);
+            }
             self.free.push(id);
             self.open -= 1;
         }
@@ -341,7 +374,32 @@ impl Broker {
     pub fn consumed(&mut self, id: ConnId, n: usize) {
         if let Some(Some(st)) = self.conns.get_mut(id as usize) {
             st.out.consume(n, &mut self.pool);
-            if st.out.is_empty() {
+            if st.out.is_empty() && st.wt.as_ref().is_none_or(|w| w.all_empty()) {
+                st.slow_since = None;
+            }
+        }
+    }
+
+    /// The bytes queued on WebTransport queue `q` (line `q + 1`, or
+    /// [`wt::DATAGRAM_QUEUE`]) of session `id`.
+    pub fn wt_pending(&self, id: ConnId, q: usize) -> &[u8] {
+        self.conns
+            .get(id as usize)
+            .and_then(Option::as_ref)
+            .and_then(|st| st.wt.as_ref())
+            .and_then(|w| w.queue(q))
+            .map_or(&[], OutQueue::pending)
+    }
+
+    /// Records that the session took `n` bytes of WebTransport queue `q`.
+    pub fn wt_consumed(&mut self, id: ConnId, q: usize, n: usize) {
+        if let Some(Some(st)) = self.conns.get_mut(id as usize)
+            && let Some(w) = &mut st.wt
+        {
+            if let Some(queue) = w.queue_mut(q) {
+                queue.consume(n, &mut self.pool);
+            }
+            if st.out.is_empty() && w.all_empty() {
                 st.slow_since = None;
             }
         }
@@ -350,22 +408,39 @@ impl Broker {
     /// Subscribes connection `id` to `pattern` in `tenant`. `Ok(true)` = new, `Ok(false)` =
     /// it was already subscribed. Does not send the reply.
     pub fn subscribe(&mut self, id: ConnId, tenant: &str, pattern: &str) -> Result<bool, SubError> {
+        self.subscribe_to(id, tenant, pattern, Target::Control, 0)
+            .map(|(new, _)| new)
+    }
+
+    /// Like [`Broker::subscribe`], with a WebTransport delivery target and an own egress
+    /// limit (`kbps` KB/s, 0 = none). Returns whether it is new and the target in use (the
+    /// line picked for `Line(0)`; the existing subscription's target when it was there
+    /// already). A WebSocket connection always gets `Control`.
+    pub fn subscribe_to(
+        &mut self,
+        id: ConnId,
+        tenant: &str,
+        pattern: &str,
+        target: Target,
+        kbps: u32,
+    ) -> Result<(bool, Target), SubError> {
         pattern::validate_pattern(pattern).map_err(SubError::InvalidPattern)?;
         let max_per_conn = self.limits.max_subs_per_conn;
         let max_total = self.limits.max_total_subs;
+        let now = self.now;
         let Some(Some(st)) = self.conns.get_mut(id as usize) else {
-            return Ok(false);
+            return Ok((false, Target::Control));
         };
         if !st.access.may_subscribe(tenant, pattern) {
             return Err(SubError::PermissionDenied);
         }
-        let exists = st
+        let existing = st
             .subs
             .iter()
             .flatten()
-            .any(|s| &*s.tenant == tenant && &*s.pattern == pattern);
-        if exists {
-            return Ok(false);
+            .find(|s| &*s.tenant == tenant && &*s.pattern == pattern);
+        if let Some(s) = existing {
+            return Ok((false, s.target));
         }
         if st.nsubs >= max_per_conn || st.nsubs >= usize::from(u16::MAX) {
             return Err(SubError::TooManyForConnection(max_per_conn));
@@ -389,16 +464,24 @@ impl Broker {
         if index.insert(pattern, key(id, slot16)).is_err() {
             return Err(SubError::RelayFull(max_total));
         }
+        let target = match &mut st.wt {
+            Some(w) => w.add_sub(target),
+            None => Target::Control,
+        };
+        let rate =
+            (kbps > 0 && st.wt.is_some()).then(|| Bucket::new(kbps.saturating_mul(1024), now));
         if let Some(s) = st.subs.get_mut(slot) {
             *s = Some(Sub {
                 tenant: tenant.into(),
                 pattern: pattern.into(),
+                target,
+                rate,
             });
         }
         st.nsubs += 1;
         self.total_subs += 1;
         self.interest_add(tenant, pattern);
-        Ok(true)
+        Ok((true, target))
     }
 
     /// Removes a subscription; `true` when it existed.
@@ -412,8 +495,11 @@ impl Broker {
         }) else {
             return false;
         };
-        if let Some(s) = st.subs.get_mut(slot) {
-            *s = None;
+        if let Some(s) = st.subs.get_mut(slot)
+            && let Some(old) = s.take()
+            && let Some(w) = &mut st.wt
+        {
+            w.remove_sub(old.target);
         }
         st.nsubs -= 1;
         while st.subs.last().is_some_and(Option::is_none) {
@@ -588,6 +674,9 @@ impl Broker {
         let Some(Some(st)) = self.conns.get_mut(id as usize) else {
             return false;
         };
+        if st.wt.is_some() {
+            return self.enqueue_deliver_wt(id, group, d);
+        }
         let ConnState {
             subs,
             out,
@@ -634,6 +723,114 @@ impl Broker {
         }
         self.stats.delivered += 1;
         true
+    }
+
+    /// [`Self::enqueue_deliver`] for a WebTransport session: one deliver frame per target
+    /// (control stream, each line, datagrams), each listing that target's patterns; every
+    /// queue bounded on its own; frames over [`MAX_WT_FRAME`] skipped and counted.
+    fn enqueue_deliver_wt(&mut self, id: ConnId, group: &[SubKey], d: &Deliver<'_>) -> bool {
+        let now = self.now;
+        let limit = self.limits.queue_bytes;
+        let grace = self.limits.slow_consumer_grace;
+        let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            return false;
+        };
+        if st.closing != Closing::Open {
+            return false;
+        }
+        let ConnState {
+            subs,
+            out,
+            dropped,
+            slow_since,
+            egress,
+            waker,
+            wt,
+            ..
+        } = st;
+        let Some(wt) = wt else { return false };
+        // Targets in a fixed order: control, lines 1..=8, datagrams.
+        let rank = |t: Target| match t {
+            Target::Control => 0usize,
+            Target::Line(l) => usize::from(l),
+            Target::Datagram => wt::LINES + 1,
+        };
+        let mut any = false;
+        for r in 0..=wt::LINES + 1 {
+            let mut slots: Vec<usize> = Vec::new();
+            for k in group {
+                let Some(Some(sub)) = subs.get_mut(key_slot(*k)) else {
+                    continue;
+                };
+                if rank(sub.target) != r {
+                    continue;
+                }
+                let cost = d.encoded_len(std::iter::once(&*sub.pattern)).unwrap_or(0);
+                if let Some(b) = &mut sub.rate
+                    && !b.take(cost, now)
+                {
+                    self.stats.dropped_egress_rate += 1;
+                    *dropped += 1;
+                    continue;
+                }
+                slots.push(key_slot(*k));
+            }
+            if slots.is_empty() {
+                continue;
+            }
+            let pats: Vec<&str> = slots
+                .iter()
+                .filter_map(|i| subs.get(*i).and_then(Option::as_ref))
+                .map(|s| &*s.pattern)
+                .collect();
+            let Ok(flen) = d.encoded_len(pats.iter().copied()) else {
+                continue;
+            };
+            if flen > MAX_WT_FRAME {
+                self.stats.dropped_wt_oversize += 1;
+                *dropped += 1;
+                continue;
+            }
+            let q: &mut OutQueue = match r {
+                0 => out,
+                r if r <= wt::LINES => match wt.queue_mut(r - 1) {
+                    Some(q) => q,
+                    None => continue,
+                },
+                _ if flen <= wt.datagram_max() => match wt.queue_mut(DATAGRAM_QUEUE) {
+                    Some(q) => q,
+                    None => continue,
+                },
+                _ => out, // too large for a datagram: the control stream carries it
+            };
+            let total = queue::framed_len(flen);
+            if q.queued() + total > limit {
+                self.stats.dropped_queue_full += 1;
+                *dropped += 1;
+                let since = *slow_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= grace {
+                    self.to_close.push(id);
+                }
+                continue;
+            }
+            if let Some(b) = egress
+                && !b.take(flen, now)
+            {
+                self.stats.dropped_egress_rate += 1;
+                *dropped += 1;
+                continue;
+            }
+            let was_empty = q.is_empty();
+            q.push_frame(OP_BINARY, flen, &mut self.pool, |sink| {
+                let _ = d.encode_with(pats.iter().copied(), sink);
+            });
+            if was_empty && let Some(w) = waker {
+                w.wake_by_ref();
+            }
+            self.stats.delivered += 1;
+            any = true;
+        }
+        any
     }
 
     fn close_pending_slow(&mut self) {
@@ -715,6 +912,9 @@ impl Broker {
         }
         if discard {
             st.out.discard_unstarted();
+            if let Some(w) = &mut st.wt {
+                w.discard(&mut self.pool);
+            }
         }
         if let Some((reason, why)) = err {
             let parts = [why];
@@ -758,7 +958,7 @@ impl Broker {
                 }
                 Closing::Open => {
                     if let Some(since) = st.slow_since
-                        && !st.out.is_empty()
+                        && (!st.out.is_empty() || st.wt.as_ref().is_some_and(|w| !w.all_empty()))
                         && now.saturating_duration_since(since) >= grace
                     {
                         self.to_close.push(id);
@@ -816,7 +1016,7 @@ impl Broker {
         self.conns
             .iter()
             .flatten()
-            .map(|c| c.out.capacity())
+            .map(|c| c.out.capacity() + c.wt.as_ref().map_or(0, |w| w.capacity()))
             .sum::<usize>()
             + self.pool.held_bytes()
     }

@@ -140,7 +140,7 @@ fn stats_json(broker: &Broker) -> String {
             "{{\"connections\":{},\"subscriptions\":{},\"queue_bytes_held\":{},",
             "\"connections_opened\":{},\"published\":{},\"delivered\":{},",
             "\"dropped_queue_full\":{},\"dropped_egress_rate\":{},\"refused_ingress_rate\":{},",
-            "\"slow_consumers_closed\":{},\"access_ended_closed\":{}}}"
+            "\"slow_consumers_closed\":{},\"access_ended_closed\":{},\"dropped_wt_oversize\":{}}}"
         ),
         broker.connection_count(),
         broker.subscription_count(),
@@ -153,5 +153,6 @@ fn stats_json(broker: &Broker) -> String {
         s.refused_ingress_rate,
         s.slow_consumers_closed,
         s.access_ended_closed,
+        s.dropped_wt_oversize,
     )
 }
