@@ -117,3 +117,142 @@ impl WtQueues {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fastpubsub_core::frame::Mode;
+
+    use super::super::{Broker, Target};
+    use super::*;
+    use crate::auth::AllowAll;
+    use crate::limits::Limits;
+
+    fn broker(queue_bytes: usize) -> Broker {
+        let limits = Limits {
+            queue_bytes,
+            slow_consumer_grace: Duration::from_secs(3600),
+            ..Limits::default()
+        };
+        Broker::new(limits, crate::clock::now())
+    }
+
+    #[test]
+    fn one_frame_per_target_and_lines_picked_by_load() {
+        let mut b = broker(1 << 20);
+        let s = b.register_wt(Box::new(AllowAll)).unwrap();
+        let ws = b.register(Box::new(AllowAll)).unwrap();
+        assert_eq!(
+            b.subscribe_to(s, "t", "a.#", Target::Control, 0).unwrap(),
+            (true, Target::Control)
+        );
+        assert_eq!(
+            b.subscribe_to(s, "t", "a.*", Target::Line(0), 0).unwrap(),
+            (true, Target::Line(1))
+        );
+        assert_eq!(
+            b.subscribe_to(s, "t", "a.b", Target::Line(0), 0).unwrap(),
+            (true, Target::Line(2))
+        );
+        assert_eq!(
+            b.subscribe_to(s, "t", "*.b", Target::Line(2), 0).unwrap(),
+            (true, Target::Line(2))
+        );
+        assert_eq!(
+            b.subscribe_to(s, "t", "#", Target::Datagram, 0).unwrap(),
+            (true, Target::Datagram)
+        );
+        // Asking again answers with the target in use.
+        assert_eq!(
+            b.subscribe_to(s, "t", "a.*", Target::Line(7), 0).unwrap(),
+            (false, Target::Line(1))
+        );
+        // A WebSocket connection ignores targets.
+        assert_eq!(
+            b.subscribe_to(ws, "t", "a.b", Target::Line(3), 0).unwrap(),
+            (true, Target::Control)
+        );
+        if let Some(w) = b.conn_mut(s).and_then(|c| c.wt_mut()) {
+            w.set_datagram_max(1200);
+        }
+        // Two connections; five frames (four targets of the session, one WebSocket frame).
+        assert_eq!(b.publish(ws, "t", "a.b", b"x", Mode::Broadcast), Ok(2));
+        // control: a.#; line 1: a.*; line 2: a.b + *.b in one frame; datagram: #.
+        let frames = |bytes: &[u8]| {
+            let mut n = 0;
+            let mut rest = bytes;
+            while let Some(len) = crate::ws::codec::server_frame_len(rest) {
+                n += 1;
+                rest = &rest[len..];
+            }
+            n
+        };
+        assert_eq!(frames(b.conn_mut(s).unwrap().pending()), 1);
+        assert_eq!(frames(b.wt_pending(s, 0)), 1);
+        assert_eq!(frames(b.wt_pending(s, 1)), 1);
+        let line2 = b.wt_pending(s, 1).to_vec();
+        let (_, hlen) = crate::ws::codec::server_header(crate::ws::codec::OP_BINARY, 0);
+        let d = fastpubsub_core::frame::DeliverView::new_checked(&line2[hlen..]).unwrap();
+        let mut pats: Vec<&str> = d.patterns().collect();
+        pats.sort();
+        assert_eq!(pats, ["*.b", "a.b"]);
+        assert_eq!(frames(b.wt_pending(s, DATAGRAM_QUEUE)), 1);
+        assert_eq!(b.stats().delivered, 5);
+    }
+
+    #[test]
+    fn each_queue_is_bounded_on_its_own() {
+        let mut b = broker(3000);
+        let s = b.register_wt(Box::new(AllowAll)).unwrap();
+        b.subscribe_to(s, "t", "stuck", Target::Line(3), 0).unwrap();
+        b.subscribe_to(s, "t", "fine", Target::Control, 0).unwrap();
+        let p = [0u8; 1000];
+        let mut stuck = 0;
+        for _ in 0..10 {
+            stuck += b.publish(s, "t", "stuck", &p, Mode::Broadcast).unwrap();
+            // The control stream drains; the line does not.
+            assert_eq!(b.publish(s, "t", "fine", &p, Mode::Broadcast), Ok(1));
+            let n = b.conn_mut(s).unwrap().pending().len();
+            b.consumed(s, n);
+        }
+        assert_eq!(stuck, 2, "line 3 holds two 1 KB frames in 3000 bytes");
+        assert_eq!(b.stats().dropped_queue_full, 8);
+        assert_eq!(b.conn_mut(s).unwrap().dropped(), 8);
+        // Draining the line clears the slow state; it takes deliveries again.
+        let n = b.wt_pending(s, 2).len();
+        b.wt_consumed(s, 2, n);
+        assert_eq!(b.publish(s, "t", "stuck", &p, Mode::Broadcast), Ok(1));
+    }
+
+    #[test]
+    fn oversize_frames_are_skipped_for_webtransport_only() {
+        let mut b = broker(1 << 20);
+        let s = b.register_wt(Box::new(AllowAll)).unwrap();
+        let ws = b.register(Box::new(AllowAll)).unwrap();
+        b.subscribe_to(s, "t", "big", Target::Control, 0).unwrap();
+        b.subscribe(ws, "t", "big").unwrap();
+        let p = vec![0u8; 65_536];
+        assert_eq!(b.publish(ws, "t", "big", &p, Mode::Broadcast), Ok(1));
+        assert_eq!(b.stats().dropped_wt_oversize, 1);
+        // 65,523 − |t| − |ch| − |pattern| fits exactly.
+        let p = vec![0u8; 65_523 - 1 - 3 - 3];
+        assert_eq!(b.publish(ws, "t", "big", &p, Mode::Broadcast), Ok(2));
+    }
+
+    #[test]
+    fn per_subscription_rate_limits() {
+        let mut b = broker(1 << 20);
+        let s = b.register_wt(Box::new(AllowAll)).unwrap();
+        b.subscribe_to(s, "t", "r", Target::Line(1), 8).unwrap(); // 8 KB/s
+        let p = [0u8; 1000];
+        let sent: usize = (0..20)
+            .map(|_| b.publish(s, "t", "r", &p, Mode::Broadcast).unwrap())
+            .sum();
+        assert!(
+            (7..=8).contains(&sent),
+            "{sent} of 20 within one second's burst"
+        );
+        assert_eq!(b.stats().dropped_egress_rate, 20 - sent as u64);
+    }
+}
