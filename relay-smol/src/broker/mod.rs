@@ -6,13 +6,21 @@
 //! into the receiving connection's [`queue::OutQueue`] and wakes that connection's task,
 //! which writes everything queued in one syscall.
 //!
-//! Policy when a queue is full (design principle 1): the message is dropped for that
-//! connection only and counted ([`Stats::dropped_queue_full`]); a connection that keeps
-//! dropping for [`Limits::slow_consumer_grace`] (its queue never drains in that time) is
-//! sent `ERR:slow_consumer` and closed. Publishers never wait.
+//! One byte budget per connection ([`Limits::queue_bytes`]): queued deliveries, control
+//! replies and the incomplete incoming frames its task holds ([`Broker::set_in_held`]) all
+//! count against it. Policy when it is full (design principle 1): a delivery is dropped for
+//! that connection only and counted ([`Stats::dropped_queue_full`]). Replies are not dropped;
+//! instead the connection's reads stop while its outbound backlog is at
+//! [`Limits::read_stop_bytes`] ([`Broker::read_stop`]), so it cannot ask for more of them. A
+//! connection that stays blocked (dropping, or reads stopped) for
+//! [`Limits::slow_consumer_grace`] without its queue draining is sent `ERR:slow_consumer` and
+//! closed, whatever filled it. Publishers never wait for subscribers.
+//!
+//! Commands have rate limits per connection ([`limiter`]).
 //!
 //! The mesh plugs in through [`mesh::MeshHook`] (see there).
 
+pub mod limiter;
 pub mod mesh;
 pub mod queue;
 pub mod wt;
@@ -28,7 +36,8 @@ use fastpubsub_core::pattern::{self, PatternError, SubIndex};
 
 use crate::auth::Access;
 use crate::limits::Limits;
-use crate::ws::codec::{OP_BINARY, OP_CLOSE, OP_TEXT};
+use crate::wsframe::{OP_BINARY, OP_CLOSE, OP_TEXT};
+use limiter::{CommandLimiter, RefusalReply, TokenBucket, Verdict};
 use mesh::{LocalPlan, MeshHook};
 use queue::{BufPool, OutQueue};
 pub use wt::Target;
@@ -36,6 +45,9 @@ use wt::{DATAGRAM_QUEUE, MAX_WT_FRAME, WtQueues};
 
 /// Identifies a connection inside one broker (a slot index; reused after close).
 pub type ConnId = u32;
+
+/// Spare outbound buffers kept for reuse (each at most `queue::grow_cap(queue_bytes)`).
+pub const POOL_BUFFERS: usize = 64;
 
 /// Index value: connection in the high bits, subscription slot in the low 16.
 type SubKey = u64;
@@ -73,6 +85,17 @@ pub struct Stats {
     pub refused_over_capacity: u64,
     /// Requests refused as malformed (bad HTTP head, not a valid WebSocket upgrade).
     pub refused_malformed: u64,
+    /// Times a connection's reads were stopped because its own outbound backlog reached
+    /// [`Limits::read_stop_bytes`].
+    pub read_stops: u64,
+    /// Times a connection task yielded with work left because its turn budget was used up.
+    pub turn_yields: u64,
+    /// Commands refused with `ERR:rate_limited` (`SUB`/`UNSUB`/`PING`/WebSocket Ping).
+    pub commands_rate_limited: u64,
+    /// Publish refusals not answered because the connection's refusal-reply rate was used up.
+    pub refusals_unanswered: u64,
+    /// Connections closed for running out of rate-limit strikes.
+    pub rate_limit_closed: u64,
     /// Deliveries skipped for a WebTransport session because the deliver frame was over
     /// its 65,536-byte frame cap (delivered to everyone else).
     pub dropped_wt_oversize: u64,
@@ -112,38 +135,7 @@ struct Sub {
     /// Where its deliveries go (always `Control` on WebSocket).
     target: Target,
     /// Its own egress limit (WebTransport `:U:…:<kbps>` / `:D:<kbps>`).
-    rate: Option<Bucket>,
-}
-
-/// A simple token bucket in bytes.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    rate: u32,
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn new(rate: u32, now: Instant) -> Self {
-        Bucket {
-            rate,
-            tokens: f64::from(rate),
-            last: now,
-        }
-    }
-    fn take(&mut self, n: usize, now: Instant) -> bool {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        let cap = f64::from(self.rate);
-        self.tokens = (self.tokens + dt * cap).min(cap);
-        let n = n as f64;
-        if self.tokens >= n {
-            self.tokens -= n;
-            true
-        } else {
-            false
-        }
-    }
+    rate: Option<TokenBucket>,
 }
 
 /// Why a connection is being closed.
@@ -154,6 +146,21 @@ enum Closing {
     Flushing(Instant),
 }
 
+/// Why a connection task must not read from its socket now.
+///
+/// This is the one mechanism that pauses a connection's reads; every reason to pause is a
+/// variant here and is decided in [`Broker::read_stop`]. While a reason holds, the task reads
+/// nothing and parses nothing (bytes already read wait in its input buffer, counted against
+/// its budget); TCP then pushes back on the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadStop {
+    /// The connection's outbound backlog is at [`Limits::read_stop_bytes`]: its socket is not
+    /// taking what is queued already, so its requests (and their replies) wait. Only this
+    /// connection is affected.
+    OwnBacklog,
+}
+
 /// State of one connection held by the broker (the socket stays with the connection task).
 pub struct ConnState {
     out: OutQueue,
@@ -161,13 +168,20 @@ pub struct ConnState {
     subs: Vec<Option<Sub>>,
     nsubs: usize,
     access: Box<dyn Access>,
-    slow_since: Option<Instant>,
+    /// Since when the connection is blocked (a delivery dropped for its budget, or reads
+    /// stopped for its backlog) without its queue having drained.
+    blocked_since: Option<Instant>,
+    /// Reads are stopped for [`ReadStop::OwnBacklog`] (to count each stop once).
+    read_stopped: bool,
+    /// Heap bytes of incomplete incoming frames held by the connection task.
+    in_held: usize,
     dropped: u64,
     closing: Closing,
     kill: bool,
     bad_frames: u32,
-    ingress: Option<Bucket>,
-    egress: Option<Bucket>,
+    ingress: Option<TokenBucket>,
+    egress: Option<TokenBucket>,
+    commands: CommandLimiter,
     /// Lines and datagrams of a WebTransport session (`None` on WebSocket).
     wt: Option<Box<WtQueues>>,
 }
@@ -205,6 +219,11 @@ impl ConnState {
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
+    /// Bytes held for this connection against its budget: outbound queue (with a
+    /// WebTransport session's lines and datagrams) plus incomplete incoming frames.
+    pub fn held(&self) -> usize {
+        self.out.queued() + self.in_held + self.wt.as_ref().map_or(0, |w| w.queued())
+    }
     /// The WebTransport queues (lines, datagrams), if this is a WebTransport session.
     pub fn wt(&self) -> Option<&WtQueues> {
         self.wt.as_deref()
@@ -225,6 +244,8 @@ pub struct Broker {
     conns: Vec<Option<ConnState>>,
     free: Vec<ConnId>,
     open: usize,
+    /// Sum of every connection's `in_held`.
+    in_held_total: usize,
     tenants: HashMap<Box<str>, SubIndex<SubKey>>,
     /// `"tenant:pattern"` → connections subscribed (for interest changes).
     interest: HashMap<Box<str>, u32>,
@@ -246,10 +267,11 @@ impl Broker {
             conns: Vec::new(),
             free: Vec::new(),
             open: 0,
+            in_held_total: 0,
             tenants: HashMap::new(),
             interest: HashMap::new(),
             total_subs: 0,
-            pool: BufPool::new(64, 4 * limits.queue_bytes.max(64 * 1024)),
+            pool: BufPool::new(POOL_BUFFERS, queue::grow_cap(limits.queue_bytes)),
             limits,
             scratch: Vec::new(),
             to_close: Vec::new(),
@@ -317,13 +339,20 @@ impl Broker {
             subs: Vec::new(),
             nsubs: 0,
             access,
-            slow_since: None,
+            blocked_since: None,
+            read_stopped: false,
+            in_held: 0,
             dropped: 0,
             closing: Closing::Open,
             kill: false,
             bad_frames: 0,
-            ingress: rates.ingress_bytes_per_sec.map(|r| Bucket::new(r, now)),
-            egress: rates.egress_bytes_per_sec.map(|r| Bucket::new(r, now)),
+            ingress: rates
+                .ingress_bytes_per_sec
+                .map(|r| TokenBucket::bytes_per_sec(r, now)),
+            egress: rates
+                .egress_bytes_per_sec
+                .map(|r| TokenBucket::bytes_per_sec(r, now)),
+            commands: CommandLimiter::new(&self.limits, now),
             wt: None,
         };
         let id = if let Some(id) = self.free.pop() {
@@ -360,6 +389,7 @@ impl Broker {
             if let Some(wt) = &mut st.wt {
                 wt.release(&mut self.pool);
             }
+            self.in_held_total -= st.in_held;
             self.free.push(id);
             self.open -= 1;
         }
@@ -375,7 +405,7 @@ impl Broker {
         if let Some(Some(st)) = self.conns.get_mut(id as usize) {
             st.out.consume(n, &mut self.pool);
             if st.out.is_empty() && st.wt.as_ref().is_none_or(|w| w.all_empty()) {
-                st.slow_since = None;
+                st.blocked_since = None;
             }
         }
     }
@@ -400,9 +430,92 @@ impl Broker {
                 queue.consume(n, &mut self.pool);
             }
             if st.out.is_empty() && w.all_empty() {
-                st.slow_since = None;
+                st.blocked_since = None;
             }
         }
+    }
+
+    /// The connection task reports the heap bytes of incomplete incoming frames it holds for
+    /// connection `id` (they count against the connection's budget).
+    pub fn set_in_held(&mut self, id: ConnId, bytes: usize) {
+        if let Some(Some(st)) = self.conns.get_mut(id as usize) {
+            self.in_held_total = self.in_held_total - st.in_held + bytes;
+            st.in_held = bytes;
+            if st.out.is_empty() {
+                // Input alone never blocks: it is bounded by the frame limit, and a
+                // connection whose queue is empty is not behind.
+                st.blocked_since = None;
+            }
+        }
+    }
+
+    /// Must connection `id` stop reading now, and why? `None`: read on. Asked by the
+    /// connection task before every read and after every frame it handles.
+    pub fn read_stop(&mut self, id: ConnId) -> Option<ReadStop> {
+        let stop_at = self.limits.read_stop_bytes();
+        let st = self.conns.get_mut(id as usize)?.as_mut()?;
+        if st.out.queued() >= stop_at {
+            if !st.read_stopped {
+                st.read_stopped = true;
+                self.stats.read_stops += 1;
+            }
+            st.blocked_since.get_or_insert(self.now);
+            return Some(ReadStop::OwnBacklog);
+        }
+        st.read_stopped = false;
+        None
+    }
+
+    /// Counts a connection task yielding with work left (turn budget used up).
+    pub fn note_turn_yield(&mut self) {
+        self.stats.turn_yields += 1;
+    }
+
+    /// Checks a command of connection `id` against its rate limit. On [`Verdict::Close`] the
+    /// connection is already being closed with `ERR:rate_limited`.
+    pub fn check_command(&mut self, id: ConnId, cmd: limiter::Command) -> Verdict {
+        let now = self.now;
+        let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            return Verdict::Allow;
+        };
+        let v = st.commands.command(cmd, now);
+        if v != Verdict::Allow {
+            self.stats.commands_rate_limited += 1;
+        }
+        if v == Verdict::Close {
+            self.close_rate_limited(id);
+        }
+        v
+    }
+
+    /// A publish of connection `id` was refused: may its `ERR:` be sent? `strike`: the
+    /// refusal is for permission or a bad channel (not the ingress rate). On
+    /// [`RefusalReply::Close`] the connection is already being closed.
+    pub fn publish_refused(&mut self, id: ConnId, strike: bool) -> RefusalReply {
+        let now = self.now;
+        let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            return RefusalReply::Silent;
+        };
+        let r = st.commands.publish_refused(strike, now);
+        match r {
+            RefusalReply::Answer => {}
+            RefusalReply::Notice | RefusalReply::Silent => self.stats.refusals_unanswered += 1,
+            RefusalReply::Close => {
+                self.stats.refusals_unanswered += 1;
+                self.close_rate_limited(id);
+            }
+        }
+        r
+    }
+
+    fn close_rate_limited(&mut self, id: ConnId) {
+        self.stats.rate_limit_closed += 1;
+        let s = self.limits.strike_rate;
+        let why = format!(
+            "this connection kept going over its command rate limits ({} refusals, then more than {} per second); closing",
+            s.burst, s.per_sec
+        );
+        self.close(id, 1008, "rate limited", Some(("rate_limited", &why)), true);
     }
 
     /// Subscribes connection `id` to `pattern` in `tenant`. `Ok(true)` = new, `Ok(false)` =
@@ -468,8 +581,8 @@ impl Broker {
             Some(w) => w.add_sub(target),
             None => Target::Control,
         };
-        let rate =
-            (kbps > 0 && st.wt.is_some()).then(|| Bucket::new(kbps.saturating_mul(1024), now));
+        let rate = (kbps > 0 && st.wt.is_some())
+            .then(|| TokenBucket::bytes_per_sec(kbps.saturating_mul(1024), now));
         if let Some(s) = st.subs.get_mut(slot) {
             *s = Some(Sub {
                 tenant: tenant.into(),
@@ -597,7 +710,7 @@ impl Broker {
                 && !b.take(payload.len(), now)
             {
                 self.stats.refused_ingress_rate += 1;
-                return Err(PubError::RateLimited(b.rate));
+                return Err(PubError::RateLimited(b.rate()));
             }
         }
         self.stats.published += 1;
@@ -682,9 +795,10 @@ impl Broker {
             out,
             closing,
             dropped,
-            slow_since,
+            blocked_since,
             egress,
             waker,
+            in_held,
             ..
         } = st;
         if *closing != Closing::Open {
@@ -698,10 +812,10 @@ impl Broker {
             return false;
         };
         let total = queue::framed_len(flen);
-        if out.queued() + total > self.limits.queue_bytes {
+        if out.queued() + *in_held + total > self.limits.queue_bytes {
             self.stats.dropped_queue_full += 1;
             *dropped += 1;
-            let since = *slow_since.get_or_insert(self.now);
+            let since = *blocked_since.get_or_insert(self.now);
             if self.now.saturating_duration_since(since) >= self.limits.slow_consumer_grace {
                 self.to_close.push(id);
             }
@@ -726,8 +840,11 @@ impl Broker {
     }
 
     /// [`Self::enqueue_deliver`] for a WebTransport session: one deliver frame per target
-    /// (control stream, each line, datagrams), each listing that target's patterns; every
-    /// queue bounded on its own; frames over [`MAX_WT_FRAME`] skipped and counted.
+    /// (control stream, each line, datagrams), each listing that target's patterns. The
+    /// session has the connection's one budget (`queue_bytes`, everything it holds), and a
+    /// line or the datagram queue may fill at most half of it, so one stuck line leaves room
+    /// for the control stream and the other lines. Frames over [`MAX_WT_FRAME`] are skipped
+    /// and counted.
     fn enqueue_deliver_wt(&mut self, id: ConnId, group: &[SubKey], d: &Deliver<'_>) -> bool {
         let now = self.now;
         let limit = self.limits.queue_bytes;
@@ -742,10 +859,11 @@ impl Broker {
             subs,
             out,
             dropped,
-            slow_since,
+            blocked_since,
             egress,
             waker,
             wt,
+            in_held,
             ..
         } = st;
         let Some(wt) = wt else { return false };
@@ -791,6 +909,7 @@ impl Broker {
                 *dropped += 1;
                 continue;
             }
+            let held = out.queued() + *in_held + wt.queued();
             let q: &mut OutQueue = match r {
                 0 => out,
                 r if r <= wt::LINES => match wt.queue_mut(r - 1) {
@@ -804,10 +923,11 @@ impl Broker {
                 _ => out, // too large for a datagram: the control stream carries it
             };
             let total = queue::framed_len(flen);
-            if q.queued() + total > limit {
+            let own_cap = if r == 0 { limit } else { limit / 2 };
+            if held + total > limit || q.queued() + total > own_cap {
                 self.stats.dropped_queue_full += 1;
                 *dropped += 1;
-                let since = *slow_since.get_or_insert(now);
+                let since = *blocked_since.get_or_insert(now);
                 if now.saturating_duration_since(since) >= grace {
                     self.to_close.push(id);
                 }
@@ -835,29 +955,33 @@ impl Broker {
 
     fn close_pending_slow(&mut self) {
         while let Some(id) = self.to_close.pop() {
-            if self
+            let Some((out, held_in)) = self
                 .conn_mut(id)
-                .is_some_and(|c| c.closing == Closing::Open)
-            {
-                self.stats.slow_consumers_closed += 1;
-                let grace = self.limits.slow_consumer_grace.as_secs_f64();
-                let why = format!(
-                    "your queue stayed over {} bytes for {grace:.1} s; messages were dropped, closing",
-                    self.limits.queue_bytes
-                );
-                self.close(
-                    id,
-                    1008,
-                    "slow consumer",
-                    Some(("slow_consumer", &why)),
-                    true,
-                );
-            }
+                .filter(|c| c.closing == Closing::Open)
+                .map(|c| (c.out.queued(), c.in_held))
+            else {
+                continue;
+            };
+            self.stats.slow_consumers_closed += 1;
+            let grace = self.limits.slow_consumer_grace.as_secs_f64();
+            let why = format!(
+                "this connection did not drain for {grace:.1} s: {out} bytes waiting to be sent and {held_in} bytes of incomplete frames held (budget {} bytes); messages were dropped, closing",
+                self.limits.queue_bytes
+            );
+            self.close(
+                id,
+                1008,
+                "slow consumer",
+                Some(("slow_consumer", &why)),
+                true,
+            );
         }
     }
 
-    /// Queues a text reply to connection `id` (replies are small and are queued even past
-    /// the queue limit, so a refusal is never lost).
+    /// Queues a text reply to connection `id`. Replies are small and are never dropped: the
+    /// budget holds because a connection's reads stop while its backlog is at
+    /// [`Limits::read_stop_bytes`] ([`Broker::read_stop`]), so at most one reply per frame
+    /// already read lands above that mark.
     pub fn send_reply(&mut self, id: ConnId, reply: &Reply<'_>) {
         let Some(Some(st)) = self.conns.get_mut(id as usize) else {
             return;
@@ -875,7 +999,7 @@ impl Broker {
         }
     }
 
-    /// Queues a control frame (pong) to connection `id`.
+    /// Queues a control frame (pong) to connection `id` (bounded like [`Broker::send_reply`]).
     pub fn send_control(&mut self, id: ConnId, opcode: u8, payload: &[u8]) {
         let Some(Some(st)) = self.conns.get_mut(id as usize) else {
             return;
@@ -957,8 +1081,8 @@ impl Broker {
                     }
                 }
                 Closing::Open => {
-                    if let Some(since) = st.slow_since
-                        && (!st.out.is_empty() || st.wt.as_ref().is_some_and(|w| !w.all_empty()))
+                    if let Some(since) = st.blocked_since
+                        && st.held() > 0
                         && now.saturating_duration_since(since) >= grace
                     {
                         self.to_close.push(id);
@@ -1011,7 +1135,9 @@ impl Broker {
         }
     }
 
-    /// Heap bytes held by outbound queues and the spare-buffer pool (for stats).
+    /// Heap bytes held for connections: outbound queue buffers, the spare-buffer pool and
+    /// incomplete incoming frames (the broker's own accounting of the memory bound in
+    /// `docs/edge.md`).
     pub fn queue_bytes_held(&self) -> usize {
         self.conns
             .iter()
@@ -1019,6 +1145,7 @@ impl Broker {
             .map(|c| c.out.capacity() + c.wt.as_ref().map_or(0, |w| w.capacity()))
             .sum::<usize>()
             + self.pool.held_bytes()
+            + self.in_held_total
     }
 }
 
@@ -1127,5 +1254,111 @@ mod tests {
         assert_eq!(delivered, 3);
         assert_eq!(b.stats().dropped_queue_full, 2);
         assert_eq!(b.conn_mut(c).unwrap().dropped(), 2);
+    }
+
+    #[test]
+    fn incoming_bytes_count_against_the_budget() {
+        let limits = Limits {
+            queue_bytes: 1000,
+            ..Limits::default()
+        };
+        let mut b = Broker::new(limits, crate::clock::now());
+        let c = b.register(Box::new(AllowAll)).unwrap();
+        b.subscribe(c, "t", "q").unwrap();
+        b.set_in_held(c, 700);
+        assert_eq!(b.queue_bytes_held(), 700);
+        // 300 bytes of payload + frame overhead no longer fit next to 700 held bytes.
+        assert_eq!(b.publish(c, "t", "q", &[0u8; 300], Mode::Broadcast), Ok(0));
+        assert_eq!(b.stats().dropped_queue_full, 1);
+        b.set_in_held(c, 0);
+        assert_eq!(b.publish(c, "t", "q", &[0u8; 300], Mode::Broadcast), Ok(1));
+        b.unregister(c);
+        assert_eq!(b.queue_bytes_held() - b.pool.held_bytes(), 0);
+    }
+
+    #[test]
+    fn replies_stop_reads_and_a_blocked_connection_is_closed_after_the_grace() {
+        let limits = Limits {
+            queue_bytes: 4096,
+            slow_consumer_grace: std::time::Duration::from_secs(5),
+            ..Limits::default()
+        };
+        let stop_at = limits.read_stop_bytes();
+        let t0 = crate::clock::now();
+        let mut b = Broker::new(limits, t0);
+        let c = b.register(Box::new(AllowAll)).unwrap();
+        let other = b.register(Box::new(AllowAll)).unwrap();
+        // A client that never reads and keeps asking for PONGs: reads stop at the mark.
+        let mut pongs = 0;
+        while b.read_stop(c).is_none() {
+            b.send_reply(c, &Reply::Pong);
+            pongs += 1;
+            assert!(pongs < 10_000);
+        }
+        assert_eq!(b.read_stop(c), Some(ReadStop::OwnBacklog));
+        assert_eq!(b.stats().read_stops, 1, "one stop counted once");
+        assert_eq!(pongs, stop_at.div_ceil(6));
+        assert_eq!(b.read_stop(other), None, "other connections read on");
+        // Nothing drains: closed after the grace (not before), with the reason.
+        b.sweep(
+            t0 + std::time::Duration::from_secs(4),
+            crate::clock::wall_now(),
+        );
+        assert!(!b.conn_mut(c).unwrap().is_closing());
+        b.sweep(
+            t0 + std::time::Duration::from_secs(6),
+            crate::clock::wall_now(),
+        );
+        assert!(b.conn_mut(c).unwrap().is_closing());
+        assert!(!b.conn_mut(other).unwrap().is_closing());
+        assert_eq!(b.stats().slow_consumers_closed, 1);
+        let text = String::from_utf8_lossy(b.conn_mut(c).unwrap().pending()).into_owned();
+        assert!(
+            text.contains("ERR:slow_consumer:this connection did not drain for 5.0 s"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_draining_connection_is_not_closed() {
+        let limits = Limits {
+            queue_bytes: 4096,
+            ..Limits::default()
+        };
+        let t0 = crate::clock::now();
+        let mut b = Broker::new(limits, t0);
+        let c = b.register(Box::new(AllowAll)).unwrap();
+        while b.read_stop(c).is_none() {
+            b.send_reply(c, &Reply::Pong);
+        }
+        let n = b.conn_mut(c).unwrap().pending().len();
+        b.consumed(c, n);
+        assert_eq!(b.read_stop(c), None);
+        b.sweep(
+            t0 + std::time::Duration::from_secs(60),
+            crate::clock::wall_now(),
+        );
+        assert!(!b.conn_mut(c).unwrap().is_closing());
+    }
+
+    #[test]
+    fn command_floods_are_refused_then_closed() {
+        let t0 = crate::clock::now();
+        let mut b = Broker::new(Limits::default(), t0);
+        let c = b.register(Box::new(AllowAll)).unwrap();
+        let l = Limits::default();
+        let mut verdicts = Vec::new();
+        for _ in 0..(l.sub_rate.burst + l.strike_rate.burst + 1) {
+            verdicts.push(b.check_command(c, limiter::Command::Subscription));
+        }
+        let allowed = verdicts.iter().filter(|v| **v == Verdict::Allow).count();
+        assert_eq!(allowed, l.sub_rate.burst as usize);
+        assert_eq!(verdicts.last(), Some(&Verdict::Close));
+        assert!(b.conn_mut(c).unwrap().is_closing());
+        assert_eq!(b.stats().rate_limit_closed, 1);
+        assert_eq!(
+            b.stats().commands_rate_limited,
+            u64::from(l.strike_rate.burst) + 1
+        );
     }
 }

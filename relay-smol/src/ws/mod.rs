@@ -6,7 +6,6 @@
 //!
 //! Use [`Relay::bind`] then [`Relay::run`] (see `cli::run` for the full wiring with signals).
 
-pub mod codec;
 pub mod conn;
 pub mod http;
 pub mod transport;
@@ -33,8 +32,8 @@ use conn::Shared;
 use http::ReadError;
 use transport::Transport;
 
-/// Size of the read buffer shared by all connections.
-const SCRATCH_LEN: usize = 128 * 1024;
+/// Size of the read buffer shared by all connections: one turn's reads.
+const SCRATCH_LEN: usize = crate::limits::TURN_BYTES;
 
 /// The subprotocol of the client contract.
 pub const SUBPROTOCOL: &str = "llps.v1";

@@ -84,6 +84,11 @@ impl ControlReader {
         }
     }
 
+    /// Heap bytes held for an incomplete frame (they count against the session's budget).
+    pub fn buffered(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Appends `bytes` and hands every complete frame `(kind, payload)` to `on_frame`.
     pub fn push(
         &mut self,

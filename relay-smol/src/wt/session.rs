@@ -29,10 +29,11 @@ use quinn_proto::{Connection, Dir, Event, StreamId, VarInt};
 use super::frame::{self, ControlReader, KIND_BINARY, KIND_TEXT, MAX_FRAME};
 use super::h3::{H3, H3Event, ReadStatus, Role};
 use crate::auth::{Authorizer, HandshakeRequest, Protocol};
+use crate::broker::limiter::{Command as Limited, RefusalReply, Verdict};
 use crate::broker::wt::{DATAGRAM_QUEUE, LINES};
 use crate::broker::{Broker, ConnId, PubError, SubError, Target};
 use crate::clock;
-use crate::ws::codec::{OP_BINARY, OP_CLOSE, OP_TEXT};
+use crate::wsframe::{OP_BINARY, OP_CLOSE, OP_TEXT};
 
 /// Application close code: the client broke the LLPS framing.
 pub const CLOSE_PROTOCOL: u32 = 4002;
@@ -85,6 +86,9 @@ pub struct Session {
     ctrl_out: Reframer,
     lines: [Option<(StreamId, Reframer)>; LINES],
     refused_at: Option<Instant>,
+    /// Reading the control stream waits for the session's backlog to drain
+    /// (`Broker::read_stop`); QUIC flow control then holds the client back.
+    read_stopped: bool,
     done: bool,
     waker: Option<Waker>,
 }
@@ -112,6 +116,7 @@ impl Session {
             ctrl_out: Reframer::default(),
             lines: Default::default(),
             refused_at: None,
+            read_stopped: false,
             done: false,
             waker: Some(waker),
         }
@@ -315,6 +320,11 @@ impl Session {
         let (Some(ctrl), Some(id)) = (self.ctrl, self.id) else {
             return;
         };
+        if broker.borrow_mut().read_stop(id).is_some() {
+            self.read_stopped = true;
+            return;
+        }
+        self.read_stopped = false;
         let mut frames: Vec<(u8, Vec<u8>)> = Vec::new();
         let mut err = None;
         let mut read = 0;
@@ -335,7 +345,11 @@ impl Session {
                 break;
             }
         }
-        broker.borrow_mut().set_now(now);
+        {
+            let mut b = broker.borrow_mut();
+            b.set_now(now);
+            b.set_in_held(id, self.reader.buffered());
+        }
         for (kind, payload) in frames {
             if self.done {
                 return;
@@ -406,6 +420,12 @@ impl Session {
         if must_drop || (closing && self.ctrl.is_none()) {
             // The close deadline passed (or there is no stream to say why on).
             return self.end(conn, 1008, "closed by the relay", broker, now);
+        }
+        if self.read_stopped && broker.borrow_mut().read_stop(id).is_none() {
+            self.read_control(conn, broker, now);
+            if self.done {
+                return;
+            }
         }
         if let Some(ctrl) = self.ctrl {
             match self.write_queue(conn, broker, id, None, ctrl) {
@@ -574,7 +594,50 @@ fn refuse_bad(b: &mut Broker, id: ConnId, reason: &str, why: &str) {
     }
 }
 
+/// Checks a command against the session's rate limit (as on `/ws`); `false`: refused
+/// (answered, or the session is being closed).
+fn allowed(b: &mut Broker, id: ConnId, cmd: &Command<'_>) -> bool {
+    let (limited, verb, tenant, pattern) = match cmd {
+        Command::Ping => (Limited::Ping, "PING", "", ""),
+        Command::Sub { tenant, pattern } => (Limited::Subscription, "SUB", *tenant, *pattern),
+        Command::Unsub { tenant, pattern } => (Limited::Subscription, "UNSUB", *tenant, *pattern),
+        _ => return true,
+    };
+    match b.check_command(id, limited) {
+        Verdict::Allow => true,
+        Verdict::Close => false,
+        Verdict::Refuse => {
+            let l = b.limits();
+            let (what, r) = match limited {
+                Limited::Subscription => ("SUB/UNSUB", l.sub_rate),
+                _ => ("PINGs", l.ping_rate),
+            };
+            let why = format!(
+                "more than {} {what} per second (bursts of {}) on this session; slow down",
+                r.per_sec, r.burst
+            );
+            let parts_full = [verb, tenant, pattern, why.as_str()];
+            let parts = if tenant.is_empty() {
+                &[verb, why.as_str()][..]
+            } else {
+                &parts_full[..]
+            };
+            b.send_reply(
+                id,
+                &Reply::Err {
+                    reason: "rate_limited",
+                    parts,
+                },
+            );
+            false
+        }
+    }
+}
+
 fn on_command(b: &mut Broker, id: ConnId, cmd: Command<'_>) {
+    if !allowed(b, id, &cmd) {
+        return;
+    }
     match cmd {
         Command::Ping => b.send_reply(id, &Reply::Pong),
         Command::Sub { tenant, pattern } => {
@@ -658,21 +721,41 @@ fn sub_error(e: SubError) -> (&'static str, String) {
 }
 
 fn on_publish(b: &mut Broker, id: ConnId, p: &Publish<'_>) {
-    if let Err(e) = b.publish(id, p.tenant(), p.channel(), p.payload(), p.mode()) {
-        let (reason, why) = match e {
-            PubError::InvalidChannel(pe) => ("invalid_channel", pe.to_string()),
-            PubError::PermissionDenied => ("permission_denied", String::new()),
-            PubError::RateLimited(rate) => (
-                "rate_limited",
-                format!("over this connection's ingress limit of {rate} bytes/s"),
-            ),
-        };
-        let parts_full = ["PUB", p.tenant(), p.channel(), why.as_str()];
-        let parts = if why.is_empty() {
-            &parts_full[..3]
-        } else {
-            &parts_full[..]
-        };
-        b.send_reply(id, &Reply::Err { reason, parts });
+    let Err(e) = b.publish(id, p.tenant(), p.channel(), p.payload(), p.mode()) else {
+        return;
+    };
+    let (reason, why, strike) = match e {
+        PubError::InvalidChannel(pe) => ("invalid_channel", pe.to_string(), true),
+        PubError::PermissionDenied => ("permission_denied", String::new(), true),
+        PubError::RateLimited(rate) => (
+            "rate_limited",
+            format!("over this connection's ingress limit of {rate} bytes/s"),
+            false,
+        ),
+    };
+    let parts_full = ["PUB", p.tenant(), p.channel(), why.as_str()];
+    let parts = if why.is_empty() {
+        &parts_full[..3]
+    } else {
+        &parts_full[..]
+    };
+    // Refusal answers are rate limited as on `/ws` (`broker::limiter`).
+    match b.publish_refused(id, strike) {
+        RefusalReply::Answer => b.send_reply(id, &Reply::Err { reason, parts }),
+        RefusalReply::Notice => {
+            let r = b.limits().refusal_reply_rate;
+            let why = format!(
+                "more than {} refused publishes per second (bursts of {}) on this session; further refusals are counted but not answered until the rate drops",
+                r.per_sec, r.burst
+            );
+            b.send_reply(
+                id,
+                &Reply::Err {
+                    reason: "rate_limited",
+                    parts: &["PUB_REFUSALS", &why],
+                },
+            );
+        }
+        RefusalReply::Silent | RefusalReply::Close => {}
     }
 }

@@ -1,5 +1,8 @@
 //! WebSocket framing (RFC 6455) as the edge needs it: parsing masked client frames in place
 //! and writing unmasked server frame headers. No allocation.
+//!
+//! A leaf module: it depends on nothing in the crate. The connection task (`ws::conn`) parses
+//! client frames with it and the broker (`broker::queue`) writes server frames with it.
 
 /// Continuation frame.
 pub const OP_CONT: u8 = 0x0;
@@ -79,6 +82,8 @@ pub enum ProtocolError {
     UnknownOpcode(u8),
     /// A control frame is fragmented or longer than 125 bytes.
     BadControlFrame,
+    /// A 64-bit payload length with its most significant bit set (RFC 6455 5.2: it must be 0).
+    LengthTopBit,
 }
 
 impl std::fmt::Display for ProtocolError {
@@ -88,6 +93,9 @@ impl std::fmt::Display for ProtocolError {
             ProtocolError::Unmasked => f.write_str("client frame not masked"),
             ProtocolError::UnknownOpcode(op) => write!(f, "unknown opcode {op}"),
             ProtocolError::BadControlFrame => f.write_str("fragmented or oversize control frame"),
+            ProtocolError::LengthTopBit => {
+                f.write_str("64-bit payload length with the most significant bit set")
+            }
         }
     }
 }
@@ -120,6 +128,7 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<Header>, ProtocolError> {
             None => return Ok(None),
         },
         127 => match buf.get(2..10).and_then(|l| <[u8; 8]>::try_from(l).ok()) {
+            Some(l) if l[0] & 0x80 != 0 => return Err(ProtocolError::LengthTopBit),
             Some(l) => (u64::from_be_bytes(l), 8),
             None => return Ok(None),
         },
@@ -217,6 +226,16 @@ mod tests {
         assert_eq!(
             parse_header(&[0x89, 0xFE]),
             Err(ProtocolError::BadControlFrame)
+        );
+        // RFC 6455 5.2: the most significant bit of a 64-bit length must be 0; with it set
+        // the length used to wrap when the header length was added.
+        let mut top = vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1];
+        assert_eq!(parse_header(&top), Err(ProtocolError::LengthTopBit));
+        top[2] = 0x7F;
+        top.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(
+            parse_header(&top).map(|h| h.map(|h| h.payload_len)),
+            Ok(Some(0x7F00_0000_0000_0001))
         );
     }
 
