@@ -467,3 +467,46 @@ fn cli_tools_speak_https_webtransport_and_wss() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--cert-hash"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn drain_sends_reconnect_then_closes() {
+    let relay = WtRelay::start(&["--insecure-no-auth", "--shutdown-grace-ms", "300"]);
+    let mut a = wt(&relay, None);
+    a.send_text("SUB:t:x");
+    assert_eq!(next_text(&mut a), "OK:SUB:t:x");
+    let pid = rustix::process::Pid::from_raw(relay.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert_eq!(next_text(&mut a), "RECONNECT");
+    // Still subscribed during the grace, then closed by the relay (1001, going away).
+    assert_eq!(a.recv(WAIT), None);
+    assert!(a.closed().is_some(), "the session ended");
+}
+
+#[test]
+fn a_burst_to_three_subscribers_loses_nothing() {
+    let relay = WtRelay::start(&["--insecure-no-auth"]);
+    let mut subs: Vec<WtClient> = ["SUB:t:load.#", "SUB:t:load.#:U:0:0", "SUB:t:load.#:U:7:0"]
+        .iter()
+        .map(|cmd| {
+            let mut c = wt(&relay, None);
+            c.send_text(cmd);
+            assert!(next_text(&mut c).starts_with("OK:SUB:t:load.#"));
+            c
+        })
+        .collect();
+    let mut p = wt(&relay, None);
+    let mut payload = vec![0x5au8; 1024];
+    for n in 0u32..1000 {
+        payload[..4].copy_from_slice(&n.to_be_bytes());
+        p.send_binary(&publish_frame(Mode::Broadcast, "t", "load.x", &payload));
+    }
+    barrier(&mut p);
+    for (i, s) in subs.iter_mut().enumerate() {
+        for n in 0u32..1000 {
+            let (d, _) = next_deliver_wt(s);
+            let got = u32::from_be_bytes(d.payload[..4].try_into().unwrap());
+            assert_eq!(got, n, "subscriber {i}: {}", relay.stats());
+        }
+    }
+    assert_eq!(relay.stats()["dropped_queue_full"], 0);
+}

@@ -129,13 +129,11 @@ pub enum PubError {
 
 /// A connection's subscription, stored exactly as the client sent it.
 #[derive(Debug)]
+/// (A WebTransport session keeps each subscription's target and rate in its
+/// [`WtQueues`], so WebSocket subscriptions pay nothing for them.)
 struct Sub {
     tenant: Box<str>,
     pattern: Box<str>,
-    /// Where its deliveries go (always `Control` on WebSocket).
-    target: Target,
-    /// Its own egress limit (WebTransport `:U:…:<kbps>` / `:D:<kbps>`).
-    rate: Option<TokenBucket>,
 }
 
 /// Why a connection is being closed.
@@ -547,13 +545,16 @@ impl Broker {
         if !st.access.may_subscribe(tenant, pattern) {
             return Err(SubError::PermissionDenied);
         }
-        let existing = st
-            .subs
-            .iter()
-            .flatten()
-            .find(|s| &*s.tenant == tenant && &*s.pattern == pattern);
-        if let Some(s) = existing {
-            return Ok((false, s.target));
+        let existing = st.subs.iter().position(|s| {
+            s.as_ref()
+                .is_some_and(|s| &*s.tenant == tenant && &*s.pattern == pattern)
+        });
+        if let Some(slot) = existing {
+            let t = st
+                .wt
+                .as_ref()
+                .map_or(Target::Control, |w| w.target_of(slot));
+            return Ok((false, t));
         }
         if st.nsubs >= max_per_conn || st.nsubs >= usize::from(u16::MAX) {
             return Err(SubError::TooManyForConnection(max_per_conn));
@@ -578,17 +579,17 @@ impl Broker {
             return Err(SubError::RelayFull(max_total));
         }
         let target = match &mut st.wt {
-            Some(w) => w.add_sub(target),
+            Some(w) => {
+                let rate =
+                    (kbps > 0).then(|| TokenBucket::bytes_per_sec(kbps.saturating_mul(1024), now));
+                w.add_sub(slot, target, rate)
+            }
             None => Target::Control,
         };
-        let rate = (kbps > 0 && st.wt.is_some())
-            .then(|| TokenBucket::bytes_per_sec(kbps.saturating_mul(1024), now));
         if let Some(s) = st.subs.get_mut(slot) {
             *s = Some(Sub {
                 tenant: tenant.into(),
                 pattern: pattern.into(),
-                target,
-                rate,
             });
         }
         st.nsubs += 1;
@@ -608,11 +609,11 @@ impl Broker {
         }) else {
             return false;
         };
-        if let Some(s) = st.subs.get_mut(slot)
-            && let Some(old) = s.take()
-            && let Some(w) = &mut st.wt
-        {
-            w.remove_sub(old.target);
+        if let Some(s) = st.subs.get_mut(slot) {
+            *s = None;
+        }
+        if let Some(w) = &mut st.wt {
+            w.remove_sub(slot);
         }
         st.nsubs -= 1;
         while st.subs.last().is_some_and(Option::is_none) {
@@ -877,14 +878,15 @@ impl Broker {
         for r in 0..=wt::LINES + 1 {
             let mut slots: Vec<usize> = Vec::new();
             for k in group {
-                let Some(Some(sub)) = subs.get_mut(key_slot(*k)) else {
+                let slot = key_slot(*k);
+                let Some(Some(sub)) = subs.get(slot) else {
                     continue;
                 };
-                if rank(sub.target) != r {
+                if rank(wt.target_of(slot)) != r {
                     continue;
                 }
                 let cost = d.encoded_len(std::iter::once(&*sub.pattern)).unwrap_or(0);
-                if let Some(b) = &mut sub.rate
+                if let Some(b) = wt.rate_of(slot)
                     && !b.take(cost, now)
                 {
                     self.stats.dropped_egress_rate += 1;

@@ -9,6 +9,7 @@
 //! and one line (or the datagram queue) may fill at most half of it: a stuck line drops
 //! (counted) while the control stream and the other lines go on.
 
+use super::limiter::TokenBucket;
 use super::queue::{BufPool, OutQueue};
 
 /// Lines per session (`:U:1` ..= `:U:8`).
@@ -40,6 +41,9 @@ pub struct WtQueues {
     subs_per_line: [u16; LINES],
     /// Largest deliver frame that fits one datagram (set by the session from QUIC).
     datagram_max: usize,
+    /// Per subscription slot (the broker's index into the connection's subscriptions): its
+    /// target and its own egress limit.
+    opts: Vec<(Target, Option<TokenBucket>)>,
 }
 
 impl WtQueues {
@@ -76,34 +80,71 @@ impl WtQueues {
         self.datagram_max
     }
 
-    /// Resolves `Line(0)` to the least used line and counts the subscription on its line.
-    pub(super) fn add_sub(&mut self, target: Target) -> Target {
-        let Target::Line(asked) = target else {
-            return target;
+    /// Records the options of subscription `slot`: resolves `Line(0)` to the least used
+    /// line and counts the subscription on its line. Returns the target in use.
+    pub(super) fn add_sub(
+        &mut self,
+        slot: usize,
+        target: Target,
+        rate: Option<TokenBucket>,
+    ) -> Target {
+        let target = match target {
+            Target::Line(asked) => {
+                let line = if asked == 0 {
+                    let (i, _) = self
+                        .subs_per_line
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, n)| **n)
+                        .unwrap_or((0, &0));
+                    i as u8 + 1
+                } else {
+                    asked.min(LINES as u8)
+                };
+                if let Some(n) = self.subs_per_line.get_mut(usize::from(line - 1)) {
+                    *n = n.saturating_add(1);
+                }
+                Target::Line(line)
+            }
+            t => t,
         };
-        let line = if asked == 0 {
-            let (i, _) = self
-                .subs_per_line
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, n)| **n)
-                .unwrap_or((0, &0));
-            i as u8 + 1
-        } else {
-            asked.min(LINES as u8)
-        };
-        if let Some(n) = self.subs_per_line.get_mut(usize::from(line - 1)) {
-            *n = n.saturating_add(1);
+        if self.opts.len() <= slot {
+            self.opts.resize(slot + 1, (Target::Control, None));
         }
-        Target::Line(line)
+        if let Some(o) = self.opts.get_mut(slot) {
+            *o = (target, rate);
+        }
+        target
     }
 
-    pub(super) fn remove_sub(&mut self, target: Target) {
-        if let Target::Line(l) = target
+    /// Forgets the options of subscription `slot`.
+    pub(super) fn remove_sub(&mut self, slot: usize) {
+        let Some(o) = self.opts.get_mut(slot) else {
+            return;
+        };
+        if let Target::Line(l) = o.0
             && let Some(n) = self.subs_per_line.get_mut(usize::from(l).saturating_sub(1))
         {
             *n = n.saturating_sub(1);
         }
+        *o = (Target::Control, None);
+        while self
+            .opts
+            .last()
+            .is_some_and(|o| o.0 == Target::Control && o.1.is_none())
+        {
+            self.opts.pop();
+        }
+    }
+
+    /// The target of subscription `slot`.
+    pub(super) fn target_of(&self, slot: usize) -> Target {
+        self.opts.get(slot).map_or(Target::Control, |o| o.0)
+    }
+
+    /// The own egress limit of subscription `slot`, if it has one.
+    pub(super) fn rate_of(&mut self, slot: usize) -> Option<&mut TokenBucket> {
+        self.opts.get_mut(slot).and_then(|o| o.1.as_mut())
     }
 
     /// Drops everything queued and not started (closing), and hands drained buffers back.

@@ -242,6 +242,7 @@ impl WtEdge {
         if e.conn.poll_timeout().is_some_and(|t| t <= now) {
             e.conn.handle_timeout(now);
         }
+        e.session.begin_turn();
         // Bounded: events come from what this connection received in this turn.
         for _ in 0..2 {
             while let Some(ev) = e.conn.poll() {
@@ -273,6 +274,11 @@ impl WtEdge {
             let d = buf.get(..t.size).unwrap_or(&[]).to_vec();
             let to = t.destination;
             self.send(to, &d);
+        }
+        if self.conns.get(&h).is_some_and(|e| e.session.wants_turn())
+            && let Ok(mut l) = self.wakes.list.lock()
+        {
+            l.push(h); // more input left: again next turn, after the sessions woken now
         }
         if self.conns.get(&h).is_some_and(|e| e.conn.is_drained())
             && let Some(mut e) = self.conns.remove(&h)
@@ -312,6 +318,11 @@ impl WtEdge {
             let now = clock::now();
             if let Some((to, d)) = self.pending_tx.take() {
                 self.send(to, &d);
+            }
+            // Sessions woken by the broker go first: a publisher with more to read was queued
+            // behind the subscribers it delivered to, and must not overtake them here.
+            if let Ok(mut l) = self.wakes.list.lock() {
+                touched.append(&mut l);
             }
             for _ in 0..RECV_BATCH {
                 match self.socket.get_ref().recv_from(&mut self.recv_buf) {

@@ -41,8 +41,10 @@ pub const CLOSE_PROTOCOL: u32 = 4002;
 pub const CLOSE_REFUSED: u32 = 4003;
 /// How long a refused session stays open for its answer to arrive.
 pub const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
-/// Bytes read from the control stream per pump (fairness between sessions).
-const READ_BUDGET: usize = 256 * 1024;
+/// Bytes read from the control stream per turn: a publisher's burst is handled in slices,
+/// with the sessions it delivered to written out in between (the endpoint drives a session
+/// that has more to read again in its next turn, after the others).
+const READ_BUDGET: usize = 64 * 1024;
 
 /// Writes one broker queue (WebSocket frames) to a QUIC stream as WebTransport frames.
 #[derive(Debug, Default)]
@@ -89,6 +91,10 @@ pub struct Session {
     /// Reading the control stream waits for the session's backlog to drain
     /// (`Broker::read_stop`); QUIC flow control then holds the client back.
     read_stopped: bool,
+    /// The control stream had more to read when the turn's budget ran out.
+    more_input: bool,
+    /// Bytes read from the control stream in this turn (at most [`READ_BUDGET`]).
+    turn_read: usize,
     done: bool,
     waker: Option<Waker>,
 }
@@ -117,6 +123,8 @@ impl Session {
             lines: Default::default(),
             refused_at: None,
             read_stopped: false,
+            more_input: false,
+            turn_read: 0,
             done: false,
             waker: Some(waker),
         }
@@ -125,6 +133,16 @@ impl Session {
     /// The broker connection, once the session is accepted.
     pub fn conn_id(&self) -> Option<ConnId> {
         self.id
+    }
+
+    /// Starts a turn of the endpoint: the read budget is [`READ_BUDGET`] again.
+    pub fn begin_turn(&mut self) {
+        self.turn_read = 0;
+    }
+
+    /// Does the session have input left that its last turn did not read (drive it again)?
+    pub fn wants_turn(&self) -> bool {
+        self.more_input && !self.done
     }
 
     /// Has the session ended (the connection is closing or closed)?
@@ -327,12 +345,17 @@ impl Session {
         self.read_stopped = false;
         let mut frames: Vec<(u8, Vec<u8>)> = Vec::new();
         let mut err = None;
-        let mut read = 0;
+        let mut read = self.turn_read;
         let mut status = ReadStatus::Open;
-        while read < READ_BUDGET && err.is_none() {
+        self.more_input = false;
+        while err.is_none() {
+            if read >= READ_BUDGET {
+                self.more_input = true;
+                break;
+            }
             let mut got = 0;
             let reader = &mut self.reader;
-            status = self.h3.read(conn, ctrl, 64 * 1024, &mut |bytes| {
+            status = self.h3.read(conn, ctrl, READ_BUDGET - read, &mut |bytes| {
                 got += bytes.len();
                 if err.is_none()
                     && let Err(e) = reader.push(bytes, &mut |k, p| frames.push((k, p.to_vec())))
@@ -345,6 +368,7 @@ impl Session {
                 break;
             }
         }
+        self.turn_read = read;
         {
             let mut b = broker.borrow_mut();
             b.set_now(now);
@@ -421,7 +445,9 @@ impl Session {
             // The close deadline passed (or there is no stream to say why on).
             return self.end(conn, 1008, "closed by the relay", broker, now);
         }
-        if self.read_stopped && broker.borrow_mut().read_stop(id).is_none() {
+        if (self.read_stopped && broker.borrow_mut().read_stop(id).is_none())
+            || (self.more_input && self.turn_read < READ_BUDGET)
+        {
             self.read_control(conn, broker, now);
             if self.done {
                 return;
