@@ -100,6 +100,8 @@ impl std::fmt::Display for ProtocolError {
     }
 }
 
+impl std::error::Error for ProtocolError {}
+
 /// Parses a client frame header at the start of `buf`. `Ok(None)` = need more bytes.
 pub fn parse_header(buf: &[u8]) -> Result<Option<Header>, ProtocolError> {
     let (Some(&b0), Some(&b1)) = (buf.first(), buf.get(1)) else {

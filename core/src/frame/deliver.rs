@@ -4,7 +4,7 @@
 use super::limits::{
     DELIVER_TAG, MAX_DELIVER_PATTERNS, MAX_NAME_LEN, MAX_PAYLOAD_LEN, MAX_TENANT_LEN,
 };
-use super::publish::read_str16;
+use super::str16::{check_name, put, read_str16};
 use super::{EncodeError, FrameError};
 
 /// The fixed part of a deliver frame: tenant, channel and payload. The patterns are passed
@@ -17,27 +17,6 @@ pub struct Deliver<'a> {
     tenant: &'a str,
     channel: &'a str,
     payload: &'a [u8],
-}
-
-pub(super) fn check_name(field: &'static str, s: &str, max: usize) -> Result<(), EncodeError> {
-    if s.is_empty() {
-        return Err(EncodeError::EmptyField { field });
-    }
-    if s.len() > max {
-        return Err(EncodeError::FieldTooLong {
-            field,
-            len: s.len(),
-        });
-    }
-    Ok(())
-}
-
-/// Copies `src` to `out[*pos..]`; callers have checked the length beforehand.
-pub(super) fn put(out: &mut [u8], pos: &mut usize, src: &[u8]) {
-    if let Some(dst) = out.get_mut(*pos..*pos + src.len()) {
-        dst.copy_from_slice(src);
-    }
-    *pos += src.len();
 }
 
 impl<'a> Deliver<'a> {

@@ -15,8 +15,8 @@ use crate::route::RelayId;
 
 /// Most destination relays listed in one [`Data`].
 pub const MAX_DESTINATIONS: usize = 32;
-/// Largest payload, in bytes (as in the client contract).
-pub const MAX_PAYLOAD: usize = 65_536;
+/// Largest payload, in bytes (the client contract's [`crate::limits::MAX_PAYLOAD_LEN`]).
+pub use crate::limits::MAX_PAYLOAD_LEN as MAX_PAYLOAD;
 /// Largest hop limit a relay may set.
 pub const MAX_HOP_LIMIT: u8 = 16;
 

@@ -48,10 +48,11 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub const MAX_NAME: usize = 32;
 /// Longest mesh address text (`host:port`), in bytes.
 pub const MAX_ADDR: usize = 64;
-/// Longest tenant, in bytes (as in the client contract).
-pub const MAX_TENANT: usize = 255;
-/// Longest channel or pattern, in bytes (as in the client contract).
-pub const MAX_CHANNEL: usize = 255;
+/// Longest channel or pattern, in bytes (the client contract's
+/// [`crate::limits::MAX_NAME_LEN`]).
+pub use crate::limits::MAX_NAME_LEN as MAX_CHANNEL;
+/// Longest tenant, in bytes (the client contract's [`crate::limits::MAX_TENANT_LEN`]).
+pub use crate::limits::MAX_TENANT_LEN as MAX_TENANT;
 
 /// Bytes postcard uses for the varint of `n`.
 pub(crate) const fn varint_len(n: usize) -> usize {
@@ -246,6 +247,8 @@ impl fmt::Display for DecodeError {
     }
 }
 
+impl core::error::Error for DecodeError {}
+
 /// Why a message could not be encoded. The caller is to blame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -264,6 +267,8 @@ impl fmt::Display for EncodeError {
         }
     }
 }
+
+impl core::error::Error for EncodeError {}
 
 /// Encode `msg` into `buf`; returns the used prefix. Validates first, so a relay never
 /// sends what a peer would refuse.

@@ -180,6 +180,8 @@ impl fmt::Display for PlanError {
     }
 }
 
+impl core::error::Error for PlanError {}
+
 /// The neighbour selection policy of one relay (see the module docs).
 #[derive(Debug, Clone)]
 pub struct NeighbourPolicy {

@@ -32,7 +32,7 @@ use std::task::Waker;
 use std::time::{Instant, SystemTime};
 
 use fastpubsub_core::frame::{Deliver, Mode, Reply};
-use fastpubsub_core::pattern::{self, PatternError, SubIndex};
+use fastpubsub_core::pattern::{self, PatternError, PatternTooComplex, SubIndex};
 
 use crate::auth::Access;
 use crate::limits::Limits;
@@ -107,6 +107,9 @@ pub struct Stats {
 pub enum SubError {
     /// The pattern is not a valid pattern.
     InvalidPattern(PatternError),
+    /// The pattern is valid but over the cost limits (per pattern, or the connection's
+    /// `*` budget): `ERR:pattern_too_complex`.
+    TooComplex(PatternTooComplex),
     /// The connection's access does not cover the pattern.
     PermissionDenied,
     /// The connection holds [`Limits::max_subs_per_conn`] subscriptions already.
@@ -126,6 +129,37 @@ pub enum PubError {
     /// Over the connection's ingress rate limit.
     RateLimited(u32),
 }
+
+impl std::fmt::Display for SubError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InvalidPattern(e) => write!(f, "invalid pattern: {e}"),
+            Self::TooComplex(e) => write!(f, "pattern too complex: {e}"),
+            Self::PermissionDenied => f.write_str("the ticket does not allow this subscription"),
+            Self::TooManyForConnection(n) => {
+                write!(
+                    f,
+                    "this connection already holds the maximum of {n} subscriptions"
+                )
+            }
+            Self::RelayFull(n) => write!(f, "this relay holds its maximum of {n} subscriptions"),
+        }
+    }
+}
+
+impl std::error::Error for SubError {}
+
+impl std::fmt::Display for PubError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InvalidChannel(e) => write!(f, "invalid channel: {e}"),
+            Self::PermissionDenied => f.write_str("the ticket does not allow publishing here"),
+            Self::RateLimited(n) => write!(f, "over the ingress limit of {n} bytes/s"),
+        }
+    }
+}
+
+impl std::error::Error for PubError {}
 
 /// A connection's subscription, stored exactly as the client sent it.
 #[derive(Debug)]
@@ -165,6 +199,8 @@ pub struct ConnState {
     waker: Option<Waker>,
     subs: Vec<Option<Sub>>,
     nsubs: usize,
+    /// `*` wildcards in `subs` (at most `pattern::MAX_STARS_PER_CONNECTION`).
+    stars: usize,
     access: Box<dyn Access>,
     /// Since when the connection is blocked (a delivery dropped for its budget, or reads
     /// stopped for its backlog) without its queue having drained.
@@ -336,6 +372,7 @@ impl Broker {
             waker: None,
             subs: Vec::new(),
             nsubs: 0,
+            stars: 0,
             access,
             blocked_since: None,
             read_stopped: false,
@@ -536,6 +573,7 @@ impl Broker {
         kbps: u32,
     ) -> Result<(bool, Target), SubError> {
         pattern::validate_pattern(pattern).map_err(SubError::InvalidPattern)?;
+        let cost = pattern::check_pattern_cost(pattern).map_err(SubError::TooComplex)?;
         let max_per_conn = self.limits.max_subs_per_conn;
         let max_total = self.limits.max_total_subs;
         let now = self.now;
@@ -558,6 +596,12 @@ impl Broker {
         }
         if st.nsubs >= max_per_conn || st.nsubs >= usize::from(u16::MAX) {
             return Err(SubError::TooManyForConnection(max_per_conn));
+        }
+        if st.stars + cost.stars > pattern::MAX_STARS_PER_CONNECTION {
+            return Err(SubError::TooComplex(PatternTooComplex::ConnectionStars {
+                held: st.stars,
+                stars: cost.stars,
+            }));
         }
         if self.total_subs >= max_total {
             return Err(SubError::RelayFull(max_total));
@@ -593,6 +637,7 @@ impl Broker {
             });
         }
         st.nsubs += 1;
+        st.stars += cost.stars;
         self.total_subs += 1;
         self.interest_add(tenant, pattern);
         Ok((true, target))
@@ -616,6 +661,9 @@ impl Broker {
             w.remove_sub(slot);
         }
         st.nsubs -= 1;
+        st.stars = st
+            .stars
+            .saturating_sub(pattern::PatternCost::of(pattern).stars);
         while st.subs.last().is_some_and(Option::is_none) {
             st.subs.pop();
         }
@@ -642,6 +690,7 @@ impl Broker {
         let subs = match self.conns.get_mut(id as usize) {
             Some(Some(st)) => {
                 st.nsubs = 0;
+                st.stars = 0;
                 std::mem::take(&mut st.subs)
             }
             _ => return,

@@ -193,6 +193,67 @@ impl RunArgs {
     }
 }
 
+/// Reads the config file at `path` and merges it under the flags: every argument the
+/// command line left unset takes the file's value; then checks what needs both.
+pub fn apply_config_file(
+    path: &std::path::Path,
+    args: &mut RunArgs,
+) -> Result<(), crate::config_file::ConfigFileError> {
+    let file = crate::config_file::load(path)?;
+    args.merge_file(file);
+    let defaults = Limits::default();
+    crate::config_file::check_queue_fits_frame(
+        path,
+        args.queue_bytes.unwrap_or(defaults.queue_bytes),
+        args.max_frame_bytes.unwrap_or(defaults.max_frame_len),
+    )
+}
+
+impl RunArgs {
+    /// Takes the file's value for every argument the command line left unset (flags
+    /// override the file; `--peer` given on the command line replaces the file's list).
+    pub fn merge_file(&mut self, f: crate::config_file::FileSettings) {
+        fn fill<T>(slot: &mut Option<T>, v: Option<T>) {
+            if slot.is_none() {
+                *slot = v;
+            }
+        }
+        fill(&mut self.listen, f.listen);
+        fill(&mut self.tls_cert, f.tls_cert);
+        fill(&mut self.tls_key, f.tls_key);
+        self.insecure_no_auth |= f.insecure_no_auth.unwrap_or(false);
+        fill(&mut self.state_dir, f.state_dir);
+        fill(&mut self.ticket_public_key, f.ticket_public_key);
+        fill(&mut self.ticket_status_capacity, f.ticket_status_capacity);
+        fill(&mut self.max_connections, f.max_connections);
+        fill(&mut self.max_subs_per_conn, f.max_subs_per_conn);
+        fill(&mut self.max_total_subs, f.max_total_subs);
+        fill(&mut self.max_frame_bytes, f.max_frame_bytes);
+        fill(&mut self.queue_bytes, f.queue_bytes);
+        fill(&mut self.slow_consumer_grace_ms, f.slow_consumer_grace_ms);
+        fill(&mut self.shutdown_grace_ms, f.shutdown_grace_ms);
+        fill(&mut self.close_timeout_ms, f.close_timeout_ms);
+        fill(&mut self.admin_listen, f.admin_listen);
+        fill(&mut self.admin_token_file, f.admin_token_file);
+        fill(&mut self.mesh_listen, f.mesh_listen);
+        fill(&mut self.name, f.name);
+        fill(&mut self.region, f.region);
+        fill(&mut self.edge_url, f.edge_url);
+        fill(&mut self.mesh_cert, f.mesh_cert);
+        fill(&mut self.mesh_key, f.mesh_key);
+        fill(&mut self.mesh_ca, f.mesh_ca);
+        if self.peer.is_empty()
+            && let Some(peers) = f.peers
+        {
+            self.peer = peers;
+        }
+        fill(&mut self.mesh_advertise, f.mesh_advertise);
+        fill(&mut self.max_neighbours, f.max_neighbours);
+        fill(&mut self.probe_interval_ms, f.probe_interval_ms);
+        fill(&mut self.announce_interval_ms, f.announce_interval_ms);
+    }
+}
+
 /// Picks the handshake authorizer: access tickets (the default; a first run creates the
 /// key material), or everything allowed with `--insecure-no-auth`.
 pub fn choose_authorizer(
@@ -205,13 +266,16 @@ pub fn choose_authorizer(
         log::warn!("**************************************************************");
         return Ok((Rc::new(AllowAll), None));
     }
-    let tickets = TicketSetup::load(&TicketOptions {
-        state_dir: args.state_dir.clone(),
-        public_key: args.ticket_public_key.clone(),
-        status_capacity: args.ticket_status_capacity,
-        // With the mesh on, records made here wait (bounded) for it to flood them.
-        outbox_capacity: args.mesh_listen.map(|_| crate::mesh::edge::TICKET_OUTBOX),
-    })?;
+    let tickets = TicketSetup::load(
+        &TicketOptions {
+            state_dir: args.state_dir.clone(),
+            public_key: args.ticket_public_key.clone(),
+            status_capacity: args.ticket_status_capacity,
+            // With the mesh on, records made here wait (bounded) for it to flood them.
+            outbox_capacity: args.mesh_listen.map(|_| crate::mesh::edge::TICKET_OUTBOX),
+        },
+        crate::clock::wall_now(),
+    )?;
     Ok((tickets.authorizer(), Some(tickets)))
 }
 
@@ -279,7 +343,7 @@ pub fn raise_fd_limit() -> Option<u64> {
 /// Runs the relay; returns the exit code.
 pub fn run(mut args: RunArgs) -> i32 {
     if let Some(path) = args.config.clone()
-        && let Err(e) = crate::config_file::apply(&path, &mut args)
+        && let Err(e) = apply_config_file(&path, &mut args)
     {
         eprintln!("error: {e}");
         return 2;
@@ -372,6 +436,7 @@ async fn serve(
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     if let Some(t) = &tickets {
         relay.add_rest_handler(t.rest_handler());
+        t.spawn_status_saver(&ex);
     }
     let addr = relay.local_addr();
     let mut wt_line = None;
@@ -447,5 +512,9 @@ async fn serve(
             log::info!("received {sig:?}");
         }
     };
-    relay.run(ex, shutdown).await.map_err(|e| e.to_string())
+    let result = relay.run(ex, shutdown).await.map_err(|e| e.to_string());
+    if let Some(t) = &tickets {
+        t.save_status_now();
+    }
+    result
 }

@@ -40,6 +40,11 @@ use serde::Serialize;
 pub const INTERVAL: Duration = Duration::from_secs(10);
 /// Shortest gap between two announcements of one relay (triggered by a link change).
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest announce interval `--announce-interval-ms` (and the config file) accept.
+pub const MIN_CONFIG_INTERVAL_MS: u64 = 100;
+/// Longest announce interval accepted: receivers show a relay as stale after 15 s without
+/// an announcement.
+pub const MAX_CONFIG_INTERVAL_MS: u64 = 10_000;
 /// Most origins whose latest announcement is kept (the dashboard shows at most this many).
 pub const MAX_ORIGINS: usize = crate::dashboard::view::MAX_RELAYS;
 /// An origin silent for this many intervals is forgotten.

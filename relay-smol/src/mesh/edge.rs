@@ -114,10 +114,11 @@ impl MeshArgs {
             cfg.probe.interval_us = ms * 1000;
         }
         if let Some(ms) = self.announce_interval_ms {
-            if !(100..=10_000).contains(&ms) {
+            use super::announce::{MAX_CONFIG_INTERVAL_MS, MIN_CONFIG_INTERVAL_MS};
+            if !(MIN_CONFIG_INTERVAL_MS..=MAX_CONFIG_INTERVAL_MS).contains(&ms) {
                 return Err(format!(
-                    "--announce-interval-ms {ms}: use 100..=10000 (other relays show a relay \
-                     as stale after 15 s without an announcement)"
+                    "--announce-interval-ms {ms}: use {MIN_CONFIG_INTERVAL_MS}..={MAX_CONFIG_INTERVAL_MS} \
+                     (other relays show a relay as stale after 15 s without an announcement)"
                 ));
             }
             cfg.announce = AnnounceConfig::with_interval(Duration::from_millis(ms));

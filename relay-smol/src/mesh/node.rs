@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fastpubsub_core::mesh::{
@@ -272,10 +272,7 @@ pub struct MeshNode {
 }
 
 fn unix_ms() -> u64 {
-    crate::clock::wall_now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::clock::unix_ms(crate::clock::wall_now())
 }
 
 /// Why a node could not be created.
@@ -306,10 +303,7 @@ impl MeshNode {
             return Err(NodeError::BadName(cfg.name.clone()));
         }
         let me = relay_id(&cfg.name);
-        let secs = crate::clock::wall_now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let secs = crate::clock::unix_secs(crate::clock::wall_now());
         let epoch = secs as u32;
         let route =
             Box::new(RT::new(me, Seqno(secs as u16), cfg.route, 0).map_err(NodeError::Route)?);

@@ -581,6 +581,7 @@ impl ConnTask {
                 Err(e) => {
                     let (reason, why) = match e {
                         SubError::InvalidPattern(pe) => ("invalid_pattern", pe.to_string()),
+                        SubError::TooComplex(e) => ("pattern_too_complex", e.to_string()),
                         SubError::PermissionDenied => ("permission_denied", String::new()),
                         SubError::TooManyForConnection(n) => (
                             "too_many_subscriptions",

@@ -81,6 +81,11 @@ export interface ConnectOptions {
   reconnect?: ReconnectOptions | false;
   /** Default queue bound of each subscription's iterator (default 1,024 messages; drop oldest). */
   queueSize?: number;
+  /**
+   * After a `RECONNECT` move, how long the old connection stays open (default 1,000 ms) to
+   * deliver what was already on its way to it (duplicates of the new one's are dropped).
+   */
+  moveDrainMs?: number;
   /** A WebSocket constructor to use instead of the runtime's (or `ws` in Node). */
   WebSocket?: WebSocketConstructor;
 }
@@ -117,7 +122,7 @@ export interface ClientEvents {
 export interface ClientStats {
   /** Deliver frames received. */
   delivered: number;
-  /** Duplicates dropped while two connections overlapped during a move. */
+  /** Deliveries (message × pattern) dropped as duplicates while two connections overlapped during a move. */
   duplicatesDropped: number;
   /** Deliveries for a pattern no local subscription holds any more (late after unsubscribe). */
   unroutable: number;
@@ -169,6 +174,21 @@ class Conn {
   accessEnded: string | undefined;
   ended = deferred<void>();
 }
+
+/**
+ * A `RECONNECT` move in progress: `old` and `next` both deliver. Each side keeps the
+ * deliveries (message × pattern) it passed on that the other has not sent yet; a delivery
+ * the other side already passed on is a duplicate. Per pattern, because the new connection
+ * may deliver for some patterns before it has every `OK:SUB`.
+ */
+interface Overlap {
+  old: Conn;
+  next: Conn;
+  pending: Map<Conn, Map<string, number>>;
+}
+
+/** Bound of each side's pending deliveries: the overlap is short; past it, duplicates may pass. */
+const OVERLAP_BOUND = 65_536;
 
 interface SubEntry {
   tenant: string;
@@ -271,15 +291,13 @@ export class Client {
   readonly #opts: ConnectOptions;
   readonly #timeout: number;
   #conn: Conn | undefined;
-  #old: Conn | undefined; // the connection being left during a move (overlap)
+  #overlap: Overlap | undefined;
   #subs = new Map<string, SubEntry>();
   #listeners: { [K in keyof ClientEvents]?: Set<Listener<K>> } = {};
   #closedError: FastPubSubError | undefined;
   #recovering: Promise<void> | undefined;
   #openWaiters: Deferred<Conn>[] = [];
   #url: string | undefined;
-  // Overlap dedup: fingerprints delivered by one connection and not yet seen on the other.
-  #seen = new Map<Conn, Map<string, number>>();
   readonly stats: ClientStats = { delivered: 0, duplicatesDropped: 0, unroutable: 0, reconnects: 0 };
 
   /** @internal use {@link connect} */
@@ -447,7 +465,7 @@ export class Client {
    * {@link ClosedError}. The promise resolves once the connection is closed (at most ~2 s).
    */
   close(): Promise<void> {
-    const conns = [this.#conn, this.#old].filter((c): c is Conn => !!c);
+    const conns = [this.#conn, this.#overlap?.old].filter((c): c is Conn => !!c);
     this.#end(undefined);
     let t: ReturnType<typeof setTimeout> | undefined;
     const cap = new Promise<void>((r) => (t = setTimeout(r, 2000)));
@@ -468,7 +486,7 @@ export class Client {
     queueMicrotask(() => {
       if (conn.barrier !== entry) return;
       conn.barrier = undefined;
-      if (!conn.open) return this.#failConn(conn, entry);
+      if (!conn.open) return this.#failEntry(entry);
       entry.t0 = now();
       conn.pings.push(entry);
       conn.transport.sendText('PING');
@@ -484,11 +502,10 @@ export class Client {
     return entry;
   }
 
-  #failConn(conn: Conn, entry: PingEntry): void {
+  #failEntry(entry: PingEntry): void {
     const err = new ConnectionError('connection_lost', 'the connection was lost before the relay confirmed; the publish may or may not have been delivered');
     for (const p of entry.publishes) p.reject(err);
     for (const w of entry.waiters) w.reject(err);
-    void conn;
   }
 
   async #withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
@@ -648,12 +665,15 @@ export class Client {
       this.#emit('error', e as Error);
       return;
     }
-    if (this.#old && !this.#dedup(conn, frame)) {
-      this.stats.duplicatesDropped++;
-      return;
-    }
-    this.stats.delivered++;
+    const ov = this.#overlap;
+    const fp = ov && (conn === ov.old || conn === ov.next) ? fingerprint(d) : undefined;
+    let first = true;
     for (const pattern of d.patterns) {
+      if (fp !== undefined && !this.#firstCopy(ov!, conn, `${fp}\u0000${pattern}`)) {
+        this.stats.duplicatesDropped++;
+        continue;
+      }
+      if (first) (this.stats.delivered++, (first = false));
       const entry = this.#subs.get(key(d.tenant, pattern));
       if (!entry || entry.locals.size === 0) {
         this.stats.unroutable++;
@@ -664,20 +684,18 @@ export class Client {
     }
   }
 
-  /** While two connections overlap: true to deliver, false for a duplicate of the other's delivery. */
-  #dedup(conn: Conn, frame: Uint8Array): boolean {
-    const other = conn === this.#old ? this.#conn : this.#old;
-    const fp = fingerprint(frame);
-    const theirs = other ? this.#seen.get(other) : undefined;
-    const n = theirs?.get(fp) ?? 0;
+  /** While two connections overlap: true to deliver `k` from `conn`, false for a duplicate of the other's. */
+  #firstCopy(ov: Overlap, conn: Conn, k: string): boolean {
+    const theirs = ov.pending.get(conn === ov.old ? ov.next : ov.old);
+    const n = theirs?.get(k) ?? 0;
     if (n > 0) {
-      if (n === 1) theirs!.delete(fp);
-      else theirs!.set(fp, n - 1);
+      if (n === 1) theirs!.delete(k);
+      else theirs!.set(k, n - 1);
       return false;
     }
-    let mine = this.#seen.get(conn);
-    if (!mine) this.#seen.set(conn, (mine = new Map()));
-    if (mine.size < 65_536) mine.set(fp, (mine.get(fp) ?? 0) + 1); // bounded: the overlap is short
+    let mine = ov.pending.get(conn);
+    if (!mine) ov.pending.set(conn, (mine = new Map()));
+    if (mine.size < OVERLAP_BOUND) mine.set(k, (mine.get(k) ?? 0) + 1);
     return true;
   }
 
@@ -689,15 +707,12 @@ export class Client {
       `the connection was lost (close ${code}${reason ? `: ${reason}` : ''}) before the relay answered; a publish may or may not have been delivered`,
     );
     for (const w of [...conn.subWaiters, ...conn.unsubWaiters]) w.reject(lost);
-    for (const e of conn.pings) this.#failConn(conn, e);
-    if (conn.barrier) this.#failConn(conn, conn.barrier);
+    for (const e of conn.pings) this.#failEntry(e);
+    if (conn.barrier) this.#failEntry(conn.barrier);
     conn.subWaiters = conn.unsubWaiters = conn.pings = [];
     conn.barrier = undefined;
-    if (conn === this.#old) {
-      this.#old = undefined;
-      this.#seen.clear();
-      return;
-    }
+    const ov = this.#overlap;
+    if (ov && (conn === ov.old || conn === ov.next)) this.#overlap = undefined;
     if (conn !== this.#conn || this.closed) return;
     this.#conn = undefined;
     if (conn.accessEnded !== undefined) {
@@ -749,10 +764,7 @@ export class Client {
           conn.transport.close(1000, 'client closed');
           return;
         }
-        if (old && old.open) {
-          this.#old = old;
-          this.#seen.clear();
-        }
+        this.#overlap = old && old.open ? { old, next: conn, pending: new Map() } : undefined;
         const entries = [...this.#subs.values()];
         const results = await Promise.allSettled(entries.map((e) => this.#withTimeout(this.#sendSub(conn, e), `SUB:${e.tenant}:${e.pattern}`)));
         if (!conn.open) continue; // lost while resubscribing: try again
@@ -764,10 +776,14 @@ export class Client {
         }
         this.#conn = conn;
         this.stats.reconnects++;
-        // Subscribed while we were resubscribing: send those too.
+        // Subscribed while we were resubscribing: send those too; unsubscribed meanwhile: drop.
         for (const e of this.#subs.values()) if (!entries.includes(e)) void this.#sendSub(conn, e).catch(() => {});
-        if (old && old.open) old.transport.close(1000, 'moved to a new connection');
-        else this.#old = undefined;
+        for (const e of entries) if (this.#subs.get(key(e.tenant, e.pattern)) !== e) conn.transport.sendText(`UNSUB:${e.tenant}:${e.pattern}`);
+        if (this.#overlap?.old === old && old?.open) {
+          // Keep the old connection a moment for what is already on its way to it.
+          const t = setTimeout(() => old.transport.close(1000, 'moved to a new connection'), this.#opts.moveDrainMs ?? 1000);
+          (t as { unref?: () => void }).unref?.();
+        }
         for (const w of this.#openWaiters.splice(0)) w.resolve(conn);
         this.#emit('reconnected', { url: conn.transport.url, transport: conn.transport.kind });
         return;
@@ -787,7 +803,7 @@ export class Client {
     }
     this.#subs.clear();
     for (const w of this.#openWaiters.splice(0)) w.reject(err);
-    for (const c of [this.#conn, this.#old]) {
+    for (const c of [this.#conn, this.#overlap?.old]) {
       if (!c) continue;
       for (const w of [...c.subWaiters, ...c.unsubWaiters]) w.reject(err);
       for (const e of [...c.pings, ...(c.barrier ? [c.barrier] : [])]) {
@@ -798,7 +814,7 @@ export class Client {
       c.barrier = undefined;
       c.transport.close(1000, 'client closed');
     }
-    this.#conn = this.#old = undefined;
+    this.#conn = this.#overlap = undefined;
     this.#emit('close', error ? { error } : {});
   }
 }
@@ -811,12 +827,15 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-/** FNV-1a over the whole deliver frame, plus its length. */
-function fingerprint(frame: Uint8Array): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < frame.length; i++) {
-    h ^= frame[i]!;
-    h = Math.imul(h, 0x01000193);
+/** Identifies a message (tenant, channel, payload) by two 32-bit hashes of its payload. */
+function fingerprint(d: { tenant: string; channel: string; payload: Uint8Array }): string {
+  let h1 = 0x811c9dc5; // FNV-1a
+  let h2 = 0x9747b28c; // a multiply-xorshift mix, independent of h1
+  const p = d.payload;
+  for (let i = 0; i < p.length; i++) {
+    h1 = Math.imul(h1 ^ p[i]!, 0x01000193);
+    h2 = Math.imul(h2 ^ p[i]!, 0x5bd1e995);
+    h2 ^= h2 >>> 15;
   }
-  return `${frame.length}:${h >>> 0}`;
+  return `${d.tenant}\u0000${d.channel}\u0000${p.length}:${h1 >>> 0}:${h2 >>> 0}`;
 }

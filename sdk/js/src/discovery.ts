@@ -66,16 +66,19 @@ export function parseBootstrap(doc: unknown, secure = true): Edge[] {
 export async function discoverEdges(bootstrapUrl: string, options: DiscoveryOptions = {}): Promise<Edge[]> {
   const f = options.fetch ?? fetch;
   const t = withTimeout(options.timeoutMs ?? 5000);
+  let doc: unknown;
   try {
     const res = await f(bootstrapUrl, { signal: t.signal });
     if (!res.ok) throw new ConnectionError('connection_lost', `bootstrap ${bootstrapUrl}: HTTP ${res.status}`);
-    return parseBootstrap(await res.json(), !bootstrapUrl.startsWith('http://'));
+    doc = await res.json();
   } catch (e) {
-    if (e instanceof ConnectionError || e instanceof TypeError) throw e;
+    // fetch reports an unreachable host as a TypeError: that is a connection problem too.
+    if (e instanceof ConnectionError) throw e;
     throw new ConnectionError('connection_lost', `bootstrap ${bootstrapUrl}: ${(e as Error).message}`, { cause: e });
   } finally {
     t.done();
   }
+  return parseBootstrap(doc, !bootstrapUrl.startsWith('http://'));
 }
 
 /** `GET /ping` on one edge; resolves with the time to a `pong` answer in ms. */

@@ -24,7 +24,7 @@ export class BoundedQueue<T> {
   #failWaiter: ((e: unknown) => void) | undefined;
   #ended = false;
   #error: unknown = undefined;
-  received = 0;
+  /** Messages dropped because the queue was full. */
   dropped = 0;
 
   constructor(readonly capacity: number) {
@@ -36,27 +36,23 @@ export class BoundedQueue<T> {
     return this.#len;
   }
 
-  /** Adds a value; returns false if the oldest had to be dropped. */
-  push(v: T): boolean {
-    if (this.#ended) return true;
-    this.received++;
+  /** Adds a value (a waiting reader gets it at once); when full, drops the oldest first. */
+  push(v: T): void {
+    if (this.#ended) return;
     if (this.#waiter) {
       const w = this.#waiter;
       this.#waiter = this.#failWaiter = undefined;
       w({ value: v, done: false });
-      return true;
+      return;
     }
-    let kept = true;
     if (this.#len === this.capacity) {
       this.#items[this.#head] = undefined;
       this.#head = (this.#head + 1) % this.capacity;
       this.#len--;
       this.dropped++;
-      kept = false;
     }
     this.#items[(this.#head + this.#len) % this.capacity] = v;
     this.#len++;
-    return kept;
   }
 
   /** Ends the queue: readers get what is queued, then done (or `error` thrown). */
@@ -72,10 +68,6 @@ export class BoundedQueue<T> {
       if (error !== undefined) f!(error);
       else w({ value: undefined, done: true });
     }
-  }
-
-  get ended(): boolean {
-    return this.#ended;
   }
 
   /** Next value, waiting if none is queued. */
@@ -100,11 +92,5 @@ export class BoundedQueue<T> {
       this.#waiter = resolve;
       this.#failWaiter = reject;
     });
-  }
-
-  /** Drops everything queued (after an unsubscribe). */
-  clear(): void {
-    this.#items.fill(undefined);
-    this.#head = this.#len = 0;
   }
 }

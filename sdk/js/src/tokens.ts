@@ -3,7 +3,7 @@
  * master token to a browser; give browsers the `AT_…` tickets these calls return.
  * @module
  */
-import { FastPubSubError } from './errors.js';
+import { ConnectionError, FastPubSubError } from './errors.js';
 
 /** One tenant grant of a ticket. */
 export interface TenantGrant {
@@ -62,15 +62,24 @@ function expiresAt(v: Date | string | number): string {
 async function call(opts: RestOptions, method: string, path: string, body: unknown, what: string): Promise<any> {
   const f = opts.fetch ?? fetch;
   const ac = new AbortController();
-  const t = setTimeout(() => ac.abort(), opts.timeoutMs ?? 10_000);
+  const ms = opts.timeoutMs ?? 10_000;
+  const t = setTimeout(() => ac.abort(), ms);
+  const url = `${opts.apiBase.replace(/\/+$/, '')}${path}`;
   try {
-    const res = await f(`${opts.apiBase.replace(/\/+$/, '')}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${opts.masterToken}`, 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-      signal: ac.signal,
-    });
-    const text = await res.text();
+    let res: Response;
+    let text: string;
+    try {
+      res = await f(url, {
+        method,
+        headers: { authorization: `Bearer ${opts.masterToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        signal: ac.signal,
+      });
+      text = await res.text();
+    } catch (e) {
+      if (ac.signal.aborted) throw new ConnectionError('timeout', `${what}: no answer from ${url} within ${ms} ms`);
+      throw new ConnectionError('connection_lost', `${what}: ${url}: ${(e as Error).message}`, { cause: e });
+    }
     if (!res.ok) throw new RestError(res.status, text, what);
     try {
       return JSON.parse(text);
@@ -92,9 +101,9 @@ export async function getToken(opts: RestOptions, rights: TokenRights, meta: { c
   return r.token;
 }
 
-/** The id part of `AT_<id>_<secret>`. */
+/** The id part of `AT_<id>_<secret>` (the id ends at the first `_` after `AT_`; the secret is opaque). */
 export function tokenId(token: string): string {
-  const m = /^AT_([^_]+)_[^_]+$/.exec(token);
+  const m = /^AT_([^_]+)_./s.exec(token);
   if (!m) throw new TypeError('not an access ticket: expected AT_<id>_<secret>');
   return m[1]!;
 }

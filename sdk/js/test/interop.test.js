@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from '../dist/index.js';
 import { Relay, ROOT, within } from './relay.js';
+import { onLines } from './wire.js';
 
 const RUST_DIR = join(ROOT, 'interop/rust-sdk');
 const RUST_BIN = process.env.FPS_INTEROP_RUST_BIN ?? join(RUST_DIR, 'target/debug/fps-interop-rust-sdk');
@@ -21,16 +22,9 @@ class Peer {
     this.proc = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     this.stderr = '';
     this.proc.stderr.setEncoding('utf8').on('data', (d) => (this.stderr += d));
-    let buf = '';
-    this.proc.stdout.setEncoding('utf8').on('data', (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const l = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        this.lines.push(l);
-        for (const w of [...this.waiters]) if (w.pred(l)) (this.waiters.splice(this.waiters.indexOf(w), 1), w.res(l));
-      }
+    onLines(this.proc.stdout, (l) => {
+      this.lines.push(l);
+      for (const w of [...this.waiters]) if (w.pred(l)) (this.waiters.splice(this.waiters.indexOf(w), 1), w.res(l));
     });
     this.exited = new Promise((r) => this.proc.on('exit', r));
   }
@@ -111,9 +105,11 @@ test('JS publisher reaches the Python and the Rust SDK subscribers, and back', a
   }
   assert.deepEqual(Object.fromEntries(got), { 'public.back.py': 'from python', 'public.back.rust': 'from rust' });
 
-  // Rust → Python too (both subscribed to public.interop.#), and one-random from Rust reaches exactly one.
+  // Rust → Python and Python → Rust too (both subscribed to public.interop.#).
   rust.send(`pub dev public.interop.r2p ${hex('rust to python')}`);
   await py.wait((l) => l === `msg dev public.interop.r2p public.interop.# ${hex('rust to python')}`, 'rust → python');
+  py.send(`pub dev public.interop.p2r ${hex('python to rust')}`);
+  await rust.wait((l) => l === `msg dev public.interop.p2r public.interop.# ${hex('python to rust')}`, 'python → rust');
   assert.ok(!rust.lines.some((l) => l.startsWith('err ')), `rust peer errors: ${rust.lines.filter((l) => l.startsWith('err'))}`);
   assert.ok(!py.lines.some((l) => l.startsWith('err ')), `python peer errors: ${py.lines.filter((l) => l.startsWith('err'))}`);
 });

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { connect, AccessEndedError, HandshakeError } from '../dist/index.js';
 import { getToken, refreshToken, revokeToken, nearestEdge } from '../dist/server.js';
-import { Relay, until, within } from './relay.js';
+import { Relay, meshCerts, until, within } from './relay.js';
 
 /** Resolves with the first event of `type` on client `c`. */
 function once(c, type, ms = 15_000) {
@@ -63,6 +63,62 @@ test('RECONNECT on SIGTERM: make-before-break to the new relay, old one left bef
   assert.equal((await within(sub.next(), 5000, 'message')).text(), 'on the new relay');
   assert.equal(s.closed, false);
   assert.deepEqual(errors, []);
+});
+
+test('RECONNECT while a publisher keeps publishing: two meshed relays, every message once per pattern', async (t) => {
+  const mesh = meshCerts(['a', 'b']);
+  t.after(() => mesh.remove());
+  const a = await Relay.start({ args: mesh.args('a') });
+  t.after(() => a.stop());
+  const b = await Relay.start({
+    args: [...mesh.args('b'), '--peer', `a@${await a.meshAddr()}`, '--ticket-public-key', `${a.stateDir}/ticket-public.key`],
+    devTicket: a.devTicket,
+  });
+  t.after(() => b.stop());
+  // The edge list the client discovers: a, then only b once a drains.
+  let edges = [`127.0.0.1:${a.port}`];
+  const srv = createServer((req, res) => res.end(JSON.stringify({ version: 1, edges })));
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  t.after(() => srv.close());
+  const s = await connect({ bootstrap: `http://127.0.0.1:${srv.address().port}/`, token: a.devTicket, reconnect: { initialDelayMs: 50, maxDelayMs: 200 } });
+  t.after(() => s.close());
+  assert.equal(s.url, a.url);
+  const got = { 'public.seq.#': [], 'public.seq.*': [] };
+  for (const pattern of Object.keys(got)) await s.subscribe('dev', pattern, (m) => got[pattern].push(Number(m.text())));
+  let probes = 0;
+  await s.subscribe('dev', 'public.probe', () => probes++);
+  const p = await connect({ url: b.url, token: a.devTicket });
+  t.after(() => p.close());
+  // Until b routes to a (mesh link up, a's interest known), probes do not arrive.
+  await until(async () => (await p.publish('dev', 'public.probe', 'x'), probes > 0), 30_000, 'a message from b through the mesh');
+
+  let sent = 0;
+  let stop = false;
+  const publisher = (async () => {
+    // Bursts of 10 (one PING barrier each): many messages in flight at any moment.
+    while (!stop && sent < 20_000) await Promise.all(Array.from({ length: 10 }, () => p.publish('dev', 'public.seq.n', String(sent++))));
+  })();
+  const count = () => got['public.seq.#'].length;
+  await until(() => count() >= 20, 10_000, 'messages before the move');
+  const reconnected = once(s, 'reconnected', 30_000);
+  edges = [`127.0.0.1:${b.port}`];
+  const exited = a.terminate();
+  assert.equal((await reconnected).url, b.url);
+  await within(exited, 10_000, 'a exits once the client has left it');
+  const after = count();
+  await until(() => count() >= after + 20, 10_000, 'messages after the move');
+  stop = true;
+  await publisher;
+  await until(() => count() >= sent, 10_000, `all ${sent} messages`);
+  // A marker after the last message on the same connection: anything late would be before it.
+  const before = probes;
+  await p.publish('dev', 'public.probe', 'end');
+  await until(() => probes > before, 10_000, 'the end marker');
+  const want = Array.from({ length: sent }, (_, i) => i);
+  for (const [pattern, seqs] of Object.entries(got)) {
+    assert.deepEqual([...seqs].sort((x, y) => x - y), want, `${pattern}: each of the ${sent} messages exactly once`);
+  }
+  assert.ok(s.stats.duplicatesDropped > 0, `the two connections overlapped (duplicates were dropped); ${sent} sent`);
 });
 
 test('ticket refresh keeps a connection past its first expiry; revoke closes it and reconnect is refused', async (t) => {

@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { onLines } from './wire.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const WAIT_MS = 30_000;
@@ -49,11 +50,12 @@ function waitLine(proc, pred, ms, what) {
 
 export class Relay {
   /** Starts a relay; `port` 0 picks a free one; reuse `stateDir` to keep its keys across restarts. */
-  static async start({ port = 0, stateDir, args = [] } = {}) {
+  static async start({ port = 0, stateDir, args = [], devTicket } = {}) {
     const r = new Relay();
     r.stateDir = stateDir ?? mkdtempSync(join(tmpdir(), 'fps-js-'));
     r.ownsState = !stateDir;
     r.extra = args;
+    r.devTicket = devTicket;
     await r.#spawn(port);
     return r;
   }
@@ -66,19 +68,12 @@ export class Relay {
     );
     live.add(p);
     p.lines = [];
-    let buf = '';
-    const onData = (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const l = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        p.lines.push(l);
-        p.emit('line', l);
-      }
+    const onLine = (l) => {
+      p.lines.push(l);
+      p.emit('line', l);
     };
-    p.stdout.setEncoding('utf8').on('data', onData);
-    p.stderr.setEncoding('utf8').on('data', onData);
+    onLines(p.stdout, onLine);
+    onLines(p.stderr, onLine);
     p.exited = new Promise((res) => p.on('exit', (code, sig) => (live.delete(p), res({ code, sig }))));
     this.proc = p;
     const line = await waitLine(p, (l) => l.includes('listening on ws://'), WAIT_MS, 'listening line');
@@ -87,12 +82,19 @@ export class Relay {
     this.url = `ws://${addr}/ws`;
     this.apiBase = `http://${addr}`;
     // First run prints the master token and a dev ticket; later runs reuse the files.
-    this.masterToken = readFileSync(join(this.stateDir, 'master.token'), 'utf8').trim();
+    const master = join(this.stateDir, 'master.token');
+    if (existsSync(master)) this.masterToken = readFileSync(master, 'utf8').trim();
     if (this.ownsState && !this.devTicket) {
       this.devTicket = (await waitLine(p, (l) => l.trim().startsWith('AT_'), WAIT_MS, 'dev ticket')).trim();
     } else if (!this.devTicket) {
       this.devTicket = this.ticket({ ttl: '24h' });
     }
+  }
+
+  /** The mesh (QUIC) address this relay printed, `host:port`, when it runs with `--mesh-listen`. */
+  async meshAddr() {
+    const line = await waitLine(this.proc, (l) => /mesh \S+ on quic:\/\//.test(l), WAIT_MS, 'mesh line');
+    return line.split('quic://')[1].split(/\s/)[0];
   }
 
   /** Mints a ticket offline: `fastpubsub-relay ticket` with this relay's signing key. */
@@ -132,6 +134,20 @@ export class Relay {
     if (this.proc.exitCode === null && this.proc.signalCode === null) await this.kill();
     if (this.ownsState) rmSync(this.stateDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * A mesh CA and relay certificates for `names` in a temporary directory; `args(name)` gives
+ * the `run` flags that put a relay with that name in the mesh on 127.0.0.1.
+ */
+export function meshCerts(names) {
+  const dir = mkdtempSync(join(tmpdir(), 'fps-js-mesh-'));
+  execFileSync(relayBin(), ['mesh-ca', '--dir', join(dir, 'ca')]);
+  for (const n of names) execFileSync(relayBin(), ['mesh-cert', '--name', n, '--ca-dir', join(dir, 'ca'), '--out', dir]);
+  return {
+    args: (n) => ['--mesh-listen', '127.0.0.1:0', '--name', n, '--mesh-cert', join(dir, `${n}.pem`), '--mesh-key', join(dir, `${n}.key`), '--mesh-ca', join(dir, 'ca/ca.pem')],
+    remove: () => rmSync(dir, { recursive: true, force: true }),
+  };
 }
 
 /** Resolves with the value of `fn()` once it is truthy; polls every 20 ms; rejects after `ms`. */

@@ -7,13 +7,9 @@ import { checkPattern, checkChannel, matches } from '../dist/index.js';
 import { encodeWtFrame, WtFrameDecoder } from '../dist/transport.js';
 import { BoundedQueue } from '../dist/queue.js';
 import { parseBootstrap } from '../dist/discovery.js';
+import { deliverFrame } from './wire.js';
 
-function deliver(tenant, channel, payload, patterns, extra = []) {
-  const e = new TextEncoder();
-  const s16 = (s) => { const b = e.encode(s); return [b.length >> 8, b.length & 255, ...b]; };
-  const n = payload.length;
-  return Uint8Array.from([1, ...s16(tenant), ...s16(channel), n >>> 24, (n >> 16) & 255, (n >> 8) & 255, n & 255, ...payload, patterns.length >> 8, patterns.length & 255, ...patterns.flatMap(s16), ...extra]);
-}
+const deliver = deliverFrame;
 
 test('publish v2 frame layout', () => {
   const f = encodePublish('one-random', 't1', 'a.b', Uint8Array.from([9, 8]));
@@ -82,4 +78,30 @@ test('bootstrap parsing: strings and objects, malformed entries skipped, scheme 
   assert.equal(e[1].lat, 35.6);
   assert.equal(parseBootstrap({ edges: ['h:1'] }, false)[0].restUrl, 'http://h:1');
   assert.throws(() => parseBootstrap({ edges: [] }), /no usable edge/);
+});
+
+test('ticket id: up to the first _ after AT_, the secret is opaque (may contain _)', async () => {
+  const { tokenId } = await import('../dist/server.js');
+  assert.equal(tokenId('AT_01ab_c0ffee'), '01ab');
+  assert.equal(tokenId('AT_01ab_se_cr_et'), '01ab');
+  for (const bad of ['AT_01ab', 'AT__x', 'AT_01ab_', 'XT_1_2']) assert.throws(() => tokenId(bad), TypeError, bad);
+});
+
+test('REST and discovery failures are typed: unreachable → connection_lost, no answer → timeout', async () => {
+  const { getToken, discoverEdges } = await import('../dist/server.js');
+  const { createServer } = await import('node:net');
+  const dead = createServer();
+  await new Promise((r) => dead.listen(0, '127.0.0.1', r));
+  const deadPort = dead.address().port;
+  await new Promise((r) => dead.close(r));
+  const silent = createServer(() => {}); // accepts, never answers
+  await new Promise((r) => silent.listen(0, '127.0.0.1', r));
+  try {
+    const rights = { tenant_grants: [], expires_at: 60 };
+    await assert.rejects(getToken({ apiBase: `http://127.0.0.1:${deadPort}`, masterToken: 'm' }, rights), { name: 'ConnectionError', code: 'connection_lost' });
+    await assert.rejects(getToken({ apiBase: `http://127.0.0.1:${silent.address().port}`, masterToken: 'm', timeoutMs: 200 }, rights), { name: 'ConnectionError', code: 'timeout' });
+    await assert.rejects(discoverEdges(`http://127.0.0.1:${deadPort}/edges.json`), { name: 'ConnectionError', code: 'connection_lost' });
+  } finally {
+    silent.close();
+  }
 });

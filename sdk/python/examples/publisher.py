@@ -1,4 +1,4 @@
-"""Publishes each line of stdin (or N numbered messages) to dev/public.demo.
+"""Publishes N numbered messages (default 5) to dev/public.demo.
 TICKET=AT_… python publisher.py [URL] [N]"""
 
 import asyncio

@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence
 
 import pytest
 
@@ -30,10 +30,12 @@ def relay_bin() -> str:
 
 
 class Relay:
-    def __init__(self, port: int = 0, state_dir: Optional[str] = None) -> None:
+    def __init__(self, port: int = 0, state_dir: Optional[str] = None, args: Sequence[str] = (),
+                 dev_ticket: Optional[str] = None) -> None:
         self.owns_state = state_dir is None
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="fps-py-")
-        self.dev_ticket: Optional[str] = None
+        self.args = list(args)
+        self.dev_ticket = dev_ticket
         self._spawn(port)
 
     def _spawn(self, port: int) -> None:
@@ -41,7 +43,7 @@ class Relay:
         self._cv = threading.Condition()
         self.proc = subprocess.Popen(
             [relay_bin(), "run", "--listen", f"127.0.0.1:{port}", "--admin-listen", "off",
-             "--state-dir", self.state_dir, "--shutdown-grace-ms", "5000"],
+             "--state-dir", self.state_dir, "--shutdown-grace-ms", "5000", *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         threading.Thread(target=self._pump, daemon=True).start()
@@ -50,7 +52,8 @@ class Relay:
         self.port = int(addr.rsplit(":", 1)[1])
         self.url = f"ws://{addr}/ws"
         self.api_base = f"http://{addr}"
-        self.master_token = Path(self.state_dir, "master.token").read_text().strip()
+        master = Path(self.state_dir, "master.token")
+        self.master_token = master.read_text().strip() if master.exists() else None
         if self.dev_ticket is None:
             if self.owns_state:
                 self.dev_ticket = self.wait_line(lambda l: l.strip().startswith("AT_")).strip()
@@ -75,6 +78,10 @@ class Relay:
                 if left <= 0:
                     raise AssertionError("relay: expected line not printed; output:\n" + "\n".join(self.lines))
                 self._cv.wait(min(left, 0.5))
+
+    def mesh_addr(self) -> str:
+        """The mesh (QUIC) address this relay printed (``--mesh-listen``), ``host:port``."""
+        return self.wait_line(lambda l: " on quic://" in l).split("quic://")[1].split()[0]
 
     def ticket(self, tenant: str = "dev", pub=("public.#",), sub=("public.#",), ttl: str = "1h") -> str:
         args = [relay_bin(), "ticket", "--signing-key", str(Path(self.state_dir, "ticket-signing.key")), "--tenant", tenant, "--ttl", ttl]
@@ -115,6 +122,21 @@ def relays():
     yield start
     for r in started:
         r.stop()
+
+
+@pytest.fixture
+def mesh_certs(tmp_path):
+    """``args(name)``: the ``run`` flags that put a relay named ``name`` in a test mesh on 127.0.0.1."""
+    subprocess.run([relay_bin(), "mesh-ca", "--dir", str(tmp_path / "ca")], check=True, capture_output=True)
+
+    def args(name: str) -> List[str]:
+        if not (tmp_path / f"{name}.pem").exists():
+            subprocess.run([relay_bin(), "mesh-cert", "--name", name, "--ca-dir", str(tmp_path / "ca"), "--out", str(tmp_path)],
+                           check=True, capture_output=True)
+        return ["--mesh-listen", "127.0.0.1:0", "--name", name, "--mesh-cert", str(tmp_path / f"{name}.pem"),
+                "--mesh-key", str(tmp_path / f"{name}.key"), "--mesh-ca", str(tmp_path / "ca/ca.pem")]
+
+    return args
 
 
 @pytest.fixture(scope="module")

@@ -71,6 +71,79 @@ def test_reconnect_message_on_sigterm_make_before_break(relays):
     run(body())
 
 
+def test_reconnect_while_publishing_two_meshed_relays(relays, mesh_certs):
+    """A publisher on b keeps publishing while the client moves from a (draining) to b: every
+    message arrives exactly once per pattern."""
+    a = relays(args=mesh_certs("a"))
+    b = relays(args=[*mesh_certs("b"), "--peer", f"a@{a.mesh_addr()}",
+                     "--ticket-public-key", f"{a.state_dir}/ticket-public.key"], dev_ticket=a.dev_ticket)
+    edges = [f"127.0.0.1:{a.port}"]  # what discovery finds: a, then only b once a drains
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"version": 1, "edges": edges}).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+
+    async def body():
+        boot = f"http://127.0.0.1:{srv.server_address[1]}/"
+        async with connect(bootstrap=boot, token=a.dev_ticket, reconnect=FAST) as s, connect(b.url, a.dev_ticket) as p:
+            assert s.url == a.url
+            got = {"public.seq.#": [], "public.seq.*": []}
+            for pattern, seqs in got.items():
+                await s.subscribe("dev", pattern, on_message=lambda m, seqs=seqs: seqs.append(int(m.text())))
+            probes = []
+            await s.subscribe("dev", "public.probe", on_message=probes.append)
+            deadline = time.monotonic() + 30
+            while not probes:  # until b routes to a through the mesh
+                assert time.monotonic() < deadline, "no message from b through the mesh within 30 s"
+                await p.publish("dev", "public.probe", "x")
+                await asyncio.sleep(0.05)
+            sent = 0
+            stop = False
+
+            async def publisher():
+                nonlocal sent
+                while not stop and sent < 20_000:
+                    burst = range(sent, sent + 10)
+                    sent += 10
+                    await asyncio.gather(*(p.publish("dev", "public.seq.n", str(i)) for i in burst))
+
+            task = asyncio.ensure_future(publisher())
+            count = lambda: len(got["public.seq.#"])  # noqa: E731
+            await until(lambda: count() >= 20, 10, "messages before the move")
+            reconnected = event(s, "reconnected")
+            edges[:] = [f"127.0.0.1:{b.port}"]
+            a.terminate()
+            assert await asyncio.wait_for(reconnected, 30) == b.url
+            assert await asyncio.to_thread(a.proc.wait, 10) == 0  # a exits once the client left it
+            n = count()
+            await until(lambda: count() >= n + 20, 10, "messages after the move")
+            stop = True
+            await task
+            await until(lambda: count() >= sent, 10, f"all {sent} messages")
+            before = len(probes)
+            await p.publish("dev", "public.probe", "end")  # anything late would come before it
+            await until(lambda: len(probes) > before, 10, "end marker")
+            for pattern, seqs in got.items():
+                assert sorted(seqs) == list(range(sent)), f"{pattern}: each of {sent} messages exactly once"
+            assert s.stats.duplicates_dropped > 0, "the two connections overlapped"
+
+    try:
+        run(body())
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_refresh_then_revoke(relays):
     relay = relays()
 

@@ -8,7 +8,7 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Deque, Dict, Generator, List, Optional, Set, Union
+from typing import Any, Awaitable, Callable, Deque, Dict, Generator, List, Optional, Set, Tuple, TypeVar, Union
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -30,6 +30,7 @@ from .frames import FrameError, PublishMode, decode_deliver, encode_publish
 from .limits import check_channel, check_pattern, check_payload, check_tenant
 
 TokenSource = Union[str, Callable[[], Union[str, Awaitable[str]]]]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,35 @@ class _SubEntry:
     confirmed: bool = False
 
 
+class _Overlap:
+    """A ``RECONNECT`` move in progress: ``old`` and ``nxt`` both deliver. Each side keeps the
+    deliveries (message × pattern) it passed on that the other has not sent yet; one the other
+    side already passed on is a duplicate. Per pattern, because the new connection may deliver
+    for some patterns before it has every ``OK:SUB``. A payload is kept as its 64-bit hash."""
+
+    BOUND = 65_536  # per side: the overlap is short; past it, duplicates may pass
+
+    def __init__(self, old: _Conn, nxt: _Conn) -> None:
+        self.old = old
+        self.nxt = nxt
+        self.pending: Dict[int, Dict[Tuple[str, str, str, int], int]] = {id(old): {}, id(nxt): {}}
+
+    def first_copy(self, conn: _Conn, k: Tuple[str, str, str, int]) -> bool:
+        """True to deliver ``k`` from ``conn``; False for a duplicate of the other side's."""
+        theirs = self.pending[id(self.nxt if conn is self.old else self.old)]
+        n = theirs.get(k, 0)
+        if n > 0:
+            if n == 1:
+                del theirs[k]
+            else:
+                theirs[k] = n - 1
+            return False
+        mine = self.pending[id(conn)]
+        if len(mine) < self.BOUND:
+            mine[k] = mine.get(k, 0) + 1
+        return True
+
+
 def _key(tenant: str, pattern: str) -> str:
     return f"{tenant}\0{pattern}"
 
@@ -207,7 +237,7 @@ class Client:
 
     def __init__(self, url: Optional[str], token: TokenSource, *, bootstrap: Optional[str] = None,
                  request_timeout: float = 10.0, reconnect: Union[Reconnect, bool] = True,
-                 queue_size: int = 1024) -> None:
+                 queue_size: int = 1024, move_drain: float = 1.0) -> None:
         if not url and not bootstrap:
             raise TypeError("connect() needs url='ws://HOST/ws' or bootstrap=...")
         if not token:
@@ -218,13 +248,13 @@ class Client:
         self._timeout = request_timeout
         self._reconnect = Reconnect() if reconnect is True else reconnect
         self._queue_size = queue_size
+        self._move_drain = move_drain
         self._conn: Optional[_Conn] = None
-        self._old: Optional[_Conn] = None
+        self._overlap: Optional[_Overlap] = None
         self._subs: Dict[str, _SubEntry] = {}
         self._closed_error: Optional[FastPubSubError] = None
         self._recovering: Optional["asyncio.Task[None]"] = None
         self._open_waiters: List["asyncio.Future[_Conn]"] = []
-        self._seen: Dict[int, Dict[int, int]] = {}
         self._listeners: Dict[str, List[Callable[[Any], Any]]] = {}
         self._closed_event = asyncio.Event()
         #: Counters: delivered frames, duplicates dropped during a move, unroutable, reconnects.
@@ -326,7 +356,7 @@ class Client:
 
     async def close(self) -> None:
         """Closes the client: iterators end, pending calls raise :class:`ClosedError`."""
-        conns = [c for c in (self._conn, self._old) if c]
+        conns = [c for c in (self._conn, self._overlap.old if self._overlap else None) if c]
         self._end(None)
         if conns:
             await asyncio.wait([asyncio.ensure_future(c.ended.wait()) for c in conns], timeout=2.0)
@@ -354,7 +384,7 @@ class Client:
         if self._closed_error is not None:
             raise self._closed_error
 
-    async def _wait(self, fut: "asyncio.Future[Any]", what: str) -> Any:
+    async def _wait(self, fut: "asyncio.Future[_T]", what: str) -> _T:
         try:
             return await asyncio.wait_for(asyncio.shield(fut), self._timeout)
         except asyncio.TimeoutError:
@@ -603,11 +633,17 @@ class Client:
         except FrameError as e:
             self._emit("error", e)
             return
-        if self._old is not None and not self._dedup(conn, frame):
-            self.stats.duplicates_dropped += 1
-            return
-        self.stats.delivered += 1
+        ov = self._overlap
+        if ov is not None and conn is not ov.old and conn is not ov.nxt:
+            ov = None
+        first = True
         for pattern in d.patterns:
+            if ov is not None and not ov.first_copy(conn, (d.tenant, d.channel, pattern, hash(d.payload))):
+                self.stats.duplicates_dropped += 1
+                continue
+            if first:
+                self.stats.delivered += 1
+                first = False
             entry = self._subs.get(_key(d.tenant, pattern))
             if entry is None or not entry.locals:
                 self.stats.unroutable += 1
@@ -615,21 +651,6 @@ class Client:
             m = Message(d.tenant, d.channel, pattern, d.payload)
             for s in list(entry.locals):
                 s._push(m)
-
-    def _dedup(self, conn: _Conn, frame: bytes) -> bool:
-        """While two connections overlap: False for a duplicate of the other one's delivery."""
-        other = self._conn if conn is self._old else self._old
-        fp = hash(frame)
-        theirs = self._seen.get(id(other)) if other else None
-        if theirs and theirs.get(fp, 0) > 0:
-            theirs[fp] -= 1
-            if theirs[fp] == 0:
-                del theirs[fp]
-            return False
-        mine = self._seen.setdefault(id(conn), {})
-        if len(mine) < 65_536:  # bounded: the overlap is short
-            mine[fp] = mine.get(fp, 0) + 1
-        return True
 
     def _on_close(self, conn: _Conn, code: int, reason: str) -> None:
         conn.open = False
@@ -645,10 +666,9 @@ class Client:
         for e in conn.pings + ([conn.barrier] if conn.barrier else []):
             self._fail_entry(e, lost)
         conn.sub_waiters, conn.unsub_waiters, conn.pings, conn.barrier = [], [], [], None
-        if conn is self._old:
-            self._old = None
-            self._seen.clear()
-            return
+        ov = self._overlap
+        if ov is not None and (conn is ov.old or conn is ov.nxt):
+            self._overlap = None
         if conn is not self._conn or self.closed:
             return
         self._conn = None
@@ -695,9 +715,7 @@ class Client:
             if self.closed:
                 await self._shutdown_conn(conn)
                 return
-            if old is not None and old.open:
-                self._old = old
-                self._seen.clear()
+            self._overlap = _Overlap(old, conn) if old is not None and old.open else None
             entries = list(self._subs.values())
             futs = [self._send_sub(conn, e) for e in entries]
             done, pending = await asyncio.wait(futs, timeout=self._timeout) if futs else (set(), set())
@@ -710,13 +728,15 @@ class Client:
                 continue
             self._conn = conn
             self.stats.reconnects += 1
-            for e in list(self._subs.values()):
-                if e not in entries:
-                    self._send_sub(conn, e)  # subscribed while we resubscribed
-            if old is not None and old.open:
-                await self._shutdown_conn(old, wait=False)
-            else:
-                self._old = None
+            for entry in list(self._subs.values()):
+                if entry not in entries:
+                    self._send_sub(conn, entry)  # subscribed while we resubscribed
+            for entry in entries:
+                if self._subs.get(_key(entry.tenant, entry.pattern)) is not entry:
+                    conn.send(f"UNSUB:{entry.tenant}:{entry.pattern}")  # unsubscribed meanwhile
+            if old is not None and old.open and self._overlap is not None and self._overlap.old is old:
+                # Keep the old connection a moment for what is already on its way to it.
+                asyncio.get_running_loop().call_later(self._move_drain, self._drain_done, old)
             for w in self._open_waiters:
                 if not w.done():
                     w.set_result(conn)
@@ -724,12 +744,13 @@ class Client:
             self._emit("reconnected", conn.url)
             return
 
-    async def _shutdown_conn(self, conn: _Conn, wait: bool = True) -> None:
-        if conn.ws is None:
-            return
-        t = asyncio.ensure_future(conn.ws.close(1000, "moved to a new connection"))
-        if wait:
-            await asyncio.wait([t], timeout=2.0)
+    def _drain_done(self, old: _Conn) -> None:
+        if old.open and old.ws is not None:
+            asyncio.ensure_future(old.ws.close(1000, "moved to a new connection"))
+
+    async def _shutdown_conn(self, conn: _Conn) -> None:
+        if conn.ws is not None:
+            await asyncio.wait([asyncio.ensure_future(conn.ws.close(1000, "closed"))], timeout=2.0)
 
     def _end(self, error: Optional[FastPubSubError]) -> None:
         if self._closed_error is not None:
@@ -742,13 +763,13 @@ class Client:
             if not entry.ready.done():
                 entry.ready.set_exception(err)
         self._subs.clear()
-        for w in self._open_waiters:
-            if not w.done():
-                w.set_exception(err)
+        for ow in self._open_waiters:
+            if not ow.done():
+                ow.set_exception(err)
         self._open_waiters.clear()
         if self._recovering is not None and not self._recovering.done() and self._recovering is not asyncio.current_task():
             self._recovering.cancel()
-        for c in (self._conn, self._old):
+        for c in (self._conn, self._overlap.old if self._overlap else None):
             if c is None:
                 continue
             for w in c.sub_waiters + c.unsub_waiters:
@@ -759,7 +780,7 @@ class Client:
             c.pings, c.barrier = [], None
             if c.ws is not None:
                 asyncio.ensure_future(c.ws.close(1000, "client closed"))
-        self._conn = self._old = None
+        self._conn, self._overlap = None, None
         self._closed_event.set()
         self._emit("close", error)
 
@@ -786,13 +807,15 @@ class _Connect:
 
 def connect(url: Optional[str] = None, token: TokenSource = "", *, bootstrap: Optional[str] = None,
             request_timeout: float = 10.0, reconnect: Union[Reconnect, bool] = True,
-            queue_size: int = 1024) -> _Connect:
+            queue_size: int = 1024, move_drain: float = 1.0) -> _Connect:
     """Connects to a relay over WebSocket (subprotocols ``llps.v1`` and ``at.<token>``).
 
     ``url`` is ``ws://HOST/ws`` / ``wss://HOST/ws``; or give ``bootstrap`` (an edge list URL:
     the nearest edge by ``GET /ping`` is used, again on each reconnect). ``token`` is the
     ``AT_…`` ticket or a function returning a fresh one. Raises :class:`HandshakeError` or
-    :class:`ConnectionLostError` when the first connection fails.
+    :class:`ConnectionLostError` when the first connection fails. ``move_drain``: after a
+    ``RECONNECT`` move, seconds the old connection stays open to deliver what was already on
+    its way to it (duplicates of the new one's are dropped).
     """
     return _Connect(Client(url, token, bootstrap=bootstrap, request_timeout=request_timeout,
-                           reconnect=reconnect, queue_size=queue_size))
+                           reconnect=reconnect, queue_size=queue_size, move_drain=move_drain))

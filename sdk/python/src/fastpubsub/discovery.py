@@ -41,7 +41,11 @@ def parse_bootstrap(doc: Any, secure: bool = True) -> List[Edge]:
         if not isinstance(o, dict) or not isinstance(o.get("host"), str) or not _HOST.match(o["host"]):
             continue  # skip malformed entries
         h = o["host"]
-        num = lambda k: o[k] if isinstance(o.get(k), (int, float)) else None  # noqa: E731
+
+        def num(k: str) -> Optional[float]:
+            v = o.get(k)
+            return float(v) if isinstance(v, (int, float)) else None
+
         out.append(Edge(h, f"{http}://{h}", f"{ws}://{h}/ws", f"https://{h}/wt", num("lat"), num("lon"), num("priority")))
     if not out:
         raise ValueError("bootstrap document lists no usable edge")

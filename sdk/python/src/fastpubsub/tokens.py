@@ -50,8 +50,8 @@ def grant(tenants: Sequence[str], pub: Sequence[str] = (), sub: Sequence[str] = 
 
 
 def token_id(token: str) -> str:
-    """The id part of ``AT_<id>_<secret>``."""
-    m = re.fullmatch(r"AT_([^_]+)_[^_]+", token)
+    """The id part of ``AT_<id>_<secret>`` (the id ends at the first ``_``; the secret is opaque)."""
+    m = re.fullmatch(r"AT_([^_]+)_.+", token, re.S)
     if not m:
         raise ValueError("not an access ticket: expected AT_<id>_<secret>")
     return m.group(1)
@@ -105,7 +105,7 @@ class TokenApi:
         r = await self._call("POST", "/v1/get-token", body, "get-token")
         if not isinstance(r, dict) or not isinstance(r.get("token"), str):
             raise RestError(200, json.dumps(r), "get-token (no token in the answer)")
-        return r["token"]
+        return str(r["token"])
 
     async def refresh_token(self, token: str, expires_at: Expiry) -> _dt.datetime:
         """``PUT /v1/refresh-token``: the same ticket stays valid until ``expires_at``; returns the new expiry."""
