@@ -510,6 +510,14 @@ pub struct FileSettings {
     pub probe_interval_ms: Option<u64>,
     /// `mesh.announce_interval_ms`.
     pub announce_interval_ms: Option<u64>,
+    /// `edge.public_host`.
+    pub public_host: Option<String>,
+    /// `wt.listen`.
+    pub wt_listen: Option<SocketAddr>,
+    /// `wt.cert`.
+    pub wt_cert: Option<PathBuf>,
+    /// `wt.key`.
+    pub wt_key: Option<PathBuf>,
 }
 
 /// Reads `path` and returns what it sets (checked against [`KEYS`]).

@@ -251,6 +251,10 @@ impl RunArgs {
         fill(&mut self.max_neighbours, f.max_neighbours);
         fill(&mut self.probe_interval_ms, f.probe_interval_ms);
         fill(&mut self.announce_interval_ms, f.announce_interval_ms);
+        fill(&mut self.public_host, f.public_host);
+        fill(&mut self.wt_listen, f.wt_listen);
+        fill(&mut self.wt_cert, f.wt_cert);
+        fill(&mut self.wt_key, f.wt_key);
     }
 }
 

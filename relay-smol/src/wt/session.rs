@@ -734,6 +734,7 @@ fn on_command(b: &mut Broker, id: ConnId, cmd: Command<'_>) {
 fn sub_error(e: SubError) -> (&'static str, String) {
     match e {
         SubError::InvalidPattern(pe) => ("invalid_pattern", pe.to_string()),
+        SubError::TooComplex(e) => ("pattern_too_complex", e.to_string()),
         SubError::PermissionDenied => ("permission_denied", String::new()),
         SubError::TooManyForConnection(n) => (
             "too_many_subscriptions",
