@@ -510,3 +510,33 @@ fn a_burst_to_three_subscribers_loses_nothing() {
     }
     assert_eq!(relay.stats()["dropped_queue_full"], 0);
 }
+
+#[test]
+fn a_revoked_ticket_ends_its_session_and_is_refused() {
+    let dir = std::env::temp_dir().join(format!("fastpubsub-wt-revoke-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let relay = WtRelay::start(&["--state-dir", dir.to_str().unwrap()]);
+    let ticket = relay.dev_ticket();
+    let mut a = wt(&relay, Some(&ticket));
+    a.send_text("SUB:dev:public.#");
+    assert_eq!(next_text(&mut a), "OK:SUB:dev:public.#");
+    let master = std::fs::read_to_string(dir.join("master.token")).unwrap();
+    let body = format!("{{\"token\":\"{ticket}\"}}");
+    let req = format!(
+        "DELETE /v1/revoke-token HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        master.trim(),
+        body.len()
+    );
+    let (status, resp) = common::parse_response(&common::http_raw(relay.ws, req.as_bytes()));
+    assert_eq!(status, 200, "{resp}");
+    // The sweep (about once a second) ends it: ERR:access_ended, then the close.
+    let t = next_text(&mut a);
+    assert!(t.starts_with("ERR:access_ended:"), "{t}");
+    assert_eq!(a.recv(WAIT), None);
+    assert!(a.closed().is_some());
+    let e = WtClient::connect(&relay.wt_url(), Some(&ticket), CertCheck::Insecure, WAIT)
+        .err()
+        .unwrap();
+    assert!(e.contains("HTTP 401") && e.contains("revoked"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

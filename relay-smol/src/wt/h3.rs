@@ -196,6 +196,8 @@ pub enum H3Event {
     Writable(StreamId),
     /// The peer stopped one of our streams.
     Stopped(StreamId),
+    /// Everything we wrote on a stream we finished was acknowledged.
+    Finished(StreamId),
     /// An HTTP datagram of our session (the payload, prefix removed).
     Datagram(Bytes),
     /// The peer broke HTTP/3: close the connection with this code and reason.
@@ -440,6 +442,9 @@ impl H3 {
             Event::Stream(StreamEvent::Readable { id }) => self.readable(conn, *id),
             Event::Stream(StreamEvent::Writable { id }) if self.flush_small(conn, *id) => {
                 self.events.push_back(H3Event::Writable(*id));
+            }
+            Event::Stream(StreamEvent::Finished { id }) => {
+                self.events.push_back(H3Event::Finished(*id));
             }
             Event::Stream(StreamEvent::Stopped { id, .. }) => {
                 self.out.remove(id);

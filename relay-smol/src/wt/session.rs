@@ -95,6 +95,10 @@ pub struct Session {
     more_input: bool,
     /// Bytes read from the control stream in this turn (at most [`READ_BUDGET`]).
     turn_read: usize,
+    /// The broker closed the session: the control stream is finished so its last frames
+    /// (`ERR:…`) arrive; the connection closes with this code and reason once they are
+    /// acknowledged, or after [`REFUSAL_LINGER`].
+    close_pending: Option<(u32, String, Instant)>,
     done: bool,
     waker: Option<Waker>,
 }
@@ -125,6 +129,7 @@ impl Session {
             read_stopped: false,
             more_input: false,
             turn_read: 0,
+            close_pending: None,
             done: false,
             waker: Some(waker),
         }
@@ -247,6 +252,12 @@ impl Session {
             H3Event::Readable(id) if Some(id) == self.ctrl => self.read_control(conn, broker, now),
             H3Event::Readable(_) | H3Event::UniOpened(_) | H3Event::Response { .. } => {}
             H3Event::Writable(_) => {}
+            H3Event::Finished(id) if Some(id) == self.ctrl => {
+                if let Some((code, why, _)) = self.close_pending.take() {
+                    self.end(conn, code, &why, broker, now);
+                }
+            }
+            H3Event::Finished(_) => {}
             H3Event::Stopped(id) => {
                 if Some(id) == self.ctrl {
                     self.end(conn, 0, "control stream stopped by the client", broker, now);
@@ -437,6 +448,13 @@ impl Session {
         if self.done {
             return;
         }
+        if let Some((code, why, at)) = &self.close_pending {
+            if now.saturating_duration_since(*at) >= REFUSAL_LINGER {
+                let (code, why) = (*code, why.clone());
+                self.end(conn, code, &why, broker, now);
+            }
+            return;
+        }
         let (must_drop, closing) = broker
             .borrow_mut()
             .conn_mut(id)
@@ -457,7 +475,10 @@ impl Session {
             match self.write_queue(conn, broker, id, None, ctrl) {
                 Ok(()) => {}
                 Err(Special::Close(code, why)) => {
-                    return self.end(conn, code, &why, broker, now);
+                    // A CONNECTION_CLOSE now would drop the `ERR:` still in flight.
+                    let _ = conn.send_stream(ctrl).finish();
+                    self.close_pending = Some((code, why, now));
+                    return;
                 }
             }
         }
