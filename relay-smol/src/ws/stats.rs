@@ -19,7 +19,8 @@ pub fn stats_json(broker: &Broker, admission: &Admission) -> String {
             "\"handshakes_pending\":{},\"refused_pending_full\":{},",
             "\"refused_pending_source\":{},\"pending_evicted\":{},\"ticket_failures\":{},",
             "\"refused_ticket_failures\":{},\"ticket_failure_sources\":{},",
-            "\"ticket_failure_sources_evicted\":{},\"deliver_patterns_capped\":{}}}"
+            "\"ticket_failure_sources_evicted\":{},\"deliver_patterns_capped\":{},",
+            "\"dropped_wt_oversize\":{}}}"
         ),
         broker.connection_count(),
         broker.subscription_count(),
@@ -46,5 +47,6 @@ pub fn stats_json(broker: &Broker, admission: &Admission) -> String {
         admission.failure_sources(),
         a.failure_sources_evicted,
         s.deliver_patterns_capped,
+        s.dropped_wt_oversize,
     )
 }
