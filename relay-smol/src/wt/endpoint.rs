@@ -54,7 +54,7 @@ pub fn client_admission(max_sessions: usize) -> AdmissionLimits {
     }
 }
 
-/// Counters of the WebTransport listener.
+/// Counters of the WebTransport listener (`GET /v1/wt-stats`).
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct WtStats {
     /// Connections whose handshake completed.
@@ -63,6 +63,38 @@ pub struct WtStats {
     pub ended: u64,
     /// Certificates generated after the first.
     pub rotations: u64,
+    /// QUIC connections open now (handshaking, sessions, closing).
+    pub connections: usize,
+    /// Handshakes in progress now.
+    pub handshakes_in_progress: usize,
+    /// Incoming connections admitted to a handshake.
+    pub admitted: u64,
+    /// Retry packets sent (address validation under handshake load).
+    pub retries: u64,
+    /// Incoming connections refused by the admission limits (all reasons).
+    pub refused: u64,
+    /// Handshakes that failed or timed out.
+    pub handshake_failures: u64,
+    /// UDP datagrams in and out.
+    pub datagrams_in: u64,
+    /// UDP datagrams out.
+    pub datagrams_out: u64,
+}
+
+/// Serves `GET /v1/wt-stats`: the listener's counters as JSON.
+pub struct StatsRest(pub Rc<RefCell<WtStats>>);
+
+impl crate::rest::RestHandler for StatsRest {
+    fn handle(
+        &self,
+        req: &crate::rest::HttpRequest,
+        _now: std::time::SystemTime,
+    ) -> Option<crate::rest::HttpResponse> {
+        (req.path == "/v1/wt-stats").then(|| {
+            let body = serde_json::to_string(&*self.0.borrow()).unwrap_or_default();
+            crate::rest::HttpResponse::json(200, body)
+        })
+    }
 }
 
 /// Connections woken by the broker since the last turn, and how to wake the loop.
@@ -304,6 +336,18 @@ impl Machine for WtMachine {
         }
         if !self.again.is_empty() {
             let _ = self.wakes.tx.try_send(());
+        }
+        {
+            let (e, a) = (self.ep.stats(), self.ep.admission_stats());
+            let mut st = self.stats.borrow_mut();
+            st.connections = self.ep.connection_count();
+            st.handshakes_in_progress = self.ep.handshakes_in_progress();
+            st.admitted = a.accepted;
+            st.retries = a.retries;
+            st.refused = a.refused.iter().sum();
+            st.handshake_failures = e.handshake_failures + e.handshake_timeouts;
+            st.datagrams_in = e.datagrams_in;
+            st.datagrams_out = e.datagrams_out;
         }
         if now >= self.next_rotation_check {
             self.rotate(clock::wall_now());
