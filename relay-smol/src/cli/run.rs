@@ -477,6 +477,7 @@ async fn serve(
             relay.authorizer(),
         )?;
         relay.add_rest_handler(Rc::new(crate::wt::cert::CertRest::new(edge.hash())));
+        relay.add_rest_handler(Rc::new(crate::wt::endpoint::StatsRest(edge.stats())));
         wt_line = Some(format!(
             "fastpubsub-relay webtransport on https://{}/ (udp; certificate sha-256 {}, also at GET /v1/wt-cert-hash)",
             edge.local_addr(),
