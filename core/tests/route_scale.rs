@@ -13,7 +13,9 @@ mod route_harness;
 use std::path::Path;
 
 use fastpubsub_core::route::NeighbourConfig;
-use route_harness::scale::{EvalConfig, EvolveConfig, Matrix, ScaleReport, Traffic, evaluate, evolve};
+use route_harness::scale::{
+    EvalConfig, EvolveConfig, Matrix, ScaleReport, Traffic, evaluate, evolve,
+};
 
 fn run(policy: NeighbourConfig, m: &Matrix, traffic: &Traffic) -> ScaleReport {
     let mut cfg = EvolveConfig::new(policy, 1200, m.len());
@@ -35,17 +37,33 @@ fn demand_and_light_links_make_every_traffic_pair_at_least_as_fast_as_direct() {
     let traffic = Traffic::uniform(m.len(), 8, 1);
     let with = run(NeighbourConfig::with_max(16), &m, &traffic);
     assert_eq!(with.slow, 0, "{}", with.slow_line());
-    assert!(with.stretch <= 1.03, "mean RTT {:.3} × the optimum", with.stretch);
+    assert!(
+        with.stretch <= 1.03,
+        "mean RTT {:.3} × the optimum",
+        with.stretch
+    );
     assert!(with.cold_start.all_s.is_some(), "routes did not settle");
     // Room of their own, bounded: the routed links stay near 16 + 8 (+ other relays'
     // demand links), connections near that + 8 light ones.
-    assert!(with.routed_degree.1 <= 16 + 8 + 16, "{:?}", with.routed_degree);
-    assert!(with.conn_degree.0 <= 16.0 + 8.0 + 8.0, "{:?}", with.conn_degree);
+    assert!(
+        with.routed_degree.1 <= 16 + 8 + 16,
+        "{:?}",
+        with.routed_degree
+    );
+    assert!(
+        with.conn_degree.0 <= 16.0 + 8.0 + 8.0,
+        "{:?}",
+        with.conn_degree
+    );
     let without = run(NeighbourConfig::with_max(16).without_demand(), &m, &traffic);
     assert!(
         without.slow * 3 > without.traffic_pairs,
         "baseline: {}",
         without.slow_line()
     );
-    assert!(without.stretch > 1.1, "baseline stretch {:.3}", without.stretch);
+    assert!(
+        without.stretch > 1.1,
+        "baseline stretch {:.3}",
+        without.stretch
+    );
 }

@@ -602,6 +602,7 @@ impl NeighbourPolicy {
         // Unwanted links: our own light links close; routed ones are spare while there is
         // room, closed (worst first, after their grace) when over the cap or a nearest
         // peer needs the slot.
+        let mut rotated_out = 0;
         for (c, o) in cands.iter().zip(out.iter_mut()) {
             if *o == Decision::Idle && c.linked() {
                 *o = if c.light && c.up_since_us.is_some() {
@@ -612,6 +613,7 @@ impl NeighbourPolicy {
                 } else if Some(c.id) == ended && c.up_since_us.is_some() {
                     // Our own exploratory link, measured and not wanted: rotate it out.
                     sum.close += 1;
+                    rotated_out += 1;
                     Decision::Close
                 } else {
                     Decision::Keep(Role::Spare)
@@ -619,8 +621,9 @@ impl NeighbourPolicy {
             }
         }
         // The cap counts our own routed links (demand, light and other relays' links have
-        // rooms of their own). Spare links within their grace do not count yet: most are
-        // other relays' exploratory links, gone before the grace ends.
+        // rooms of their own), the exploratory one being rotated out included (its slot is
+        // freed below). Spare links within their grace do not count yet: most are other
+        // relays' exploratory links, gone before the grace ends.
         let counted = cands
             .iter()
             .zip(out.iter())
@@ -633,7 +636,8 @@ impl NeighbourPolicy {
                         Decision::Keep(r) | Decision::Dial(r) => {
                             matches!(r, Role::Near | Role::LongRange | Role::Explore)
                         }
-                        _ => false,
+                        Decision::Close => Some(c.id) == ended,
+                        Decision::Idle => false,
                     }
             })
             .count();
@@ -660,7 +664,10 @@ impl NeighbourPolicy {
         // Routed dials only into the room there is, nearest first, then long range, then
         // exploration: walk the dials in key order, the first `room` are granted, the
         // rest wait. Demand and light dials have their own room (chosen within it).
-        let room = self.cfg.max.saturating_sub(counted - closed_spares);
+        let room = self
+            .cfg
+            .max
+            .saturating_sub(counted - closed_spares - rotated_out);
         let capped = |d: Decision| {
             matches!(
                 d,
@@ -1204,9 +1211,9 @@ mod tests {
     #[test]
     fn gains_beyond_both_budgets_are_counted_unserved() {
         let (mut p, mut c) = traffic_setup();
-        for i in 4..12 {
-            c[i].traffic = true;
-            c[i].overlay_rtt_us = Some((10 + 10 * i as u32) * 1000 + 50_000);
+        for (i, ci) in c.iter_mut().enumerate().take(12).skip(4) {
+            ci.traffic = true;
+            ci.overlay_rtt_us = Some((10 + 10 * i as u32) * 1000 + 50_000);
         }
         let (out, sum) = plan(&mut p, 0, &c);
         let count = |r| out.iter().filter(|d| **d == Decision::Dial(r)).count();

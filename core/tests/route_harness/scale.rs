@@ -502,13 +502,6 @@ pub fn evolve(m: &Matrix, traffic: &Traffic, cfg: &EvolveConfig) -> Links {
         pending[a][0] = true;
         pending[0][a] = true;
     }
-    let trace_relay: Option<usize> = std::env::var("SCALE_TRACE_RELAY")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    let trace: Option<(usize, usize)> = std::env::var("SCALE_TRACE").ok().and_then(|v| {
-        let (a, b) = v.split_once(',')?;
-        Some((a.parse().ok()?, b.parse().ok()?))
-    });
     let mut t = 0u64;
     let mut next_estimate = 0u64;
     while t < cfg.seconds {
@@ -599,14 +592,15 @@ pub fn evolve(m: &Matrix, traffic: &Traffic, cfg: &EvolveConfig) -> Links {
                     base = base.min(meas[a][d]);
                 }
                 for &x in &nbrs[d] {
-                    let to_x = if meas[a][x] != 0 { meas[a][x] } else { dist[a][x] };
+                    let to_x = if meas[a][x] != 0 {
+                        meas[a][x]
+                    } else {
+                        dist[a][x]
+                    };
                     if x == a || to_x == u32::MAX || meas[x][d] == 0 {
                         continue;
                     }
                     let via = to_x.saturating_add(meas[x][d]);
-                    if trace == Some((a, x)) {
-                        eprintln!("t={t} relay {a}->{x}->{d}: base {base} to_x {to_x} x-d {} via {via} kind {}", meas[x][d], kind[a][x]);
-                    }
                     relay_gain[x] = relay_gain[x].max(base.saturating_sub(via));
                 }
             }
@@ -661,21 +655,8 @@ pub fn evolve(m: &Matrix, traffic: &Traffic, cfg: &EvolveConfig) -> Links {
             links.peer_refused += sum.peer_refused as u64;
             for (k, d) in o.iter().enumerate() {
                 let b = ids[k];
-                if trace == Some((a, b)) {
-                    eprintln!(
-                        "t={t} {a}->{b}: {:?} decision {d:?} kind {} roles {}/{} sum {sum:?}",
-                        cands[k], kind[a][b], role[a][b], role[b][a]
-                    );
-                }
                 match *d {
                     Decision::Dial(r) if !pending[a][b] && kind[a][b] == NONE => {
-                        if in_tail && (trace_relay == Some(a) || trace_relay == Some(b)) {
-                            eprintln!(
-                                "t={t} dial {a}-{b} as {r:?} gain {:?} relay_gain {} traffic {} meas {}",
-                                cands[k].overlay_rtt_us.map(|o| i64::from(o) - i64::from(meas[a][b])),
-                                relay_gain[b], traffic.sends[a][b], meas[a][b]
-                            );
-                        }
                         role[a][b] = role_code(r);
                         dialing.push((a, b, if r.is_light() { LIGHT } else { ROUTED }));
                         pending[a][b] = true;
@@ -691,14 +672,6 @@ pub fn evolve(m: &Matrix, traffic: &Traffic, cfg: &EvolveConfig) -> Links {
                             _ => kind[a][b],
                         };
                         if want != kind[a][b] {
-                            if in_tail && (trace_relay == Some(a) || trace_relay == Some(b) || trace_relay == Some(usize::MAX)) {
-                                eprintln!(
-                                    "t={t} kind {a}-{b} {}->{want} roles {}/{} gain {:?} relay_gain {} meas {}",
-                                    kind[a][b], role[a][b], role[b][a],
-                                    cands[k].overlay_rtt_us.map(|o| i64::from(o) - i64::from(meas[a][b])),
-                                    relay_gain[b], meas[a][b]
-                                );
-                            }
                             kind[a][b] = want;
                             kind[b][a] = want;
                             dirty[a] = true;
@@ -708,14 +681,6 @@ pub fn evolve(m: &Matrix, traffic: &Traffic, cfg: &EvolveConfig) -> Links {
                         }
                     }
                     Decision::Close if kind[a][b] != NONE => {
-                        if in_tail && (trace_relay == Some(a) || trace_relay == Some(b)) {
-                            eprintln!(
-                                "t={t} close {a}-{b} kind {} roles {}/{} gain {:?} relay_gain {} traffic {}",
-                                kind[a][b], role[a][b], role[b][a],
-                                cands[k].overlay_rtt_us.map(|o| i64::from(o) - i64::from(meas[a][b])),
-                                relay_gain[b], traffic.sends[a][b]
-                            );
-                        }
                         if in_tail {
                             links.tail_closes_by_role[usize::from(role[a][b]).min(10)] += 1;
                         }
@@ -782,7 +747,7 @@ pub struct ScaleReport {
     /// After the relay on most traffic paths died: again within.
     pub relay_death: Convergence,
     pub dead_relay: String,
-    /// Link changes per relay per hour, end of the link choices.
+    /// Link changes per relay per hour, in the last `tail_s` (≤ 600) s of the link choices.
     pub churn_per_hour: f64,
     pub unserved: usize,
     pub peer_refused: u64,
@@ -995,7 +960,8 @@ pub fn evaluate(
         // Light links of a: to d, or to a relay whose route then takes it to d.
         let mut best_light = light.unwrap_or(f64::INFINITY);
         for x in 0..n {
-            if x != d && links.kind[a][x] == LIGHT
+            if x != d
+                && links.kind[a][x] == LIGHT
                 && let Some(p) = sim.path_rtt_ms(x, d)
             {
                 best_light = best_light.min(f64::from(rtt[a][x]) / 1000.0 + p);
@@ -1086,7 +1052,7 @@ impl ScaleReport {
     }
 
     pub fn header() -> &'static str {
-        "| run | traffic pairs ≥ 5 ms slower than direct (median excess) | traffic pairs' mean RTT / full-mesh optimum | traffic pairs direct (routed link / light link) | routed links per relay (mean / max) | connections per relay (mean / max) | route control B/s per link and direction at rest | cold start: traffic routes within max(1 ms, 1 %) of the optimum over the links (99 % / all) | busiest relay dies: again within (99 % / all) | link changes per relay per hour | unserved gains | all pairs ≥ 5 ms slower (routes only) |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| run | traffic pairs ≥ 5 ms slower than direct (median excess) | traffic pairs' mean RTT / full-mesh optimum | traffic pairs direct (routed link / light link) | routed links per relay (mean / max) | connections per relay (mean / max) | route control B/s per link and direction at rest | cold start: traffic routes within max(1 ms, 1 %) of the optimum over the links (99 % / all) | busiest relay dies: again within (99 % / all) | link changes per relay per hour (last 10 min) | unserved gains (last round) | all pairs ≥ 5 ms slower (routes only) |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     }
 
     pub fn row(&self) -> String {
