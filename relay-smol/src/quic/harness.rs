@@ -232,6 +232,8 @@ pub struct MeshHost {
     pub t: MeshTransport,
     /// Every event so far, in order.
     pub events: Vec<QuicEvent>,
+    /// When each event was polled.
+    pub times: Vec<Instant>,
 }
 
 impl MeshHost {
@@ -248,7 +250,31 @@ impl MeshHost {
         Box::new(Self {
             t,
             events: Vec::new(),
+            times: Vec::new(),
         })
+    }
+
+    /// A transport that speaks only the first mesh ALPN (no message batches).
+    pub fn without_batches(pki: &Pki, name: &str, addr: SocketAddr) -> Box<Self> {
+        let id = pki.identity(name);
+        let (server, client) = tls::configs_without_batches(&id).expect("configs");
+        Box::new(Self {
+            t: MeshTransport::new(addr, server, client, AdmissionLimits::default(), None),
+            events: Vec::new(),
+            times: Vec::new(),
+        })
+    }
+
+    /// Messages received so far with the time each was handed up.
+    pub fn timed_messages(&self) -> Vec<(Instant, Vec<u8>)> {
+        self.events
+            .iter()
+            .zip(&self.times)
+            .filter_map(|(e, t)| match e {
+                QuicEvent::Message { bytes, .. } => Some((*t, bytes.to_vec())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The handle of the first connection that completed its handshake.
@@ -329,6 +355,7 @@ impl Host for MeshHost {
         }
         while let Some(e) = self.t.poll_event(now) {
             self.events.push(e);
+            self.times.push(now);
         }
     }
     fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<(SocketAddr, Transmit)> {

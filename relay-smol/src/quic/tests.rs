@@ -443,3 +443,121 @@ fn dials_do_not_compete_with_incoming_handshakes() {
     let h = net.mesh(0).t.connect(now, addr(C), "gamma").expect("dial");
     assert!(net.run_until(Duration::from_secs(2), |n| n.mesh(0).connected() == Some(h)));
 }
+
+// ----- message batches ---------------------------------------------------------------
+
+fn msg(i: u32) -> Bytes {
+    Bytes::from([&i.to_be_bytes()[..], &[8u8; 96]].concat())
+}
+
+fn ids(msgs: &[Vec<u8>]) -> Vec<u32> {
+    let mut v: Vec<u32> = msgs
+        .iter()
+        .map(|m| u32::from_be_bytes([m[0], m[1], m[2], m[3]]))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// One message at a time (an idle relay): one stream each, as before batches existed.
+#[test]
+fn idle_messages_go_one_per_stream() {
+    let pki = Pki::new();
+    let (mut net, h) = pair(&pki);
+    for i in 0..5 {
+        net.mesh(0).t.send_message(h, msg(i)).expect("send");
+        let want = i as usize + 1;
+        assert!(
+            net.run_until(Duration::from_secs(1), |n| n.mesh(1).messages().len()
+                == want)
+        );
+    }
+    let s = net.mesh(0).t.stats();
+    assert_eq!((s.messages_sent, s.message_streams), (5, 5));
+}
+
+/// Messages that queue up in one round go out in batches of about a packet; every one
+/// arrives once.
+#[test]
+fn queued_messages_go_out_in_batches() {
+    let pki = Pki::new();
+    let (mut net, h) = pair(&pki);
+    for i in 0..500 {
+        net.mesh(0).t.send_message(h, msg(i)).expect("send");
+    }
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.mesh(1).messages().len()
+            == 500)
+    );
+    assert_eq!(ids(&net.mesh(1).messages()), (0..500).collect::<Vec<_>>());
+    let s = net.mesh(0).t.stats();
+    assert_eq!(s.messages_sent, 500);
+    // 101 bytes each in a batch: 10 per 1,100-byte batch.
+    assert_eq!(s.message_streams, 50, "{s:?}");
+    net.run_for(Duration::from_millis(500));
+    assert_eq!(net.mesh(1).messages().len(), 500, "no duplicates");
+}
+
+/// A lost packet delays only the messages it carried: the rest of the burst arrives one
+/// delay later, the lost batch after the retransmission.
+#[test]
+fn a_lost_packet_delays_only_its_messages() {
+    let pki = Pki::new();
+    let (mut net, h) = pair(&pki);
+    let b = addr(B);
+    let mut big = 0;
+    net.set_filter(Some(Box::new(move |p| {
+        // Drop the 3rd full-size datagram towards b.
+        if p.to == b && p.bytes.len() > 1000 {
+            big += 1;
+            return big != 3;
+        }
+        true
+    })));
+    let t0 = net.now;
+    // 60 messages, 6 batches: within the initial congestion window, one flight.
+    for i in 0..60 {
+        net.mesh(0).t.send_message(h, msg(i)).expect("send");
+    }
+    assert!(net.run_until(Duration::from_secs(5), |n| n.mesh(1).messages().len() == 60));
+    assert_eq!(net.dropped, 1);
+    let first = Duration::from_millis(15); // one one-way delay (10 ms): the first flight
+    let late: Vec<u32> = net
+        .mesh(1)
+        .timed_messages()
+        .iter()
+        .filter(|(t, _)| *t - t0 > first)
+        .map(|(_, m)| u32::from_be_bytes([m[0], m[1], m[2], m[3]]))
+        .collect();
+    // One batch (10 messages) was in the lost datagram, perhaps part of a second.
+    assert!(!late.is_empty() && late.len() <= 20, "late: {late:?}");
+    assert_eq!(ids(&net.mesh(1).messages()), (0..60).collect::<Vec<_>>());
+}
+
+/// A relay that does not read batches (an older version) negotiates the first ALPN and
+/// gets one message per stream, however many wait.
+#[test]
+fn a_peer_without_batches_gets_one_message_per_stream() {
+    let pki = Pki::new();
+    let mut net = Net::new(Duration::from_millis(10));
+    net.add(MeshHost::new(
+        &pki,
+        "alpha",
+        addr(A),
+        AdmissionLimits::default(),
+    ));
+    net.add(MeshHost::without_batches(&pki, "beta", addr(B)));
+    let now = net.now;
+    let h = net.mesh(0).t.connect(now, addr(B), "beta").expect("dial");
+    assert!(net.run_until(Duration::from_secs(2), |n| n.mesh(0).connected().is_some()));
+    for i in 0..100 {
+        net.mesh(0).t.send_message(h, msg(i)).expect("send");
+    }
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.mesh(1).messages().len()
+            == 100)
+    );
+    assert_eq!(ids(&net.mesh(1).messages()), (0..100).collect::<Vec<_>>());
+    let s = net.mesh(0).t.stats();
+    assert_eq!((s.messages_sent, s.message_streams), (100, 100));
+}

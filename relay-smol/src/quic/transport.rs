@@ -4,10 +4,13 @@
 //! - one bidirectional **control** stream, opened by the dialling side, carrying
 //!   length-prefixed frames in order ([`super::framing`]); a peer that does not read it is
 //!   closed once [`MAX_CONTROL_BACKLOG`] bytes wait;
-//! - unidirectional **message** streams, one per message, so a lost packet delays only the
-//!   messages it carried; at most [`MAX_OPEN_OUT_STREAMS`] in flight, then a bounded queue
-//!   ([`MAX_QUEUED_MESSAGES`], [`MAX_QUEUED_BYTES`]) whose overflow is refused with
-//!   [`SendError::QueueFull`] and counted;
+//! - unidirectional **message** streams, so a lost packet delays only the messages it
+//!   carried: one message per stream when messages come one at a time; when several wait
+//!   for the same link (the relay is busy), a *batch* of them per stream, at most
+//!   [`BATCH_MAX_BYTES`] (about one packet), on links that negotiated
+//!   [`super::tls::MESH_ALPN_BATCH`]. At most [`MAX_OPEN_OUT_STREAMS`] streams in flight,
+//!   then a bounded queue ([`MAX_QUEUED_MESSAGES`], [`MAX_QUEUED_BYTES`]) whose overflow is
+//!   refused with [`SendError::QueueFull`] and counted;
 //! - unreliable QUIC **datagrams** (probes), which may be lost: that is what probing
 //!   measures.
 //!
@@ -50,6 +53,9 @@ pub const MAX_OPEN_OUT_STREAMS: usize = 128;
 pub const MAX_QUEUED_MESSAGES: usize = 1024;
 /// Bytes of messages waiting for a stream, per connection.
 pub const MAX_QUEUED_BYTES: usize = 8 * 1024 * 1024;
+/// Most bytes of one batch stream: about one packet's payload, so a lost packet delays
+/// only the messages it carried, as with one stream per message.
+pub const BATCH_MAX_BYTES: usize = 1100;
 /// Inbound unidirectional streams being reassembled, per connection.
 pub const MAX_IN_STREAMS: usize = 512;
 /// Connections (in and out) one endpoint holds ([`AdmissionLimits::max_connections`]).
@@ -184,6 +190,10 @@ pub struct DriverStats {
     pub handshakes_in_progress: u64,
     /// Gauge: connections in the table.
     pub connections: u64,
+    /// Messages written to message streams.
+    pub messages_sent: u64,
+    /// Message streams opened for them (fewer than messages when batches went out).
+    pub message_streams: u64,
     /// Messages dropped because a link's queue was full.
     pub messages_dropped_queue: u64,
     /// Messages dropped on receive because they were larger than [`MAX_MESSAGE`], too many
@@ -209,6 +219,8 @@ pub type ControlByKind = [[u64; 2]; KINDS];
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Counters {
+    messages_sent: u64,
+    message_streams: u64,
     messages_dropped_queue: u64,
     messages_dropped_rx: u64,
     datagrams_dropped: u64,
@@ -299,6 +311,8 @@ struct Link {
     queue_bytes: usize,
     inbound: HashMap<StreamId, Partial>,
     pump_queued: bool,
+    /// The peer reads batches (negotiated by ALPN).
+    batch: bool,
 }
 
 impl Link {
@@ -312,6 +326,7 @@ impl Link {
             queue_bytes: 0,
             inbound: HashMap::new(),
             pump_queued: false,
+            batch: false,
         }
     }
 }
@@ -332,6 +347,8 @@ pub struct MeshTransport {
     counters: Counters,
     by_kind: ControlByKind,
     refused_log: RateLimitedLog,
+    /// Capacity reused for batch after batch.
+    batch_buf: BytesMut,
 }
 
 impl std::fmt::Debug for MeshTransport {
@@ -360,6 +377,7 @@ impl MeshTransport {
             counters: Counters::default(),
             by_kind: [[0; 2]; KINDS],
             refused_log: RateLimitedLog::new(Duration::from_secs(1)),
+            batch_buf: BytesMut::new(),
         }
     }
 
@@ -404,6 +422,8 @@ impl MeshTransport {
             responses_dropped: e.responses_dropped,
             handshakes_in_progress: self.ep.handshakes_in_progress() as u64,
             connections: self.ep.connection_count() as u64,
+            messages_sent: c.messages_sent,
+            message_streams: c.message_streams,
             messages_dropped_queue: c.messages_dropped_queue,
             messages_dropped_rx: c.messages_dropped_rx,
             datagrams_dropped: c.datagrams_dropped,
@@ -583,7 +603,7 @@ impl MeshTransport {
             if let Some(link) = Self::link_mut(&mut self.links, h) {
                 link.pump_queued = false;
                 if let Some(c) = self.ep.connection_mut(h) {
-                    Self::pump_messages(link, c);
+                    Self::pump_messages(link, c, &mut self.batch_buf, &mut self.counters);
                 }
             }
         }
@@ -597,6 +617,15 @@ impl MeshTransport {
                     return;
                 };
                 let (side, remote) = (c.side(), c.remote_address());
+                let batch = c
+                    .crypto_session()
+                    .handshake_data()
+                    .and_then(|d| {
+                        d.downcast::<quinn_proto::crypto::rustls::HandshakeData>()
+                            .ok()
+                    })
+                    .and_then(|d| d.protocol)
+                    .is_some_and(|p| p == super::tls::MESH_ALPN_BATCH);
                 let peer_cert = c
                     .crypto_session()
                     .peer_identity()
@@ -604,6 +633,9 @@ impl MeshTransport {
                     .and_then(|v| v.into_iter().next());
                 if self.link(h).is_none() {
                     self.insert_link(h, Link::new());
+                }
+                if let Some(l) = Self::link_mut(&mut self.links, h) {
+                    l.batch = batch;
                 }
                 self.events.push_back(QuicEvent::Connected {
                     conn: h,
@@ -616,7 +648,7 @@ impl MeshTransport {
                     self.ep.connection_mut(h),
                 ) {
                     Self::write_control(link, c);
-                    Self::pump_messages(link, c);
+                    Self::pump_messages(link, c, &mut self.batch_buf, &mut self.counters);
                 }
             }
             endpoint::Event::Lost {
@@ -713,14 +745,16 @@ impl MeshTransport {
                 if Some(id) == link.ctrl {
                     Self::write_control(link, c);
                 } else {
-                    Self::pump_messages(link, c);
+                    Self::pump_messages(link, c, &mut self.batch_buf, &mut self.counters);
                 }
             }
-            StreamEvent::Available { dir: Dir::Uni } => Self::pump_messages(link, c),
+            StreamEvent::Available { dir: Dir::Uni } => {
+                Self::pump_messages(link, c, &mut self.batch_buf, &mut self.counters)
+            }
             StreamEvent::Available { dir: Dir::Bi } => Self::write_control(link, c),
             StreamEvent::Stopped { id, .. } => {
                 link.out.retain(|s| s.id != id);
-                Self::pump_messages(link, c);
+                Self::pump_messages(link, c, &mut self.batch_buf, &mut self.counters);
             }
             StreamEvent::Finished { .. } => {}
         }
@@ -744,8 +778,14 @@ impl MeshTransport {
         }
     }
 
-    /// Writes queued messages to new streams while the peer's stream limit allows.
-    fn pump_messages(link: &mut Link, c: &mut quinn_proto::Connection) {
+    /// Writes queued messages to new streams while the peer's stream limit allows: one
+    /// message per stream, or batches of what waits when the peer reads batches.
+    fn pump_messages(
+        link: &mut Link,
+        c: &mut quinn_proto::Connection,
+        buf: &mut BytesMut,
+        counters: &mut Counters,
+    ) {
         // Continue partly written streams first.
         link.out.retain_mut(|s| {
             let mut st = c.send_stream(s.id);
@@ -759,16 +799,40 @@ impl MeshTransport {
             }
         });
         while link.out.len() < MAX_OPEN_OUT_STREAMS {
-            if link.queue.is_empty() {
+            let Some(first) = link.queue.front().map(Bytes::len) else {
                 break;
-            }
+            };
             let Some(id) = c.streams().open(Dir::Uni) else {
                 break; // the peer's stream limit; `Available` wakes us
             };
-            let Some(mut data) = link.queue.pop_front() else {
-                break;
+            let batch =
+                link.batch && link.queue.len() > 1 && framing::batched_len(first) < BATCH_MAX_BYTES; // room for the tag
+            let mut data = if batch {
+                if buf.capacity() < BATCH_MAX_BYTES {
+                    *buf = BytesMut::with_capacity(64 * BATCH_MAX_BYTES);
+                }
+                let mut w = framing::BatchWriter::in_buffer(std::mem::take(buf));
+                while let Some(m) = link.queue.front() {
+                    if w.len() + framing::batched_len(m.len()) > BATCH_MAX_BYTES {
+                        break;
+                    }
+                    w.push(m);
+                    link.queue_bytes -= m.len();
+                    link.queue.pop_front();
+                }
+                counters.messages_sent += w.count() as u64;
+                let (data, rest) = w.finish_keep();
+                *buf = rest;
+                data
+            } else {
+                let Some(m) = link.queue.pop_front() else {
+                    break;
+                };
+                link.queue_bytes -= m.len();
+                counters.messages_sent += 1;
+                m
             };
-            link.queue_bytes -= data.len();
+            counters.message_streams += 1;
             let mut st = c.send_stream(id);
             match st.write_chunks(std::slice::from_mut(&mut data)) {
                 Ok(_) if data.is_empty() => {
