@@ -135,6 +135,11 @@ impl Net {
     /// One round: every host wakes and sends; then time jumps to the next delivery or
     /// timer, and what is due is delivered. False when nothing will ever happen again.
     pub fn step(&mut self) -> bool {
+        self.step_until(None)
+    }
+
+    /// [`Net::step`], but time stops at `limit` (nothing due later is delivered).
+    fn step_until(&mut self, limit: Option<Instant>) -> bool {
         let now = self.now;
         for h in &mut self.hosts {
             h.wake(now);
@@ -163,6 +168,12 @@ impl Net {
         };
         // Never stand still: a timer due now has just been handled by `wake`.
         self.now = next.max(now + Duration::from_micros(1));
+        if let Some(l) = limit
+            && self.now > l
+        {
+            self.now = l.max(now);
+            return true;
+        }
         while let Some(Reverse((t, seq))) = self.wire.peek().copied() {
             if t > self.now {
                 break;
@@ -186,7 +197,7 @@ impl Net {
             if done(self) {
                 return true;
             }
-            if !self.step() {
+            if !self.step_until(Some(end)) {
                 break;
             }
         }

@@ -14,7 +14,9 @@ use super::admission::AdmissionLimits;
 use super::framing::MAX_CONTROL_FRAME;
 use super::harness::{Attacker, MeshHost, Net, Pki, Sources};
 use super::tls::cert_is_valid_for;
-use super::transport::{MAX_CONTROL_BACKLOG, MAX_QUEUED_MESSAGES, QuicEvent, SendError};
+use super::transport::{
+    BacklogState, MAX_CONTROL_BACKLOG, MAX_QUEUED_MESSAGES, QuicEvent, SendError,
+};
 
 const A: &str = "10.0.0.1:4433";
 const B: &str = "10.0.0.2:4433";
@@ -560,4 +562,112 @@ fn a_peer_without_batches_gets_one_message_per_stream() {
     assert_eq!(ids(&net.mesh(1).messages()), (0..100).collect::<Vec<_>>());
     let s = net.mesh(0).t.stats();
     assert_eq!((s.messages_sent, s.message_streams), (100, 100));
+}
+
+// ----- backlog policy ----------------------------------------------------------------
+
+/// `a` (0) linked to `b` (1) and `c` (2); returns a's handles of both links.
+fn star(pki: &Pki) -> (Net, ConnectionHandle, ConnectionHandle) {
+    let mut net = Net::new(Duration::from_millis(10));
+    net.add(MeshHost::new(
+        pki,
+        "alpha",
+        addr(A),
+        AdmissionLimits::default(),
+    ));
+    net.add(MeshHost::new(
+        pki,
+        "beta",
+        addr(B),
+        AdmissionLimits::default(),
+    ));
+    net.add(MeshHost::new(
+        pki,
+        "gamma",
+        addr(C),
+        AdmissionLimits::default(),
+    ));
+    let now = net.now;
+    let hb = net.mesh(0).t.connect(now, addr(B), "beta").expect("dial");
+    let hc = net.mesh(0).t.connect(now, addr(C), "gamma").expect("dial");
+    assert!(
+        net.run_until(Duration::from_secs(2), |n| n.mesh(0).connected_count() == 2
+            && n.mesh(1).connected().is_some()
+            && n.mesh(2).connected().is_some())
+    );
+    (net, hb, hc)
+}
+
+/// A burst larger than the link can take at once backs the link up: the intake signal is
+/// on while it drains, nothing is dropped, and it goes off once the queue is low.
+#[test]
+fn a_burst_backs_up_the_link_and_signals_intake_without_dropping() {
+    let pki = Pki::new();
+    let (mut net, h) = pair(&pki);
+    let signal = net.mesh(0).t.backlog_signal();
+    assert!(!signal.is_set());
+    // 1,000 × 1 KiB: far more than the first congestion window.
+    for i in 0..1000u32 {
+        let m = Bytes::from([&i.to_be_bytes()[..], &[8u8; 1020]].concat());
+        net.mesh(0).t.send_message(h, m).expect("queued");
+    }
+    net.step();
+    let b = net.mesh(0).t.backlog(h).expect("link");
+    assert_eq!(b.state, BacklogState::BackedUp, "{b:?}");
+    assert!(signal.is_set());
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| n.mesh(1).messages().len()
+            == 1000)
+    );
+    assert!(!signal.is_set());
+    let s = net.mesh(0).t.stats();
+    assert_eq!(s.messages_dropped_queue, 0);
+    assert_eq!((s.backpressure_episodes, s.links_backed_up), (1, 0));
+    assert!(s.backpressure_ms < 1000, "{s:?}");
+}
+
+/// A next hop that stops answering is the mesh's slow consumer: after LINK_SLOW_AFTER it no
+/// longer holds the intake signal, its overflow is dropped and counted for it alone, and
+/// the other next hop keeps getting every message.
+#[test]
+fn a_slow_link_drops_for_itself_only() {
+    let pki = Pki::new();
+    let (mut net, hb, hc) = star(&pki);
+    let b = addr(B);
+    net.set_filter(Some(Box::new(move |p| p.to != b && p.from != b)));
+    let signal = net.mesh(0).t.backlog_signal();
+    let mut sent_c = 0;
+    for round in 0..40u32 {
+        for i in 0..100u32 {
+            let big = Bytes::from([&i.to_be_bytes()[..], &[8u8; 1020]].concat());
+            let _ = net.mesh(0).t.send_message(hb, big);
+            net.mesh(0)
+                .t
+                .send_message(hc, msg(round * 100 + i))
+                .expect("c's link is healthy");
+            sent_c += 1;
+        }
+        net.run_for(Duration::from_millis(50));
+        if round == 5 {
+            // Backed up but not yet slow: intake is told to wait.
+            assert!(signal.is_set());
+            let b = net.mesh(0).t.backlog(hb).expect("b");
+            assert_eq!(b.state, BacklogState::BackedUp, "{b:?}");
+        }
+    }
+    let lost = net.mesh(0).lost();
+    assert!(lost.is_empty(), "{lost:?} at {:?}", net.elapsed());
+    assert_eq!(
+        net.mesh(0).t.backlog(hb).expect("b").state,
+        BacklogState::Slow
+    );
+    assert!(!signal.is_set(), "a slow link does not hold intake back");
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.mesh(2).messages().len()
+            == sent_c)
+    );
+    let s = net.mesh(0).t.stats();
+    assert!(s.messages_dropped_slow_link > 0, "{s:?}");
+    assert!(s.messages_dropped_slow_link <= s.messages_dropped_queue);
+    assert_eq!(s.links_slow, 1);
 }
