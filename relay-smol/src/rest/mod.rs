@@ -142,7 +142,7 @@ fn stats_json(broker: &Broker) -> String {
             "\"dropped_queue_full\":{},\"dropped_egress_rate\":{},\"refused_ingress_rate\":{},",
             "\"slow_consumers_closed\":{},\"access_ended_closed\":{},",
             "\"read_stops\":{},\"turn_yields\":{},\"commands_rate_limited\":{},",
-            "\"refusals_unanswered\":{},\"rate_limit_closed\":{}}}"
+            "\"refusals_unanswered\":{},\"rate_limit_closed\":{},\"dropped_wt_oversize\":{}}}"
         ),
         broker.connection_count(),
         broker.subscription_count(),
@@ -160,5 +160,6 @@ fn stats_json(broker: &Broker) -> String {
         s.commands_rate_limited,
         s.refusals_unanswered,
         s.rate_limit_closed,
+        s.dropped_wt_oversize,
     )
 }
