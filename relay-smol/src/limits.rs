@@ -15,6 +15,13 @@ pub const TURN_WORK: usize = 1024;
 /// [`Limits::read_stop_bytes`]).
 pub const READ_STOP_BYTES_MAX: usize = 64 * 1024;
 
+/// Longest the relay pauses every connection's reads because it is behind on writing
+/// (`broker::ReadStop::RelayBehind`). The backlog that causes a pause is on sockets that take
+/// bytes, so it is normally written within one round of the executor (microseconds); past
+/// this bound (checked at every read gate and by the once-a-second sweep) the connections
+/// holding it are treated as not keeping up and intake goes on.
+pub const MAX_INTAKE_PAUSE: Duration = Duration::from_secs(1);
+
 /// A rate limit: `per_sec` on average, bursts of up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
@@ -113,5 +120,13 @@ impl Limits {
     /// to frames read before the stop fit in the other half.
     pub fn read_stop_bytes(&self) -> usize {
         (self.queue_bytes / 2).clamp(1, READ_STOP_BYTES_MAX)
+    }
+
+    /// Outbound backlog at which a connection whose socket still takes bytes makes the relay
+    /// count as behind and pause intake (`broker::ReadStop::RelayBehind`): half the budget, so
+    /// the deliveries of the frames already being handled (at most one per connection per
+    /// frame) still fit. Intake resumes when every such backlog is down to half of this.
+    pub fn behind_bytes(&self) -> usize {
+        (self.queue_bytes / 2).max(1)
     }
 }

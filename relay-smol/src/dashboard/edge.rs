@@ -440,6 +440,8 @@ fn refresh(h: &AdminHandle, broker: &Rc<RefCell<Broker>>, now_ms: u64) {
             s.dropped_egress_rate.saturating_add(s.refused_ingress_rate),
         );
         m.slow_consumer_disconnects.mirror(s.slow_consumers_closed);
+        m.intake_pauses.mirror(s.intake_pauses);
+        m.intake_paused_us.mirror(s.intake_paused_us);
         let mut l = h.local.lock().unwrap_or_else(|p| p.into_inner());
         l.refusals.edge_malformed = s.refused_malformed;
         l.refusals.edge_full = s.refused_over_capacity;

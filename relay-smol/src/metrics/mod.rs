@@ -287,6 +287,10 @@ pub struct RelayMetrics {
     pub drops: CounterBy<DropReason>,
     /// Consumers disconnected for staying slow.
     pub slow_consumer_disconnects: Counter,
+    /// Times the relay paused reading every client because it was behind on writing.
+    pub intake_pauses: Counter,
+    /// Time spent in those pauses, µs (rendered in seconds).
+    pub intake_paused_us: Counter,
     /// Refused handshakes, by reason.
     pub handshake_refusals: CounterBy<RefusalReason>,
     /// Ticket verifications, by cache outcome.
@@ -378,6 +382,22 @@ impl RelayMetrics {
             "fastpubsub_slow_consumer_disconnects_total",
             "Consumers disconnected because their queue stayed full.",
             &self.slow_consumer_disconnects,
+        );
+        counter(
+            &mut e,
+            "fastpubsub_intake_pauses_total",
+            "Times the relay stopped reading clients because it was behind on writing deliveries (instead of dropping them for listeners that read).",
+            &self.intake_pauses,
+        );
+        e.family(
+            "fastpubsub_intake_paused_seconds_total",
+            "Time the relay spent with client reads paused because it was behind on writing.",
+            MetricType::Counter,
+        );
+        e.sample(
+            "fastpubsub_intake_paused_seconds_total",
+            &[],
+            self.intake_paused_us.get() as f64 / 1e6,
         );
         self.handshake_refusals.render(
             &mut e,
@@ -540,6 +560,8 @@ mod tests {
             "fastpubsub_messages_forwarded_total",
             "fastpubsub_drops_total",
             "fastpubsub_slow_consumer_disconnects_total",
+            "fastpubsub_intake_pauses_total",
+            "fastpubsub_intake_paused_seconds_total",
             "fastpubsub_handshake_refusals_total",
             "fastpubsub_ticket_verifications_total",
             "fastpubsub_link_rtt_seconds",
