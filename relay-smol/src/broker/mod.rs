@@ -310,6 +310,10 @@ pub struct Broker {
     limits: Limits,
     pool: BufPool,
     scratch: Vec<SubKey>,
+    /// The receiver-independent head of the deliver frame being fanned out.
+    head: Vec<u8>,
+    /// [`Limits::behind_bytes`], kept for the fan-out's hot path.
+    behind_at: usize,
     to_close: Vec<ConnId>,
     mesh: Option<Rc<dyn MeshHook>>,
     stats: Stats,
@@ -333,8 +337,10 @@ impl Broker {
             interest: HashMap::new(),
             total_subs: 0,
             pool: BufPool::new(POOL_BUFFERS, queue::grow_cap(limits.queue_bytes)),
+            behind_at: limits.behind_bytes(),
             limits,
             scratch: Vec::new(),
+            head: Vec::new(),
             to_close: Vec::new(),
             mesh: None,
             stats: Stats::default(),
@@ -466,7 +472,7 @@ impl Broker {
 
     /// Records that the socket took `n` queued bytes of connection `id`.
     pub fn consumed(&mut self, id: ConnId, n: usize) {
-        let resume_at = self.limits.behind_bytes() / 2;
+        let resume_at = self.behind_at / 2;
         if let Some(Some(st)) = self.conns.get_mut(id as usize) {
             st.out.consume(n, &mut self.pool);
             if st.out.is_empty() {
@@ -849,11 +855,17 @@ impl Broker {
         scratch.clear();
         index.for_each_match(channel, |_, k| scratch.push(k));
         scratch.sort_unstable();
+        // The frame up to the pattern list is the same for every receiver: encode it once.
+        let mut head = std::mem::take(&mut self.head);
+        head.clear();
+        if !scratch.is_empty() {
+            d.encode_head(|piece| head.extend_from_slice(piece));
+        }
         let mut delivered = 0;
         match mode {
             Mode::Broadcast => {
                 for group in scratch.chunk_by(|a, b| key_conn(*a) == key_conn(*b)) {
-                    delivered += usize::from(self.enqueue_deliver(group, &d));
+                    delivered += usize::from(self.enqueue_deliver(group, &head));
                 }
             }
             _ => {
@@ -866,18 +878,24 @@ impl Broker {
                         .chunk_by(|a, b| key_conn(*a) == key_conn(*b))
                         .nth(pick)
                     {
-                        delivered += usize::from(self.enqueue_deliver(group, &d));
+                        delivered += usize::from(self.enqueue_deliver(group, &head));
                     }
                 }
             }
         }
+        // Keep the buffer, not a 64 KiB payload's worth of it.
+        if head.capacity() > 4096 {
+            head = Vec::new();
+        }
+        self.head = head;
         self.scratch = scratch;
         self.close_pending_slow();
         delivered
     }
 
-    /// Queues one deliver frame for the connection of `group` (all its matching slots).
-    fn enqueue_deliver(&mut self, group: &[SubKey], d: &Deliver<'_>) -> bool {
+    /// Queues one deliver frame for the connection of `group` (all its matching slots):
+    /// `head` ([`Deliver::encode_head`]) and the connection's own pattern list.
+    fn enqueue_deliver(&mut self, group: &[SubKey], head: &[u8]) -> bool {
         let Some(&first) = group.first() else {
             return false;
         };
@@ -905,9 +923,10 @@ impl Broker {
             .iter()
             .filter_map(|k| subs.get(key_slot(*k)).and_then(Option::as_ref))
             .map(|s| &*s.pattern);
-        let Ok(flen) = d.encoded_len(patterns.clone()) else {
+        let Ok(plen) = Deliver::patterns_len(patterns.clone()) else {
             return false;
         };
+        let flen = head.len() + plen;
         let total = queue::framed_len(flen);
         if out.queued() + *in_held + total > self.limits.queue_bytes {
             self.stats.dropped_queue_full += 1;
@@ -929,14 +948,14 @@ impl Broker {
             return false;
         }
         let was_empty = out.is_empty();
-        out.push_frame(OP_BINARY, flen, &mut self.pool, |sink| {
-            let _ = d.encode_with(patterns, sink);
+        out.push_frame_head(OP_BINARY, flen, &mut self.pool, head, |buf| {
+            let _ = Deliver::encode_patterns(patterns, |piece| buf.extend_from_slice(piece));
         });
         if was_empty && let Some(w) = waker {
             w.wake_by_ref();
         }
         self.stats.delivered += 1;
-        if !*write_blocked && !*behind && out.queued() >= self.limits.behind_bytes() {
+        if !*write_blocked && !*behind && out.queued() >= self.behind_at {
             *behind = true;
             self.behind_add();
         }

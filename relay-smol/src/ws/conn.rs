@@ -41,7 +41,7 @@ use fastpubsub_core::frame::{Command, FrameError, Publish, Reply};
 use crate::broker::limiter::{Command as Limited, RefusalReply, Verdict};
 use crate::broker::{Broker, ConnId, PubError, SubError};
 use crate::clock;
-use crate::limits::{Limits, TURN_BYTES, TURN_WORK};
+use crate::limits::{FRAME_WORK, Limits, TURN_BYTES, TURN_WORK};
 use crate::ws::transport::Transport;
 use crate::wsframe::{self, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT};
 
@@ -354,7 +354,7 @@ impl ConnTask {
                         self.msg_op = None;
                     }
                 }
-                turn.work += 1;
+                turn.work += FRAME_WORK;
                 continue;
             }
             let plen = h.payload_len as usize;
@@ -367,7 +367,7 @@ impl ConnTask {
             self.work = 0;
             self.on_frame(h.opcode, h.fin, payload)?;
             pos += total;
-            turn.work += 1 + self.work;
+            turn.work += FRAME_WORK + self.work;
             match self.gate() {
                 Gate::Closing => return Ok((buf.len(), Parsed::All)),
                 Gate::Stop => return Ok((pos, Parsed::Stopped)),
