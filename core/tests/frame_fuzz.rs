@@ -101,3 +101,34 @@ proptest! {
         let _ = Command::parse(&s);
     }
 }
+
+/// Found by cargo-fuzz (`fuzz/artifacts/frame/`): a deliver frame whose channel is longer
+/// than the contract's 255 bytes was accepted by the decoder but refused by the encoder.
+#[test]
+fn deliver_names_over_the_limit_are_refused() {
+    let long = "c".repeat(256);
+    for (tenant, channel, pattern) in [
+        ("t".repeat(256), "c".to_string(), "p".to_string()),
+        ("t".to_string(), long.clone(), "p".to_string()),
+        ("t".to_string(), "c".to_string(), long.clone()),
+    ] {
+        let mut frame = vec![0x01];
+        for s in [&tenant, &channel] {
+            frame.extend_from_slice(&(s.len() as u16).to_be_bytes());
+            frame.extend_from_slice(s.as_bytes());
+        }
+        frame.extend_from_slice(&1u32.to_be_bytes());
+        frame.push(b'x');
+        frame.extend_from_slice(&1u16.to_be_bytes());
+        frame.extend_from_slice(&(pattern.len() as u16).to_be_bytes());
+        frame.extend_from_slice(pattern.as_bytes());
+        assert!(
+            DeliverView::new_checked(&frame).is_err(),
+            "{} {} {}",
+            tenant.len(),
+            channel.len(),
+            pattern.len()
+        );
+        decode_all(&frame);
+    }
+}

@@ -142,6 +142,10 @@ pub const KEYS: &[KeySpec] = &[
     key("edge", "tls_cert", Kind::Path),
     key("edge", "tls_key", Kind::Path),
     key("edge", "insecure_no_auth", Kind::Bool),
+    key("edge", "public_host", Kind::Text),
+    key("wt", "listen", Kind::Addr),
+    key("wt", "cert", Kind::Path),
+    key("wt", "key", Kind::Path),
     int("limits", "max_connections", 1, 10_000_000),
     int("limits", "max_subs_per_conn", 1, 1_000_000),
     int("limits", "max_total_subs", 1, 100_000_000),
@@ -506,6 +510,14 @@ pub struct FileSettings {
     pub probe_interval_ms: Option<u64>,
     /// `mesh.announce_interval_ms`.
     pub announce_interval_ms: Option<u64>,
+    /// `edge.public_host`.
+    pub public_host: Option<String>,
+    /// `wt.listen`.
+    pub wt_listen: Option<SocketAddr>,
+    /// `wt.cert`.
+    pub wt_cert: Option<PathBuf>,
+    /// `wt.key`.
+    pub wt_key: Option<PathBuf>,
 }
 
 /// Reads `path` and returns what it sets (checked against [`KEYS`]).
@@ -605,6 +617,10 @@ fn store(a: &mut FileSettings, table: &str, key: &str, v: Checked) {
     let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     match (table, key, v) {
         ("edge", "listen", Checked::Addr(x)) => fill(&mut a.listen, x),
+        ("edge", "public_host", Checked::Text(x)) => fill(&mut a.public_host, x),
+        ("wt", "listen", Checked::Addr(x)) => fill(&mut a.wt_listen, x),
+        ("wt", "cert", Checked::Path(x)) => fill(&mut a.wt_cert, x),
+        ("wt", "key", Checked::Path(x)) => fill(&mut a.wt_key, x),
         ("tickets", "state_dir", Checked::Path(x)) => fill(&mut a.state_dir, x),
         ("tickets", "public_key", Checked::Path(x)) => fill(&mut a.ticket_public_key, x),
         ("tickets", "status_capacity", Checked::Int(n)) => {

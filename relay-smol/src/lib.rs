@@ -27,3 +27,4 @@ pub mod tickets;
 pub mod tls;
 pub mod ws;
 pub mod wsframe;
+pub mod wt;

@@ -50,7 +50,8 @@ pub fn server_frame_len(buf: &[u8]) -> Option<usize> {
         }
         127 => {
             let l: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
-            Some(10 + usize::try_from(u64::from_be_bytes(l)).ok()?)
+            // Checked: a length near u64::MAX must not wrap (found by cargo-fuzz).
+            10usize.checked_add(usize::try_from(u64::from_be_bytes(l)).ok()?)
         }
         n => Some(2 + usize::from(n)),
     }
@@ -186,6 +187,18 @@ mod tests {
         v.extend_from_slice(&mask);
         v.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         v
+    }
+
+    /// Found by cargo-fuzz: a 64-bit length near `u64::MAX` overflowed `10 + len`.
+    #[test]
+    fn server_frame_len_does_not_overflow() {
+        assert_eq!(server_frame_len(&[0xff; 10]), None);
+        let mut b = vec![0x82, 127];
+        b.extend_from_slice(&(u64::MAX - 5).to_be_bytes());
+        assert_eq!(server_frame_len(&b), None);
+        let mut b = vec![0x82, 127];
+        b.extend_from_slice(&70_000u64.to_be_bytes());
+        assert_eq!(server_frame_len(&b), Some(70_010));
     }
 
     #[test]

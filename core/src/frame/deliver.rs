@@ -148,6 +148,22 @@ pub struct DeliverView<'a> {
     patterns: &'a [u8],
 }
 
+/// A str16 channel or pattern of at most [`MAX_NAME_LEN`] bytes.
+fn read_name<'a>(
+    buf: &'a [u8],
+    pos: &mut usize,
+    field: &'static str,
+) -> Result<&'a str, FrameError> {
+    let s = read_str16(buf, pos, field)?;
+    if s.len() > MAX_NAME_LEN {
+        return Err(FrameError::NameTooLong {
+            field,
+            len: s.len(),
+        });
+    }
+    Ok(s)
+}
+
 impl<'a> DeliverView<'a> {
     /// Parses a deliver frame, rejecting trailing bytes as the SDKs do.
     pub fn new_checked(buf: &'a [u8]) -> Result<Self, FrameError> {
@@ -157,8 +173,13 @@ impl<'a> DeliverView<'a> {
             None => return Err(FrameError::Truncated { field: "tag" }),
         }
         let mut pos = 1;
+        // The contract's limits, as the encoder applies them: what this accepts re-encodes
+        // (a 300-byte channel was accepted before; found by cargo-fuzz).
         let tenant = read_str16(buf, &mut pos, "tenant")?;
-        let channel = read_str16(buf, &mut pos, "channel")?;
+        if tenant.len() > MAX_TENANT_LEN {
+            return Err(FrameError::TenantTooLong { len: tenant.len() });
+        }
+        let channel = read_name(buf, &mut pos, "channel")?;
         let len_bytes = buf.get(pos..pos + 4).ok_or(FrameError::Truncated {
             field: "payload length",
         })?;
@@ -188,7 +209,7 @@ impl<'a> DeliverView<'a> {
             });
         }
         for _ in 0..count {
-            read_str16(buf, &mut pos, "pattern")?;
+            read_name(buf, &mut pos, "pattern")?;
         }
         if pos != buf.len() {
             return Err(FrameError::Trailing {

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    MAX_CHANNEL, MAX_NAME, MAX_TENANT, TAG_LEN, U16_LEN, U64_LEN, bytes_len, check_len, check_name,
+    MAX_CHANNEL, MAX_NAME, MAX_TENANT, TAG_LEN, U64_LEN, bytes_len, check_len, check_name,
     varint_len,
 };
 use crate::route::RelayId;
@@ -61,7 +61,7 @@ impl Data<'_> {
         + 1
         + 1
         + varint_len(MAX_DESTINATIONS)
-        + MAX_DESTINATIONS * U16_LEN
+        + MAX_DESTINATIONS * RelayId::ENCODED_LEN
         + bytes_len(MAX_TENANT)
         + bytes_len(MAX_CHANNEL)
         + bytes_len(MAX_PAYLOAD);
@@ -96,7 +96,7 @@ mod tests {
     fn worst_case() {
         let mut destinations = heapless::Vec::new();
         for _ in 0..MAX_DESTINATIONS {
-            let _ = destinations.push(RelayId(u16::MAX));
+            let _ = destinations.push(RelayId(u64::MAX));
         }
         let n = roundtrip(&Message::Data(Data {
             origin: s(MAX_NAME, b'z'),

@@ -576,7 +576,7 @@ impl<V: Copy + Eq> SubIndex<V> {
         let _ = walk(
             &self.root,
             0,
-            &Channel::new(channel),
+            &mut Channel::new(channel),
             &mut path,
             &mut nodes_visited,
             &mut |p, v| {
@@ -594,7 +594,7 @@ impl<V: Copy + Eq> SubIndex<V> {
     /// Returns true when at least one entry matches `channel`; stops at the first. Visits
     /// no more nodes than [`Self::for_each_match`] (at most [`MAX_NODES_VISITED`](super::MAX_NODES_VISITED)).
     pub fn has_match(&self, channel: &str) -> bool {
-        any_match(&self.root, 0, &Channel::new(channel), &mut 0)
+        any_match(&self.root, 0, &mut Channel::new(channel), &mut 0)
     }
 
     /// Number of (pattern, value) entries.
@@ -684,32 +684,36 @@ pub struct MatchWork {
     pub matches: usize,
 }
 
-/// The first segments of the channel being looked up, split once: a stored pattern has at
-/// most [`MAX_PATTERN_SEGMENTS`] segments, so one more tells "longer than any trie path".
+/// The first segments of the channel being looked up, each split once and only when a
+/// walk gets that deep (a lookup that stops early splits no further): a stored pattern
+/// has at most [`MAX_PATTERN_SEGMENTS`] segments, so one more tells "longer than any trie
+/// path".
 struct Channel<'c> {
-    segs: [&'c str; MAX_PATTERN_SEGMENTS + 1],
-    /// Segments of the channel, counted up to `MAX_PATTERN_SEGMENTS + 1`.
-    len: usize,
+    /// Segments split so far (no zeroing of unused slots: lookups are the hot path).
+    segs: heapless::Vec<&'c str, { MAX_PATTERN_SEGMENTS + 1 }>,
+    /// The segments not split yet.
+    rest: core::str::Split<'c, char>,
+    done: bool,
 }
 
 impl<'c> Channel<'c> {
     fn new(channel: &'c str) -> Self {
-        let mut segs = [""; MAX_PATTERN_SEGMENTS + 1];
-        let mut len = 0;
-        for (slot, seg) in segs.iter_mut().zip(channel.split('.')) {
-            *slot = seg;
-            len += 1;
+        Channel {
+            segs: heapless::Vec::new(),
+            rest: channel.split('.'),
+            done: false,
         }
-        Channel { segs, len }
     }
 
     /// The segment after `depth` segments, if the channel has one.
-    fn next(&self, depth: usize) -> Option<&'c str> {
-        if depth < self.len {
-            self.segs.get(depth).copied()
-        } else {
-            None
+    fn next(&mut self, depth: usize) -> Option<&'c str> {
+        while self.segs.len() <= depth && !self.done {
+            match self.rest.next() {
+                Some(seg) if self.segs.push(seg).is_ok() => {}
+                _ => self.done = true,
+            }
         }
+        self.segs.get(depth).copied()
     }
 }
 
@@ -717,51 +721,47 @@ impl<'c> Channel<'c> {
 /// pattern) is rendered only when a match is reported, and only from the first segment
 /// that changed since the last rendering.
 struct Path<'i> {
-    segs: [&'i str; MAX_PATTERN_SEGMENTS],
-    /// Text length after each rendered segment.
-    ends: [u8; MAX_PATTERN_SEGMENTS],
-    /// Segments currently rendered into `text`.
-    rendered: usize,
+    /// The segments of the path (no zeroing of unused slots: lookups are the hot path).
+    segs: heapless::Vec<&'i str, MAX_PATTERN_SEGMENTS>,
+    /// Text length after each rendered segment: `ends.len()` segments are in `text`.
+    ends: heapless::Vec<u8, MAX_PATTERN_SEGMENTS>,
     text: heapless::String<MAX_NAME_LEN>,
 }
 
 impl<'i> Path<'i> {
     fn new() -> Self {
         Path {
-            segs: [""; MAX_PATTERN_SEGMENTS],
-            ends: [0; MAX_PATTERN_SEGMENTS],
-            rendered: 0,
+            segs: heapless::Vec::new(),
+            ends: heapless::Vec::new(),
             text: heapless::String::new(),
         }
     }
 
-    /// Sets the segment at `depth` (the trie depth, from 0).
+    /// Sets the segment at `depth` (the trie depth, from 0), dropping any deeper ones.
     fn set(&mut self, depth: usize, seg: &'i str) {
-        if let Some(slot) = self.segs.get_mut(depth) {
-            *slot = seg;
-        }
-        self.rendered = self.rendered.min(depth);
+        self.segs.truncate(depth);
+        // Trie depth ≤ MAX_PATTERN_SEGMENTS - 1 here, so the push fits.
+        let _ = self.segs.push(seg);
+        self.ends.truncate(depth);
     }
 
     /// The text of the first `depth` segments, with `.#` after them when `hash` (just `#`
     /// at the root). Stored patterns are valid, so the text always fits.
     fn text(&mut self, depth: usize, hash: bool) -> &str {
-        self.rendered = self.rendered.min(depth);
-        let start = match self.rendered.checked_sub(1) {
-            Some(last) => self.ends.get(last).map_or(0, |&e| usize::from(e)),
-            None => 0,
-        };
+        self.ends.truncate(depth);
+        let start = self.ends.last().map_or(0, |&e| usize::from(e));
         self.text.truncate(start);
-        while self.rendered < depth {
-            let seg = self.segs.get(self.rendered).copied().unwrap_or_default();
-            if self.rendered > 0 {
+        while self.ends.len() < depth {
+            let i = self.ends.len();
+            if i > 0 {
                 let _ = self.text.push('.');
             }
-            let _ = self.text.push_str(seg);
-            if let Some(end) = self.ends.get_mut(self.rendered) {
-                *end = u8::try_from(self.text.len()).unwrap_or(u8::MAX);
-            }
-            self.rendered += 1;
+            let _ = self
+                .text
+                .push_str(self.segs.get(i).copied().unwrap_or_default());
+            let _ = self
+                .ends
+                .push(u8::try_from(self.text.len()).unwrap_or(u8::MAX));
         }
         if hash {
             let _ = self.text.push_str(if depth == 0 { "#" } else { ".#" });
@@ -776,7 +776,7 @@ impl<'i> Path<'i> {
 fn walk<'i, V: Copy>(
     node: &'i Node<V>,
     depth: usize,
-    channel: &Channel<'_>,
+    channel: &mut Channel<'_>,
     path: &mut Path<'i>,
     visited: &mut usize,
     f: &mut impl FnMut(&str, V) -> ControlFlow<()>,
@@ -810,7 +810,12 @@ fn walk<'i, V: Copy>(
     ControlFlow::Continue(())
 }
 
-fn any_match<V>(node: &Node<V>, depth: usize, channel: &Channel<'_>, visited: &mut usize) -> bool {
+fn any_match<V>(
+    node: &Node<V>,
+    depth: usize,
+    channel: &mut Channel<'_>,
+    visited: &mut usize,
+) -> bool {
     *visited += 1;
     if !node.hash().is_empty() {
         return true;
@@ -1086,7 +1091,7 @@ mod tests {
     fn nodes_visited(index: &SubIndex<u32>, channel: &str) -> (MatchWork, usize) {
         let work = index.for_each_match(channel, |_, _| {});
         let mut any = 0;
-        let found = any_match(&index.root, 0, &Channel::new(channel), &mut any);
+        let found = any_match(&index.root, 0, &mut Channel::new(channel), &mut any);
         assert_eq!(found, work.matches > 0);
         assert!(any <= work.nodes_visited, "has_match visits no more");
         (work, any)

@@ -36,6 +36,7 @@ mod intake;
 pub mod limiter;
 pub mod mesh;
 pub mod queue;
+pub mod wt;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -53,6 +54,8 @@ use intake::Intake;
 use limiter::{CommandLimiter, RefusalReply, TokenBucket, Verdict};
 use mesh::{LocalPlan, MeshHook};
 use queue::{BufPool, OutQueue};
+pub use wt::Target;
+use wt::{DATAGRAM_QUEUE, MAX_WT_FRAME, WtQueues};
 
 /// Identifies a connection inside one broker (a slot index; reused after close).
 pub type ConnId = u32;
@@ -107,6 +110,9 @@ pub struct Stats {
     pub refusals_unanswered: u64,
     /// Connections closed for running out of rate-limit strikes.
     pub rate_limit_closed: u64,
+    /// Deliveries skipped for a WebTransport session because the deliver frame was over
+    /// its 65,536-byte frame cap (delivered to everyone else).
+    pub dropped_wt_oversize: u64,
     /// Times the relay paused every connection's reads because it was behind on writing
     /// ([`ReadStop::RelayBehind`]).
     pub intake_pauses: u64,
@@ -182,6 +188,8 @@ impl std::error::Error for PubError {}
 
 /// A connection's subscription, stored exactly as the client sent it.
 #[derive(Debug)]
+/// (A WebTransport session keeps each subscription's target and rate in its
+/// [`WtQueues`], so WebSocket subscriptions pay nothing for them.)
 struct Sub {
     tenant: Box<str>,
     pattern: Box<str>,
@@ -249,6 +257,8 @@ pub struct ConnState {
     ingress: Option<TokenBucket>,
     egress: Option<TokenBucket>,
     commands: CommandLimiter,
+    /// Lines and datagrams of a WebTransport session (`None` on WebSocket).
+    wt: Option<Box<WtQueues>>,
 }
 
 impl ConnState {
@@ -284,10 +294,18 @@ impl ConnState {
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
-    /// Bytes held for this connection against its budget: outbound queue plus incomplete
-    /// incoming frames.
+    /// Bytes held for this connection against its budget: outbound queue (with a
+    /// WebTransport session's lines and datagrams) plus incomplete incoming frames.
     pub fn held(&self) -> usize {
-        self.out.queued() + self.in_held
+        self.out.queued() + self.in_held + self.wt.as_ref().map_or(0, |w| w.queued())
+    }
+    /// The WebTransport queues (lines, datagrams), if this is a WebTransport session.
+    pub fn wt(&self) -> Option<&WtQueues> {
+        self.wt.as_deref()
+    }
+    /// Same, mutable (the session sets the datagram size).
+    pub fn wt_mut(&mut self) -> Option<&mut WtQueues> {
+        self.wt.as_deref_mut()
     }
     fn wake(&self) {
         if let Some(w) = &self.waker {
@@ -433,6 +451,7 @@ impl Broker {
                 .egress_bytes_per_sec
                 .map(|r| TokenBucket::bytes_per_sec(r, now)),
             commands: CommandLimiter::new(&self.limits, now),
+            wt: None,
         };
         let id = if let Some(id) = self.free.pop() {
             if let Some(slot) = self.conns.get_mut(id as usize) {
@@ -449,6 +468,15 @@ impl Broker {
         Some(id)
     }
 
+    /// Admits a WebTransport session: a connection with lines and a datagram queue.
+    pub fn register_wt(&mut self, access: Box<dyn Access>) -> Option<ConnId> {
+        let id = self.register(access)?;
+        if let Some(st) = self.conn_mut(id) {
+            st.wt = Some(Box::default());
+        }
+        Some(id)
+    }
+
     /// Removes a connection and all its subscriptions.
     pub fn unregister(&mut self, id: ConnId) {
         self.drop_all_subs(id);
@@ -456,6 +484,9 @@ impl Broker {
             && let Some(mut st) = slot.take()
         {
             st.out.consume(usize::MAX, &mut self.pool);
+            if let Some(wt) = &mut st.wt {
+                wt.release(&mut self.pool);
+            }
             if st.behind {
                 self.behind_remove();
             }
@@ -476,12 +507,39 @@ impl Broker {
         if let Some(Some(st)) = self.conns.get_mut(id as usize) {
             st.out.consume(n, &mut self.pool);
             if st.out.is_empty() {
-                st.blocked_since = None;
                 st.write_blocked = false;
+                if st.wt.as_ref().is_none_or(|w| w.all_empty()) {
+                    st.blocked_since = None;
+                }
             }
             if st.behind && st.out.queued() <= resume_at {
                 st.behind = false;
                 self.behind_remove();
+            }
+        }
+    }
+
+    /// The bytes queued on WebTransport queue `q` (line `q + 1`, or
+    /// [`wt::DATAGRAM_QUEUE`]) of session `id`.
+    pub fn wt_pending(&self, id: ConnId, q: usize) -> &[u8] {
+        self.conns
+            .get(id as usize)
+            .and_then(Option::as_ref)
+            .and_then(|st| st.wt.as_ref())
+            .and_then(|w| w.queue(q))
+            .map_or(&[], OutQueue::pending)
+    }
+
+    /// Records that the session took `n` bytes of WebTransport queue `q`.
+    pub fn wt_consumed(&mut self, id: ConnId, q: usize, n: usize) {
+        if let Some(Some(st)) = self.conns.get_mut(id as usize)
+            && let Some(w) = &mut st.wt
+        {
+            if let Some(queue) = w.queue_mut(q) {
+                queue.consume(n, &mut self.pool);
+            }
+            if st.out.is_empty() && w.all_empty() {
+                st.blocked_since = None;
             }
         }
     }
@@ -641,23 +699,43 @@ impl Broker {
     /// Subscribes connection `id` to `pattern` in `tenant`. `Ok(true)` = new, `Ok(false)` =
     /// it was already subscribed. Does not send the reply.
     pub fn subscribe(&mut self, id: ConnId, tenant: &str, pattern: &str) -> Result<bool, SubError> {
+        self.subscribe_to(id, tenant, pattern, Target::Control, 0)
+            .map(|(new, _)| new)
+    }
+
+    /// Like [`Broker::subscribe`], with a WebTransport delivery target and an own egress
+    /// limit (`kbps` KB/s, 0 = none). Returns whether it is new and the target in use (the
+    /// line picked for `Line(0)`; the existing subscription's target when it was there
+    /// already). A WebSocket connection always gets `Control`.
+    pub fn subscribe_to(
+        &mut self,
+        id: ConnId,
+        tenant: &str,
+        pattern: &str,
+        target: Target,
+        kbps: u32,
+    ) -> Result<(bool, Target), SubError> {
         pattern::validate_pattern(pattern).map_err(SubError::InvalidPattern)?;
         let cost = pattern::check_pattern_cost(pattern).map_err(SubError::TooComplex)?;
         let max_per_conn = self.limits.max_subs_per_conn;
         let max_total = self.limits.max_total_subs;
+        let now = self.now;
         let Some(Some(st)) = self.conns.get_mut(id as usize) else {
-            return Ok(false);
+            return Ok((false, Target::Control));
         };
         if !st.access.may_subscribe(tenant, pattern) {
             return Err(SubError::PermissionDenied);
         }
-        let exists = st
-            .subs
-            .iter()
-            .flatten()
-            .any(|s| &*s.tenant == tenant && &*s.pattern == pattern);
-        if exists {
-            return Ok(false);
+        let existing = st.subs.iter().position(|s| {
+            s.as_ref()
+                .is_some_and(|s| &*s.tenant == tenant && &*s.pattern == pattern)
+        });
+        if let Some(slot) = existing {
+            let t = st
+                .wt
+                .as_ref()
+                .map_or(Target::Control, |w| w.target_of(slot));
+            return Ok((false, t));
         }
         if st.nsubs >= max_per_conn || st.nsubs >= usize::from(u16::MAX) {
             return Err(SubError::TooManyForConnection(max_per_conn));
@@ -687,6 +765,14 @@ impl Broker {
         if index.insert(pattern, key(id, slot16)).is_err() {
             return Err(SubError::RelayFull(max_total));
         }
+        let target = match &mut st.wt {
+            Some(w) => {
+                let rate =
+                    (kbps > 0).then(|| TokenBucket::bytes_per_sec(kbps.saturating_mul(1024), now));
+                w.add_sub(slot, target, rate)
+            }
+            None => Target::Control,
+        };
         if let Some(s) = st.subs.get_mut(slot) {
             *s = Some(Sub {
                 tenant: tenant.into(),
@@ -697,7 +783,7 @@ impl Broker {
         st.stars += cost.stars;
         self.total_subs += 1;
         self.interest_add(tenant, pattern);
-        Ok(true)
+        Ok((true, target))
     }
 
     /// Removes a subscription; `true` when it existed.
@@ -713,6 +799,9 @@ impl Broker {
         };
         if let Some(s) = st.subs.get_mut(slot) {
             *s = None;
+        }
+        if let Some(w) = &mut st.wt {
+            w.remove_sub(slot);
         }
         st.nsubs -= 1;
         st.stars = st
@@ -865,7 +954,7 @@ impl Broker {
         match mode {
             Mode::Broadcast => {
                 for group in scratch.chunk_by(|a, b| key_conn(*a) == key_conn(*b)) {
-                    delivered += usize::from(self.enqueue_deliver(group, &head));
+                    delivered += usize::from(self.enqueue_deliver(group, &d, &head));
                 }
             }
             _ => {
@@ -878,7 +967,7 @@ impl Broker {
                         .chunk_by(|a, b| key_conn(*a) == key_conn(*b))
                         .nth(pick)
                     {
-                        delivered += usize::from(self.enqueue_deliver(group, &head));
+                        delivered += usize::from(self.enqueue_deliver(group, &d, &head));
                     }
                 }
             }
@@ -895,7 +984,7 @@ impl Broker {
 
     /// Queues one deliver frame for the connection of `group` (all its matching slots):
     /// `head` ([`Deliver::encode_head`]) and the connection's own pattern list.
-    fn enqueue_deliver(&mut self, group: &[SubKey], head: &[u8]) -> bool {
+    fn enqueue_deliver(&mut self, group: &[SubKey], d: &Deliver<'_>, head: &[u8]) -> bool {
         let Some(&first) = group.first() else {
             return false;
         };
@@ -903,6 +992,9 @@ impl Broker {
         let Some(Some(st)) = self.conns.get_mut(id as usize) else {
             return false;
         };
+        if st.wt.is_some() {
+            return self.enqueue_deliver_wt(id, group, d);
+        }
         let ConnState {
             subs,
             out,
@@ -960,6 +1052,121 @@ impl Broker {
             self.behind_add();
         }
         true
+    }
+
+    /// [`Self::enqueue_deliver`] for a WebTransport session: one deliver frame per target
+    /// (control stream, each line, datagrams), each listing that target's patterns. The
+    /// session has the connection's one budget (`queue_bytes`, everything it holds), and a
+    /// line or the datagram queue may fill at most half of it, so one stuck line leaves room
+    /// for the control stream and the other lines. Frames over [`MAX_WT_FRAME`] are skipped
+    /// and counted.
+    fn enqueue_deliver_wt(&mut self, id: ConnId, group: &[SubKey], d: &Deliver<'_>) -> bool {
+        let now = self.now;
+        let limit = self.limits.queue_bytes;
+        let grace = self.limits.slow_consumer_grace;
+        let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            return false;
+        };
+        if st.closing != Closing::Open {
+            return false;
+        }
+        let ConnState {
+            subs,
+            out,
+            dropped,
+            blocked_since,
+            egress,
+            waker,
+            wt,
+            in_held,
+            ..
+        } = st;
+        let Some(wt) = wt else { return false };
+        // Targets in a fixed order: control, lines 1..=8, datagrams.
+        let rank = |t: Target| match t {
+            Target::Control => 0usize,
+            Target::Line(l) => usize::from(l),
+            Target::Datagram => wt::LINES + 1,
+        };
+        let mut any = false;
+        for r in 0..=wt::LINES + 1 {
+            let mut slots: Vec<usize> = Vec::new();
+            for k in group {
+                let slot = key_slot(*k);
+                let Some(Some(sub)) = subs.get(slot) else {
+                    continue;
+                };
+                if rank(wt.target_of(slot)) != r {
+                    continue;
+                }
+                let cost = d.encoded_len(std::iter::once(&*sub.pattern)).unwrap_or(0);
+                if let Some(b) = wt.rate_of(slot)
+                    && !b.take(cost, now)
+                {
+                    self.stats.dropped_egress_rate += 1;
+                    *dropped += 1;
+                    continue;
+                }
+                slots.push(key_slot(*k));
+            }
+            if slots.is_empty() {
+                continue;
+            }
+            let pats: Vec<&str> = slots
+                .iter()
+                .filter_map(|i| subs.get(*i).and_then(Option::as_ref))
+                .map(|s| &*s.pattern)
+                .collect();
+            let Ok(flen) = d.encoded_len(pats.iter().copied()) else {
+                continue;
+            };
+            if flen > MAX_WT_FRAME {
+                self.stats.dropped_wt_oversize += 1;
+                *dropped += 1;
+                continue;
+            }
+            let held = out.queued() + *in_held + wt.queued();
+            let q: &mut OutQueue = match r {
+                0 => out,
+                r if r <= wt::LINES => match wt.queue_mut(r - 1) {
+                    Some(q) => q,
+                    None => continue,
+                },
+                _ if flen <= wt.datagram_max() => match wt.queue_mut(DATAGRAM_QUEUE) {
+                    Some(q) => q,
+                    None => continue,
+                },
+                _ => out, // too large for a datagram: the control stream carries it
+            };
+            let total = queue::framed_len(flen);
+            let own_cap = if r == 0 { limit } else { limit / 2 };
+            if held + total > limit || q.queued() + total > own_cap {
+                self.stats.dropped_queue_full += 1;
+                *dropped += 1;
+                let since = *blocked_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= grace {
+                    self.to_close.push(id);
+                }
+                continue;
+            }
+            if let Some(b) = egress
+                && !b.take(flen, now)
+            {
+                self.stats.dropped_egress_rate += 1;
+                *dropped += 1;
+                continue;
+            }
+            let was_empty = q.is_empty();
+            q.push_frame(OP_BINARY, flen, &mut self.pool, |sink| {
+                let _ = d.encode_with(pats.iter().copied(), sink);
+            });
+            if was_empty && let Some(w) = waker {
+                w.wake_by_ref();
+            }
+            self.stats.delivered += 1;
+            any = true;
+        }
+        any
     }
 
     fn close_pending_slow(&mut self) {
@@ -1045,6 +1252,9 @@ impl Broker {
         }
         if discard {
             st.out.discard_unstarted();
+            if let Some(w) = &mut st.wt {
+                w.discard(&mut self.pool);
+            }
         }
         let was_behind = std::mem::replace(&mut st.behind, false);
         if let Some((reason, why)) = err {
@@ -1156,7 +1366,7 @@ impl Broker {
         self.conns
             .iter()
             .flatten()
-            .map(|c| c.out.capacity())
+            .map(|c| c.out.capacity() + c.wt.as_ref().map_or(0, |w| w.capacity()))
             .sum::<usize>()
             + self.pool.held_bytes()
             + self.in_held_total

@@ -32,6 +32,21 @@ pub struct RunArgs {
     /// TLS private key (PEM)
     #[argh(option)]
     pub tls_key: Option<PathBuf>,
+    /// UDP address of the WebTransport edge (HTTP/3), e.g. 0.0.0.0:4433; use the port of
+    /// --listen so SDK discovery (https://HOST/wt) finds it
+    #[argh(option)]
+    pub wt_listen: Option<SocketAddr>,
+    /// certificate chain (PEM) of the WebTransport edge (default: a generated ECDSA P-256
+    /// certificate valid 13 days, rotated, its SHA-256 at GET /v1/wt-cert-hash)
+    #[argh(option)]
+    pub wt_cert: Option<PathBuf>,
+    /// private key (PEM) for --wt-cert
+    #[argh(option)]
+    pub wt_key: Option<PathBuf>,
+    /// this relay's public host name (or host:port) as clients reach it; used in edge
+    /// discovery (GET /v1/edges) and the generated WebTransport certificate
+    #[argh(option)]
+    pub public_host: Option<String>,
     /// accept every client without a token (labs and tests only; logs a warning)
     #[argh(switch)]
     pub insecure_no_auth: bool,
@@ -129,7 +144,12 @@ impl RunArgs {
             region: self.region.clone(),
             lat: self.lat,
             lon: self.lon,
-            edge_url: self.edge_url.clone(),
+            edge_url: self.edge_url.clone().or_else(|| {
+                let scheme = if self.tls_cert.is_some() { "wss" } else { "ws" };
+                self.public_host
+                    .as_ref()
+                    .map(|h| format!("{scheme}://{h}/ws"))
+            }),
             mesh_cert: self.mesh_cert.clone(),
             mesh_key: self.mesh_key.clone(),
             mesh_ca: self.mesh_ca.clone(),
@@ -231,6 +251,10 @@ impl RunArgs {
         fill(&mut self.max_neighbours, f.max_neighbours);
         fill(&mut self.probe_interval_ms, f.probe_interval_ms);
         fill(&mut self.announce_interval_ms, f.announce_interval_ms);
+        fill(&mut self.public_host, f.public_host);
+        fill(&mut self.wt_listen, f.wt_listen);
+        fill(&mut self.wt_cert, f.wt_cert);
+        fill(&mut self.wt_key, f.wt_key);
     }
 }
 
@@ -257,6 +281,50 @@ pub fn choose_authorizer(
         crate::clock::wall_now(),
     )?;
     Ok((tickets.authorizer(), Some(tickets)))
+}
+
+/// The WebTransport listener's settings, checked.
+pub struct WtOptions {
+    /// UDP address.
+    pub listen: SocketAddr,
+    /// The certificate in use at start.
+    pub cert: crate::wt::cert::WtCert,
+    /// Names for generated certificates.
+    pub names: Vec<String>,
+}
+
+fn wt_options(args: &RunArgs) -> Result<Option<WtOptions>, String> {
+    let Some(listen) = args.wt_listen else {
+        if args.wt_cert.is_some() || args.wt_key.is_some() {
+            return Err("--wt-cert/--wt-key need --wt-listen".into());
+        }
+        return Ok(None);
+    };
+    let now = crate::clock::wall_now();
+    let mut names = Vec::new();
+    if let Some(h) = &args.public_host {
+        crate::wt::discovery::check_host(h).map_err(|e| format!("--public-host {h:?}: {e}"))?;
+        let host = crate::wt::discovery::host_only(h);
+        names.push(host.to_owned());
+    }
+    for n in ["localhost", "127.0.0.1"] {
+        if !names.iter().any(|x| x == n) {
+            names.push(n.to_owned());
+        }
+    }
+    if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
+        names.push(listen.ip().to_string());
+    }
+    let cert = match (&args.wt_cert, &args.wt_key) {
+        (Some(c), Some(k)) => crate::wt::cert::WtCert::load(c, k, now)?,
+        (None, None) => crate::wt::cert::WtCert::generate(&names, now)?,
+        _ => return Err("--wt-cert and --wt-key go together".into()),
+    };
+    Ok(Some(WtOptions {
+        listen,
+        cert,
+        names,
+    }))
 }
 
 /// Raises the soft open-files limit to the hard limit: every connection is a descriptor.
@@ -309,6 +377,13 @@ pub fn run(mut args: RunArgs) -> i32 {
             return 2;
         }
     };
+    let wt = match wt_options(&args) {
+        Ok(w) => w,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return 2;
+        }
+    };
     let config = Config {
         listen: args
             .listen
@@ -323,7 +398,16 @@ pub fn run(mut args: RunArgs) -> i32 {
         args.admin_token_file.clone(),
     );
     let ex = Rc::new(LocalExecutor::new());
-    let result = smol::block_on(ex.run(serve(config, auth, tickets, ex.clone(), admin, mesh)));
+    let result = smol::block_on(ex.run(serve(
+        config,
+        auth,
+        tickets,
+        ex.clone(),
+        admin,
+        mesh,
+        wt,
+        args.public_host.clone(),
+    )));
     match result {
         Ok(()) => {
             log::info!("stopped");
@@ -336,6 +420,7 @@ pub fn run(mut args: RunArgs) -> i32 {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn serve(
     config: Config,
     auth: Rc<dyn Authorizer>,
@@ -346,6 +431,8 @@ async fn serve(
         crate::mesh::config::MeshConfig,
         crate::quic::tls::MeshIdentity,
     )>,
+    wt: Option<WtOptions>,
+    public_host: Option<String>,
 ) -> Result<(), String> {
     let mut signals = Signals::new([Signal::Term, Signal::Int])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -356,6 +443,24 @@ async fn serve(
         t.spawn_status_saver(&ex);
     }
     let addr = relay.local_addr();
+    let mut wt_line = None;
+    if let Some(w) = wt {
+        let edge = crate::wt::endpoint::WtEdge::bind(
+            w.listen,
+            w.cert,
+            w.names,
+            relay.broker(),
+            relay.authorizer(),
+        )?;
+        relay.add_rest_handler(Rc::new(crate::wt::cert::CertRest::new(edge.hash())));
+        relay.add_rest_handler(Rc::new(crate::wt::endpoint::StatsRest(edge.stats())));
+        wt_line = Some(format!(
+            "fastpubsub-relay webtransport on https://{}/ (udp; certificate sha-256 {}, also at GET /v1/wt-cert-hash)",
+            edge.local_addr(),
+            edge.cert_sha256_hex()
+        ));
+        ex.spawn(edge.run()).detach();
+    }
     let mut admin_opts = crate::dashboard::edge::options_from_cli(
         &admin.0,
         admin.1.as_deref(),
@@ -364,6 +469,10 @@ async fn serve(
     )?;
     admin_opts.tickets = tickets.as_ref().map(|t| t.service());
     let admin = crate::dashboard::edge::install(&mut relay, admin_opts, &ex)?;
+    relay.add_rest_handler(Rc::new(crate::wt::discovery::EdgesRest::new(
+        public_host,
+        Some(admin.mesh.clone()),
+    )));
     let mut mesh_line = None;
     if let Some((mesh_cfg, identity)) = mesh {
         let name = mesh_cfg.name.clone();
@@ -386,6 +495,9 @@ async fn serve(
         ("ws", "http")
     };
     println!("fastpubsub-relay listening on {ws}://{addr}/ws (REST on {http}://{addr})");
+    if let Some(line) = wt_line {
+        println!("{line}");
+    }
     if let Some(line) = mesh_line {
         println!("{line}");
     }

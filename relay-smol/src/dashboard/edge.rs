@@ -26,7 +26,8 @@ use crate::broker::Broker;
 use crate::clock;
 use crate::mesh::node::MeshCommand;
 use crate::metrics::{
-    Direction, DropReason, LinkSample, RefusalReason, RelayMetrics, Source, TicketCache,
+    Direction, DropReason, LinkSample, QuicRefusal, RefusalReason, RelayMetrics, Source,
+    TicketCache,
 };
 use crate::rest::{HttpRequest, HttpResponse, RestHandler};
 use crate::tickets::TicketService;
@@ -224,6 +225,26 @@ fn mirror_mesh_counters(m: &RelayMetrics, json: &str) -> Option<(u64, u64)> {
         let identity = get(&["mesh", "refused_identity"]).unwrap_or(0);
         m.handshake_refusals
             .mirror(RefusalReason::MeshCertificate, n.saturating_add(identity));
+    }
+    for (key, reason) in [
+        ("refused_full", QuicRefusal::TableFull),
+        ("refused_handshakes", QuicRefusal::HandshakeBudget),
+        ("refused_source_handshakes", QuicRefusal::SourceHandshakes),
+        ("refused_source_rate", QuicRefusal::SourceRate),
+        ("refused_source_table", QuicRefusal::SourceTable),
+        ("handshake_timeouts", QuicRefusal::Timeout),
+        ("handshakes_displaced", QuicRefusal::Displaced),
+    ] {
+        if let Some(n) = get(&["quic", key]) {
+            m.mesh_handshakes_refused.mirror(reason, n);
+        }
+    }
+    if let Some(n) = get(&["quic", "retries"]) {
+        m.mesh_retries.mirror(n);
+    }
+    if let Some(n) = get(&["quic", "handshakes_in_progress"]) {
+        m.mesh_handshakes_in_progress
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     let full = get(&["quic", "refused_full"])
         .unwrap_or(0)
@@ -685,6 +706,8 @@ mod tests {
         let doc = r#"{"counters": {
             "mesh": {"refused_malformed": 2, "refused_full": 1, "refused_identity": 5},
             "quic": {"handshake_failures": 3, "refused_full": 4,
+                     "refused_source_rate": 6, "handshake_timeouts": 7, "retries": 8,
+                     "handshakes_in_progress": 9,
                      "control_bytes_sent": 700, "control_bytes_received": 900},
             "control_by_kind": {"announce": [100, 200], "probe": [30, 40], "bogus": [1, 1]}
         }}"#;
@@ -720,6 +743,18 @@ mod tests {
             text.contains(
                 "fastpubsub_mesh_control_kind_bytes_total{kind=\"announce\",direction=\"received\"} 200"
             ),
+            "{text}"
+        );
+        assert_eq!(m.mesh_handshakes_refused.get(QuicRefusal::TableFull), 4);
+        assert_eq!(m.mesh_handshakes_refused.get(QuicRefusal::SourceRate), 6);
+        assert_eq!(m.mesh_handshakes_refused.get(QuicRefusal::Timeout), 7);
+        assert_eq!(m.mesh_retries.get(), 8);
+        assert!(
+            text.contains("fastpubsub_mesh_handshakes_refused_total{reason=\"source_rate\"} 6"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fastpubsub_mesh_handshakes_in_progress 9"),
             "{text}"
         );
         assert!(mirror_mesh_counters(&m, "not json").is_none());

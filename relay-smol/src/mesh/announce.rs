@@ -95,7 +95,7 @@ pub trait AnnounceHook {
         &mut self,
         origin: &str,
         body: &[u8],
-        name_of: &dyn Fn(u16) -> Option<String>,
+        name_of: &dyn Fn(fastpubsub_core::route::RelayId) -> Option<String>,
     ) -> AnnounceApplied;
 }
 

@@ -350,7 +350,7 @@ impl Neighbours {
 mod tests {
     use super::*;
 
-    fn view(name: &'static str, i: u16) -> PeerView<'static> {
+    fn view(name: &'static str, i: u64) -> PeerView<'static> {
         PeerView {
             name,
             id: RelayId(i),
@@ -401,7 +401,7 @@ mod tests {
             .map(|(i, name)| PeerView {
                 link: Some((ConnectionHandle(i), t0)),
                 rtt_us: Some(10_000 * (i as u32 + 1)),
-                ..view(name, i as u16)
+                ..view(name, i as u64)
             })
             .collect();
         let later = t0 + Duration::from_secs(60);

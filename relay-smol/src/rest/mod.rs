@@ -142,7 +142,7 @@ fn stats_json(broker: &Broker) -> String {
             "\"dropped_queue_full\":{},\"dropped_egress_rate\":{},\"refused_ingress_rate\":{},",
             "\"slow_consumers_closed\":{},\"access_ended_closed\":{},",
             "\"read_stops\":{},\"turn_yields\":{},\"commands_rate_limited\":{},",
-            "\"refusals_unanswered\":{},\"rate_limit_closed\":{},",
+            "\"refusals_unanswered\":{},\"rate_limit_closed\":{},\"dropped_wt_oversize\":{},",
             "\"intake_pauses\":{},\"intake_paused_us\":{},\"intake_pause_overruns\":{},",
             "\"dropped_relay_behind\":{}}}"
         ),
@@ -162,6 +162,7 @@ fn stats_json(broker: &Broker) -> String {
         s.commands_rate_limited,
         s.refusals_unanswered,
         s.rate_limit_closed,
+        s.dropped_wt_oversize,
         s.intake_pauses,
         s.intake_paused_us,
         s.intake_pause_overruns,

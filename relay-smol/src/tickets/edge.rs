@@ -19,6 +19,13 @@ use super::service::{StatusLoaded, TicketConfig, TicketService};
 use crate::auth::{Access, Authorizer, HandshakeRequest, RateLimits, Refusal};
 use crate::rest::{HttpRequest, HttpResponse, RestHandler};
 
+fn protocols(p: crate::auth::Protocol) -> Protocols {
+    match p {
+        crate::auth::Protocol::WebTransport => Protocols::WEBTRANSPORT,
+        _ => Protocols::WEBSOCKET,
+    }
+}
+
 /// Checks every handshake against the ticket service.
 pub struct TicketAuthorizer {
     service: Arc<TicketService>,
@@ -34,10 +41,13 @@ impl TicketAuthorizer {
 impl Authorizer for TicketAuthorizer {
     fn authorize(&self, req: &HandshakeRequest<'_>) -> Result<Box<dyn Access>, Refusal> {
         let now = unix(req.now);
-        match self
-            .service
-            .admit(req.token, req.peer, req.origin, Protocols::WEBSOCKET, now)
-        {
+        match self.service.admit(
+            req.token,
+            req.peer,
+            req.origin,
+            protocols(req.protocol),
+            now,
+        ) {
             Ok(ticket) => Ok(Box::new(TicketAccess {
                 ticket,
                 service: Arc::clone(&self.service),

@@ -95,6 +95,11 @@ impl Relay {
         self.shared.broker.clone()
     }
 
+    /// The handshake authorizer (the WebTransport edge checks its sessions with it too).
+    pub fn authorizer(&self) -> Rc<dyn Authorizer> {
+        self.auth.clone()
+    }
+
     /// Adds a REST handler (e.g. the token endpoints).
     pub fn add_rest_handler(&mut self, handler: Rc<dyn RestHandler>) {
         self.rest.push(handler);
@@ -299,6 +304,7 @@ async fn upgrade(mut io: Transport, req: HttpRequest, ctx: Rc<Ctx>) -> Option<(T
         peer: req.peer.ip(),
         origin: req.header("origin"),
         now: clock::wall_now(),
+        protocol: crate::auth::Protocol::WebSocket,
     };
     let access = match ctx.auth.authorize(&hs) {
         Ok(a) => a,
