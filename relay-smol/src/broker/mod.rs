@@ -20,6 +20,7 @@
 //!
 //! The mesh plugs in through [`mesh::MeshHook`] (see there).
 
+mod answer;
 pub mod limiter;
 pub mod mesh;
 pub mod queue;
@@ -287,6 +288,8 @@ pub struct Broker {
     limits: Limits,
     pool: BufPool,
     scratch: Vec<SubKey>,
+    /// `(target rank, subscription slot)` of one WebTransport delivery, reused.
+    wt_scratch: Vec<(u8, usize)>,
     to_close: Vec<ConnId>,
     mesh: Option<Rc<dyn MeshHook>>,
     stats: Stats,
@@ -308,6 +311,7 @@ impl Broker {
             pool: BufPool::new(POOL_BUFFERS, queue::grow_cap(limits.queue_bytes)),
             limits,
             scratch: Vec::new(),
+            wt_scratch: Vec::new(),
             to_close: Vec::new(),
             mesh: None,
             stats: Stats::default(),
@@ -587,11 +591,14 @@ impl Broker {
             s.as_ref()
                 .is_some_and(|s| &*s.tenant == tenant && &*s.pattern == pattern)
         });
+        let rate =
+            || (kbps > 0).then(|| TokenBucket::bytes_per_sec(kbps.saturating_mul(1024), now));
         if let Some(slot) = existing {
-            let t = st
-                .wt
-                .as_ref()
-                .map_or(Target::Control, |w| w.target_of(slot));
+            // Subscribing again with other WebTransport options moves the subscription.
+            let t = match &mut st.wt {
+                Some(w) => w.retarget(slot, target, rate()),
+                None => Target::Control,
+            };
             return Ok((false, t));
         }
         if st.nsubs >= max_per_conn || st.nsubs >= usize::from(u16::MAX) {
@@ -623,11 +630,7 @@ impl Broker {
             return Err(SubError::RelayFull(max_total));
         }
         let target = match &mut st.wt {
-            Some(w) => {
-                let rate =
-                    (kbps > 0).then(|| TokenBucket::bytes_per_sec(kbps.saturating_mul(1024), now));
-                w.add_sub(slot, target, rate)
-            }
+            Some(w) => w.add_sub(slot, target, rate()),
             None => Target::Control,
         };
         if let Some(s) = st.subs.get_mut(slot) {
@@ -894,17 +897,17 @@ impl Broker {
     /// session has the connection's one budget (`queue_bytes`, everything it holds), and a
     /// line or the datagram queue may fill at most half of it, so one stuck line leaves room
     /// for the control stream and the other lines. Frames over [`MAX_WT_FRAME`] are skipped
-    /// and counted.
+    /// and counted. No allocation per delivery (the grouping reuses `wt_scratch`).
     fn enqueue_deliver_wt(&mut self, id: ConnId, group: &[SubKey], d: &Deliver<'_>) -> bool {
         let now = self.now;
         let limit = self.limits.queue_bytes;
         let grace = self.limits.slow_consumer_grace;
+        let mut picks = std::mem::take(&mut self.wt_scratch);
+        picks.clear();
         let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            self.wt_scratch = picks;
             return false;
         };
-        if st.closing != Closing::Open {
-            return false;
-        }
         let ConnState {
             subs,
             out,
@@ -914,45 +917,46 @@ impl Broker {
             waker,
             wt,
             in_held,
+            closing,
             ..
         } = st;
-        let Some(wt) = wt else { return false };
+        let Some(wt) = wt.as_mut().filter(|_| *closing == Closing::Open) else {
+            self.wt_scratch = picks;
+            return false;
+        };
         // Targets in a fixed order: control, lines 1..=8, datagrams.
         let rank = |t: Target| match t {
-            Target::Control => 0usize,
-            Target::Line(l) => usize::from(l),
-            Target::Datagram => wt::LINES + 1,
+            Target::Control => 0u8,
+            Target::Line(l) => l,
+            Target::Datagram => wt::LINES as u8 + 1,
         };
-        let mut any = false;
-        for r in 0..=wt::LINES + 1 {
-            let mut slots: Vec<usize> = Vec::new();
-            for k in group {
-                let slot = key_slot(*k);
-                let Some(Some(sub)) = subs.get(slot) else {
-                    continue;
-                };
-                if rank(wt.target_of(slot)) != r {
-                    continue;
-                }
-                let cost = d.encoded_len(std::iter::once(&*sub.pattern)).unwrap_or(0);
-                if let Some(b) = wt.rate_of(slot)
-                    && !b.take(cost, now)
-                {
-                    self.stats.dropped_egress_rate += 1;
-                    *dropped += 1;
-                    continue;
-                }
-                slots.push(key_slot(*k));
-            }
-            if slots.is_empty() {
+        for k in group {
+            let slot = key_slot(*k);
+            let Some(Some(sub)) = subs.get(slot) else {
+                continue;
+            };
+            let cost = d.encoded_len(std::iter::once(&*sub.pattern)).unwrap_or(0);
+            if let Some(b) = wt.rate_of(slot)
+                && !b.take(cost, now)
+            {
+                self.stats.dropped_egress_rate += 1;
+                *dropped += 1;
                 continue;
             }
-            let pats: Vec<&str> = slots
-                .iter()
-                .filter_map(|i| subs.get(*i).and_then(Option::as_ref))
-                .map(|s| &*s.pattern)
-                .collect();
-            let Ok(flen) = d.encoded_len(pats.iter().copied()) else {
+            picks.push((rank(wt.target_of(slot)), slot));
+        }
+        picks.sort_unstable();
+        let mut any = false;
+        for run in picks.chunk_by(|a, b| a.0 == b.0) {
+            let Some(&(r, _)) = run.first() else {
+                continue;
+            };
+            let pats = || {
+                run.iter()
+                    .filter_map(|(_, i)| subs.get(*i).and_then(Option::as_ref))
+                    .map(|s| &*s.pattern)
+            };
+            let Ok(flen) = d.encoded_len(pats()) else {
                 continue;
             };
             if flen > MAX_WT_FRAME {
@@ -961,6 +965,7 @@ impl Broker {
                 continue;
             }
             let held = out.queued() + *in_held + wt.queued();
+            let r = usize::from(r);
             let q: &mut OutQueue = match r {
                 0 => out,
                 r if r <= wt::LINES => match wt.queue_mut(r - 1) {
@@ -993,7 +998,7 @@ impl Broker {
             }
             let was_empty = q.is_empty();
             q.push_frame(OP_BINARY, flen, &mut self.pool, |sink| {
-                let _ = d.encode_with(pats.iter().copied(), sink);
+                let _ = d.encode_with(pats(), sink);
             });
             if was_empty && let Some(w) = waker {
                 w.wake_by_ref();
@@ -1001,6 +1006,7 @@ impl Broker {
             self.stats.delivered += 1;
             any = true;
         }
+        self.wt_scratch = picks;
         any
     }
 

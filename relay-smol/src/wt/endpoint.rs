@@ -141,6 +141,12 @@ struct WtMachine {
     next_rotation_check: Instant,
     again: Vec<ConnectionHandle>,
     seen: HashSet<ConnectionHandle>,
+    /// Sessions waiting out a refusal's answer or a close's last frames: they have timers of
+    /// their own (few; kept apart so a wake-up never walks every session).
+    lingering: HashSet<ConnectionHandle>,
+    /// Reused lists of the wake-up.
+    woken: Vec<ConnectionHandle>,
+    due: Vec<ConnectionHandle>,
 }
 
 impl WtEdge {
@@ -185,6 +191,9 @@ impl WtEdge {
                 next_rotation_check: clock::now(),
                 again: Vec::new(),
                 seen: HashSet::new(),
+                lingering: HashSet::new(),
+                woken: Vec::new(),
+                due: Vec::new(),
             },
         })
     }
@@ -232,6 +241,15 @@ impl WtMachine {
         if s.wants_turn() {
             self.again.push(h);
         }
+        self.track_linger(h);
+    }
+
+    fn track_linger(&mut self, h: ConnectionHandle) {
+        if self.sessions.get(&h).is_some_and(Session::is_lingering) {
+            self.lingering.insert(h);
+        } else {
+            self.lingering.remove(&h);
+        }
     }
 
     fn on_event(&mut self, ev: Event, now: Instant) {
@@ -256,6 +274,7 @@ impl WtMachine {
                     s.on_lost(&self.broker);
                     self.stats.borrow_mut().ended += 1;
                 }
+                self.lingering.remove(&conn);
                 return;
             }
             Event::Stream(h, se) => (h, ProtoEvent::Stream(se)),
@@ -307,12 +326,12 @@ impl Machine for WtMachine {
         }
         // Sessions the broker woke (and those with input left) go first: a publisher with
         // more to read must not overtake the subscribers it delivered to.
-        let mut woken = match self.wakes.list.lock() {
-            Ok(mut l) => std::mem::take(&mut *l),
-            Err(_) => Vec::new(),
-        };
+        let mut woken = std::mem::take(&mut self.woken);
+        if let Ok(mut l) = self.wakes.list.lock() {
+            std::mem::swap(&mut *l, &mut woken);
+        }
         woken.append(&mut self.again);
-        for h in woken {
+        for h in woken.drain(..) {
             if self.seen.insert(h) {
                 if let Some(s) = self.sessions.get_mut(&h) {
                     s.begin_turn();
@@ -320,20 +339,23 @@ impl Machine for WtMachine {
                 self.pump(h, now);
             }
         }
+        self.woken = woken;
         while let Some(ev) = self.ep.poll_event() {
             self.on_event(ev, now);
         }
         // Sessions with timers of their own (a refusal's linger, a close waiting for its
-        // acknowledgement) are pumped on every wake-up; there are few.
-        let lingering: Vec<ConnectionHandle> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.is_lingering())
-            .map(|(h, _)| *h)
-            .collect();
-        for h in lingering {
+        // acknowledgement) whose time has come.
+        let mut due = std::mem::take(&mut self.due);
+        due.extend(self.lingering.iter().copied().filter(|h| {
+            self.sessions
+                .get(h)
+                .and_then(Session::linger_deadline)
+                .is_none_or(|t| t <= now)
+        }));
+        for h in due.drain(..) {
             self.pump(h, now);
         }
+        self.due = due;
         if !self.again.is_empty() {
             let _ = self.wakes.tx.try_send(());
         }
@@ -361,9 +383,9 @@ impl Machine for WtMachine {
 
     fn poll_timeout(&mut self) -> Option<Instant> {
         let linger = self
-            .sessions
-            .values()
-            .filter_map(Session::linger_deadline)
+            .lingering
+            .iter()
+            .filter_map(|h| self.sessions.get(h).and_then(Session::linger_deadline))
             .min();
         [
             self.ep.poll_timeout(),
