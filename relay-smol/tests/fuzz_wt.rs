@@ -248,7 +248,7 @@ fn connect_fields() -> impl Strategy<Value = Vec<(String, String)>> {
 fn qpack_int(flags: u8, n: u32, v: u8, more: &[u8], out: &mut Vec<u8>) {
     let mask = ((1u16 << n) - 1) as u8;
     if more.is_empty() {
-        out.push(flags << n | (v & mask) % mask);
+        out.push((flags << n) | ((v & mask) % mask));
         return;
     }
     out.push(flags << n | mask);

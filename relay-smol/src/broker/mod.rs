@@ -100,6 +100,16 @@ pub struct Stats {
     /// Deliveries skipped for a WebTransport session because the deliver frame was over
     /// its 65,536-byte frame cap (delivered to everyone else).
     pub dropped_wt_oversize: u64,
+    /// WebTransport deliveries dropped because the session's budget was full, by target
+    /// (included in `dropped_queue_full`): its control stream, ...
+    pub dropped_wt_control_full: u64,
+    /// ... a line (the line's own half of the budget, or the whole budget) ...
+    pub dropped_wt_line_full: u64,
+    /// ... or its datagram queue.
+    pub dropped_wt_datagram_full: u64,
+    /// WebTransport datagrams dropped because QUIC's datagram send buffer of the session
+    /// was full (the path is congested; datagrams are never queued beyond it).
+    pub dropped_wt_datagram_buffer: u64,
 }
 
 /// Why a `SUB` was refused.
@@ -328,6 +338,11 @@ impl Broker {
     /// Updates the broker's coarse clock (called once per I/O batch).
     pub fn set_now(&mut self, now: Instant) {
         self.now = now;
+    }
+
+    /// Counts a WebTransport datagram dropped because QUIC's datagram buffer was full.
+    pub fn note_wt_datagram_dropped(&mut self) {
+        self.stats.dropped_wt_datagram_buffer += 1;
     }
 
     /// Counts a request refused as malformed by the edge (for `/metrics`).
@@ -990,6 +1005,12 @@ impl Broker {
             let own_cap = if r == 0 { limit } else { limit / 2 };
             if held + total > limit || q.queued() + total > own_cap {
                 self.stats.dropped_queue_full += 1;
+                *match r {
+                    0 => &mut self.stats.dropped_wt_control_full,
+                    r if r <= wt::LINES => &mut self.stats.dropped_wt_line_full,
+                    _ if flen <= wt.datagram_max() => &mut self.stats.dropped_wt_datagram_full,
+                    _ => &mut self.stats.dropped_wt_control_full,
+                } += 1;
                 *dropped += 1;
                 let since = *blocked_since.get_or_insert(now);
                 if now.saturating_duration_since(since) >= grace {

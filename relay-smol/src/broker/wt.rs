@@ -302,6 +302,8 @@ mod tests {
             "line 3 may fill half of the 3000-byte budget: one 1 KB frame"
         );
         assert_eq!(b.stats().dropped_queue_full, 9);
+        assert_eq!(b.stats().dropped_wt_line_full, 9);
+        assert_eq!(b.stats().dropped_wt_control_full, 0);
         assert_eq!(b.conn_mut(s).unwrap().dropped(), 9);
         // Draining the line clears the slow state; it takes deliveries again.
         let n = b.wt_pending(s, 2).len();

@@ -98,6 +98,15 @@ pub struct Session {
     /// (`ERR:…`) arrive; the connection closes with this code and reason once they are
     /// acknowledged, or after [`REFUSAL_LINGER`].
     close_pending: Option<(u32, String, Instant)>,
+    /// The quarter stream id every HTTP datagram of the session starts with (empty until the
+    /// session is accepted).
+    datagram_prefix: Vec<u8>,
+    /// The datagram size last given to the broker.
+    datagram_max: Option<usize>,
+    /// The status of the CONNECT's answer, until [`Session::take_outcome`].
+    outcome: Option<u16>,
+    /// The CONNECT was answered 200.
+    accepted: bool,
     done: bool,
     waker: Option<Waker>,
 }
@@ -129,6 +138,10 @@ impl Session {
             more_input: false,
             turn_read: 0,
             close_pending: None,
+            datagram_prefix: Vec::new(),
+            datagram_max: None,
+            outcome: None,
+            accepted: false,
             done: false,
             waker: Some(waker),
         }
@@ -152,6 +165,17 @@ impl Session {
         self.refused_at
             .or(self.close_pending.as_ref().map(|c| c.2))
             .map(|at| at + REFUSAL_LINGER)
+    }
+
+    /// The status of the CONNECT's answer (200, or 401, 403, 503) once, after it was given
+    /// (for counters).
+    pub fn take_outcome(&mut self) -> Option<u16> {
+        self.outcome.take()
+    }
+
+    /// Was the session accepted (it counts as an open session until it is lost)?
+    pub fn was_accepted(&self) -> bool {
+        self.accepted
     }
 
     /// Starts a turn of the endpoint: the read budget is [`READ_BUDGET`] again.
@@ -235,7 +259,10 @@ impl Session {
                         }
                         drop(b);
                         self.id = Some(id);
+                        self.accepted = true;
+                        self.outcome = Some(200);
                         self.h3.respond(conn, 200, None);
+                        self.datagram_prefix = self.h3.datagram_prefix().unwrap_or_default();
                         self.update_datagram_max(conn, broker);
                     }
                     None => {
@@ -297,6 +324,7 @@ impl Session {
 
     fn refuse(&mut self, conn: &mut Connection, status: u16, reason: &str, now: Instant) {
         self.h3.respond(conn, status, Some(reason));
+        self.outcome = Some(status);
         // A CONNECTION_CLOSE now would discard the answer still in flight: close once it had
         // time to arrive (the client usually closes first).
         self.refused_at = Some(now);
@@ -346,14 +374,18 @@ impl Session {
         }
     }
 
+    /// Tells the broker the largest deliver frame one datagram carries now (the path's
+    /// datagram size changes with path MTU discovery and migration).
     fn update_datagram_max(&mut self, conn: &mut Connection, broker: &Rc<RefCell<Broker>>) {
-        let (Some(id), Some(prefix)) = (self.id, self.h3.datagram_prefix()) else {
-            return;
-        };
+        let Some(id) = self.id else { return };
         let max = conn
             .datagrams()
             .max_size()
-            .map_or(0, |m| m.saturating_sub(prefix.len()));
+            .map_or(0, |m| m.saturating_sub(self.datagram_prefix.len()));
+        if Some(max) == self.datagram_max {
+            return;
+        }
+        self.datagram_max = Some(max);
         if let Some(w) = broker.borrow_mut().conn_mut(id).and_then(|c| c.wt_mut()) {
             w.set_datagram_max(max);
         }
@@ -485,6 +517,7 @@ impl Session {
             }
             let _ = self.write_queue(conn, broker, id, Some(i), sid);
         }
+        self.update_datagram_max(conn, broker);
         self.send_datagrams(conn, broker, id);
     }
 
@@ -572,9 +605,10 @@ impl Session {
     }
 
     fn send_datagrams(&mut self, conn: &mut Connection, broker: &Rc<RefCell<Broker>>, id: ConnId) {
-        let Some(prefix) = self.h3.datagram_prefix() else {
+        let prefix = &self.datagram_prefix;
+        if prefix.is_empty() {
             return;
-        };
+        }
         let mut b = broker.borrow_mut();
         loop {
             let pending = b.wt_pending(id, DATAGRAM_QUEUE);
@@ -584,12 +618,20 @@ impl Session {
             let Some(payload) = pending.get(hlen..hlen + plen) else {
                 return;
             };
-            let mut d = Vec::with_capacity(prefix.len() + plen);
-            d.extend_from_slice(&prefix);
-            d.extend_from_slice(payload);
-            // `drop = true`: QUIC drops the oldest unsent datagram rather than queue
-            // without bound; datagrams are unreliable by contract.
-            let _ = conn.datagrams().send(Bytes::from(d), true);
+            // QUIC's datagram buffer (`cert::DATAGRAM_SEND_BUFFER`) is the only queue a
+            // datagram waits in beyond the session's budget: when it is full the path is
+            // congested, and this datagram is dropped and counted (unreliable by contract;
+            // quinn would otherwise drop the oldest without a count).
+            let len = prefix.len() + plen;
+            let sent = len <= conn.datagrams().send_buffer_space() && {
+                let mut d = Vec::with_capacity(len);
+                d.extend_from_slice(prefix);
+                d.extend_from_slice(payload);
+                conn.datagrams().send(Bytes::from(d), false).is_ok()
+            };
+            if !sent {
+                b.note_wt_datagram_dropped();
+            }
             b.wt_consumed(id, DATAGRAM_QUEUE, hlen + plen);
         }
     }
