@@ -439,8 +439,16 @@ fn a_client_that_changes_address_keeps_its_session() {
     let (status, body) = common::http_get(relay.admin.unwrap(), "/v1/mesh");
     assert_eq!(status, 200);
     let mesh: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(mesh["webtransport"]["sessions"], 2, "{}", mesh["webtransport"]);
-    assert_eq!(mesh["webtransport"]["accepted"], 2, "{}", mesh["webtransport"]);
+    assert_eq!(
+        mesh["webtransport"]["sessions"], 2,
+        "{}",
+        mesh["webtransport"]
+    );
+    assert_eq!(
+        mesh["webtransport"]["accepted"], 2,
+        "{}",
+        mesh["webtransport"]
+    );
     drop(p);
     relay.metrics_show(&[
         "fastpubsub_wt_sessions 1",
