@@ -246,6 +246,26 @@ fn mirror_mesh_counters(m: &RelayMetrics, json: &str) -> Option<(u64, u64)> {
         m.mesh_handshakes_in_progress
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
+    for (key, gauge) in [
+        ("links_backed_up", &m.mesh_links_backed_up),
+        ("links_slow", &m.mesh_links_slow),
+    ] {
+        if let Some(n) = get(&["quic", key]) {
+            gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+    for (key, counter) in [
+        (
+            "messages_dropped_slow_link",
+            &m.mesh_messages_dropped_slow_link,
+        ),
+        ("backpressure_episodes", &m.mesh_backpressure_episodes),
+        ("backpressure_ms", &m.mesh_backpressure_ms),
+    ] {
+        if let Some(n) = get(&["quic", key]) {
+            counter.mirror(n);
+        }
+    }
     let full = get(&["quic", "refused_full"])
         .unwrap_or(0)
         .saturating_add(get(&["mesh", "refused_full"]).unwrap_or(0));
@@ -705,7 +725,9 @@ mod tests {
             "mesh": {"refused_malformed": 2, "refused_full": 1, "refused_identity": 5},
             "quic": {"handshake_failures": 3, "refused_full": 4,
                      "refused_source_rate": 6, "handshake_timeouts": 7, "retries": 8,
-                     "handshakes_in_progress": 9,
+                     "handshakes_in_progress": 9, "links_backed_up": 2, "links_slow": 1,
+                     "messages_dropped_slow_link": 11, "backpressure_episodes": 3,
+                     "backpressure_ms": 1500,
                      "control_bytes_sent": 700, "control_bytes_received": 900},
             "control_by_kind": {"announce": [100, 200], "probe": [30, 40], "bogus": [1, 1]}
         }}"#;
@@ -755,6 +777,15 @@ mod tests {
             text.contains("fastpubsub_mesh_handshakes_in_progress 9"),
             "{text}"
         );
+        for line in [
+            "fastpubsub_mesh_links_backed_up 2\n",
+            "fastpubsub_mesh_links_slow 1\n",
+            "fastpubsub_mesh_messages_dropped_slow_link_total 11\n",
+            "fastpubsub_mesh_backpressure_episodes_total 3\n",
+            "fastpubsub_mesh_backpressure_seconds_total 1.5\n",
+        ] {
+            assert!(text.contains(line), "{line} missing in {text}");
+        }
         assert!(mirror_mesh_counters(&m, "not json").is_none());
     }
 }

@@ -326,6 +326,16 @@ pub struct RelayMetrics {
     pub mesh_retries: Counter,
     /// Incoming mesh handshakes in progress.
     pub mesh_handshakes_in_progress: Gauge,
+    /// Mesh links backed up now (queue or unsent bytes above the high mark).
+    pub mesh_links_backed_up: Gauge,
+    /// Mesh links slow now (backed up for a second or more: they drop instead).
+    pub mesh_links_slow: Gauge,
+    /// Of the `link_queue_full` drops, those on slow links.
+    pub mesh_messages_dropped_slow_link: Counter,
+    /// Times the mesh asked the relay's intake to pause (a healthy link backed up).
+    pub mesh_backpressure_episodes: Counter,
+    /// Milliseconds the mesh's intake-pause signal was on, in all.
+    pub mesh_backpressure_ms: Counter,
     /// The WebTransport listener's families (rendered when it runs).
     pub wt: wt::WtMetrics,
     links: Mutex<Vec<LinkSample>>,
@@ -452,6 +462,40 @@ impl RelayMetrics {
             "fastpubsub_mesh_handshakes_in_progress",
             "Incoming mesh QUIC handshakes in progress.",
             &self.mesh_handshakes_in_progress,
+        );
+        gauge(
+            &mut e,
+            "fastpubsub_mesh_links_backed_up",
+            "Mesh links whose send queue or unsent bytes are above the high mark now.",
+            &self.mesh_links_backed_up,
+        );
+        gauge(
+            &mut e,
+            "fastpubsub_mesh_links_slow",
+            "Mesh links backed up for a second or more now: their overflow is dropped.",
+            &self.mesh_links_slow,
+        );
+        counter(
+            &mut e,
+            "fastpubsub_mesh_messages_dropped_slow_link_total",
+            "Of the link_queue_full drops, those on slow links (the peer or path cannot keep up).",
+            &self.mesh_messages_dropped_slow_link,
+        );
+        counter(
+            &mut e,
+            "fastpubsub_mesh_backpressure_episodes_total",
+            "Times a healthy mesh link backed up and the mesh asked the intake to pause.",
+            &self.mesh_backpressure_episodes,
+        );
+        e.family(
+            "fastpubsub_mesh_backpressure_seconds_total",
+            "Time the mesh's intake-pause signal was on.",
+            MetricType::Counter,
+        );
+        e.sample(
+            "fastpubsub_mesh_backpressure_seconds_total",
+            &[],
+            self.mesh_backpressure_ms.get() as f64 / 1000.0,
         );
         {
             let links = self.links.lock().unwrap_or_else(|p| p.into_inner());

@@ -171,13 +171,12 @@ impl ConnTask {
                 return Poll::Pending;
             }
             if closing && self.discarded >= CLOSE_DISCARD_MAX {
-                // Enough junk: drop once our last frames are out; until then wait for the
-                // socket to take them (the flush registered) or for the close deadline.
-                return if flushed {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                };
+                // Enough junk: stop reading and wait for the close deadline (the broker's
+                // sweep wakes us with `must_drop`). Not dropping now: "flushed" only means
+                // the kernel took our last frames; closing a socket with unread input sends
+                // a reset, which throws away what the client has not received yet (the
+                // reason and the Close frame). Not reading, TCP pushes back on the client.
+                return Poll::Pending;
             }
             if !closing {
                 if self.broker().read_stop(self.id).is_some() {
