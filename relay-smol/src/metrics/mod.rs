@@ -151,8 +151,12 @@ macro_rules! label_enum {
 label_enum!(
     /// Why a message was dropped (`fastpubsub_drops_total{reason}`).
     DropReason, "reason", {
-        /// A subscriber's bounded send queue was full.
+        /// A subscriber's bounded send queue was full and its socket was refusing bytes (the
+        /// subscriber does not keep up).
         SubscriberQueueFull = "subscriber_queue_full",
+        /// A subscriber's queue was full while its socket still took bytes: the relay, not the
+        /// subscriber, was behind. The edge pauses intake instead, so this stays 0 (docs/edge.md).
+        RelayBehind = "relay_behind",
         /// A mesh link's bounded send queue was full.
         LinkQueueFull = "link_queue_full",
         /// The payload exceeded the size limit.
@@ -310,6 +314,12 @@ pub struct RelayMetrics {
     pub drops: CounterBy<DropReason>,
     /// Consumers disconnected for staying slow.
     pub slow_consumer_disconnects: Counter,
+    /// Times the relay paused reading every client because it was behind on writing.
+    pub intake_pauses: Counter,
+    /// Time spent in those pauses, µs (rendered in seconds).
+    pub intake_paused_us: Counter,
+    /// Pauses ended by their bound (1 s) rather than by the backlog being written.
+    pub intake_pause_overruns: Counter,
     /// Refused handshakes, by reason.
     pub handshake_refusals: CounterBy<RefusalReason>,
     /// Ticket verifications, by cache outcome.
@@ -419,6 +429,28 @@ impl RelayMetrics {
             "fastpubsub_slow_consumer_disconnects_total",
             "Consumers disconnected because their queue stayed full.",
             &self.slow_consumer_disconnects,
+        );
+        counter(
+            &mut e,
+            "fastpubsub_intake_pauses_total",
+            "Times the relay stopped reading clients because it was behind on writing deliveries (instead of dropping them for listeners that read).",
+            &self.intake_pauses,
+        );
+        e.family(
+            "fastpubsub_intake_paused_seconds_total",
+            "Time the relay spent with client reads paused because it was behind on writing.",
+            MetricType::Counter,
+        );
+        e.sample(
+            "fastpubsub_intake_paused_seconds_total",
+            &[],
+            self.intake_paused_us.get() as f64 / 1e6,
+        );
+        counter(
+            &mut e,
+            "fastpubsub_intake_pause_overruns_total",
+            "Intake pauses that reached their bound (1 s) before the backlog holding them was written; the backlog then counts as a slow consumer's.",
+            &self.intake_pause_overruns,
         );
         self.handshake_refusals.render(
             &mut e,
@@ -634,6 +666,9 @@ mod tests {
             "fastpubsub_messages_forwarded_total",
             "fastpubsub_drops_total",
             "fastpubsub_slow_consumer_disconnects_total",
+            "fastpubsub_intake_pauses_total",
+            "fastpubsub_intake_paused_seconds_total",
+            "fastpubsub_intake_pause_overruns_total",
             "fastpubsub_handshake_refusals_total",
             "fastpubsub_ticket_verifications_total",
             "fastpubsub_link_rtt_seconds",

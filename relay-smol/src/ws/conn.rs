@@ -19,7 +19,13 @@
 //!   socket drains; TCP pushes back on the client. Nobody else is slowed: this connection's
 //!   task just does not run its reads. If it stays blocked for the slow-consumer grace, the
 //!   broker closes it (`ERR:slow_consumer`).
-//! - (Add further reasons there, e.g. the relay being behind, and they apply here unchanged.)
+//! - `ReadStop::RelayBehind`: the relay is behind on writing — some connection's queue is at
+//!   `Limits::behind_bytes` while its socket still takes bytes (its task has not run yet,
+//!   typically because publishers were read first). Every connection's reads wait until the
+//!   broker wakes them (the backlog is written, or `MAX_INTAKE_PAUSE` passed), so TCP pushes
+//!   back on the publishers instead of deliveries being dropped for listeners that read.
+//!   [`ConnTask::flush`] tells the broker when a socket refuses bytes
+//!   ([`Broker::write_blocked`]): such a listener is the slow one and never pauses anyone.
 //!
 //! Besides the gate, every turn of the task is bounded ([`TURN_BYTES`] read and [`TURN_WORK`]
 //! frames + deliveries); then it yields to the other tasks with its remaining input kept in
@@ -35,7 +41,7 @@ use fastpubsub_core::frame::{Command, FrameError, Publish, Reply};
 use crate::broker::limiter::{Command as Limited, Verdict};
 use crate::broker::{Broker, ConnId};
 use crate::clock;
-use crate::limits::{Limits, TURN_BYTES, TURN_WORK};
+use crate::limits::{FRAME_WORK, Limits, TURN_BYTES, TURN_WORK};
 use crate::ws::transport::Transport;
 use crate::wsframe::{self, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT};
 
@@ -180,8 +186,9 @@ impl ConnTask {
             }
             if !closing {
                 if self.broker().read_stop(self.id).is_some() {
-                    // The flush above registered for writability: we run again when the
-                    // socket takes bytes.
+                    // OwnBacklog: the flush above registered for writability, we run again
+                    // when the socket takes bytes. RelayBehind: the broker wakes us when the
+                    // pause ends.
                     return Poll::Pending;
                 }
                 if self.in_ready {
@@ -249,8 +256,17 @@ impl ConnTask {
             }
             match self.io.poll_write(cx, pending) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(End::Drop),
-                Poll::Ready(Ok(n)) => b.consumed(self.id, n),
-                Poll::Pending => return Ok((false, closing)),
+                Poll::Ready(Ok(n)) => {
+                    // The time an intake pause ends is taken here (`consumed` may end it).
+                    b.set_now(clock::now());
+                    b.consumed(self.id, n);
+                }
+                Poll::Pending => {
+                    // The socket refuses bytes: this listener is not keeping up (as opposed
+                    // to the relay not having written yet; see `ReadStop::RelayBehind`).
+                    b.write_blocked(self.id);
+                    return Ok((false, closing));
+                }
             }
         }
     }
@@ -355,7 +371,7 @@ impl ConnTask {
                         self.msg_op = None;
                     }
                 }
-                turn.work += 1;
+                turn.work += FRAME_WORK;
                 continue;
             }
             let plen = h.payload_len as usize;
@@ -368,7 +384,7 @@ impl ConnTask {
             self.work = 0;
             self.on_frame(h.opcode, h.fin, payload)?;
             pos += total;
-            turn.work += 1 + self.work;
+            turn.work += FRAME_WORK + self.work;
             match self.gate() {
                 Gate::Closing => return Ok((buf.len(), Parsed::All)),
                 Gate::Stop => return Ok((pos, Parsed::Stopped)),

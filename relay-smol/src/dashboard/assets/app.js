@@ -293,7 +293,9 @@
       if (r.stale) tr.className = "stale";
       return [r.name + (r.is_self ? " (this relay)" : ""), r.region, numTd(String(r.connections)), numTd(String(r.subscriptions)),
         numTd(num(r.messages_in_per_s)), numTd(num(r.messages_out_per_s)), numTd(String(r.drops_total)),
-        numTd(String(r.slow_consumer_disconnects_total)), numTd(String(up[r.id])), ago(r.age_ms)];
+        numTd(String(r.slow_consumer_disconnects_total)),
+        numTd(r.intake_paused_ms_total == null ? "–" : num(r.intake_paused_ms_total / 1000) + " s"),
+        numTd(String(up[r.id])), ago(r.age_ms)];
     }, Infinity);
   }
 
