@@ -246,6 +246,26 @@ fn mirror_mesh_counters(m: &RelayMetrics, json: &str) -> Option<(u64, u64)> {
         m.mesh_handshakes_in_progress
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
+    for (key, gauge) in [
+        ("links_backed_up", &m.mesh_links_backed_up),
+        ("links_slow", &m.mesh_links_slow),
+    ] {
+        if let Some(n) = get(&["quic", key]) {
+            gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+    for (key, counter) in [
+        (
+            "messages_dropped_slow_link",
+            &m.mesh_messages_dropped_slow_link,
+        ),
+        ("backpressure_episodes", &m.mesh_backpressure_episodes),
+        ("backpressure_ms", &m.mesh_backpressure_ms),
+    ] {
+        if let Some(n) = get(&["quic", key]) {
+            counter.mirror(n);
+        }
+    }
     let full = get(&["quic", "refused_full"])
         .unwrap_or(0)
         .saturating_add(get(&["mesh", "refused_full"]).unwrap_or(0));
@@ -454,13 +474,22 @@ fn refresh(h: &AdminHandle, broker: &Rc<RefCell<Broker>>, now_ms: u64) {
         m.connections_accepted.mirror(s.connections_opened);
         m.messages_received.mirror(Source::Client, s.published);
         m.messages_delivered.mirror(s.delivered);
+        // `dropped_relay_behind` is the part of `dropped_queue_full` not caused by a slow
+        // subscriber (0 by design: the edge pauses intake instead).
+        m.drops.mirror(
+            DropReason::SubscriberQueueFull,
+            s.dropped_queue_full.saturating_sub(s.dropped_relay_behind),
+        );
         m.drops
-            .mirror(DropReason::SubscriberQueueFull, s.dropped_queue_full);
+            .mirror(DropReason::RelayBehind, s.dropped_relay_behind);
         m.drops.mirror(
             DropReason::RateLimited,
             s.dropped_egress_rate.saturating_add(s.refused_ingress_rate),
         );
         m.slow_consumer_disconnects.mirror(s.slow_consumers_closed);
+        m.intake_pauses.mirror(s.intake_pauses);
+        m.intake_paused_us.mirror(s.intake_paused_us);
+        m.intake_pause_overruns.mirror(s.intake_pause_overruns);
         let mut l = h.local.lock().unwrap_or_else(|p| p.into_inner());
         l.refusals.edge_malformed = s.refused_malformed;
         l.refusals.edge_full = s.refused_over_capacity;
@@ -671,6 +700,11 @@ mod tests {
         );
         let me = &view.relays[0];
         assert!(me.is_self && me.lat == Some(35.68));
+        assert_eq!(
+            me.intake_paused_ms_total,
+            Some(0),
+            "the local relay shows its intake pauses"
+        );
         assert!(
             view.links.is_empty(),
             "its peers have not announced themselves yet"
@@ -680,6 +714,29 @@ mod tests {
             m.contains("fastpubsub_link_rtt_seconds{peer=\"nsk\"} 0.0952"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn flow_counters_reach_the_metrics_and_the_local_row() {
+        let m = RelayMetrics::default();
+        m.intake_pauses.mirror(3);
+        m.intake_paused_us.mirror(2_500_000);
+        m.intake_pause_overruns.mirror(1);
+        m.drops.mirror(DropReason::SubscriberQueueFull, 7);
+        m.drops.mirror(DropReason::RelayBehind, 2);
+        let text = m.render();
+        for line in [
+            "fastpubsub_intake_pauses_total 3",
+            "fastpubsub_intake_paused_seconds_total 2.5",
+            "fastpubsub_intake_pause_overruns_total 1",
+            "fastpubsub_drops_total{reason=\"subscriber_queue_full\"} 7",
+            "fastpubsub_drops_total{reason=\"relay_behind\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        let c = RelayCounters::from_metrics(&m);
+        assert_eq!(c.intake_paused_ms, Some(2500));
+        assert_eq!(c.drops, 9);
     }
 
     #[test]
@@ -705,7 +762,9 @@ mod tests {
             "mesh": {"refused_malformed": 2, "refused_full": 1, "refused_identity": 5},
             "quic": {"handshake_failures": 3, "refused_full": 4,
                      "refused_source_rate": 6, "handshake_timeouts": 7, "retries": 8,
-                     "handshakes_in_progress": 9,
+                     "handshakes_in_progress": 9, "links_backed_up": 2, "links_slow": 1,
+                     "messages_dropped_slow_link": 11, "backpressure_episodes": 3,
+                     "backpressure_ms": 1500,
                      "control_bytes_sent": 700, "control_bytes_received": 900},
             "control_by_kind": {"announce": [100, 200], "probe": [30, 40], "bogus": [1, 1]}
         }}"#;
@@ -755,6 +814,15 @@ mod tests {
             text.contains("fastpubsub_mesh_handshakes_in_progress 9"),
             "{text}"
         );
+        for line in [
+            "fastpubsub_mesh_links_backed_up 2\n",
+            "fastpubsub_mesh_links_slow 1\n",
+            "fastpubsub_mesh_messages_dropped_slow_link_total 11\n",
+            "fastpubsub_mesh_backpressure_episodes_total 3\n",
+            "fastpubsub_mesh_backpressure_seconds_total 1.5\n",
+        ] {
+            assert!(text.contains(line), "{line} missing in {text}");
+        }
         assert!(mirror_mesh_counters(&m, "not json").is_none());
     }
 }
