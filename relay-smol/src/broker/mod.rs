@@ -32,6 +32,7 @@
 //!
 //! The mesh plugs in through [`mesh::MeshHook`] (see there).
 
+mod answer;
 mod intake;
 pub mod limiter;
 pub mod mesh;
@@ -113,6 +114,16 @@ pub struct Stats {
     /// Deliveries skipped for a WebTransport session because the deliver frame was over
     /// its 65,536-byte frame cap (delivered to everyone else).
     pub dropped_wt_oversize: u64,
+    /// WebTransport deliveries dropped because the session's budget was full, by target
+    /// (included in `dropped_queue_full`): its control stream, ...
+    pub dropped_wt_control_full: u64,
+    /// ... a line (the line's own half of the budget, or the whole budget) ...
+    pub dropped_wt_line_full: u64,
+    /// ... or its datagram queue.
+    pub dropped_wt_datagram_full: u64,
+    /// WebTransport datagrams dropped because QUIC's datagram send buffer of the session
+    /// was full (the path is congested; datagrams are never queued beyond it).
+    pub dropped_wt_datagram_buffer: u64,
     /// Times the relay paused every connection's reads because it was behind on writing
     /// ([`ReadStop::RelayBehind`]).
     pub intake_pauses: u64,
@@ -331,6 +342,8 @@ pub struct Broker {
     limits: Limits,
     pool: BufPool,
     scratch: Vec<SubKey>,
+    /// `(target rank, subscription slot)` of one WebTransport delivery, reused.
+    wt_scratch: Vec<(u8, usize)>,
     /// The receiver-independent head of the deliver frame being fanned out.
     head: Vec<u8>,
     /// [`Limits::behind_bytes`], kept for the fan-out's hot path.
@@ -368,6 +381,7 @@ impl Broker {
             behind_at: limits.behind_bytes(),
             limits,
             scratch: Vec::new(),
+            wt_scratch: Vec::new(),
             head: Vec::new(),
             to_close: Vec::new(),
             mesh: None,
@@ -390,6 +404,11 @@ impl Broker {
     /// Updates the broker's coarse clock (called once per I/O batch).
     pub fn set_now(&mut self, now: Instant) {
         self.now = now;
+    }
+
+    /// Counts a WebTransport datagram dropped because QUIC's datagram buffer was full.
+    pub fn note_wt_datagram_dropped(&mut self) {
+        self.stats.dropped_wt_datagram_buffer += 1;
     }
 
     /// Counts a request refused as malformed by the edge (for `/metrics`).
@@ -788,11 +807,14 @@ impl Broker {
             s.as_ref()
                 .is_some_and(|s| &*s.tenant == tenant && &*s.pattern == pattern)
         });
+        let rate =
+            || (kbps > 0).then(|| TokenBucket::bytes_per_sec(kbps.saturating_mul(1024), now));
         if let Some(slot) = existing {
-            let t = st
-                .wt
-                .as_ref()
-                .map_or(Target::Control, |w| w.target_of(slot));
+            // Subscribing again with other WebTransport options moves the subscription.
+            let t = match &mut st.wt {
+                Some(w) => w.retarget(slot, target, rate()),
+                None => Target::Control,
+            };
             return Ok((false, t));
         }
         if st.nsubs >= max_per_conn || st.nsubs >= usize::from(u16::MAX) {
@@ -824,11 +846,7 @@ impl Broker {
             return Err(SubError::RelayFull(max_total));
         }
         let target = match &mut st.wt {
-            Some(w) => {
-                let rate =
-                    (kbps > 0).then(|| TokenBucket::bytes_per_sec(kbps.saturating_mul(1024), now));
-                w.add_sub(slot, target, rate)
-            }
+            Some(w) => w.add_sub(slot, target, rate()),
             None => Target::Control,
         };
         if let Some(s) = st.subs.get_mut(slot) {
@@ -1125,17 +1143,17 @@ impl Broker {
     /// session has the connection's one budget (`queue_bytes`, everything it holds), and a
     /// line or the datagram queue may fill at most half of it, so one stuck line leaves room
     /// for the control stream and the other lines. Frames over [`MAX_WT_FRAME`] are skipped
-    /// and counted.
+    /// and counted. No allocation per delivery (the grouping reuses `wt_scratch`).
     fn enqueue_deliver_wt(&mut self, id: ConnId, group: &[SubKey], d: &Deliver<'_>) -> bool {
         let now = self.now;
         let limit = self.limits.queue_bytes;
         let grace = self.limits.slow_consumer_grace;
+        let mut picks = std::mem::take(&mut self.wt_scratch);
+        picks.clear();
         let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            self.wt_scratch = picks;
             return false;
         };
-        if st.closing != Closing::Open {
-            return false;
-        }
         let ConnState {
             subs,
             out,
@@ -1145,45 +1163,46 @@ impl Broker {
             waker,
             wt,
             in_held,
+            closing,
             ..
         } = st;
-        let Some(wt) = wt else { return false };
+        let Some(wt) = wt.as_mut().filter(|_| *closing == Closing::Open) else {
+            self.wt_scratch = picks;
+            return false;
+        };
         // Targets in a fixed order: control, lines 1..=8, datagrams.
         let rank = |t: Target| match t {
-            Target::Control => 0usize,
-            Target::Line(l) => usize::from(l),
-            Target::Datagram => wt::LINES + 1,
+            Target::Control => 0u8,
+            Target::Line(l) => l,
+            Target::Datagram => wt::LINES as u8 + 1,
         };
-        let mut any = false;
-        for r in 0..=wt::LINES + 1 {
-            let mut slots: Vec<usize> = Vec::new();
-            for k in group {
-                let slot = key_slot(*k);
-                let Some(Some(sub)) = subs.get(slot) else {
-                    continue;
-                };
-                if rank(wt.target_of(slot)) != r {
-                    continue;
-                }
-                let cost = d.encoded_len(std::iter::once(&*sub.pattern)).unwrap_or(0);
-                if let Some(b) = wt.rate_of(slot)
-                    && !b.take(cost, now)
-                {
-                    self.stats.dropped_egress_rate += 1;
-                    *dropped += 1;
-                    continue;
-                }
-                slots.push(key_slot(*k));
-            }
-            if slots.is_empty() {
+        for k in group {
+            let slot = key_slot(*k);
+            let Some(Some(sub)) = subs.get(slot) else {
+                continue;
+            };
+            let cost = d.encoded_len(std::iter::once(&*sub.pattern)).unwrap_or(0);
+            if let Some(b) = wt.rate_of(slot)
+                && !b.take(cost, now)
+            {
+                self.stats.dropped_egress_rate += 1;
+                *dropped += 1;
                 continue;
             }
-            let pats: Vec<&str> = slots
-                .iter()
-                .filter_map(|i| subs.get(*i).and_then(Option::as_ref))
-                .map(|s| &*s.pattern)
-                .collect();
-            let Ok(flen) = d.encoded_len(pats.iter().copied()) else {
+            picks.push((rank(wt.target_of(slot)), slot));
+        }
+        picks.sort_unstable();
+        let mut any = false;
+        for run in picks.chunk_by(|a, b| a.0 == b.0) {
+            let Some(&(r, _)) = run.first() else {
+                continue;
+            };
+            let pats = || {
+                run.iter()
+                    .filter_map(|(_, i)| subs.get(*i).and_then(Option::as_ref))
+                    .map(|s| &*s.pattern)
+            };
+            let Ok(flen) = d.encoded_len(pats()) else {
                 continue;
             };
             if flen > MAX_WT_FRAME {
@@ -1192,6 +1211,7 @@ impl Broker {
                 continue;
             }
             let held = out.queued() + *in_held + wt.queued();
+            let r = usize::from(r);
             let q: &mut OutQueue = match r {
                 0 => out,
                 r if r <= wt::LINES => match wt.queue_mut(r - 1) {
@@ -1208,6 +1228,12 @@ impl Broker {
             let own_cap = if r == 0 { limit } else { limit / 2 };
             if held + total > limit || q.queued() + total > own_cap {
                 self.stats.dropped_queue_full += 1;
+                *match r {
+                    0 => &mut self.stats.dropped_wt_control_full,
+                    r if r <= wt::LINES => &mut self.stats.dropped_wt_line_full,
+                    _ if flen <= wt.datagram_max() => &mut self.stats.dropped_wt_datagram_full,
+                    _ => &mut self.stats.dropped_wt_control_full,
+                } += 1;
                 *dropped += 1;
                 let since = *blocked_since.get_or_insert(now);
                 if now.saturating_duration_since(since) >= grace {
@@ -1224,7 +1250,7 @@ impl Broker {
             }
             let was_empty = q.is_empty();
             q.push_frame(OP_BINARY, flen, &mut self.pool, |sink| {
-                let _ = d.encode_with(pats.iter().copied(), sink);
+                let _ = d.encode_with(pats(), sink);
             });
             if was_empty && let Some(w) = waker {
                 w.wake_by_ref();
@@ -1232,6 +1258,7 @@ impl Broker {
             self.stats.delivered += 1;
             any = true;
         }
+        self.wt_scratch = picks;
         any
     }
 

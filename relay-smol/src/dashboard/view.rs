@@ -791,6 +791,7 @@ impl MeshState {
                 route_changes: self.route_log_dropped,
                 relays_refused_full: self.refused_full,
             },
+            webtransport: None,
         }
     }
 }
@@ -846,6 +847,10 @@ pub struct MeshView {
     pub route_changes: Vec<RouteChange>,
     /// What the bounded histories and tables dropped.
     pub dropped: Dropped,
+    /// The serving relay's WebTransport listener, when it runs one (filled in by the admin
+    /// routes from the metrics).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webtransport: Option<crate::metrics::wt::WtSummary>,
 }
 
 /// One relay in [`MeshView`].

@@ -210,6 +210,8 @@ label_enum!(
     }
 );
 
+pub mod wt;
+
 label_enum!(
     /// Whether a ticket verification was answered from the cache (`cache` label).
     TicketCache, "cache", {
@@ -346,6 +348,8 @@ pub struct RelayMetrics {
     pub mesh_backpressure_episodes: Counter,
     /// Milliseconds the mesh's intake-pause signal was on, in all.
     pub mesh_backpressure_ms: Counter,
+    /// The WebTransport listener's families (rendered when it runs).
+    pub wt: wt::WtMetrics,
     links: Mutex<Vec<LinkSample>>,
     link_series_dropped: Counter,
 }
@@ -572,6 +576,7 @@ impl RelayMetrics {
                 }
             }
         }
+        self.wt.render(&mut e);
         counter(
             &mut e,
             "fastpubsub_metrics_series_dropped_total",
@@ -650,6 +655,7 @@ mod tests {
     #[test]
     fn catalog_follows_naming_conventions() {
         let m = RelayMetrics::default();
+        m.wt.enable();
         m.set_links(&[LinkSample {
             peer: "nsk".into(),
             up: true,
@@ -679,6 +685,9 @@ mod tests {
             "fastpubsub_link_loss_ratio",
             "fastpubsub_route_changes_total",
             "fastpubsub_mesh_control_bytes_total",
+            "fastpubsub_wt_sessions",
+            "fastpubsub_wt_session_refusals_total",
+            "fastpubsub_wt_deliveries_dropped_total",
         ] {
             assert!(types.iter().any(|(n, _)| n == want), "{want} missing");
         }

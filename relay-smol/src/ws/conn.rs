@@ -38,8 +38,8 @@ use std::task::{Context, Poll};
 
 use fastpubsub_core::frame::{Command, FrameError, Publish, Reply};
 
-use crate::broker::limiter::{Command as Limited, RefusalReply, Verdict};
-use crate::broker::{Broker, ConnId, PubError, SubError};
+use crate::broker::limiter::{Command as Limited, Verdict};
+use crate::broker::{Broker, ConnId};
 use crate::clock;
 use crate::limits::{FRAME_WORK, Limits, TURN_BYTES, TURN_WORK};
 use crate::ws::transport::Transport;
@@ -453,7 +453,7 @@ impl ConnTask {
                 match b.check_command(self.id, Limited::Ping) {
                     Verdict::Allow => b.send_control(self.id, OP_PONG, payload),
                     Verdict::Refuse => {
-                        let why = self.rate_why("WebSocket Pings and PINGs", Limited::Ping);
+                        let why = b.rate_limited_why(Limited::Ping, "WebSocket Pings and PINGs");
                         b.send_reply(
                             self.id,
                             &Reply::Err {
@@ -499,45 +499,13 @@ impl ConnTask {
         self.msg.extend_from_slice(payload);
     }
 
-    /// The text of an `ERR:rate_limited` answer: what was limited and at which rate.
-    fn rate_why(&self, what: &str, cmd: Limited) -> String {
-        let l = &self.shared.limits;
-        let r = match cmd {
-            Limited::Subscription => l.sub_rate,
-            _ => l.ping_rate,
-        };
-        format!(
-            "more than {} {what} per second (bursts of {}) on this connection; slow down",
-            r.per_sec, r.burst
-        )
-    }
-
     fn protocol_close(&mut self, why: &str) {
         self.broker().close(self.id, 1002, why, None, false);
     }
 
     /// Answers `ERR:<reason>:<why>` for a malformed input; closes after too many.
     fn refuse_bad(&mut self, reason: &str, why: &str) -> Result<(), End> {
-        let max = self.shared.limits.max_bad_frames;
-        let mut b = self.broker();
-        b.send_reply(
-            self.id,
-            &Reply::Err {
-                reason,
-                parts: &[why],
-            },
-        );
-        let count = b.conn_mut(self.id).map_or(0, |c| c.note_bad_frame());
-        if count > max {
-            let why = format!("more than {max} malformed frames");
-            b.close(
-                self.id,
-                1008,
-                &why,
-                Some(("too_many_bad_frames", &why)),
-                false,
-            );
-        }
+        self.broker().refuse_malformed(self.id, reason, why);
         Ok(())
     }
 
@@ -575,66 +543,15 @@ impl ConnTask {
 
     fn on_command(&mut self, cmd: Command<'_>) -> Result<(), End> {
         let id = self.id;
-        let (limited, verb, tenant, pattern) = match cmd {
-            Command::Ping => (Limited::Ping, "PING", "", ""),
-            Command::Sub { tenant, pattern } => (Limited::Subscription, "SUB", tenant, pattern),
-            Command::Unsub { tenant, pattern } => (Limited::Subscription, "UNSUB", tenant, pattern),
-            _ => return Ok(()),
-        };
-        let verdict = self.broker().check_command(id, limited);
-        match verdict {
-            Verdict::Allow => {}
-            Verdict::Refuse => {
-                let why = match limited {
-                    Limited::Subscription => self.rate_why("SUB/UNSUB", limited),
-                    _ => self.rate_why("PINGs and WebSocket Pings", limited),
-                };
-                let parts_full = [verb, tenant, pattern, why.as_str()];
-                let parts = if tenant.is_empty() {
-                    &[verb, why.as_str()][..]
-                } else {
-                    &parts_full[..]
-                };
-                self.broker().send_reply(
-                    id,
-                    &Reply::Err {
-                        reason: "rate_limited",
-                        parts,
-                    },
-                );
-                return Ok(());
-            }
-            Verdict::Close => return Ok(()),
-        }
         let mut b = self.broker();
+        if !b.admit_command(id, &cmd, "PINGs and WebSocket Pings") {
+            return Ok(());
+        }
         match cmd {
             Command::Ping => b.send_reply(id, &Reply::Pong),
             Command::Sub { tenant, pattern } => match b.subscribe(id, tenant, pattern) {
                 Ok(_) => b.send_reply(id, &Reply::OkSub { tenant, pattern }),
-                Err(e) => {
-                    let (reason, why) = match e {
-                        SubError::InvalidPattern(pe) => ("invalid_pattern", pe.to_string()),
-                        SubError::TooComplex(e) => ("pattern_too_complex", e.to_string()),
-                        SubError::PermissionDenied => ("permission_denied", String::new()),
-                        SubError::TooManyForConnection(n) => (
-                            "too_many_subscriptions",
-                            format!(
-                                "this connection already holds the maximum of {n} subscriptions"
-                            ),
-                        ),
-                        SubError::RelayFull(n) => (
-                            "relay_full",
-                            format!("this relay holds its maximum of {n} subscriptions"),
-                        ),
-                    };
-                    let parts_full = ["SUB", tenant, pattern, why.as_str()];
-                    let parts = if why.is_empty() {
-                        &parts_full[..3]
-                    } else {
-                        &parts_full[..]
-                    };
-                    b.send_reply(id, &Reply::Err { reason, parts });
-                }
+                Err(e) => b.answer_sub_refused(id, tenant, pattern, &e),
             },
             Command::Unsub { tenant, pattern } => {
                 b.unsubscribe(id, tenant, pattern);
@@ -657,47 +574,16 @@ impl ConnTask {
             }
             Err(e) => e,
         };
-        let (reason, why, strike) = match e {
-            PubError::InvalidChannel(pe) => ("invalid_channel", pe.to_string(), true),
-            PubError::PermissionDenied => ("permission_denied", String::new(), true),
-            PubError::RateLimited(rate) => (
-                "rate_limited",
-                format!("over this connection's ingress limit of {rate} bytes/s"),
-                false,
-            ),
-        };
-        let parts_full = ["PUB", p.tenant(), p.channel(), why.as_str()];
-        let parts = if why.is_empty() {
-            &parts_full[..3]
-        } else {
-            &parts_full[..]
-        };
-        self.answer_refused_publish(reason, parts, strike);
+        self.broker()
+            .answer_publish_refused(id, p.tenant(), p.channel(), e);
         Ok(())
     }
 
     /// Answers a refused publish with `ERR:<reason>:<parts>` while the connection's
     /// refusal-reply rate allows (see `broker::limiter`).
     fn answer_refused_publish(&mut self, reason: &str, parts: &[&str], strike: bool) {
-        let mut b = self.broker();
-        match b.publish_refused(self.id, strike) {
-            RefusalReply::Answer => b.send_reply(self.id, &Reply::Err { reason, parts }),
-            RefusalReply::Notice => {
-                let r = self.shared.limits.refusal_reply_rate;
-                let why = format!(
-                    "more than {} refused publishes per second (bursts of {}) on this connection; further refusals are counted but not answered until the rate drops",
-                    r.per_sec, r.burst
-                );
-                b.send_reply(
-                    self.id,
-                    &Reply::Err {
-                        reason: "rate_limited",
-                        parts: &["PUB_REFUSALS", &why],
-                    },
-                );
-            }
-            RefusalReply::Silent | RefusalReply::Close => {}
-        }
+        self.broker()
+            .answer_refused_publish(self.id, reason, parts, strike);
     }
 }
 

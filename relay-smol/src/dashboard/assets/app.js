@@ -106,6 +106,12 @@
     for (const l of links.values()) if (l.up) up++;
     set("links", `${up}/${links.size}`);
     set("links-detail", links.size - up ? `${links.size - up} down` : "all up");
+    const w = mesh.webtransport;
+    $("wt-card").hidden = !w;
+    if (w) {
+      set("wt", String(w.sessions));
+      set("wt-detail", `${w.accepted} accepted · ${w.refused} refused · ${w.handshakes_refused} handshakes refused · ${w.deliveries_dropped} deliveries dropped`);
+    }
   }
 
   function drawLinks(links) {
