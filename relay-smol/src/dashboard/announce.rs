@@ -229,6 +229,7 @@ impl Announcement {
                 messages_out,
                 drops,
                 slow_consumer_disconnects,
+                intake_paused_ms: None,
             },
             links: self
                 .links
@@ -395,6 +396,7 @@ mod tests {
                 messages_out: 9_876_543_210,
                 drops: 42,
                 slow_consumer_disconnects: 7,
+                intake_paused_ms: None,
             },
             links: (0..links)
                 .map(|i| LinkSummary {
@@ -571,6 +573,7 @@ mod tests {
             messages_out: u64::MAX,
             drops: u64::MAX,
             slow_consumer_disconnects: u64::MAX,
+            intake_paused_ms: None,
         };
         let mut a = Announcement::from_summary(&worst, RelayId(u64::MAX), u32::MAX, id_of);
         a.position = Some((i32::MIN, i32::MIN));

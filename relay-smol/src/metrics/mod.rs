@@ -151,8 +151,12 @@ macro_rules! label_enum {
 label_enum!(
     /// Why a message was dropped (`fastpubsub_drops_total{reason}`).
     DropReason, "reason", {
-        /// A subscriber's bounded send queue was full.
+        /// A subscriber's bounded send queue was full and its socket was refusing bytes (the
+        /// subscriber does not keep up).
         SubscriberQueueFull = "subscriber_queue_full",
+        /// A subscriber's queue was full while its socket still took bytes: the relay, not the
+        /// subscriber, was behind. The edge pauses intake instead, so this stays 0 (docs/edge.md).
+        RelayBehind = "relay_behind",
         /// A mesh link's bounded send queue was full.
         LinkQueueFull = "link_queue_full",
         /// The payload exceeded the size limit.
@@ -205,6 +209,8 @@ label_enum!(
         Displaced = "displaced",
     }
 );
+
+pub mod wt;
 
 label_enum!(
     /// Whether a ticket verification was answered from the cache (`cache` label).
@@ -308,6 +314,14 @@ pub struct RelayMetrics {
     pub drops: CounterBy<DropReason>,
     /// Consumers disconnected for staying slow.
     pub slow_consumer_disconnects: Counter,
+    /// Times the relay paused reading every client because it was behind on writing.
+    pub intake_pauses: Counter,
+    /// Time spent in those pauses, µs (rendered in seconds).
+    pub intake_paused_us: Counter,
+    /// Pauses ended by their bound (1 s) rather than by the backlog being written.
+    pub intake_pause_overruns: Counter,
+    /// Times the mesh being backed up held the intake pause.
+    pub intake_pauses_mesh: Counter,
     /// Refused handshakes, by reason.
     pub handshake_refusals: CounterBy<RefusalReason>,
     /// Ticket verifications, by cache outcome.
@@ -334,6 +348,8 @@ pub struct RelayMetrics {
     pub mesh_backpressure_episodes: Counter,
     /// Milliseconds the mesh's intake-pause signal was on, in all.
     pub mesh_backpressure_ms: Counter,
+    /// The WebTransport listener's families (rendered when it runs).
+    pub wt: wt::WtMetrics,
     links: Mutex<Vec<LinkSample>>,
     link_series_dropped: Counter,
 }
@@ -415,6 +431,34 @@ impl RelayMetrics {
             "fastpubsub_slow_consumer_disconnects_total",
             "Consumers disconnected because their queue stayed full.",
             &self.slow_consumer_disconnects,
+        );
+        counter(
+            &mut e,
+            "fastpubsub_intake_pauses_total",
+            "Times the relay stopped reading clients because it was behind on writing deliveries (instead of dropping them for listeners that read).",
+            &self.intake_pauses,
+        );
+        e.family(
+            "fastpubsub_intake_paused_seconds_total",
+            "Time the relay spent with client reads paused because it was behind on writing.",
+            MetricType::Counter,
+        );
+        e.sample(
+            "fastpubsub_intake_paused_seconds_total",
+            &[],
+            self.intake_paused_us.get() as f64 / 1e6,
+        );
+        counter(
+            &mut e,
+            "fastpubsub_intake_pause_overruns_total",
+            "Intake pauses that reached their bound (1 s) before the backlog holding them was written; the backlog then counts as a slow consumer's.",
+            &self.intake_pause_overruns,
+        );
+        counter(
+            &mut e,
+            "fastpubsub_intake_pauses_mesh_total",
+            "Times the relay stopped reading clients because the mesh was backed up (its queue from the edge half full, or a next hop's link that is not slow backed up).",
+            &self.intake_pauses_mesh,
         );
         self.handshake_refusals.render(
             &mut e,
@@ -532,6 +576,7 @@ impl RelayMetrics {
                 }
             }
         }
+        self.wt.render(&mut e);
         counter(
             &mut e,
             "fastpubsub_metrics_series_dropped_total",
@@ -610,6 +655,7 @@ mod tests {
     #[test]
     fn catalog_follows_naming_conventions() {
         let m = RelayMetrics::default();
+        m.wt.enable();
         m.set_links(&[LinkSample {
             peer: "nsk".into(),
             up: true,
@@ -628,6 +674,10 @@ mod tests {
             "fastpubsub_messages_forwarded_total",
             "fastpubsub_drops_total",
             "fastpubsub_slow_consumer_disconnects_total",
+            "fastpubsub_intake_pauses_total",
+            "fastpubsub_intake_paused_seconds_total",
+            "fastpubsub_intake_pause_overruns_total",
+            "fastpubsub_intake_pauses_mesh_total",
             "fastpubsub_handshake_refusals_total",
             "fastpubsub_ticket_verifications_total",
             "fastpubsub_link_rtt_seconds",
@@ -635,6 +685,9 @@ mod tests {
             "fastpubsub_link_loss_ratio",
             "fastpubsub_route_changes_total",
             "fastpubsub_mesh_control_bytes_total",
+            "fastpubsub_wt_sessions",
+            "fastpubsub_wt_session_refusals_total",
+            "fastpubsub_wt_deliveries_dropped_total",
         ] {
             assert!(types.iter().any(|(n, _)| n == want), "{want} missing");
         }

@@ -106,6 +106,12 @@
     for (const l of links.values()) if (l.up) up++;
     set("links", `${up}/${links.size}`);
     set("links-detail", links.size - up ? `${links.size - up} down` : "all up");
+    const w = mesh.webtransport;
+    $("wt-card").hidden = !w;
+    if (w) {
+      set("wt", String(w.sessions));
+      set("wt-detail", `${w.accepted} accepted · ${w.refused} refused · ${w.handshakes_refused} handshakes refused · ${w.deliveries_dropped} deliveries dropped`);
+    }
   }
 
   function drawLinks(links) {
@@ -287,7 +293,9 @@
       if (r.stale) tr.className = "stale";
       return [r.name + (r.is_self ? " (this relay)" : ""), r.region, numTd(String(r.connections)), numTd(String(r.subscriptions)),
         numTd(num(r.messages_in_per_s)), numTd(num(r.messages_out_per_s)), numTd(String(r.drops_total)),
-        numTd(String(r.slow_consumer_disconnects_total)), numTd(String(up[r.id])), ago(r.age_ms)];
+        numTd(String(r.slow_consumer_disconnects_total)),
+        numTd(r.intake_paused_ms_total == null ? "–" : num(r.intake_paused_ms_total / 1000) + " s"),
+        numTd(String(up[r.id])), ago(r.age_ms)];
     }, Infinity);
   }
 
