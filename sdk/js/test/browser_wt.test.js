@@ -104,6 +104,11 @@ test('WebTransport in Chromium: both ways with a WebSocket client, one message p
     } catch (e) {
       out.refused = [e instanceof sdk.RelayError, e.code, e.target];
     }
+    try {
+      await c.subscribe('dev', 'public.x:U:1:0');
+    } catch (e) {
+      out.lineOption = [e instanceof sdk.ValidationError, e.code];
+    }
     out.rtt = await c.ping();
     out.stillWt = c.transport;
     await c.close();
@@ -120,6 +125,7 @@ test('WebTransport in Chromium: both ways with a WebSocket client, one message p
   assert.deepEqual(r.big, [65_514, true]);
   assert.deepEqual(r.tooBig, [true, 'payload_too_large']);
   assert.deepEqual(r.refused, [true, 'permission_denied', 'private.#']);
+  assert.deepEqual(r.lineOption, [true, 'invalid_pattern'], 'lines are not read by this client: refused locally');
   assert.ok(r.rtt >= 0);
   assert.equal(r.stillWt, 'webtransport', 'the session survived the refused commands');
 });
