@@ -1,7 +1,40 @@
-//! The edge's counters as one JSON document (`GET /stats`).
+//! The edge's counters: as one JSON document (`GET /stats`, for admin-token holders) and
+//! mirrored into the relay's metrics (`/metrics`).
 
 use crate::broker::Broker;
+use crate::metrics::{EdgeLimit, RelayMetrics};
 use crate::ws::admission::Admission;
+
+/// Mirrors the edge's limit counters and gauges into `m` (called about once a second by the
+/// admin refresher). Returns the handshakes refused for capacity at the edge (connection cap
+/// and handshake caps), which the caller counts as `handshake_refusals{over_capacity}`.
+pub fn mirror_into(m: &RelayMetrics, broker: &Broker, admission: &Admission) -> u64 {
+    let s = broker.stats();
+    let a = admission.stats();
+    let hits = &m.edge_limit_hits;
+    for (limit, n) in [
+        (EdgeLimit::ReadStop, s.read_stops),
+        (EdgeLimit::TurnYield, s.turn_yields),
+        (EdgeLimit::CommandRate, s.commands_rate_limited),
+        (EdgeLimit::RefusalUnanswered, s.refusals_unanswered),
+        (EdgeLimit::RateLimitClose, s.rate_limit_closed),
+        (EdgeLimit::PendingFull, a.refused_pending_full),
+        (EdgeLimit::PendingPerSource, a.refused_pending_source),
+        (EdgeLimit::PendingEvicted, a.pending_evicted),
+        (EdgeLimit::TicketFailureBudget, a.refused_ticket_failures),
+        (EdgeLimit::FailureSourceEvicted, a.failure_sources_evicted),
+        (EdgeLimit::DeliverPatternsCapped, s.deliver_patterns_capped),
+    ] {
+        hits.mirror(limit, n);
+    }
+    m.edge_held_bytes
+        .set(i64::try_from(broker.queue_bytes_held()).unwrap_or(i64::MAX));
+    m.edge_handshakes_pending
+        .set(i64::try_from(admission.pending()).unwrap_or(i64::MAX));
+    s.refused_over_capacity
+        .saturating_add(a.refused_pending_full)
+        .saturating_add(a.refused_pending_source)
+}
 
 /// The `GET /stats` document: the broker's and the admission tables' counters as one JSON
 /// object (`docs/api.md`).
