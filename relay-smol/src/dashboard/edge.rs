@@ -498,6 +498,7 @@ fn refresh(
         m.intake_paused_us.mirror(s.intake_paused_us);
         m.intake_pause_overruns.mirror(s.intake_pause_overruns);
         let edge_full = crate::ws::stats::mirror_into(m, &b, &admission.borrow());
+        m.intake_pauses_mesh.mirror(s.intake_pauses_mesh);
         let mut l = h.local.lock().unwrap_or_else(|p| p.into_inner());
         l.refusals.edge_malformed = s.refused_malformed;
         l.refusals.edge_full = edge_full;

@@ -23,6 +23,7 @@ use crate::dashboard::announce::MeshFeed;
 use crate::dashboard::edge::AdminHandle;
 use crate::quic::driver;
 use crate::quic::tls::MeshIdentity;
+use crate::quic::transport::BacklogSignal;
 use crate::tickets::cli::unix;
 use crate::tickets::{RemoteRecordError, TicketService};
 use crate::ws::Relay;
@@ -190,6 +191,8 @@ impl LocalSink for BrokerSink {
 struct Hook {
     tx: Sender<MeshCommand>,
     dropped: Rc<Cell<u64>>,
+    /// Set by the QUIC transport while a next hop's link that is not slow is backed up.
+    links: BacklogSignal,
 }
 
 impl Hook {
@@ -249,6 +252,12 @@ impl MeshHook for Hook {
             log::error!("mesh: command queue full, interest change {tenant}:{pattern} lost");
         }
     }
+
+    fn backed_up(&self) -> bool {
+        // Half the queue: the publishes of the frames being handled still fit while the
+        // pause takes effect, so a healthy mesh drops nothing.
+        self.links.is_set() || self.tx.len() >= COMMAND_QUEUE / 2
+    }
 }
 
 /// Floods the ticket service's status records and applies those of other relays.
@@ -297,6 +306,7 @@ pub fn attach(
     broker.borrow_mut().set_mesh(Rc::new(Hook {
         tx,
         dropped: dropped.clone(),
+        links: quic.backlog_signal(),
     }));
     if let Some(service) = tickets {
         node.set_ticket_hook(Box::new(TicketServiceHook(service)));

@@ -357,6 +357,8 @@ pub struct RelayMetrics {
     pub edge_held_bytes: Gauge,
     /// Client connections still in their HTTP/WebSocket handshake.
     pub edge_handshakes_pending: Gauge,
+    /// Times the mesh being backed up held the intake pause.
+    pub intake_pauses_mesh: Counter,
     /// Refused handshakes, by reason.
     pub handshake_refusals: CounterBy<RefusalReason>,
     /// Ticket verifications, by cache outcome.
@@ -505,6 +507,12 @@ impl RelayMetrics {
             "fastpubsub_edge_handshakes_pending",
             "Client connections still in their HTTP/WebSocket handshake.",
             &self.edge_handshakes_pending,
+        );
+        counter(
+            &mut e,
+            "fastpubsub_intake_pauses_mesh_total",
+            "Times the relay stopped reading clients because the mesh was backed up (its queue from the edge half full, or a next hop's link that is not slow backed up).",
+            &self.intake_pauses_mesh,
         );
         self.handshake_refusals.render(
             &mut e,
@@ -726,6 +734,7 @@ mod tests {
             "fastpubsub_edge_limit_hits_total",
             "fastpubsub_edge_held_bytes",
             "fastpubsub_edge_handshakes_pending",
+            "fastpubsub_intake_pauses_mesh_total",
             "fastpubsub_handshake_refusals_total",
             "fastpubsub_ticket_verifications_total",
             "fastpubsub_link_rtt_seconds",
