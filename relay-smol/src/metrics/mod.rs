@@ -239,6 +239,14 @@ label_enum!(
         /// A deliver frame that listed fewer patterns than matched (never, under the
         /// pattern-cost limits).
         DeliverPatternsCapped = "deliver_patterns_capped",
+        /// A `SUB` refused: the connection holds its maximum of subscriptions.
+        SubsPerConnection = "subs_per_connection",
+        /// A `SUB` refused: the relay holds its maximum of subscriptions.
+        SubsRelayFull = "subs_relay_full",
+        /// A `SUB` refused by the pattern-cost limits.
+        PatternTooComplex = "pattern_too_complex",
+        /// A connection closed after too many malformed frames.
+        BadFramesClose = "bad_frames_close",
     }
 );
 

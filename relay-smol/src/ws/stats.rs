@@ -24,6 +24,10 @@ pub fn mirror_into(m: &RelayMetrics, broker: &Broker, admission: &Admission) -> 
         (EdgeLimit::TicketFailureBudget, a.refused_ticket_failures),
         (EdgeLimit::FailureSourceEvicted, a.failure_sources_evicted),
         (EdgeLimit::DeliverPatternsCapped, s.deliver_patterns_capped),
+        (EdgeLimit::SubsPerConnection, s.refused_subs_per_connection),
+        (EdgeLimit::SubsRelayFull, s.refused_subs_relay_full),
+        (EdgeLimit::PatternTooComplex, s.refused_pattern_too_complex),
+        (EdgeLimit::BadFramesClose, s.bad_frames_closed),
     ] {
         hits.mirror(limit, n);
     }
@@ -56,7 +60,9 @@ pub fn stats_json(broker: &Broker, admission: &Admission) -> String {
             "\"dropped_wt_oversize\":{},",
             "\"intake_pauses\":{},\"intake_paused_us\":{},\"intake_pause_overruns\":{},",
             "\"intake_pauses_mesh\":{},",
-            "\"dropped_relay_behind\":{}}}"
+            "\"dropped_relay_behind\":{},",
+            "\"refused_subs_per_connection\":{},\"refused_subs_relay_full\":{},",
+            "\"refused_pattern_too_complex\":{},\"bad_frames_closed\":{}}}"
         ),
         broker.connection_count(),
         broker.subscription_count(),
@@ -89,5 +95,9 @@ pub fn stats_json(broker: &Broker, admission: &Admission) -> String {
         s.intake_pause_overruns,
         s.intake_pauses_mesh,
         s.dropped_relay_behind,
+        s.refused_subs_per_connection,
+        s.refused_subs_relay_full,
+        s.refused_pattern_too_complex,
+        s.bad_frames_closed,
     )
 }

@@ -833,6 +833,15 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The control p99 this scenario must stay under: [`p99_limit`] plus the longest the
+    /// machine kept a thread of this test process from running. On a quiet machine that
+    /// stall is a few ms; on a loaded one (2 shared cores at load 18) a process waits 100+
+    /// ms for a core now and then, and the relay's latency is judged beyond that. A relay
+    /// that burns its own core does not stall this process's threads on the other one.
+    pub fn p99_allowed(&self) -> Duration {
+        p99_limit() + self.stall
+    }
+
     /// Would [`Outcome::assert_healthy`] fail on the control client's p99 alone (everything
     /// else held)? The one check a loaded machine can fail on its own: the suite runs such a
     /// scenario once more.
@@ -843,7 +852,7 @@ impl Outcome {
             && c.sent >= CONTROL_MIN_MESSAGES
             && c.ratio() >= 0.99
             && self.peak_rss_kib <= bound_kib
-            && c.p99 >= p99_limit()
+            && c.p99 >= self.p99_allowed()
     }
 
     /// Prints the outcome, then asserts: control ≥ 99 % with p99 under [`p99_limit`], and
@@ -873,10 +882,11 @@ impl Outcome {
             c.errors
         );
         assert!(
-            c.p99 < p99_limit(),
-            "{}: control p99 {:?} is over {:?}",
+            c.p99 < self.p99_allowed(),
+            "{}: control p99 {:?} is over {:?} ({:?} plus the longest stall of a test thread)",
             self.attack.name,
             c.p99,
+            self.p99_allowed(),
             p99_limit()
         );
         assert!(
