@@ -9,7 +9,9 @@
 //! - [`cli`]: the command line (`run`, `pub`, `sub`).
 //! - [`clock`], [`limits`], [`config`], [`tls`]: time, capacities, configuration, TLS.
 //! - [`dashboard`], [`metrics`]: `/dashboard`, `/v1/mesh`, admin access, `/metrics`.
+//! - [`app`]: the wiring of all of the above for `run`.
 
+pub mod app;
 pub mod auth;
 pub mod broker;
 pub mod cli;

@@ -36,7 +36,7 @@ use mesh_common::{
 };
 
 fn now_ms() -> u64 {
-    fastpubsub_relay::dashboard::edge::unix_ms()
+    fastpubsub_relay::app::admin::unix_ms()
 }
 
 /// A relay's admin side in this process: mesh picture and admin listener on 127.0.0.1:0.
