@@ -146,9 +146,18 @@ impl MeshNode {
         }
     }
 
-    /// A new link gets the interest of every relay known here.
+    /// A new link gets the interest of every relay known here: this relay's own always (a
+    /// restarted relay's empty snapshot clears what its neighbours held of its old epoch),
+    /// others' unless they never had any (seq 0: nothing to learn; the first change of
+    /// such a relay, seq 1, applies without a snapshot).
     pub(super) fn send_all_snapshots(&mut self, link: LinkId) {
-        let origins: Vec<String> = self.interest.origins().map(|(n, _)| n.to_owned()).collect();
+        let me = self.cfg.name.as_str();
+        let origins: Vec<String> = self
+            .interest
+            .origins()
+            .filter(|(n, o)| *n == me || o.seq > 0 || !o.entries.is_empty())
+            .map(|(n, _)| n.to_owned())
+            .collect();
         for o in origins {
             self.send_snapshot(link, &o);
         }

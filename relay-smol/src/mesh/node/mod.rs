@@ -165,6 +165,8 @@ pub struct MeshNode {
     data_copies: u64,
     data_refused: u64,
     next_gossip: u64,
+    /// Route messages are waiting to be batched out by then.
+    route_due: Option<u64>,
     next_housekeeping: u64,
     next_eviction: u64,
     buf: Vec<u8>,
@@ -225,6 +227,7 @@ impl MeshNode {
             data_copies: 0,
             data_refused: 0,
             next_gossip: now + GOSSIP_EVERY_US,
+            route_due: None,
             next_housekeeping: now,
             next_eviction: now,
             buf: vec![0; Message::MAX_LEN],
@@ -386,12 +389,16 @@ impl MeshNode {
         self.announce_due(now);
         if self.route.poll_timeout().is_some_and(|t| t <= now) {
             self.route.handle_timeout(now);
+            self.route_changed(now);
         }
         if now >= self.next_gossip {
             self.next_gossip = now + GOSSIP_EVERY_US;
             self.send_gossip(now, None);
         }
-        self.drain_route(now);
+        if self.route_due.is_some_and(|t| t <= now) {
+            self.route_due = None;
+            self.drain_route(now);
+        }
         if self.interest.poll_timeout().is_some_and(|t| t <= now) {
             let route = &self.route;
             self.interest
@@ -418,6 +425,9 @@ impl MeshNode {
     /// When [`Self::handle_timeout`] is next needed.
     pub fn poll_timeout(&self) -> Option<u64> {
         let mut t = self.next_gossip.min(self.next_housekeeping);
+        if let Some(r) = self.route_due {
+            t = t.min(r);
+        }
         let mut add = |x: Option<u64>| {
             if let Some(x) = x {
                 t = t.min(x);
@@ -430,7 +440,11 @@ impl MeshNode {
         if self.announce_hook.is_some() {
             add(self.announce.poll_timeout());
         }
-        for l in self.links.values().filter(|l| l.peer.is_some()) {
+        for l in self
+            .links
+            .values()
+            .filter(|l| l.peer.is_some() && !l.closing)
+        {
             add(l.probe.poll_timeout());
         }
         Some(t)
@@ -485,7 +499,20 @@ impl MeshNode {
         }
     }
 
-    fn close(&mut self, link: LinkId, code: u32, reason: &'static str) {
+    /// Closes `link`. A link in use stops carrying anything at once and its routes move
+    /// (data sent on a closing link would be lost: the far end drops it).
+    fn close(&mut self, link: LinkId, code: u32, reason: &'static str, now: u64) {
+        if let Some(l) = self.links.get_mut(&link)
+            && !l.closing
+        {
+            l.closing = true;
+            if let (true, Some((_, id))) = (l.measured, l.peer.clone()) {
+                if self.route.handle_link_down(id, now).is_err() {
+                    self.stats.route_errors += 1;
+                }
+                self.route_changed(now);
+            }
+        }
         self.out.event(MeshEvent::Close { link, code, reason });
     }
 
@@ -525,7 +552,12 @@ impl MeshNode {
             (_, false) => {
                 self.stats.bad_messages += 1;
                 self.stats.refused_malformed += 1;
-                self.close(link, mesh::close::PROTOCOL, "first message must be Hello");
+                self.close(
+                    link,
+                    mesh::close::PROTOCOL,
+                    "first message must be Hello",
+                    now,
+                );
             }
             (Message::Peers(p), true) => self.on_peers(p, now),
             (Message::Route(b), true) => self.on_route(link, b, now),

@@ -42,6 +42,8 @@ pub fn relay_id(name: &str) -> RelayId {
 /// One link (one QUIC connection), from its handshake on.
 pub(super) struct Link {
     pub(super) side: LinkSide,
+    /// This relay closed it: it carries nothing more and is down for routing.
+    pub(super) closing: bool,
     pub(super) remote: SocketAddr,
     pub(super) cert: Option<CertificateDer<'static>>,
     /// Name and id from the peer's Hello.
@@ -135,6 +137,7 @@ impl MeshNode {
     pub(super) fn up_links(&self) -> Vec<(LinkId, RelayId)> {
         self.links
             .iter()
+            .filter(|(_, l)| !l.closing)
             .filter_map(|(c, l)| l.peer.as_ref().map(|(_, id)| (*c, *id)))
             .collect()
     }
@@ -152,7 +155,8 @@ impl MeshNode {
     pub(super) fn link_of(&self, id: RelayId) -> Option<LinkId> {
         let name = self.names.get(&id)?;
         let c = self.peers.get(name)?.link?;
-        self.links.get(&c)?.probe.is_up().then_some(c)
+        let l = self.links.get(&c)?;
+        (l.probe.is_up() && !l.closing).then_some(c)
     }
 
     fn hello<'a>(&'a self, mesh_addr: &'a str) -> Hello<'a> {
@@ -177,13 +181,14 @@ impl MeshNode {
         if self.links.len() >= MAX_LINKS && !self.links.contains_key(&link) {
             // The QUIC layer holds no more (checked where they are wired); a harness could.
             self.stats.refused_full += 1;
-            self.close(link, close::PROTOCOL, "peer table full");
+            self.close(link, close::PROTOCOL, "peer table full", now);
             return;
         }
         self.links.insert(
             link,
             Link {
                 side,
+                closing: false,
                 remote,
                 cert,
                 peer: None,
@@ -225,6 +230,7 @@ impl MeshNode {
                 link,
                 close::PROTOCOL,
                 "certificate does not name this relay",
+                now,
             );
             return;
         }
@@ -235,7 +241,12 @@ impl MeshNode {
                 h.name,
                 h.version
             );
-            self.close(link, close::PROTOCOL, "unsupported mesh protocol version");
+            self.close(
+                link,
+                close::PROTOCOL,
+                "unsupported mesh protocol version",
+                now,
+            );
             return;
         }
         let id = relay_id(h.name);
@@ -247,13 +258,13 @@ impl MeshNode {
                 "mesh: relay ids of {other:?} and {:?} collide; rename one",
                 h.name
             );
-            self.close(link, close::PROTOCOL, "relay id collision");
+            self.close(link, close::PROTOCOL, "relay id collision", now);
             return;
         }
         let (side, remote) = (l.side, l.remote);
         if !self.peer_room(h.name) {
             self.stats.refused_full += 1;
-            self.close(link, close::PROTOCOL, "peer table full");
+            self.close(link, close::PROTOCOL, "peer table full", now);
             return;
         }
         // Far over the limit: take the link only long enough for the newcomer to learn
@@ -275,7 +286,7 @@ impl MeshNode {
                 "mesh: second link to {} ({remote}) closed, keeping the first",
                 h.name
             );
-            self.close(link, close::DUPLICATE, "already linked");
+            self.close(link, close::DUPLICATE, "already linked", now);
             return;
         }
         p.link = Some(link);
@@ -320,7 +331,8 @@ impl MeshNode {
     }
 
     pub(super) fn on_lost(&mut self, link: LinkId, reason: &str, now: u64) {
-        self.links.remove(&link);
+        // A link this relay closed is down for routing already.
+        let routed = self.links.remove(&link).is_some_and(|l| !l.closing);
         self.ticket_sync.handle_link_down(link);
         let mut down = Vec::new();
         for (name, p) in self.peers.iter_mut() {
@@ -347,12 +359,12 @@ impl MeshNode {
             }
         }
         for id in down {
-            if self.route.handle_link_down(id, now).is_err() {
+            if routed && self.route.handle_link_down(id, now).is_err() {
                 self.stats.route_errors += 1;
             }
             self.announce.handle_link_change(now);
         }
-        self.drain_route(now);
+        self.route_changed(now);
     }
 
     pub(super) fn on_dialled(&mut self, peer: &str, result: Result<LinkId, String>, now: u64) {
@@ -409,7 +421,12 @@ impl MeshNode {
                             close::NEIGHBOUR_LIMIT_REASON
                         );
                     }
-                    self.close(link, close::NEIGHBOUR_LIMIT, close::NEIGHBOUR_LIMIT_REASON);
+                    self.close(
+                        link,
+                        close::NEIGHBOUR_LIMIT,
+                        close::NEIGHBOUR_LIMIT_REASON,
+                        now,
+                    );
                 }
                 NeighbourAction::Dial(name) => {
                     let Some(p) = self.peers.get_mut(&name) else {

@@ -9,7 +9,7 @@ use fastpubsub_core::mesh::{self, MAX_ROUTE_MESSAGES, Message, Probe, ProbeAck, 
 use fastpubsub_core::route::{self, Metric, RelayId, RouteEvent};
 
 use super::{MeshNode, TransmitKind};
-use crate::mesh::limits::{MAX_EVENTS, MAX_PENDING_ROUTE, ROUTE_DESTS};
+use crate::mesh::limits::{MAX_EVENTS, MAX_PENDING_ROUTE, ROUTE_BATCH_US, ROUTE_DESTS};
 use crate::mesh::link::LinkId;
 use crate::mesh::probe::LinkState;
 use crate::mesh::status::RouteEventStatus;
@@ -20,7 +20,7 @@ impl MeshNode {
         let links: Vec<LinkId> = self
             .links
             .iter()
-            .filter(|(_, l)| l.peer.is_some())
+            .filter(|(_, l)| l.peer.is_some() && !l.closing)
             .map(|(c, _)| *c)
             .collect();
         for c in links {
@@ -42,6 +42,7 @@ impl MeshNode {
                 if self.route.handle_link_down(id, now).is_err() {
                     self.stats.route_errors += 1;
                 }
+                self.route_changed(now);
                 self.announce.handle_link_change(now);
             }
         }
@@ -69,7 +70,7 @@ impl MeshNode {
     }
 
     fn on_probe_ack(&mut self, link: LinkId, ack: ProbeAck, now: u64) {
-        let Some(l) = self.links.get_mut(&link) else {
+        let Some(l) = self.links.get_mut(&link).filter(|l| !l.closing) else {
             return;
         };
         if l.probe.handle_ack(ack, now).is_none() {
@@ -94,7 +95,7 @@ impl MeshNode {
                 self.apply_route_message(id, msg, now);
             }
         }
-        self.drain_route(now);
+        self.route_changed(now);
     }
 
     fn apply_route_message(&mut self, from: RelayId, m: route::Message, now: u64) {
@@ -112,13 +113,16 @@ impl MeshNode {
     pub(super) fn drain_route(&mut self, now: u64) {
         let mut per_link: BTreeMap<LinkId, heapless::Vec<route::Message, MAX_ROUTE_MESSAGES>> =
             BTreeMap::new();
-        let up = self.up_links();
+        let mut up = Vec::new();
         // Bounded per call; the rest stays queued in the table for the next tick (checked
         // before polling, so no transmit is taken and then dropped).
         for _ in 0..4 * ROUTE_DESTS {
             let Some(t) = self.route.poll_transmit() else {
                 break;
             };
+            if up.is_empty() {
+                up = self.up_links();
+            }
             let targets: Vec<LinkId> = match t.to {
                 route::Recipient::Neighbor(id) => up
                     .iter()
@@ -205,7 +209,7 @@ impl MeshNode {
     }
 
     pub(super) fn on_route(&mut self, link: LinkId, batch: &RouteBatch, now: u64) {
-        let Some(l) = self.links.get_mut(&link) else {
+        let Some(l) = self.links.get_mut(&link).filter(|l| !l.closing) else {
             return;
         };
         let Some((_, from)) = l.peer.clone() else {
@@ -225,6 +229,13 @@ impl MeshNode {
         for m in &batch.messages {
             self.apply_route_message(from, *m, now);
         }
-        self.drain_route(now);
+        self.route_changed(now);
+    }
+
+    /// The route table may have messages to send: batch them out within
+    /// [`ROUTE_BATCH_US`] (see `handle_timeout`).
+    pub(super) fn route_changed(&mut self, now: u64) {
+        let due = now + ROUTE_BATCH_US;
+        self.route_due = Some(self.route_due.map_or(due, |t| t.min(due)));
     }
 }
