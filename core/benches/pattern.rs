@@ -14,7 +14,9 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use fastpubsub_core::pattern::SubIndex;
+use fastpubsub_core::pattern::{
+    MAX_NODES_VISITED, MAX_PATTERN_SEGMENTS, MAX_PATTERN_STARS, SubIndex,
+};
 
 struct Counting;
 
@@ -199,7 +201,101 @@ fn popular_pattern() {
     );
 }
 
+/// The issue #10 attack, shaped for the index alone: `n` distinct patterns of `segments`
+/// segments over {`a`, `*`} (alternating, with the choices of the first 14 positions taken
+/// from the bits of the pattern's number, so every pattern has its own trie branch), the
+/// last segment `last`. The channel is `a` × `segments`: every branch is compatible with
+/// it up to the last segment.
+fn adversarial_patterns(n: u32, segments: usize, last: &str) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let mut segs: Vec<&str> = (0..segments - 1)
+                .map(|j| {
+                    let star = if j < 14 {
+                        (i >> j) & 1 == 1
+                    } else {
+                        j % 2 == 1
+                    };
+                    if star { "*" } else { "a" }
+                })
+                .collect();
+            segs.push(last);
+            segs.join(".")
+        })
+        .collect()
+}
+
+/// Times lookups of `channel` in an index of `patterns` (stored as far as the index takes
+/// them).
+fn adversarial(label: &str, patterns: &[String], channel: &str) {
+    // The limits the relay's broker gives each tenant's index (`--max-total-subs`).
+    let mut index = SubIndex::new(1_000_000);
+    let mut stored = 0u32;
+    let mut refused = 0u32;
+    for (i, p) in (0u32..).zip(patterns) {
+        match index.insert(p, i) {
+            Ok(true) => stored += 1,
+            _ => refused += 1,
+        }
+    }
+    const ROUNDS: u32 = 2000;
+    let mut work = Default::default();
+    let start = Instant::now();
+    for _ in 0..ROUNDS {
+        work = index.for_each_match(black_box(channel), |p, v| {
+            black_box((p, v));
+        });
+    }
+    let t = start.elapsed() / ROUNDS;
+    println!(
+        "--- adversarial {label}: {stored} stored, {refused} refused, {} trie nodes; {} nodes visited (bound {MAX_NODES_VISITED}), {} matches/lookup, {:.2} µs/lookup",
+        index.node_count(),
+        work.nodes_visited,
+        work.matches,
+        t.as_secs_f64() * 1e6
+    );
+}
+
+/// The worst set within the limits: a pattern for every placement of at most
+/// `MAX_PATTERN_STARS` `*` among `a`s, of every length up to `MAX_PATTERN_SEGMENTS`, so
+/// the channel `a` × 16 is compatible with every trie node (the bound is reached).
+fn worst_within_limits() -> Vec<String> {
+    let mut out = Vec::new();
+    for d in 1..=MAX_PATTERN_SEGMENTS {
+        for mask in 0u32..(1 << d) {
+            if mask.count_ones() as usize <= MAX_PATTERN_STARS {
+                let segs: Vec<&str> = (0..d)
+                    .map(|j| if mask >> j & 1 == 1 { "*" } else { "a" })
+                    .collect();
+                out.push(segs.join("."));
+            }
+        }
+    }
+    out
+}
+
 fn main() {
+    let worst = worst_within_limits();
+    let sixteen = vec!["a"; MAX_PATTERN_SEGMENTS].join(".");
+    adversarial("worst set within the limits", &worst, &sixteen);
+    let no_match: Vec<String> = worst
+        .iter()
+        .map(|p| format!("{p}.z"))
+        .filter(|p| p.split('.').count() <= MAX_PATTERN_SEGMENTS)
+        .collect();
+    adversarial("worst set within the limits, no match", &no_match, &sixteen);
+    let issue = adversarial_patterns(40 * 256, 124, "z");
+    adversarial(
+        "124-segment, no match (issue #10)",
+        &issue,
+        &vec!["a"; 124].join("."),
+    );
+    let issue = adversarial_patterns(40 * 256, 124, "a");
+    adversarial(
+        "124-segment, all match (issue #10)",
+        &issue,
+        &vec!["a"; 124].join("."),
+    );
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let subs: Vec<String> = (0..SUBSCRIPTIONS)
         .map(|i| subscription(i, &mut rng))

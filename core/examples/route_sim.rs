@@ -15,7 +15,7 @@ mod route_harness;
 
 use std::time::Instant;
 
-use fastpubsub_core::route::{NeighbourConfig, RouteConfig, RouteTable};
+use fastpubsub_core::route::{NeighbourConfig, RouteConfig};
 use route_harness::topology::{Eval, Mode, Topology, evaluate, evolve};
 use route_harness::{limited_neighbours, load_matrix, load_regions, regional_neighbours, scenario};
 
@@ -43,7 +43,7 @@ fn run() {
     }
     let wall = Instant::now();
     let cfg = RouteConfig::default();
-    let r = scenario::<100, 99>(
+    let r = scenario(
         "full mesh, default config",
         &names,
         &rtt,
@@ -53,7 +53,7 @@ fn run() {
     );
     r.print(&names);
     let limited = limited_neighbours(&rtt, 7, 10, 11);
-    let r = scenario::<100, 10>(
+    let r = scenario(
         "10 neighbours (7 nearest + 3 random), default config",
         &names,
         &rtt,
@@ -64,7 +64,7 @@ fn run() {
     r.print(&names);
     let regions = load_regions(&names);
     let regional = regional_neighbours(&rtt, &regions, 5, 10);
-    let r = scenario::<100, 10>(
+    let r = scenario(
         "10 neighbours (5 nearest + nearest per other region), default config",
         &names,
         &rtt,
@@ -77,12 +77,7 @@ fn run() {
         "(simulated in {:.1} s of wall time)",
         wall.elapsed().as_secs_f64()
     );
-    println!(
-        "size_of RouteTable<100, 99> = {} bytes, RouteTable<100, 10> = {} bytes, RouteTable<32, 8> = {} bytes",
-        std::mem::size_of::<RouteTable<100, 99>>(),
-        std::mem::size_of::<RouteTable<100, 10>>(),
-        std::mem::size_of::<RouteTable<32, 8>>()
-    );
+
     neighbours();
 }
 
@@ -99,7 +94,7 @@ fn neighbours() {
     println!("{}", Eval::header());
     for cap in [10usize, 16] {
         let naive = evolve(&rtt, Mode::Naive(cap), SECONDS, 3);
-        let e = evaluate::<99>(
+        let e = evaluate(
             &format!("naive cap {cap} (before)"),
             &rtt,
             naive,
@@ -114,7 +109,7 @@ fn neighbours() {
             3,
         );
         let (near, long, explore) = NeighbourConfig::with_max(cap).slots();
-        let e = evaluate::<99>(
+        let e = evaluate(
             &format!("policy cap {cap} ({near} nearest + {long} long range + {explore} explored)"),
             &rtt,
             policy,
@@ -134,7 +129,7 @@ fn neighbours() {
                 tail_s: 0,
                 seconds: 0,
             };
-            let mut e = evaluate::<99>(
+            let mut e = evaluate(
                 "offline reference: 7 nearest by true RTT + 3 random",
                 &rtt,
                 offline,

@@ -3,6 +3,7 @@
 //! Pure logic with no I/O, no clock and no entropy of its own: the caller passes
 //! time in and owns every output buffer. Modules follow the layers of the relay:
 //!
+//! - [`limits`]: the client contract's size limits, defined once for every module.
 //! - [`frame`]: the LLPS v0.1 client wire contract (publish, commands, deliver, replies).
 //! - [`pattern`]: channel/pattern validation, matching, containment and a subscription index.
 //! - [`route`]: the latency distance-vector routing table.
@@ -17,6 +18,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod frame;
+pub mod limits;
 pub mod mesh;
 pub mod pattern;
 pub mod route;

@@ -132,7 +132,7 @@ proptest! {
 #[cfg(feature = "alloc")]
 mod index {
     use super::*;
-    use fastpubsub_core::pattern::SubIndex;
+    use fastpubsub_core::pattern::{SubIndex, check_pattern_cost};
     use std::collections::BTreeSet;
 
     #[derive(Debug, Clone)]
@@ -195,7 +195,8 @@ mod index {
                             model.iter().map(|(p, _)| p.clone()).chain([p.clone()]),
                         )
                         .len();
-                        let expected = if model.contains(&key) {
+                        let expected = if model.contains(&key) || check_pattern_cost(p).is_err() {
+                            // Known, or over the cost limits (`*.*.*.*`): nothing stored.
                             Ok(false)
                         } else if model.len() >= max_entries {
                             Err((max_entries, false))
@@ -248,7 +249,8 @@ mod index {
             let mut index = SubIndex::new(100);
             let mut model = BTreeSet::new();
             for p in &patterns {
-                prop_assert_eq!(index.insert(p, 0u8), Ok(model.insert(p.clone())));
+                let fresh = check_pattern_cost(p).is_ok() && model.insert(p.clone());
+                prop_assert_eq!(index.insert(p, 0u8), Ok(fresh));
             }
             for channel in &channels {
                 let expected: Vec<(String, u8)> = model
@@ -309,6 +311,80 @@ mod index {
                 index.node_count(),
                 prefixes(model.iter().map(|(p, _)| p.clone())).len()
             );
+        }
+    }
+}
+
+/// The work bound of the index (`MAX_NODES_VISITED`), checked against brute force: a
+/// lookup visits exactly the root plus every distinct stored prefix (a final `#` not
+/// counted) that is compatible with the channel's segments, which is never more than the
+/// bound, for long patterns full of `*` and channels of any length.
+#[cfg(feature = "alloc")]
+mod work {
+    use super::*;
+    use fastpubsub_core::pattern::{
+        MAX_NODES_VISITED, MAX_PATTERN_SEGMENTS as LIMIT_SEGMENTS, MAX_PATTERN_STARS, SubIndex,
+        check_pattern_cost,
+    };
+    use std::collections::BTreeSet;
+
+    /// Up to 16 segments over {a, b, *} (about one in three a `*`), optional final `#`.
+    fn deep_pattern() -> impl Strategy<Value = String> {
+        let token = prop_oneof![2 => Just("a"), 1 => Just("b"), 2 => Just("*")];
+        (
+            prop::collection::vec(token, 1..=LIMIT_SEGMENTS),
+            any::<bool>(),
+        )
+            .prop_map(|(mut segs, hash)| {
+                if hash && let Some(last) = segs.last_mut() {
+                    *last = "#";
+                }
+                segs.join(".")
+            })
+    }
+
+    fn compatible(prefix: &[&str], channel: &[&str]) -> bool {
+        prefix.len() <= channel.len()
+            && prefix.iter().zip(channel).all(|(p, c)| *p == "*" || p == c)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        #[test]
+        fn nodes_visited_is_the_compatible_prefixes_and_within_the_bound(
+            patterns in prop::collection::vec(deep_pattern(), 1..400),
+            channels in prop::collection::vec(
+                prop::collection::vec(prop_oneof![3 => Just("a"), 1 => Just("b")], 1..24),
+                1..12,
+            ),
+        ) {
+            let mut index = SubIndex::new(1000);
+            let mut stored = BTreeSet::new();
+            for p in &patterns {
+                let cost_ok = check_pattern_cost(p).is_ok();
+                let fresh = cost_ok && stored.insert(p.clone());
+                prop_assert_eq!(index.insert(p, 0u8), Ok(fresh), "{}", p);
+            }
+            // Trie nodes: distinct prefixes of the stored patterns, a final `#` excluded.
+            let mut nodes: BTreeSet<Vec<&str>> = BTreeSet::new();
+            for p in &stored {
+                let segs: Vec<&str> = p.split('.').collect();
+                let fixed = segs.len() - usize::from(segs.last() == Some(&"#"));
+                prop_assert!(segs.iter().filter(|s| **s == "*").count() <= MAX_PATTERN_STARS);
+                for n in 1..=fixed {
+                    nodes.insert(segs[..n].to_vec());
+                }
+            }
+            for segs in &channels {
+                let channel = segs.join(".");
+                let work = index.for_each_match(&channel, |_, _| {});
+                let expected = 1 + nodes.iter().filter(|n| compatible(n, segs)).count();
+                prop_assert_eq!(work.nodes_visited, expected, "channel {}", channel);
+                prop_assert!(work.nodes_visited <= MAX_NODES_VISITED);
+                let matching = stored.iter().filter(|p| matches(p, &channel)).count();
+                prop_assert_eq!(work.matches, matching);
+            }
         }
     }
 }

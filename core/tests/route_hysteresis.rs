@@ -16,7 +16,7 @@ const S: u64 = 1_000_000;
 /// direction per second over that time.
 fn changes(cfg: RouteConfig, equal: bool, seed: u64) -> (u64, f64) {
     let mut rng = Rng::new(seed);
-    let mut sim: Sim<16, 16> = Sim::new(16, cfg, seed);
+    let mut sim: Sim = Sim::new(16, cfg, seed);
     sim.noise_ppm = 50_000;
     for r in 0..4 {
         for c in 0..4 {

@@ -10,7 +10,7 @@ use route_harness::{Rng, Sim};
 
 const S: u64 = 1_000_000;
 
-fn random_graph(sim: &mut Sim<16, 16>, rng: &mut Rng, extra: usize) -> Vec<(usize, usize)> {
+fn random_graph(sim: &mut Sim, rng: &mut Rng, extra: usize) -> Vec<(usize, usize)> {
     let n = sim.len();
     let mut edges = Vec::new();
     for i in 1..n {
@@ -35,10 +35,10 @@ fn random_graph(sim: &mut Sim<16, 16>, rng: &mut Rng, extra: usize) -> Vec<(usiz
 
 fn churn(cfg: RouteConfig, seed: u64) -> (u64, u64) {
     let mut rng = Rng::new(seed);
-    let mut sim: Sim<16, 16> = Sim::new(12, cfg, seed);
+    let mut sim: Sim = Sim::new(12, cfg, seed);
     sim.noise_ppm = 20_000;
     let edges = random_graph(&mut sim, &mut rng, 10);
-    let mut no_loop = |s: &Sim<16, 16>| {
+    let mut no_loop = |s: &Sim| {
         if let Some((d, at)) = s.find_loop() {
             panic!("forwarding loop toward {d} through {at} at t={} µs", s.now);
         }
@@ -89,7 +89,7 @@ fn no_loop_under_random_changes_and_failures() {
 #[test]
 fn partition_retracts_without_counting_to_infinity() {
     for cfg in [RouteConfig::default(), RouteConfig::without_hysteresis()] {
-        let mut sim: Sim<16, 16> = Sim::new(12, cfg, 9);
+        let mut sim: Sim = Sim::new(12, cfg, 9);
         let mut rng = Rng::new(3);
         // Cluster A: 0..6, cluster B: 6..12, each a ring with chords.
         for base in [0, 6] {

@@ -7,8 +7,8 @@
 mod route_harness;
 
 use fastpubsub_core::route::{
-    LinkMeasurement, Metric, Recipient, RelayId, RouteConfig, RouteError, RouteTable, Seqno,
-    SeqnoRequest, Update,
+    Digest, LinkMeasurement, Message, Metric, Recipient, RelayId, RouteConfig, RouteError,
+    RouteTable, Seqno, SeqnoRequest, Update,
 };
 use route_harness::Rng;
 
@@ -17,16 +17,19 @@ fn arbitrary_peer_input_never_breaks_the_table() {
     for seed in 1..=4 {
         let mut rng = Rng::new(seed);
         let me = RelayId(7);
-        let mut t: RouteTable<8, 4> =
-            RouteTable::new(me, Seqno(u16::MAX - 3), RouteConfig::default(), 0)
-                .expect("valid config");
+        let cfg = RouteConfig {
+            max_destinations: 8,
+            max_neighbours: 4,
+            ..RouteConfig::default()
+        };
+        let mut t = RouteTable::new(me, Seqno(u16::MAX - 3), cfg, 0).expect("valid config");
         let mut now = 0u64;
         let mut up: Vec<RelayId> = Vec::new();
         let (mut full, mut unknown) = (0u32, 0u32);
         for _ in 0..20_000 {
             now += rng.below(300_000);
             // A small id space makes collisions with `me`, neighbours and dests likely.
-            let id = RelayId(rng.below(12) as u16);
+            let id = RelayId(rng.below(12));
             let r = match rng.below(10) {
                 0 => {
                     let m = LinkMeasurement {
@@ -47,7 +50,7 @@ fn arbitrary_peer_input_never_breaks_the_table() {
                 }
                 2 => {
                     let q = SeqnoRequest {
-                        source: RelayId(rng.below(12) as u16),
+                        source: RelayId(rng.below(12)),
                         seqno: Seqno(rng.next_u64() as u16),
                         hop_count: rng.next_u64() as u8,
                     };
@@ -57,6 +60,18 @@ fn arbitrary_peer_input_never_breaks_the_table() {
                     t.handle_timeout(now);
                     Ok(())
                 }
+                4 => {
+                    let m = if rng.below(2) == 0 {
+                        Message::TableRequest(rng.next_u64() as u8)
+                    } else {
+                        Message::Digest(Digest {
+                            digest: rng.next_u64(),
+                            routes: rng.below(10) as u32,
+                            reply_to: rng.below(4) as u8,
+                        })
+                    };
+                    t.handle_message(id, m, now)
+                }
                 _ => {
                     let metric = match rng.below(4) {
                         0 => Metric::INFINITY,
@@ -64,7 +79,7 @@ fn arbitrary_peer_input_never_breaks_the_table() {
                         _ => Metric(rng.below(200_000) as u32),
                     };
                     let u = Update {
-                        source: RelayId(rng.below(12) as u16),
+                        source: RelayId(rng.below(12)),
                         seqno: Seqno((u16::MAX - 3).wrapping_add(rng.below(8) as u16)),
                         metric,
                     };
@@ -73,15 +88,20 @@ fn arbitrary_peer_input_never_breaks_the_table() {
             };
             match r {
                 Ok(()) => {}
-                Err(RouteError::NeighborTableFull(_) | RouteError::DestTableFull(_)) => full += 1,
-                Err(RouteError::UnknownNeighbor(_) | RouteError::SelfAsNeighbor) => unknown += 1,
+                Err(RouteError::NeighbourTableFull(_) | RouteError::DestTableFull(_)) => full += 1,
+                Err(RouteError::UnknownNeighbour(_) | RouteError::SelfAsNeighbour) => unknown += 1,
                 Err(e) => panic!("unexpected error {e}"),
             }
             let mut n = 0;
             while let Some(tx) = t.poll_transmit() {
                 n += 1;
-                assert!(n <= 64, "poll_transmit does not terminate");
-                if let Recipient::Neighbor(id) = tx.to {
+                // Our route, 8 destinations (update, request, forward), 4 neighbours
+                // (table request, full table of 9, its digest), the periodic digest.
+                assert!(
+                    n <= 1 + 8 * 3 + 4 * 11 + 1,
+                    "poll_transmit does not terminate"
+                );
+                if let Recipient::Neighbour(id) = tx.to {
                     assert!(up.contains(&id), "message to a neighbour that is down");
                 }
             }
@@ -92,7 +112,7 @@ fn arbitrary_peer_input_never_breaks_the_table() {
                 assert!(t.poll_timeout().is_some_and(|w| w > now));
                 while t.poll_transmit().is_some() {}
             }
-            assert!(t.neighbors().count() <= 4 && t.routes().count() <= 8);
+            assert!(t.neighbours().count() <= 4 && t.routes().count() <= 8);
             for r in t.routes() {
                 assert_ne!(r.dest, me);
                 if let Some(nh) = r.next_hop {

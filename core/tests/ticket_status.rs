@@ -2,8 +2,9 @@
 
 use ed25519_dalek::SigningKey;
 use fastpubsub_core::ticket::{
-    self, Applied, Claims, ClaimsSpec, Grant, IssueError, Protocols, STATUS_RECORD_MAX_LEN,
-    StatusRecord, StatusTable, StatusTableFull, TicketBuf, TicketError, TicketStatus, limits,
+    self, Applied, Claims, ClaimsSpec, FixedSlots, Grant, IssueError, Protocols,
+    STATUS_RECORD_MAX_LEN, StatusRecord, StatusSlots, StatusTable, StatusTableFull, TicketBuf,
+    TicketError, TicketStatus, limits,
 };
 
 const NOW: u64 = 1_780_000_000;
@@ -39,7 +40,7 @@ fn refresh_extends_and_revoke_is_final() {
     let bytes = ticket::verify_signature(&token, &key().verifying_key(), &mut buf).expect("sig");
     let c = Claims::decode(bytes).expect("decode");
 
-    let mut table: StatusTable<8> = StatusTable::new();
+    let mut table: StatusTable<FixedSlots<8>> = StatusTable::new();
     assert_eq!(table.check(&c, NOW + 5), Ok(NOW + 10));
     assert_eq!(
         table.check(&c, NOW + 10),
@@ -106,7 +107,14 @@ fn refresh_limits() {
 
 #[test]
 fn full_table_refuses_and_prunes_expired() {
-    let mut table: StatusTable<8> = StatusTable::with_limit(3);
+    full_table::<FixedSlots<8>>();
+    #[cfg(feature = "alloc")]
+    full_table::<fastpubsub_core::ticket::HeapSlots>();
+}
+
+/// The same behaviour whatever the storage.
+fn full_table<S: StatusSlots>() {
+    let mut table: StatusTable<S> = StatusTable::with_limit(3);
     assert_eq!(table.capacity(), 3);
     for n in 0..3 {
         let r = StatusRecord::revoke(id(n), NOW + 10 + u64::from(n), NOW, &key()).expect("revoke");

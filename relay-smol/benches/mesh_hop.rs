@@ -3,11 +3,16 @@
 //!
 //! - latency A→B (one link) and A→C (through B): p50/p99; the difference is what one
 //!   relay hop adds;
-//! - forwarded messages per second through B (A→C, 100-byte payloads, at most 256 in
-//!   flight);
+//! - forwarded messages per second through B (A→C, 100-byte payloads, at most
+//!   `MESH_HOP_WINDOW` (1024) in flight), and B's own CPU time for them: messages per
+//!   CPU-second of B's thread is what one core running only B would forward, and moves
+//!   little with the machine's load (wall-clock msgs/s does);
 //! - control-plane bytes per second per link at rest (probes, route updates, keep-alives).
 //!
-//! Run: `cargo bench -p fastpubsub-relay --bench mesh_hop`.
+//! Run: `cargo bench -p fastpubsub-relay --bench mesh_hop`. `MESH_HOP_PHASES` picks phases
+//! (`latency,throughput,control`, default all), `MESH_HOP_COUNT` the throughput messages
+//! (100000) — e.g. for `valgrind --tool=callgrind --separate-threads=yes` on
+//! `MESH_HOP_PHASES=throughput MESH_HOP_COUNT=20000`.
 
 #![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,7 +25,38 @@ use bytes::Bytes;
 use fastpubsub_core::frame::Mode;
 use fastpubsub_relay::app::mesh::MeshCommand;
 use fastpubsub_relay::quic::certs::generate_ca;
-use mesh_common::{Node, line3, start_node};
+use mesh_common::{Node, line3, recv_timeout, start_node};
+
+/// Linux thread ids of this process.
+fn tids() -> Vec<u32> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// CPU time a thread used so far (`/proc/self/task/TID/schedstat`, first field, ns).
+fn thread_cpu(tid: u32) -> Duration {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+/// Whether a thread is named `async-io` (the reactor, not a node).
+fn is_reactor(tid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+        .is_ok_and(|n| n.trim() == "async-io")
+}
+
+fn env_num(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
@@ -65,12 +101,28 @@ fn udp_bytes(n: &Node) -> u64 {
 }
 
 fn main() {
+    let phases =
+        std::env::var("MESH_HOP_PHASES").unwrap_or_else(|_| "latency,throughput,control".into());
     let ca = generate_ca().unwrap();
-    // A – B – C: A and C are not linked (only seeds are dialled).
+    // A – B – C: A and C are not linked (only seeds are dialled). B's thread is the one its
+    // start adds (besides the reactor).
+    let mut b_tids = Vec::new();
     let (a, b, c) = line3(
-        |name, seeds| start_node(name, &ca, seeds, |cfg| cfg.dial_learned = false),
+        |name, seeds| {
+            let before = tids();
+            let n = start_node(name, &ca, seeds, |cfg| cfg.dial_learned = false);
+            if name == "b" {
+                b_tids = tids()
+                    .into_iter()
+                    .filter(|t| !before.contains(t) && !is_reactor(*t))
+                    .collect();
+            }
+            n
+        },
         |n| n.addr,
     );
+    assert_eq!(b_tids.len(), 1, "B runs on one thread: {b_tids:?}");
+    let b_tid = b_tids[0];
     let route = |n: &Node, dest: &str| {
         n.status()["routes"]
             .as_array()
@@ -113,7 +165,12 @@ fn main() {
             .and_then(|v| v.as_u64())
             == Some(0)
     });
-    let (c50, c99) = latency(&a, &c, 2000);
+    let lat = phases.contains("latency");
+    let (c50, c99) = if lat {
+        latency(&a, &c, 2000)
+    } else {
+        (0.0, 0.0)
+    };
     c.send(MeshCommand::Interest {
         tenant: "bench".into(),
         pattern: "c".into(),
@@ -129,14 +186,16 @@ fn main() {
         s.pointer("/interest/b/patterns").and_then(|v| v.as_u64()) == Some(1)
             && s.pointer("/interest/c/patterns").and_then(|v| v.as_u64()) == Some(0)
     });
-    let (b50, b99) = latency(&a, &b, 2000);
-    println!("latency A→B (1 link):        p50 {b50:7.1} us  p99 {b99:7.1} us");
-    println!("latency A→C (via B, 2 links): p50 {c50:7.1} us  p99 {c99:7.1} us");
-    println!(
-        "added by one relay hop:       p50 {:7.1} us  p99 {:7.1} us",
-        c50 - b50,
-        c99 - b99
-    );
+    if lat {
+        let (b50, b99) = latency(&a, &b, 2000);
+        println!("latency A→B (1 link):        p50 {b50:7.1} us  p99 {b99:7.1} us");
+        println!("latency A→C (via B, 2 links): p50 {c50:7.1} us  p99 {c99:7.1} us");
+        println!(
+            "added by one relay hop:       p50 {:7.1} us  p99 {:7.1} us",
+            c50 - b50,
+            c99 - b99
+        );
+    }
 
     // Throughput through B: A→C with at most 256 in flight.
     b.send(MeshCommand::Interest {
@@ -155,35 +214,13 @@ fn main() {
             .and_then(|v| v.as_u64())
             == Some(1)
     });
-    while c.got.try_recv().is_ok() {}
-    let total = 100_000u32;
-    let t0 = Instant::now();
-    let (mut sent, mut got) = (0u32, 0u32);
-    while got < total && t0.elapsed() < Duration::from_secs(60) {
-        while sent < total && sent - got < 256 {
-            publish(&a, sent);
-            sent += 1;
-        }
-        match smol::block_on(async {
-            futures_lite::future::or(async { c.got.recv().await.ok() }, async {
-                async_io::Timer::after(Duration::from_millis(200)).await;
-                None
-            })
-            .await
-        }) {
-            Some(_) => got += 1,
-            None => sent = got, // a drop: let the window refill
-        }
+    if phases.contains("throughput") {
+        throughput(&a, &b, &c, b_tid);
     }
-    let secs = t0.elapsed().as_secs_f64();
-    let dropped = b.status()["counters"]["mesh"]["dropped_queue_full"]
-        .as_u64()
-        .unwrap_or(0);
-    println!(
-        "forwarded through B: {got} msgs in {secs:.2} s = {:.0} msgs/s (100-byte payloads, queue drops at B: {dropped})",
-        f64::from(got) / secs
-    );
 
+    if !phases.contains("control") {
+        return;
+    }
     // Control plane at rest: B has two links.
     std::thread::sleep(Duration::from_secs(2));
     let (x0, t0) = (udp_bytes(&b), Instant::now());
@@ -192,5 +229,46 @@ fn main() {
     let per_link = bytes as f64 / t0.elapsed().as_secs_f64() / 2.0;
     println!(
         "control plane at rest: {per_link:.0} bytes/s per link (both directions, UDP payload)"
+    );
+}
+
+/// A→C through B as fast as C takes them, at most `MESH_HOP_WINDOW` in flight.
+fn throughput(a: &Node, b: &Node, c: &Node, b_tid: u32) {
+    while c.got.try_recv().is_ok() {}
+    let total = env_num("MESH_HOP_COUNT", 100_000);
+    let window = env_num("MESH_HOP_WINDOW", 1024);
+    let (cpu0, t0) = (thread_cpu(b_tid), Instant::now());
+    let (mut sent, mut got) = (0u32, 0u32);
+    while got < total && t0.elapsed() < Duration::from_secs(60) {
+        while sent < total && sent - got < window {
+            publish(a, sent);
+            sent += 1;
+        }
+        // Take what arrived without a timer; wait (bounded) only when nothing did.
+        let mut n = 0;
+        while c.got.try_recv().is_ok() {
+            n += 1;
+        }
+        if n == 0 {
+            match recv_timeout(&c.got, Duration::from_millis(200)) {
+                Some(_) => n = 1,
+                None => sent = got, // a drop: let the window refill
+            }
+        }
+        got += n;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = (thread_cpu(b_tid) - cpu0).as_secs_f64();
+    let counter = |n: &Node, k: &str| n.status()["counters"]["mesh"][k].as_u64().unwrap_or(0);
+    println!(
+        "forwarded through B: {got} msgs in {secs:.2} s = {:.0} msgs/s (100-byte payloads, window {window}, queue drops at A {} B {})",
+        f64::from(got) / secs,
+        counter(a, "dropped_queue_full"),
+        counter(b, "dropped_queue_full"),
+    );
+    println!(
+        "B's thread: {cpu:.3} s CPU = {:.2} us per message = {:.0} msgs per CPU-second",
+        cpu * 1e6 / f64::from(got.max(1)),
+        f64::from(got) / cpu.max(1e-9)
     );
 }

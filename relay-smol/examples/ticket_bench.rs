@@ -153,6 +153,7 @@ fn main() {
             peer: LOCAL,
             origin: None,
             now: SystemTime::now(),
+            protocol: fastpubsub_relay::auth::Protocol::WebSocket,
         })
         .unwrap_or_else(|e| panic!("{}", e.reason));
     let n = 1_000_000 * scale;

@@ -26,6 +26,19 @@ pub struct HandshakeRequest<'a> {
     pub origin: Option<&'a str>,
     /// Wall-clock now.
     pub now: SystemTime,
+    /// Which edge the client came in on (a ticket's `allow_protocols` may exclude one).
+    pub protocol: Protocol,
+}
+
+/// The client edge of a handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// WebSocket (`/ws`).
+    #[default]
+    WebSocket,
+    /// WebTransport (HTTP/3 over QUIC).
+    WebTransport,
 }
 
 /// A refused handshake: the HTTP status (401 bad/missing token, 403 not allowed from here)

@@ -3,7 +3,7 @@
 //! Everything else takes `now` as an argument, so tests and simulators can drive time.
 #![allow(clippy::disallowed_methods)]
 
-use std::time::{Instant, SystemTime};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Monotonic now, for timeouts, rates and durations.
 pub fn now() -> Instant {
@@ -13,4 +13,16 @@ pub fn now() -> Instant {
 /// Wall-clock now, for expiry times that come from outside (tickets).
 pub fn wall_now() -> SystemTime {
     SystemTime::now()
+}
+
+/// Whole seconds of `t` since the Unix epoch (0 before 1970). The one conversion every
+/// module uses (tickets, certificates, the mesh).
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Milliseconds of `t` since the Unix epoch (0 before 1970, saturating).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

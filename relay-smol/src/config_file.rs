@@ -1,9 +1,10 @@
 //! The relay's configuration file (`fastpubsub-relay run --config FILE`).
 //!
 //! One TOML file; every key is optional and has the same default as the matching `run` flag,
-//! and a flag given on the command line overrides the file. [`apply`] is the entry point:
-//! it reads the file, checks every key against [`KEYS`], and fills the `run` arguments the
-//! command line left unset.
+//! and a flag given on the command line overrides the file. [`load`] is the entry point: it
+//! reads the file, checks every key against [`KEYS`], and returns the [`FileSettings`] it
+//! sets; `run` merges them under its flags (`cli::run::apply_config_file`). This module does
+//! not know the command line.
 //!
 //! The reader accepts the part of TOML a flat config needs: `[table]` headers, `key = value`
 //! with strings (`"basic"` with escapes, `'literal'`), integers (`_` separators allowed) and
@@ -17,8 +18,6 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::cli::run::RunArgs;
-use crate::limits::Limits;
 use crate::mesh::config::Seed;
 
 /// Largest config file read, in bytes; a config file is a few hundred bytes.
@@ -143,6 +142,10 @@ pub const KEYS: &[KeySpec] = &[
     key("edge", "tls_cert", Kind::Path),
     key("edge", "tls_key", Kind::Path),
     key("edge", "insecure_no_auth", Kind::Bool),
+    key("edge", "public_host", Kind::Text),
+    key("wt", "listen", Kind::Addr),
+    key("wt", "cert", Kind::Path),
+    key("wt", "key", Kind::Path),
     int("limits", "max_connections", 1, 10_000_000),
     int("limits", "max_subs_per_conn", 1, 1_000_000),
     int("limits", "max_total_subs", 1, 100_000_000),
@@ -153,7 +156,12 @@ pub const KEYS: &[KeySpec] = &[
     int("limits", "close_timeout_ms", 0, 600_000),
     key("tickets", "state_dir", Kind::Path),
     key("tickets", "public_key", Kind::Path),
-    int("tickets", "status_capacity", 1, 8192),
+    int(
+        "tickets",
+        "status_capacity",
+        1,
+        crate::tickets::MAX_STATUS_CAPACITY as u64,
+    ),
     key("admin", "listen", Kind::AddrOrOff),
     key("admin", "token_file", Kind::Path),
     key("mesh", "listen", Kind::Addr),
@@ -440,29 +448,109 @@ fn check(spec: &KeySpec, v: &Value) -> Result<Checked, String> {
     }
 }
 
-/// Reads `path` and fills every `run` argument that the command line left unset.
-pub fn apply(path: &Path, args: &mut RunArgs) -> Result<(), ConfigFileError> {
+/// What a config file sets: one field per key of [`KEYS`], `None` (or empty) when the file
+/// does not set it. `run` lets its flags override these.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileSettings {
+    /// `edge.listen`.
+    pub listen: Option<SocketAddr>,
+    /// `edge.tls_cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `edge.tls_key`.
+    pub tls_key: Option<PathBuf>,
+    /// `edge.insecure_no_auth`.
+    pub insecure_no_auth: Option<bool>,
+    /// `tickets.state_dir`.
+    pub state_dir: Option<PathBuf>,
+    /// `tickets.public_key`.
+    pub ticket_public_key: Option<PathBuf>,
+    /// `tickets.status_capacity`.
+    pub ticket_status_capacity: Option<usize>,
+    /// `limits.max_connections`.
+    pub max_connections: Option<usize>,
+    /// `limits.max_subs_per_conn`.
+    pub max_subs_per_conn: Option<usize>,
+    /// `limits.max_total_subs`.
+    pub max_total_subs: Option<usize>,
+    /// `limits.max_frame_bytes`.
+    pub max_frame_bytes: Option<usize>,
+    /// `limits.queue_bytes`.
+    pub queue_bytes: Option<usize>,
+    /// `limits.slow_consumer_grace_ms`.
+    pub slow_consumer_grace_ms: Option<u64>,
+    /// `limits.shutdown_grace_ms`.
+    pub shutdown_grace_ms: Option<u64>,
+    /// `limits.close_timeout_ms`.
+    pub close_timeout_ms: Option<u64>,
+    /// `admin.listen` (an address or `off`).
+    pub admin_listen: Option<String>,
+    /// `admin.token_file`.
+    pub admin_token_file: Option<PathBuf>,
+    /// `mesh.listen`.
+    pub mesh_listen: Option<SocketAddr>,
+    /// `mesh.name`.
+    pub name: Option<String>,
+    /// `mesh.region`.
+    pub region: Option<String>,
+    /// `mesh.edge_url`.
+    pub edge_url: Option<String>,
+    /// `mesh.cert`.
+    pub mesh_cert: Option<PathBuf>,
+    /// `mesh.key`.
+    pub mesh_key: Option<PathBuf>,
+    /// `mesh.ca`.
+    pub mesh_ca: Option<PathBuf>,
+    /// `mesh.peers`.
+    pub peers: Option<Vec<Seed>>,
+    /// `mesh.advertise`.
+    pub mesh_advertise: Option<SocketAddr>,
+    /// `mesh.max_neighbours`.
+    pub max_neighbours: Option<usize>,
+    /// `mesh.probe_interval_ms`.
+    pub probe_interval_ms: Option<u64>,
+    /// `mesh.announce_interval_ms`.
+    pub announce_interval_ms: Option<u64>,
+    /// `edge.public_host`.
+    pub public_host: Option<String>,
+    /// `wt.listen`.
+    pub wt_listen: Option<SocketAddr>,
+    /// `wt.cert`.
+    pub wt_cert: Option<PathBuf>,
+    /// `wt.key`.
+    pub wt_key: Option<PathBuf>,
+}
+
+/// Reads `path` and returns what it sets (checked against [`KEYS`]).
+pub fn load(path: &Path) -> Result<FileSettings, ConfigFileError> {
+    let err = |why: String| ConfigFileError {
+        path: path.to_path_buf(),
+        line: None,
+        key: None,
+        why,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    if meta.len() > MAX_FILE_LEN {
+        return Err(err(format!(
+            "it is {} bytes; a config file is at most {MAX_FILE_LEN}",
+            meta.len()
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(format!("cannot read it as UTF-8 text: {e}")))?;
+    from_text(&text, path)
+}
+
+/// Parses and checks the text of a config file (`path` only names it in errors). Pure: the
+/// fuzz targets call it.
+pub fn from_text(text: &str, path: &Path) -> Result<FileSettings, ConfigFileError> {
     let err = |line: Option<usize>, key: Option<String>, why: String| ConfigFileError {
         path: path.to_path_buf(),
         line,
         key,
         why,
     };
-    let meta =
-        std::fs::metadata(path).map_err(|e| err(None, None, format!("cannot read it: {e}")))?;
-    if meta.len() > MAX_FILE_LEN {
-        return Err(err(
-            None,
-            None,
-            format!(
-                "it is {} bytes; a config file is at most {MAX_FILE_LEN}",
-                meta.len()
-            ),
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| err(None, None, format!("cannot read it as UTF-8 text: {e}")))?;
-    let entries = parse(&text).map_err(|(line, why)| err(Some(line), None, why))?;
+    let entries = parse(text).map_err(|(line, why)| err(Some(line), None, why))?;
+    let mut settings = FileSettings::default();
     for e in &entries {
         let name = format!("{}.{}", e.table, e.key);
         if e.table.is_empty() {
@@ -493,27 +581,34 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> Result<(), ConfigFileError> {
                 err(Some(e.line), Some(name.clone()), why)
             })?;
         let v = check(spec, &e.value).map_err(|why| err(Some(e.line), Some(name.clone()), why))?;
-        store(args, spec.table, spec.key, v);
+        store(&mut settings, spec.table, spec.key, v);
     }
-    // A queue smaller than the largest frame could never deliver a full-size message.
-    let defaults = Limits::default();
-    let queue = args.queue_bytes.unwrap_or(defaults.queue_bytes);
-    let frame = args.max_frame_bytes.unwrap_or(defaults.max_frame_len);
+    Ok(settings)
+}
+
+/// The check that needs the merged settings (file and flags): a queue smaller than the
+/// largest frame could never deliver a full-size message.
+pub fn check_queue_fits_frame(
+    path: &Path,
+    queue: usize,
+    frame: usize,
+) -> Result<(), ConfigFileError> {
     if queue < frame {
-        return Err(err(
-            None,
-            Some("limits.queue_bytes".to_string()),
-            format!(
+        return Err(ConfigFileError {
+            path: path.to_path_buf(),
+            line: None,
+            key: Some("limits.queue_bytes".to_string()),
+            why: format!(
                 "queue_bytes ({queue}) is smaller than max_frame_bytes ({frame}): a full-size \
                  message could never be queued; raise queue_bytes or lower max_frame_bytes"
             ),
-        ));
+        });
     }
     Ok(())
 }
 
-/// Stores a checked value unless the command line already set that argument.
-fn store(a: &mut RunArgs, table: &str, key: &str, v: Checked) {
+/// Stores a checked value (the first one given for a key counts).
+fn store(a: &mut FileSettings, table: &str, key: &str, v: Checked) {
     fn fill<T>(slot: &mut Option<T>, v: T) {
         if slot.is_none() {
             *slot = Some(v);
@@ -522,6 +617,10 @@ fn store(a: &mut RunArgs, table: &str, key: &str, v: Checked) {
     let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     match (table, key, v) {
         ("edge", "listen", Checked::Addr(x)) => fill(&mut a.listen, x),
+        ("edge", "public_host", Checked::Text(x)) => fill(&mut a.public_host, x),
+        ("wt", "listen", Checked::Addr(x)) => fill(&mut a.wt_listen, x),
+        ("wt", "cert", Checked::Path(x)) => fill(&mut a.wt_cert, x),
+        ("wt", "key", Checked::Path(x)) => fill(&mut a.wt_key, x),
         ("tickets", "state_dir", Checked::Path(x)) => fill(&mut a.state_dir, x),
         ("tickets", "public_key", Checked::Path(x)) => fill(&mut a.ticket_public_key, x),
         ("tickets", "status_capacity", Checked::Int(n)) => {
@@ -536,15 +635,16 @@ fn store(a: &mut RunArgs, table: &str, key: &str, v: Checked) {
         ("mesh", "cert", Checked::Path(x)) => fill(&mut a.mesh_cert, x),
         ("mesh", "key", Checked::Path(x)) => fill(&mut a.mesh_key, x),
         ("mesh", "ca", Checked::Path(x)) => fill(&mut a.mesh_ca, x),
-        // A repeatable flag: peers given on the command line replace the file's list.
-        ("mesh", "peers", Checked::Seeds(x)) if a.peer.is_empty() => a.peer = x,
+        ("mesh", "peers", Checked::Seeds(x)) => fill(&mut a.peers, x),
         ("mesh", "advertise", Checked::Addr(x)) => fill(&mut a.mesh_advertise, x),
         ("mesh", "max_neighbours", Checked::Int(n)) => fill(&mut a.max_neighbours, as_usize(n)),
         ("mesh", "probe_interval_ms", Checked::Int(n)) => fill(&mut a.probe_interval_ms, n),
         ("mesh", "announce_interval_ms", Checked::Int(n)) => fill(&mut a.announce_interval_ms, n),
         (_, "tls_cert", Checked::Path(x)) => fill(&mut a.tls_cert, x),
         (_, "tls_key", Checked::Path(x)) => fill(&mut a.tls_key, x),
-        (_, "insecure_no_auth", Checked::Bool(x)) => a.insecure_no_auth |= x,
+        (_, "insecure_no_auth", Checked::Bool(x)) => {
+            a.insecure_no_auth = Some(a.insecure_no_auth.unwrap_or(false) | x)
+        }
         (_, "max_connections", Checked::Int(n)) => fill(&mut a.max_connections, as_usize(n)),
         (_, "max_subs_per_conn", Checked::Int(n)) => fill(&mut a.max_subs_per_conn, as_usize(n)),
         (_, "max_total_subs", Checked::Int(n)) => fill(&mut a.max_total_subs, as_usize(n)),
@@ -561,6 +661,8 @@ fn store(a: &mut RunArgs, table: &str, key: &str, v: Checked) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // What `run` does with a file: load it, merge it under the flags, check the merge.
+    use crate::cli::run::{RunArgs, apply_config_file as apply};
     use argh::FromArgs;
 
     fn args(flags: &[&str]) -> RunArgs {

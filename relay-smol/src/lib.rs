@@ -1,6 +1,7 @@
 //! `fastpubsub-relay`: the relay library behind the `fastpubsub-relay` binary.
 //!
 //! - [`ws`]: the WebSocket/HTTP edge (listener, handshake, connection tasks).
+//! - [`wsframe`]: the WebSocket frame codec (a leaf: `ws` and `broker` both use it).
 //! - [`broker`]: local fan-out with bounded per-subscriber queues; the mesh seam.
 //! - [`rest`]: REST endpoints (`/ping`, `/stats`, pluggable handlers).
 //! - [`auth`]: the authorization seam every handshake goes through.
@@ -30,3 +31,5 @@ pub mod sim;
 pub mod tickets;
 pub mod tls;
 pub mod ws;
+pub mod wsframe;
+pub mod wt;

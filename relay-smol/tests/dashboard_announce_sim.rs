@@ -18,6 +18,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
 use fastpubsub_core::mesh::{self, Announce, MAX_ANNOUNCE_BODY, Message};
+use fastpubsub_core::route::RelayId;
 use fastpubsub_relay::dashboard::announce::Announcement;
 use fastpubsub_relay::dashboard::view::{
     LinkSummary, MeshState, RelayCounters, RelaySummary, RouteSummary,
@@ -27,7 +28,6 @@ use fastpubsub_relay::mesh::limits::{
     ANNOUNCE_INTERVAL_US, ANNOUNCE_MIN_INTERVAL_US, ANNOUNCE_ORIGINS as MAX_ORIGINS,
     ANNOUNCE_RATE_BURST as RATE_BURST,
 };
-use fastpubsub_relay::mesh::node::relay_id;
 
 const R: usize = 100;
 const S: u64 = 1_000_000;
@@ -112,7 +112,9 @@ fn body(i: usize, adj: &[Vec<usize>], seq: u32) -> Vec<u8> {
             })
             .collect(),
     };
-    let a = Announcement::from_summary(&s, relay_id(&s.name).0, seq, |n| Some(relay_id(n).0));
+    let a = Announcement::from_summary(&s, RelayId::from_name(&s.name), seq, |n| {
+        Some(RelayId::from_name(n))
+    });
     let mut buf = vec![0u8; MAX_ANNOUNCE_BODY];
     a.encode(&mut buf).map(|b| b.to_vec()).expect("fits")
 }
@@ -271,7 +273,9 @@ impl Sim {
                     {
                         let summary = Announcement::decode(&body)
                             .and_then(|a| {
-                                a.to_summary(|id| (0..R).map(name).find(|n| relay_id(n).0 == id))
+                                a.to_summary(|id| {
+                                    (0..R).map(name).find(|n| RelayId::from_name(n) == id)
+                                })
                             })
                             .expect("valid announcement");
                         state.update(summary, at / 1000).expect("picture takes it");

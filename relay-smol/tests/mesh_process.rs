@@ -263,6 +263,8 @@ fn a_ticket_revoked_on_one_relay_is_refused_on_another() {
             "test",
             "--ticket-public-key",
             public.to_str().expect("utf8"),
+            "--state-dir",
+            dir.join("b-state").to_str().expect("utf8"),
         ],
     );
     let token = mint_ticket(&state);

@@ -65,8 +65,8 @@ impl Handler for TestHandler {
                 }
             }
             QuicEvent::Lost { was_connected, .. } => Seen::Lost { was_connected },
-            QuicEvent::Control { frame, .. } => Seen::Control(frame),
-            QuicEvent::Message { bytes, .. } => Seen::Message(bytes),
+            QuicEvent::Control { frame, .. } => Seen::Control(frame.to_vec()),
+            QuicEvent::Message { bytes, .. } => Seen::Message(bytes.to_vec()),
             QuicEvent::Datagram { bytes, .. } => Seen::Datagram(bytes.to_vec()),
             _ => return,
         };

@@ -152,12 +152,18 @@ fn a_relay_that_joins_after_a_revocation_refuses_the_ticket() {
 
     // C starts only now; it never saw the flooded record.
     let public = state.join("ticket-public.key");
+    let c_state = dir.join("c-state");
     let started = Instant::now();
     let c = relay(
         &certs,
         "c",
         &[("a", a.mesh())],
-        &["--ticket-public-key", public.to_str().expect("utf8")],
+        &[
+            "--ticket-public-key",
+            public.to_str().expect("utf8"),
+            "--state-dir",
+            c_state.to_str().expect("utf8"),
+        ],
     );
     let (_, took) = wait_until(
         "C refuses the ticket revoked before it joined",
@@ -188,11 +194,17 @@ fn a_partitioned_relay_catches_up_when_the_link_heals() {
     let (a, state, token) = issuer(&dir, &certs);
     let e = Emu::start(a.mesh(), &["--delay", "1ms"]);
     let public = state.join("ticket-public.key");
+    let c_state = dir.join("c-state");
     let c = relay(
         &certs,
         "c",
         &[("a", e.listen)],
-        &["--ticket-public-key", public.to_str().expect("utf8")],
+        &[
+            "--ticket-public-key",
+            public.to_str().expect("utf8"),
+            "--state-dir",
+            c_state.to_str().expect("utf8"),
+        ],
     );
     wait_until("C links to A", Duration::from_secs(10), || {
         up_peers(&c).contains(&"a".to_owned()).then_some(())

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ed25519_dalek::SigningKey;
 use fastpubsub_core::ticket::{Protocols, STATUS_RECORD_MAX_LEN, StatusRecord};
-use fastpubsub_relay::tickets::{TicketConfig, TicketService, rfc3339};
+use fastpubsub_relay::tickets::{StatusLoaded, TicketConfig, TicketService, rfc3339};
 use serde_json::Value;
 
 const NOW: u64 = 1_795_770_000;
@@ -169,7 +169,7 @@ fn master_token_and_issuing_errors() {
 
 #[test]
 fn status_table_full_is_503_and_nothing_is_dropped() {
-    // 16 shards × 1 slot; fill until one revocation is refused.
+    // Exactly 16 revocations fit; the 17th is refused.
     let s = service(TicketConfig {
         status_capacity: 16,
         ..TicketConfig::default()
@@ -190,6 +190,7 @@ fn status_table_full_is_503_and_nothing_is_dropped() {
         }
     }
     let (token, msg) = refused.expect("the table filled up");
+    assert_eq!(accepted.len(), 16, "the stated capacity is the real one");
     assert!(msg.contains("status table is full (16 "), "{msg}");
     assert_eq!(s.stats().status_full, 1);
     // The refused revocation did not happen; every accepted one still holds.
@@ -210,6 +211,42 @@ fn status_table_full_is_503_and_nothing_is_dropped() {
     let body = format!(r#"{{"token":"{token}"}}"#);
     let (status, msg) = s.revoke_token(auth(), body.as_bytes(), NOW + 2);
     assert_eq!(status, 200, "{msg}");
+}
+
+/// The capacity in force is the configured one (not rounded), and the table holds exactly
+/// that many ticket ids, however the (random) ids fall: fill to capacity, one more is full.
+#[test]
+fn status_capacity_is_exact() {
+    for capacity in [1000, fastpubsub_relay::tickets::MAX_STATUS_CAPACITY] {
+        let s = service(TicketConfig {
+            status_capacity: capacity,
+            ..TicketConfig::default()
+        });
+        assert_eq!(s.config().status_capacity, capacity);
+        let key = SigningKey::from_bytes(&[4; 32]);
+        // Ids from a xorshift generator: spread like the OS's random ids.
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next_id = || {
+            let mut id = [0u8; 16];
+            for half in id.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                half.copy_from_slice(&x.to_le_bytes());
+            }
+            id
+        };
+        for n in 0..capacity {
+            let r = StatusRecord::revoke(next_id(), NOW + 3600, NOW, &key).expect("sign");
+            assert!(s.apply(r, NOW).is_ok(), "record {n} of {capacity} refused");
+        }
+        assert_eq!(s.stats().status_records, capacity);
+        let one_more = StatusRecord::revoke(next_id(), NOW + 3600, NOW, &key).expect("sign");
+        let full = s.apply(one_more, NOW).expect_err("full");
+        assert_eq!(full.capacity, capacity);
+        assert_eq!(s.stats().status_full, 1);
+        assert_eq!(s.stats().status_records, capacity);
+    }
 }
 
 #[test]
@@ -356,4 +393,64 @@ fn records_flow_between_relays() {
         verifier.apply_remote(&bytes, NOW).is_err(),
         "a record signed with another key"
     );
+}
+
+/// The status file: records from the mesh are saved by `save_status` (only when something
+/// changed), a new service on the same file starts with them, expired records and records
+/// of another ticket key are dropped at load, and a damaged file is an error.
+#[test]
+fn status_file_keeps_records_across_services() {
+    let dir = std::env::temp_dir().join(format!("fps-status-file-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join(fastpubsub_relay::tickets::persist::STATUS_FILE);
+    let key = SigningKey::from_bytes(&[4; 32]);
+    let revoke = StatusRecord::revoke([1; 16], NOW + 100, NOW, &key).expect("sign");
+    let refresh = StatusRecord::refresh([2; 16], NOW + 5000, NOW, &key).expect("sign");
+    let mut bytes = [0u8; STATUS_RECORD_MAX_LEN];
+
+    let mut a = service(TicketConfig::default());
+    assert_eq!(
+        a.attach_status_file(&path, NOW),
+        Ok(StatusLoaded::default())
+    );
+    assert_eq!(a.save_status(NOW), Ok(false), "nothing changed");
+    for r in [revoke, refresh] {
+        let b = r.encode(&mut bytes).expect("encode").to_vec();
+        a.apply_remote(&b, NOW).expect("apply");
+    }
+    assert_eq!(a.save_status(NOW), Ok(true));
+    assert_eq!(a.save_status(NOW), Ok(false), "saved once");
+    assert_eq!(a.stats().status_saved, 1);
+
+    // Same file, later: the revocation (kept until NOW + 100) has expired, the refresh not.
+    let mut b = service(TicketConfig::default());
+    let loaded = b.attach_status_file(&path, NOW + 200).expect("load");
+    assert_eq!((loaded.applied, loaded.expired), (1, 1));
+    assert_eq!(b.stats().status_records, 1);
+    // Before expiry both are back.
+    // `b` rewrote the file without the expired record: a later load finds only one.
+    let mut c = service(TicketConfig::default());
+    let loaded = c.attach_status_file(&path, NOW + 1);
+    assert_eq!(loaded.map(|l| l.applied), Ok(1));
+
+    // Another ticket key: the records are dropped (and the file rewritten), not an error.
+    let mut other = TicketService::issuer(
+        SigningKey::from_bytes(&[8; 32]),
+        MASTER,
+        TicketConfig::default(),
+    );
+    let loaded = other.attach_status_file(&path, NOW).expect("sound file");
+    assert_eq!((loaded.applied, loaded.other_key), (0, 1));
+
+    // Damage: an error that names the file and the remedy.
+    let mut d = service(TicketConfig::default());
+    std::fs::write(&path, b"FPS-TICKET-STATUS\nnot really").expect("write");
+    let err = d.attach_status_file(&path, NOW).expect_err("corrupt");
+    let text = err.to_string();
+    assert!(
+        text.contains("ticket-status.bin is unusable") && text.contains("move it aside"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

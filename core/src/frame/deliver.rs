@@ -4,7 +4,7 @@
 use super::limits::{
     DELIVER_TAG, MAX_DELIVER_PATTERNS, MAX_NAME_LEN, MAX_PAYLOAD_LEN, MAX_TENANT_LEN,
 };
-use super::publish::read_str16;
+use super::str16::{check_name, put, read_str16};
 use super::{EncodeError, FrameError};
 
 /// The fixed part of a deliver frame: tenant, channel and payload. The patterns are passed
@@ -17,27 +17,6 @@ pub struct Deliver<'a> {
     tenant: &'a str,
     channel: &'a str,
     payload: &'a [u8],
-}
-
-pub(super) fn check_name(field: &'static str, s: &str, max: usize) -> Result<(), EncodeError> {
-    if s.is_empty() {
-        return Err(EncodeError::EmptyField { field });
-    }
-    if s.len() > max {
-        return Err(EncodeError::FieldTooLong {
-            field,
-            len: s.len(),
-        });
-    }
-    Ok(())
-}
-
-/// Copies `src` to `out[*pos..]`; callers have checked the length beforehand.
-pub(super) fn put(out: &mut [u8], pos: &mut usize, src: &[u8]) {
-    if let Some(dst) = out.get_mut(*pos..*pos + src.len()) {
-        dst.copy_from_slice(src);
-    }
-    *pos += src.len();
 }
 
 impl<'a> Deliver<'a> {
@@ -135,6 +114,22 @@ pub struct DeliverView<'a> {
     patterns: &'a [u8],
 }
 
+/// A str16 channel or pattern of at most [`MAX_NAME_LEN`] bytes.
+fn read_name<'a>(
+    buf: &'a [u8],
+    pos: &mut usize,
+    field: &'static str,
+) -> Result<&'a str, FrameError> {
+    let s = read_str16(buf, pos, field)?;
+    if s.len() > MAX_NAME_LEN {
+        return Err(FrameError::NameTooLong {
+            field,
+            len: s.len(),
+        });
+    }
+    Ok(s)
+}
+
 impl<'a> DeliverView<'a> {
     /// Parses a deliver frame, rejecting trailing bytes as the SDKs do.
     pub fn new_checked(buf: &'a [u8]) -> Result<Self, FrameError> {
@@ -144,8 +139,13 @@ impl<'a> DeliverView<'a> {
             None => return Err(FrameError::Truncated { field: "tag" }),
         }
         let mut pos = 1;
+        // The contract's limits, as the encoder applies them: what this accepts re-encodes
+        // (a 300-byte channel was accepted before; found by cargo-fuzz).
         let tenant = read_str16(buf, &mut pos, "tenant")?;
-        let channel = read_str16(buf, &mut pos, "channel")?;
+        if tenant.len() > MAX_TENANT_LEN {
+            return Err(FrameError::TenantTooLong { len: tenant.len() });
+        }
+        let channel = read_name(buf, &mut pos, "channel")?;
         let len_bytes = buf.get(pos..pos + 4).ok_or(FrameError::Truncated {
             field: "payload length",
         })?;
@@ -175,7 +175,7 @@ impl<'a> DeliverView<'a> {
             });
         }
         for _ in 0..count {
-            read_str16(buf, &mut pos, "pattern")?;
+            read_name(buf, &mut pos, "pattern")?;
         }
         if pos != buf.len() {
             return Err(FrameError::Trailing {

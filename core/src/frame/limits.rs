@@ -1,11 +1,7 @@
-//! Every size limit and fixed offset of the client contract, in one place.
+//! Every size limit and fixed offset of the client frames, in one place (the contract's
+//! name and payload limits are [`crate::limits`]'s, re-exported here).
 
-/// Largest tenant name in bytes (spec section 5).
-pub const MAX_TENANT_LEN: usize = 255;
-/// Largest channel or pattern in bytes (spec section 5).
-pub const MAX_NAME_LEN: usize = 255;
-/// Largest publish/deliver payload in bytes: 64 KiB (spec section 3).
-pub const MAX_PAYLOAD_LEN: usize = 65_536;
+pub use crate::limits::{MAX_NAME_LEN, MAX_PAYLOAD_LEN, MAX_TENANT_LEN};
 /// Largest number of patterns one deliver frame can list (`count` is a `u16`).
 pub const MAX_DELIVER_PATTERNS: usize = u16::MAX as usize;
 

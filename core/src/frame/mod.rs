@@ -14,6 +14,7 @@ mod error;
 pub mod limits;
 mod publish;
 mod reply;
+mod str16;
 
 pub use command::Command;
 pub use deliver::{Deliver, DeliverView};

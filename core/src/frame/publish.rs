@@ -4,6 +4,7 @@ use core::fmt;
 
 use super::FrameError;
 use super::limits::{MAX_NAME_LEN, MAX_PAYLOAD_LEN, PUBLISH_V2_HEADER_LEN, PUBLISH_V2_TAG};
+use super::str16::read_str16;
 use super::validate_tenant;
 
 /// How a publish is delivered.
@@ -72,26 +73,6 @@ pub struct Publish<'a> {
     tenant: &'a str,
     channel: &'a str,
     payload: &'a [u8],
-}
-
-/// Reads one str16 at `buf[*pos..]`, advancing `pos`.
-pub(super) fn read_str16<'a>(
-    buf: &'a [u8],
-    pos: &mut usize,
-    field: &'static str,
-) -> Result<&'a str, FrameError> {
-    let rest = buf.get(*pos..).ok_or(FrameError::Truncated { field })?;
-    let (len_bytes, rest) = rest
-        .split_first_chunk::<2>()
-        .ok_or(FrameError::Truncated { field })?;
-    let len = usize::from(u16::from_be_bytes(*len_bytes));
-    if len == 0 {
-        return Err(FrameError::EmptyField { field });
-    }
-    let bytes = rest.get(..len).ok_or(FrameError::Truncated { field })?;
-    let s = core::str::from_utf8(bytes).map_err(|_| FrameError::NotUtf8 { field })?;
-    *pos += 2 + len;
-    Ok(s)
 }
 
 impl<'a> Publish<'a> {
@@ -172,7 +153,7 @@ impl<'a> Publish<'a> {
         payload: &[u8],
         out: &mut [u8],
     ) -> Result<usize, super::EncodeError> {
-        use super::deliver::{check_name, put};
+        use super::str16::{check_name, put};
         check_name("tenant", tenant, super::limits::MAX_TENANT_LEN)?;
         check_name("channel", channel, MAX_NAME_LEN)?;
         if payload.len() > MAX_PAYLOAD_LEN {

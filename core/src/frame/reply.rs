@@ -1,7 +1,7 @@
 //! Edge → client text replies: `OK:SUB:…`, `OK:UNSUB:…`, `ERR:…`, `PONG`, `RECONNECT`.
 
 use super::EncodeError;
-use super::deliver::put;
+use super::str16::put;
 
 /// One text reply. `Err` is `ERR:<reason>` followed by `:<part>` for each part, so a relay can
 /// name what was refused and why, e.g. `ERR:permission_denied:SUB:t1:private.#`.

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    MAX_CHANNEL, MAX_NAME, MAX_TENANT, TAG_LEN, U16_LEN, U64_LEN, bytes_len, check_len, check_name,
+    MAX_CHANNEL, MAX_NAME, MAX_TENANT, TAG_LEN, U64_LEN, bytes_len, check_len, check_name,
     varint_len,
 };
 use crate::frame::Mode;
@@ -16,8 +16,8 @@ use crate::route::RelayId;
 
 /// Most destination relays listed in one [`Data`].
 pub const MAX_DESTINATIONS: usize = 32;
-/// Largest payload, in bytes (as in the client contract).
-pub const MAX_PAYLOAD: usize = 65_536;
+/// Largest payload, in bytes (the client contract's [`crate::limits::MAX_PAYLOAD_LEN`]).
+pub use crate::limits::MAX_PAYLOAD_LEN as MAX_PAYLOAD;
 /// Largest hop limit a relay may set.
 pub const MAX_HOP_LIMIT: u8 = 16;
 
@@ -83,7 +83,7 @@ impl Data<'_> {
         + 1
         + 1
         + varint_len(MAX_DESTINATIONS)
-        + MAX_DESTINATIONS * U16_LEN
+        + MAX_DESTINATIONS * RelayId::ENCODED_LEN
         + bytes_len(MAX_TENANT)
         + bytes_len(MAX_CHANNEL)
         + bytes_len(MAX_PAYLOAD);
@@ -118,7 +118,7 @@ mod tests {
     fn worst_case() {
         let mut destinations = heapless::Vec::new();
         for _ in 0..MAX_DESTINATIONS {
-            let _ = destinations.push(RelayId(u16::MAX));
+            let _ = destinations.push(RelayId(u64::MAX));
         }
         let n = roundtrip(&Message::Data(Data {
             origin: s(MAX_NAME, b'z'),

@@ -44,15 +44,17 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Version of the mesh protocol spoken by this build (sent in [`Hello`]).
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: relay ids are 64 bits (8 bytes on the wire; were 16-bit varints).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Longest relay name, in bytes.
 pub const MAX_NAME: usize = 32;
 /// Longest mesh address text (`host:port`), in bytes.
 pub const MAX_ADDR: usize = 64;
-/// Longest tenant, in bytes (as in the client contract).
-pub const MAX_TENANT: usize = 255;
-/// Longest channel or pattern, in bytes (as in the client contract).
-pub const MAX_CHANNEL: usize = 255;
+/// Longest channel or pattern, in bytes (the client contract's
+/// [`crate::limits::MAX_NAME_LEN`]).
+pub use crate::limits::MAX_NAME_LEN as MAX_CHANNEL;
+/// Longest tenant, in bytes (the client contract's [`crate::limits::MAX_TENANT_LEN`]).
+pub use crate::limits::MAX_TENANT_LEN as MAX_TENANT;
 
 /// Bytes postcard uses for the varint of `n`.
 pub(crate) const fn varint_len(n: usize) -> usize {
@@ -102,6 +104,9 @@ pub(crate) fn check_len(s: &str, max: usize, what: &'static str) -> Result<(), &
 }
 
 /// One relay-to-relay message. See the module docs for which travels how.
+// The route batch is inline (no_std, no allocation: 64 × 24 bytes with 64-bit relay ids);
+// a decoded message lives on the stack for one dispatch.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Message<'a> {
@@ -247,6 +252,8 @@ impl fmt::Display for DecodeError {
     }
 }
 
+impl core::error::Error for DecodeError {}
+
 /// Why a message could not be encoded. The caller is to blame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -265,6 +272,8 @@ impl fmt::Display for EncodeError {
         }
     }
 }
+
+impl core::error::Error for EncodeError {}
 
 /// Encode `msg` into `buf`; returns the used prefix. Validates first, so a relay never
 /// sends what a peer would refuse.

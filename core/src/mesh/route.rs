@@ -37,13 +37,13 @@ mod tests {
         for i in 0..MAX_ROUTE_MESSAGES {
             let m = if i % 2 == 0 {
                 route::Message::Update(Update {
-                    source: RelayId(u16::MAX),
+                    source: RelayId(u64::MAX),
                     seqno: Seqno(u16::MAX),
                     metric: Metric::INFINITY,
                 })
             } else {
                 route::Message::SeqnoRequest(SeqnoRequest {
-                    source: RelayId(u16::MAX),
+                    source: RelayId(u64::MAX),
                     seqno: Seqno(u16::MAX),
                     hop_count: u8::MAX,
                 })
@@ -56,7 +56,7 @@ mod tests {
         let mut messages = heapless::Vec::new();
         for _ in 0..MAX_ROUTE_MESSAGES {
             let _ = messages.push(route::Message::Update(Update {
-                source: RelayId(u16::MAX),
+                source: RelayId(u64::MAX),
                 seqno: Seqno(u16::MAX),
                 metric: Metric::INFINITY,
             }));

@@ -7,6 +7,7 @@ use core::fmt;
 use core::ops::ControlFlow;
 use core::str::Split;
 
+use super::cost::{MAX_PATTERN_SEGMENTS, PatternTooComplex, check_pattern_cost};
 use super::validate::{MAX_NAME_LEN, PatternError, validate_pattern};
 
 /// A literal-children list switches from a sorted `Vec` to a `BTreeMap` above this many
@@ -61,6 +62,9 @@ impl core::error::Error for IndexFull {}
 pub enum InsertError {
     /// The pattern is not valid (the peer's fault).
     Invalid(PatternError),
+    /// The pattern is valid but over the cost limits (the peer's fault): see
+    /// [`check_pattern_cost`].
+    TooComplex(PatternTooComplex),
     /// The index is at capacity.
     Full(IndexFull),
 }
@@ -69,6 +73,7 @@ impl fmt::Display for InsertError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Invalid(e) => write!(f, "invalid pattern: {e}"),
+            Self::TooComplex(e) => write!(f, "pattern too complex: {e}"),
             Self::Full(e) => fmt::Display::fmt(e, f),
         }
     }
@@ -82,10 +87,12 @@ impl core::error::Error for InsertError {}
 /// It is a trie over segments: each node keeps its literal children (keyed by segment),
 /// one child for `*`, the values whose pattern ends at the node, and the values whose
 /// pattern ends with `#` at the node. A lookup follows only the trie paths compatible with
-/// the channel (the literal child equal to the next segment and the `*` child), so its
-/// cost depends on the channel and on the matches, not on the number of entries; it does
-/// not allocate, and its recursion depth is bounded by the trie depth (at most
-/// [`MAX_SEGMENTS`](super::MAX_SEGMENTS) levels, since only valid patterns are stored).
+/// the channel (the literal child equal to the next segment and the `*` child). Only
+/// patterns within the cost limits are stored
+/// ([`MAX_PATTERN_SEGMENTS`](super::MAX_PATTERN_SEGMENTS),
+/// [`MAX_PATTERN_STARS`](super::MAX_PATTERN_STARS)), so a lookup visits at most
+/// [`MAX_NODES_VISITED`](super::MAX_NODES_VISITED) nodes whatever was stored, plus its matches; it does not
+/// allocate, and its recursion depth is at most `MAX_PATTERN_SEGMENTS`.
 ///
 /// Removing the last value of a node frees the node and every ancestor left empty, so
 /// memory follows the live entries, not the history. The number of entries is bounded
@@ -349,6 +356,18 @@ impl<V> Children<V> {
         }
     }
 
+    /// The child for `seg` with its stored segment (borrowed from the trie, so a walk can
+    /// keep it as part of its path).
+    fn get_entry(&self, seg: &str) -> Option<(&str, &Node<V>)> {
+        match self {
+            Children::Small(v) => Self::search(v, seg)
+                .ok()
+                .and_then(|i| v.get(i))
+                .map(|c| (c.seg.as_str(), &c.node)),
+            Children::Large(m) => m.get_key_value(seg).map(|(k, n)| (k.as_str(), n)),
+        }
+    }
+
     fn get_mut(&mut self, seg: &str) -> Option<&mut Node<V>> {
         match self {
             Children::Small(v) => match Self::search(v, seg) {
@@ -454,15 +473,15 @@ impl<V: Copy + Eq> SubIndex<V> {
     /// Adds the entry (`pattern`, `value`).
     ///
     /// `Ok(true)`: stored. `Ok(false)`: nothing new stored — the entry was already there,
-    /// or `pattern` is not valid (validate with
-    /// [`validate_pattern`](super::validate_pattern) first, or use [`Self::try_insert`]
-    /// to tell the two apart). `Err(IndexFull)`: the entry is new but the index holds
+    /// or `pattern` is not valid or over the cost limits (check with
+    /// [`validate_pattern`](super::validate_pattern) and
+    /// [`check_pattern_cost`] first, or use [`Self::try_insert`] to tell these apart). `Err(IndexFull)`: the entry is new but the index holds
     /// `max_entries` already, or storing it would pass the node limit; nothing changed.
     pub fn insert(&mut self, pattern: &str, value: V) -> Result<bool, IndexFull> {
         match self.try_insert(pattern, value) {
             Ok(stored) => Ok(stored),
             Err(InsertError::Full(full)) => Err(full),
-            Err(InsertError::Invalid(_)) => Ok(false),
+            Err(InsertError::Invalid(_) | InsertError::TooComplex(_)) => Ok(false),
         }
     }
 
@@ -470,6 +489,7 @@ impl<V: Copy + Eq> SubIndex<V> {
     /// entry was already there.
     pub fn try_insert(&mut self, pattern: &str, value: V) -> Result<bool, InsertError> {
         validate_pattern(pattern).map_err(InsertError::Invalid)?;
+        check_pattern_cost(pattern).map_err(InsertError::TooComplex)?;
         let new_nodes = match self.locate(pattern) {
             Ok(values) if values.contains(&value) => return Ok(false),
             Ok(_) => 0,
@@ -544,20 +564,37 @@ impl<V: Copy + Eq> SubIndex<V> {
 
     /// Calls `f(pattern, value)` once for each entry whose pattern matches `channel`;
     /// `pattern` is the text as inserted. The order is unspecified. Does not allocate.
+    /// Returns the work done: trie nodes visited (at most [`MAX_NODES_VISITED`](super::MAX_NODES_VISITED)) and
+    /// matches reported.
     ///
     /// Agrees with [`matches()`](super::matches()) for any `channel`; callers pass channels
     /// that passed [`validate_channel`](super::validate_channel).
-    pub fn for_each_match(&self, channel: &str, mut f: impl FnMut(&str, V)) {
+    pub fn for_each_match(&self, channel: &str, mut f: impl FnMut(&str, V)) -> MatchWork {
         let mut path = Path::new();
-        let _ = walk(&self.root, channel.split('.'), &mut path, &mut |p, v| {
-            f(p, v);
-            ControlFlow::Continue(())
-        });
+        let mut nodes_visited = 0;
+        let mut matches = 0;
+        let _ = walk(
+            &self.root,
+            0,
+            &mut Channel::new(channel),
+            &mut path,
+            &mut nodes_visited,
+            &mut |p, v| {
+                matches += 1;
+                f(p, v);
+                ControlFlow::Continue(())
+            },
+        );
+        MatchWork {
+            nodes_visited,
+            matches,
+        }
     }
 
-    /// Returns true when at least one entry matches `channel`; stops at the first.
+    /// Returns true when at least one entry matches `channel`; stops at the first. Visits
+    /// no more nodes than [`Self::for_each_match`] (at most [`MAX_NODES_VISITED`](super::MAX_NODES_VISITED)).
     pub fn has_match(&self, channel: &str) -> bool {
-        any_match(&self.root, channel.split('.'))
+        any_match(&self.root, 0, &mut Channel::new(channel), &mut 0)
     }
 
     /// Number of (pattern, value) entries.
@@ -637,85 +674,171 @@ fn remove_in<V: Copy + Eq>(
     removed
 }
 
-/// The pattern text of the trie path being walked; never longer than a valid pattern.
-struct Path(heapless::String<MAX_NAME_LEN>);
+/// The work of one [`SubIndex::for_each_match`]: what the lookup cost, to check it
+/// against [`MAX_NODES_VISITED`](super::MAX_NODES_VISITED) (tests) or to count it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MatchWork {
+    /// Trie nodes entered, the root included.
+    pub nodes_visited: usize,
+    /// `(pattern, value)` matches reported.
+    pub matches: usize,
+}
 
-impl Path {
-    fn new() -> Self {
-        Path(heapless::String::new())
+/// The first segments of the channel being looked up, each split once and only when a
+/// walk gets that deep (a lookup that stops early splits no further): a stored pattern
+/// has at most [`MAX_PATTERN_SEGMENTS`] segments, so one more tells "longer than any trie
+/// path".
+struct Channel<'c> {
+    /// Segments split so far (no zeroing of unused slots: lookups are the hot path).
+    segs: heapless::Vec<&'c str, { MAX_PATTERN_SEGMENTS + 1 }>,
+    /// The segments not split yet.
+    rest: core::str::Split<'c, char>,
+    done: bool,
+}
+
+impl<'c> Channel<'c> {
+    fn new(channel: &'c str) -> Self {
+        Channel {
+            segs: heapless::Vec::new(),
+            rest: channel.split('.'),
+            done: false,
+        }
     }
 
-    /// Appends a segment; returns the length to truncate back to, or `None` if it does
-    /// not fit (cannot happen for stored patterns, which are valid).
-    fn push(&mut self, seg: &str) -> Option<usize> {
-        let mark = self.0.len();
-        if mark > 0 {
-            self.0.push('.').ok()?;
+    /// The segment after `depth` segments, if the channel has one.
+    fn next(&mut self, depth: usize) -> Option<&'c str> {
+        while self.segs.len() <= depth && !self.done {
+            match self.rest.next() {
+                Some(seg) if self.segs.push(seg).is_ok() => {}
+                _ => self.done = true,
+            }
         }
-        if self.0.push_str(seg).is_err() {
-            self.0.truncate(mark);
-            return None;
-        }
-        Some(mark)
+        self.segs.get(depth).copied()
     }
 }
 
-fn walk<V: Copy>(
-    node: &Node<V>,
-    mut segs: Split<'_, char>,
-    path: &mut Path,
+/// The trie path being walked, as segment references; its text (never longer than a valid
+/// pattern) is rendered only when a match is reported, and only from the first segment
+/// that changed since the last rendering.
+struct Path<'i> {
+    /// The segments of the path (no zeroing of unused slots: lookups are the hot path).
+    segs: heapless::Vec<&'i str, MAX_PATTERN_SEGMENTS>,
+    /// Text length after each rendered segment: `ends.len()` segments are in `text`.
+    ends: heapless::Vec<u8, MAX_PATTERN_SEGMENTS>,
+    text: heapless::String<MAX_NAME_LEN>,
+}
+
+impl<'i> Path<'i> {
+    fn new() -> Self {
+        Path {
+            segs: heapless::Vec::new(),
+            ends: heapless::Vec::new(),
+            text: heapless::String::new(),
+        }
+    }
+
+    /// Sets the segment at `depth` (the trie depth, from 0), dropping any deeper ones.
+    fn set(&mut self, depth: usize, seg: &'i str) {
+        self.segs.truncate(depth);
+        // Trie depth ≤ MAX_PATTERN_SEGMENTS - 1 here, so the push fits.
+        let _ = self.segs.push(seg);
+        self.ends.truncate(depth);
+    }
+
+    /// The text of the first `depth` segments, with `.#` after them when `hash` (just `#`
+    /// at the root). Stored patterns are valid, so the text always fits.
+    fn text(&mut self, depth: usize, hash: bool) -> &str {
+        self.ends.truncate(depth);
+        let start = self.ends.last().map_or(0, |&e| usize::from(e));
+        self.text.truncate(start);
+        while self.ends.len() < depth {
+            let i = self.ends.len();
+            if i > 0 {
+                let _ = self.text.push('.');
+            }
+            let _ = self
+                .text
+                .push_str(self.segs.get(i).copied().unwrap_or_default());
+            let _ = self
+                .ends
+                .push(u8::try_from(self.text.len()).unwrap_or(u8::MAX));
+        }
+        if hash {
+            let _ = self.text.push_str(if depth == 0 { "#" } else { ".#" });
+        }
+        &self.text
+    }
+}
+
+/// Reports the matches at and below `node`, which is reached after `depth` segments of
+/// `channel`. Each call enters one node (counted in `visited`); recursion depth ≤ the trie
+/// depth ≤ [`MAX_PATTERN_SEGMENTS`].
+fn walk<'i, V: Copy>(
+    node: &'i Node<V>,
+    depth: usize,
+    channel: &mut Channel<'_>,
+    path: &mut Path<'i>,
+    visited: &mut usize,
     f: &mut impl FnMut(&str, V) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
-    if !node.hash().is_empty()
-        && let Some(mark) = path.push("#")
-    {
-        for &v in node.hash() {
-            f(path.0.as_str(), v)?;
+    *visited += 1;
+    let hash = node.hash();
+    if !hash.is_empty() {
+        let text = path.text(depth, true);
+        for &v in hash {
+            f(text, v)?;
         }
-        path.0.truncate(mark);
     }
-    let Some(seg) = segs.next() else {
-        for &v in node.exact() {
-            f(path.0.as_str(), v)?;
+    let Some(seg) = channel.next(depth) else {
+        let exact = node.exact();
+        if !exact.is_empty() {
+            let text = path.text(depth, false);
+            for &v in exact {
+                f(text, v)?;
+            }
         }
         return ControlFlow::Continue(());
     };
-    if let Some(child) = node.children.get(seg)
-        && let Some(mark) = path.push(seg)
-    {
-        walk(child, segs.clone(), path, f)?;
-        path.0.truncate(mark);
+    if let Some((stored, child)) = node.children.get_entry(seg) {
+        path.set(depth, stored);
+        walk(child, depth + 1, channel, path, visited, f)?;
     }
-    if let Some(star) = node.star.as_deref()
-        && let Some(mark) = path.push("*")
-    {
-        walk(star, segs, path, f)?;
-        path.0.truncate(mark);
+    if let Some(star) = node.star.as_deref() {
+        path.set(depth, "*");
+        walk(star, depth + 1, channel, path, visited, f)?;
     }
     ControlFlow::Continue(())
 }
 
-fn any_match<V>(node: &Node<V>, mut segs: Split<'_, char>) -> bool {
+fn any_match<V>(
+    node: &Node<V>,
+    depth: usize,
+    channel: &mut Channel<'_>,
+    visited: &mut usize,
+) -> bool {
+    *visited += 1;
     if !node.hash().is_empty() {
         return true;
     }
-    let Some(seg) = segs.next() else {
+    let Some(seg) = channel.next(depth) else {
         return !node.exact().is_empty();
     };
     if let Some(child) = node.children.get(seg)
-        && any_match(child, segs.clone())
+        && any_match(child, depth + 1, channel, visited)
     {
         return true;
     }
     node.star
         .as_deref()
-        .is_some_and(|star| any_match(star, segs))
+        .is_some_and(|star| any_match(star, depth + 1, channel, visited))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pattern::MAX_SEGMENTS;
+    use crate::pattern::{
+        MAX_NODES_VISITED, MAX_PATTERN_SEGMENTS, MAX_PATTERN_STARS, MAX_SEGMENTS, max_nodes_visited,
+    };
     use alloc::string::String;
     use alloc::vec;
 
@@ -917,9 +1040,8 @@ mod tests {
 
     #[test]
     fn deepest_pattern_and_long_channels() {
-        let deep: String = "a.".repeat(127) + "#";
-        assert_eq!(deep.len(), MAX_NAME_LEN);
-        let mut index = SubIndex::with_limits(2, MAX_SEGMENTS);
+        let deep: String = "a.".repeat(MAX_PATTERN_SEGMENTS - 1) + "#";
+        let mut index = SubIndex::with_limits(2, MAX_PATTERN_SEGMENTS);
         assert_eq!(index.insert(&deep, 1u32), Ok(true));
         let channel = "a.".repeat(1000) + "a";
         assert_eq!(matches_of(&index, &channel), vec![(deep.clone(), 1)]);
@@ -927,6 +1049,146 @@ mod tests {
         assert!(!index.has_match("a.a"));
         assert!(index.remove(&deep, 1));
         assert_eq!(index.node_count(), 0);
+        // Valid, but deeper than the cost limit: refused, nothing stored.
+        let deepest_valid: String = "a.".repeat(MAX_SEGMENTS - 1) + "#";
+        assert_eq!(deepest_valid.len(), MAX_NAME_LEN);
+        assert_eq!(
+            index.try_insert(&deepest_valid, 1),
+            Err(InsertError::TooComplex(PatternTooComplex::Segments {
+                segments: MAX_SEGMENTS
+            }))
+        );
+        assert_eq!(index.insert(&deepest_valid, 1), Ok(false));
+        assert_eq!(
+            index.try_insert("*.*.*.*", 1),
+            Err(InsertError::TooComplex(PatternTooComplex::Stars {
+                stars: 4
+            }))
+        );
+        assert!(index.is_empty());
+        assert_eq!(index.node_count(), 0);
+    }
+
+    /// Every pattern over {`a`, `*`} of 1..=`len` segments with at most
+    /// [`MAX_PATTERN_STARS`] `*`, each followed by `tail` (when given).
+    fn all_star_placements(len: usize, tail: Option<&str>) -> Vec<String> {
+        let mut out = Vec::new();
+        for d in 1..=len {
+            for mask in 0u32..(1 << d) {
+                if mask.count_ones() as usize > MAX_PATTERN_STARS {
+                    continue;
+                }
+                let mut segs: Vec<&str> = (0..d)
+                    .map(|j| if mask >> j & 1 == 1 { "*" } else { "a" })
+                    .collect();
+                segs.extend(tail);
+                out.push(segs.join("."));
+            }
+        }
+        out
+    }
+
+    fn nodes_visited(index: &SubIndex<u32>, channel: &str) -> (MatchWork, usize) {
+        let work = index.for_each_match(channel, |_, _| {});
+        let mut any = 0;
+        let found = any_match(&index.root, 0, &mut Channel::new(channel), &mut any);
+        assert_eq!(found, work.matches > 0);
+        assert!(any <= work.nodes_visited, "has_match visits no more");
+        (work, any)
+    }
+
+    /// The bound of `cost.rs` is reached, and not passed, by the worst possible set: a
+    /// trie node for every star placement within the limits, all compatible with the
+    /// channel `a.a.…` (16 segments).
+    #[test]
+    fn worst_case_set_reaches_the_bound() {
+        let channel = ["a"; MAX_PATTERN_SEGMENTS].join(".");
+        let mut index = SubIndex::with_limits(10_000, 10_000);
+        // With a last segment `z` that no channel segment equals: every node compatible,
+        // no match (the most work for nothing).
+        for (i, p) in (0u32..).zip(all_star_placements(MAX_PATTERN_SEGMENTS - 1, Some("z"))) {
+            assert_eq!(index.insert(&p, i), Ok(true), "{p}");
+        }
+        let (work, _) = nodes_visited(&index, &channel);
+        assert_eq!(work.matches, 0);
+        assert_eq!(
+            work.nodes_visited,
+            max_nodes_visited(MAX_PATTERN_SEGMENTS - 1, MAX_PATTERN_STARS)
+        );
+        // Every placement of every length 1..=16 stored: the full bound is reached.
+        let mut index = SubIndex::with_limits(10_000, 10_000);
+        let all = all_star_placements(MAX_PATTERN_SEGMENTS, None);
+        for (i, p) in (0u32..).zip(&all) {
+            assert_eq!(index.insert(p, i), Ok(true), "{p}");
+        }
+        let (work, _) = nodes_visited(&index, &channel);
+        assert_eq!(work.nodes_visited, MAX_NODES_VISITED);
+        let full_length = all
+            .iter()
+            .filter(|p| p.split('.').count() == MAX_PATTERN_SEGMENTS)
+            .count();
+        assert_eq!(work.matches, full_length);
+        // Any channel, any length: never more.
+        for len in 1..=40 {
+            for seg in ["a", "b"] {
+                let c = [seg; 40][..len].join(".");
+                assert!(nodes_visited(&index, &c).0.nodes_visited <= MAX_NODES_VISITED);
+            }
+        }
+    }
+
+    /// The issue #10 attack (40 connections × 256 patterns of 124 segments alternating a
+    /// literal and `*`) stores nothing; its best imitation within the limits (10,240
+    /// distinct 16-segment patterns, star placements varied) stays within the bound.
+    #[test]
+    fn adversarial_sets_stay_within_the_bound() {
+        let mut index = SubIndex::new(1_000_000);
+        let alternating: String = (0..124)
+            .map(|j| if j % 2 == 0 { "a" } else { "*" })
+            .collect::<Vec<_>>()
+            .join(".");
+        assert!(matches!(
+            index.try_insert(&alternating, 1),
+            Err(InsertError::TooComplex(_))
+        ));
+        // 10,240 patterns: the first 14 positions take `*` by the bits of the number
+        // (at most 3 of them), the rest `a`, the last a distinct or a matching literal.
+        let mut stored = 0u32;
+        let mut i = 0u32;
+        while stored < 40 * 256 {
+            let mask = i % (1 << 14);
+            i += 1;
+            if mask.count_ones() as usize > MAX_PATTERN_STARS {
+                continue;
+            }
+            let last = alloc::format!("v{}", stored % 7);
+            let mut segs: Vec<&str> = (0..MAX_PATTERN_SEGMENTS - 1)
+                .map(|j| {
+                    if j < 14 && mask >> j & 1 == 1 {
+                        "*"
+                    } else {
+                        "a"
+                    }
+                })
+                .collect();
+            segs.push(if stored.is_multiple_of(2) { "a" } else { &last });
+            let p = segs.join(".");
+            if index.insert(&p, stored) == Ok(true) {
+                stored += 1;
+            }
+        }
+        for channel in [
+            ["a"; MAX_PATTERN_SEGMENTS].join("."),
+            ["a"; MAX_PATTERN_SEGMENTS - 1].join(".") + ".v3",
+            ["a"; 100].join("."),
+        ] {
+            let (work, _) = nodes_visited(&index, &channel);
+            assert!(
+                work.nodes_visited <= MAX_NODES_VISITED,
+                "{} nodes for {channel}",
+                work.nodes_visited
+            );
+        }
     }
 
     /// Memory budget of the trie's building blocks (64-bit targets).

@@ -2,8 +2,7 @@
 
 use core::fmt;
 
-/// Maximum length in bytes of a channel or a pattern.
-pub const MAX_NAME_LEN: usize = 255;
+pub use crate::limits::MAX_NAME_LEN;
 
 /// Maximum number of segments in a valid channel or pattern: every segment is at least
 /// one byte and segments are separated by one `.`, so 255 bytes hold at most 128.

@@ -4,16 +4,30 @@ use core::fmt;
 
 use super::types::Metric;
 
+/// Most destinations any [`RouteConfig::max_destinations`] may allow.
+pub const MAX_TABLE_DESTINATIONS: usize = 65_535;
+/// Most neighbours any [`RouteConfig::max_neighbours`] may allow.
+pub const MAX_TABLE_NEIGHBOURS: usize = 1_024;
+
 /// Configuration of a [`RouteTable`](super::RouteTable). All times in microseconds.
 ///
 /// Start from [`RouteConfig::default()`] and change fields; [`RouteConfig::validate`]
 /// is called by the table's constructor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RouteConfig {
-    /// Interval of periodic full updates (Babel's default: 4 s).
-    pub update_interval_us: u64,
-    /// A route not refreshed by its neighbour for this long is dropped (≈ 3.5 updates).
-    pub route_expiry_us: u64,
+    /// Most destination relays the table learns (more are refused and counted). Memory
+    /// grows with the destinations actually known, not with this cap.
+    pub max_destinations: usize,
+    /// Most neighbours with a routed link at the same time (more are refused and counted).
+    pub max_neighbours: usize,
+    /// Most route events held for [`poll_event`](super::RouteTable::poll_event).
+    pub max_events: usize,
+    /// Interval of the periodic [`Digest`](super::Digest) to every neighbour, which
+    /// replaces periodic full updates (4 s: a lost update is repaired within one).
+    pub digest_interval_us: u64,
+    /// Least time between two table requests to one neighbour (a digest that still
+    /// differs after that asks again).
+    pub table_request_interval_us: u64,
     /// Housekeeping period: expiry, request retries and settling are checked this often.
     pub tick_us: u64,
     /// Interval between retries of an unanswered seqno request.
@@ -25,9 +39,6 @@ pub struct RouteConfig {
     /// A forwarded seqno request for the same source and seqno is not forwarded
     /// again within this time.
     pub request_dedup_us: u64,
-    /// After a destination becomes unreachable, its retraction is repeated in
-    /// periodic updates for this long.
-    pub retraction_hold_us: u64,
     /// An unreachable destination (and its feasibility distance) is forgotten after this long.
     pub source_gc_us: u64,
     /// Fixed cost added per link for forwarding through a relay (processing, queueing).
@@ -76,14 +87,16 @@ pub struct RouteConfig {
 impl Default for RouteConfig {
     fn default() -> Self {
         RouteConfig {
-            update_interval_us: 4_000_000,
-            route_expiry_us: 14_000_000,
+            max_destinations: 1024,
+            max_neighbours: 64,
+            max_events: 256,
+            digest_interval_us: 4_000_000,
+            table_request_interval_us: 10_000_000,
             tick_us: 1_000_000,
             request_retry_us: 1_000_000,
             request_attempts: 3,
             request_hop_count: 16,
             request_dedup_us: 1_000_000,
-            retraction_hold_us: 12_000_000,
             source_gc_us: 180_000_000,
             hop_cost_us: 100,
             jitter_weight_pct: 50,
@@ -109,10 +122,11 @@ impl Default for RouteConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// A timer is zero; the named field must be positive.
-    ZeroInterval(&'static str),
-    /// Routes would expire before their neighbour refreshes them.
-    ExpiryShorterThanUpdates,
+    /// A timer or a capacity is zero; the named field must be positive.
+    Zero(&'static str),
+    /// `max_destinations` above [`MAX_TABLE_DESTINATIONS`](MAX_TABLE_DESTINATIONS) or
+    /// `max_neighbours` above [`MAX_TABLE_NEIGHBOURS`](MAX_TABLE_NEIGHBOURS).
+    CapacityTooLarge(&'static str),
     /// `smoothing_shift` above 16 would freeze the smoothed metric.
     SmoothingTooSlow,
     /// The settle margin is larger than the fast margin, so settling never applies.
@@ -122,16 +136,17 @@ pub enum ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::ZeroInterval(name) => write!(f, "route config: {name} must be > 0"),
-            ConfigError::ExpiryShorterThanUpdates => f.write_str(
-                "route config: route_expiry_us must exceed update_interval_us, or routes expire between refreshes",
+            ConfigError::Zero(name) => write!(f, "route config: {name} must be > 0"),
+            ConfigError::CapacityTooLarge(name) => write!(
+                f,
+                "route config: {name} is above what the table supports (route::MAX_TABLE_DESTINATIONS, route::MAX_TABLE_NEIGHBOURS)"
             ),
             ConfigError::SmoothingTooSlow => {
                 f.write_str("route config: smoothing_shift must be at most 16")
             }
-            ConfigError::SettleMarginAboveFastMargin => f.write_str(
-                "route config: settle margins must not exceed the fast switch margins",
-            ),
+            ConfigError::SettleMarginAboveFastMargin => {
+                f.write_str("route config: settle margins must not exceed the fast switch margins")
+            }
         }
     }
 }
@@ -139,6 +154,7 @@ impl fmt::Display for ConfigError {
 impl core::error::Error for ConfigError {}
 
 /// `max(abs_us, value * ppm / 1e6)`, the shape of every margin in [`RouteConfig`].
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))]
 pub(crate) fn margin(value: Metric, abs_us: u32, ppm: u32) -> u32 {
     let rel = (u64::from(value.as_us()) * u64::from(ppm)) / 1_000_000;
     let rel = u32::try_from(rel).unwrap_or(u32::MAX);
@@ -149,17 +165,23 @@ impl RouteConfig {
     /// Checks that the values can work together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (v, name) in [
-            (self.update_interval_us, "update_interval_us"),
-            (self.route_expiry_us, "route_expiry_us"),
+            (self.digest_interval_us, "digest_interval_us"),
+            (self.table_request_interval_us, "table_request_interval_us"),
             (self.tick_us, "tick_us"),
             (self.request_retry_us, "request_retry_us"),
+            (self.max_destinations as u64, "max_destinations"),
+            (self.max_neighbours as u64, "max_neighbours"),
+            (self.max_events as u64, "max_events"),
         ] {
             if v == 0 {
-                return Err(ConfigError::ZeroInterval(name));
+                return Err(ConfigError::Zero(name));
             }
         }
-        if self.route_expiry_us <= self.update_interval_us {
-            return Err(ConfigError::ExpiryShorterThanUpdates);
+        if self.max_destinations > MAX_TABLE_DESTINATIONS {
+            return Err(ConfigError::CapacityTooLarge("max_destinations"));
+        }
+        if self.max_neighbours > MAX_TABLE_NEIGHBOURS {
+            return Err(ConfigError::CapacityTooLarge("max_neighbours"));
         }
         if self.smoothing_shift > 16 {
             return Err(ConfigError::SmoothingTooSlow);
@@ -199,14 +221,22 @@ mod tests {
         assert_eq!(margin(Metric(10_000), 1_000, 50_000), 1_000);
         assert_eq!(margin(Metric(100_000), 1_000, 50_000), 5_000);
         let bad = RouteConfig {
-            route_expiry_us: 1,
+            max_neighbours: 0,
             ..RouteConfig::default()
         };
-        assert_eq!(bad.validate(), Err(ConfigError::ExpiryShorterThanUpdates));
+        assert_eq!(bad.validate(), Err(ConfigError::Zero("max_neighbours")));
         let bad = RouteConfig {
             tick_us: 0,
             ..RouteConfig::default()
         };
-        assert_eq!(bad.validate(), Err(ConfigError::ZeroInterval("tick_us")));
+        assert_eq!(bad.validate(), Err(ConfigError::Zero("tick_us")));
+        let bad = RouteConfig {
+            max_destinations: MAX_TABLE_DESTINATIONS + 1,
+            ..RouteConfig::default()
+        };
+        assert_eq!(
+            bad.validate(),
+            Err(ConfigError::CapacityTooLarge("max_destinations"))
+        );
     }
 }

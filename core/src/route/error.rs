@@ -11,22 +11,22 @@ use super::types::RelayId;
 #[non_exhaustive]
 pub enum RouteError {
     /// Capacity: the neighbour table is full; the link cannot be used for routing
-    /// until another neighbour goes down. Counted in [`RouteStats::neighbor_table_full`](super::RouteStats).
-    NeighborTableFull(RelayId),
+    /// until another neighbour goes down. Counted in [`RouteStats::neighbour_table_full`](super::RouteStats).
+    NeighbourTableFull(RelayId),
     /// Capacity: the destination table is full; the route to this relay is not
     /// learnt. Counted in [`RouteStats::dest_table_full`](super::RouteStats).
     DestTableFull(RelayId),
     /// Caller misuse: a message or link-down from a relay that is not a neighbour
     /// (no `handle_link_metric` for it yet, or it went down).
-    UnknownNeighbor(RelayId),
+    UnknownNeighbour(RelayId),
     /// Caller misuse: this relay's own id used as a neighbour.
-    SelfAsNeighbor,
+    SelfAsNeighbour,
 }
 
 impl fmt::Display for RouteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RouteError::NeighborTableFull(id) => write!(
+            RouteError::NeighbourTableFull(id) => write!(
                 f,
                 "route table: no room for neighbour {id}; raise the neighbour capacity or lower max neighbours"
             ),
@@ -34,11 +34,11 @@ impl fmt::Display for RouteError {
                 f,
                 "route table: no room for destination {id}; raise the destination capacity"
             ),
-            RouteError::UnknownNeighbor(id) => write!(
+            RouteError::UnknownNeighbour(id) => write!(
                 f,
                 "route table: {id} is not a neighbour; report its link with handle_link_metric first"
             ),
-            RouteError::SelfAsNeighbor => {
+            RouteError::SelfAsNeighbour => {
                 f.write_str("route table: this relay's own id cannot be a neighbour")
             }
         }

@@ -27,17 +27,19 @@ mod error;
 mod event;
 mod metric;
 pub mod neighbours;
+#[cfg(feature = "alloc")]
 mod table;
 mod types;
 mod wire;
 
-pub use config::{ConfigError, RouteConfig};
+pub use config::{ConfigError, MAX_TABLE_DESTINATIONS, MAX_TABLE_NEIGHBOURS, RouteConfig};
 pub use error::RouteError;
 pub use event::RouteEvent;
 pub use metric::LinkMeasurement;
 pub use neighbours::{
     Candidate, Decision, NeighbourConfig, NeighbourPolicy, PlanError, PlanSummary, Role,
 };
-pub use table::{NeighborInfo, RouteInfo, RouteStats, RouteTable};
+#[cfg(feature = "alloc")]
+pub use table::{NeighbourInfo, RouteInfo, RouteStats, RouteTable};
 pub use types::{Metric, RelayId, Seqno};
-pub use wire::{Message, Recipient, SeqnoRequest, Transmit, Update};
+pub use wire::{Digest, Message, Recipient, SeqnoRequest, Transmit, Update};

@@ -180,6 +180,8 @@ impl fmt::Display for PlanError {
     }
 }
 
+impl core::error::Error for PlanError {}
+
 /// The neighbour selection policy of one relay (see the module docs).
 #[derive(Debug, Clone)]
 pub struct NeighbourPolicy {
@@ -466,7 +468,7 @@ mod tests {
 
     fn cand(id: u16, rtt_ms: Option<u32>) -> Candidate {
         Candidate {
-            id: RelayId(id),
+            id: RelayId(u64::from(id)),
             up_since_us: None,
             dialing: false,
             rtt_us: rtt_ms.map(|m| m * 1000),
@@ -648,7 +650,7 @@ mod tests {
             let mut p = NeighbourPolicy::new(NeighbourConfig::with_max(max));
             let n = 1 + (next() % 32) as usize;
             let c: [Candidate; 32] = core::array::from_fn(|i| Candidate {
-                id: RelayId(i as u16),
+                id: RelayId(i as u64),
                 up_since_us: (next() % 3 == 0).then_some(next() % (30 * S)),
                 dialing: next() % 9 == 0,
                 rtt_us: (next() % 4 != 0).then(|| (next() % 300_000) as u32),

@@ -1,13 +1,14 @@
 //! The routing table state machine: [`RouteTable`].
 
-use heapless::Deque;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
 
 use super::config::{ConfigError, RouteConfig, margin};
 use super::error::RouteError;
 use super::event::RouteEvent;
 use super::metric::LinkMeasurement;
 use super::types::{Metric, RelayId, Seqno};
-use super::wire::{Message, Recipient, SeqnoRequest, Transmit, Update};
+use super::wire::{Digest, Message, Recipient, SeqnoRequest, Transmit, Update};
 
 /// Counters of what the table did and refused, for `/v1/status` and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -17,9 +18,10 @@ pub struct RouteStats {
     pub updates_received: u64,
     /// Received updates that were unfeasible (kept, but not selectable).
     pub updates_unfeasible: u64,
-    /// Received updates about this relay itself (ignored).
+    /// Received updates about this relay itself (kept only for the digest).
     pub updates_about_self: u64,
-    /// Updates handed out by [`RouteTable::poll_transmit`] (retractions included).
+    /// Updates handed out by [`RouteTable::poll_transmit`] (retractions and full tables
+    /// included).
     pub updates_sent: u64,
     /// Retractions handed out.
     pub retractions_sent: u64,
@@ -35,14 +37,29 @@ pub struct RouteStats {
     pub own_seqno_bumps: u64,
     /// Next-hop changes (installed, changed, retracted).
     pub route_changes: u64,
-    /// Routes dropped because their neighbour stopped refreshing them.
-    pub routes_expired: u64,
     /// Events dropped because the event queue was full (the caller polls too rarely).
     pub events_dropped: u64,
     /// Links refused because the neighbour table was full.
-    pub neighbor_table_full: u64,
+    pub neighbour_table_full: u64,
     /// Destinations refused because the destination table was full.
     pub dest_table_full: u64,
+    /// Digests sent (periodic ones count once, whatever the number of neighbours).
+    pub digests_sent: u64,
+    /// Digests received.
+    pub digests_received: u64,
+    /// Received digests that differed from the routes held from their sender.
+    pub digest_mismatches: u64,
+    /// Mismatches not repaired because this table had refused some of the sender's
+    /// destinations (full): asking again would not help.
+    pub digests_unverifiable: u64,
+    /// Table requests sent (a digest differed).
+    pub table_requests_sent: u64,
+    /// Table requests received.
+    pub table_requests_received: u64,
+    /// Full tables sent to one neighbour (a new link, or on request).
+    pub tables_sent: u64,
+    /// Routes dropped because a requested full table did not repeat them (stale).
+    pub routes_purged: u64,
 }
 
 /// One row of [`RouteTable::routes`]: everything `/v1/status` shows about a destination.
@@ -60,6 +77,9 @@ pub struct RouteInfo {
     pub seqno: Option<Seqno>,
     /// The cost of the direct link when `dest` is a neighbour.
     pub direct_metric: Option<Metric>,
+    /// The best metric through a neighbour other than `dest` itself (the overlay path a
+    /// direct link to `dest` competes with), [`Metric::INFINITY`] if none.
+    pub via_others: Metric,
     /// This relay's feasibility distance for `dest` (seqno, metric), if any.
     pub feasibility_distance: Option<(Seqno, Metric)>,
 }
@@ -75,9 +95,9 @@ impl RouteInfo {
     }
 }
 
-/// One row of [`RouteTable::neighbors`].
+/// One row of [`RouteTable::neighbours`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NeighborInfo {
+pub struct NeighbourInfo {
     /// The neighbour.
     pub id: RelayId,
     /// The link cost derived from `measurement`.
@@ -86,78 +106,56 @@ pub struct NeighborInfo {
     pub measurement: LinkMeasurement,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SlotState {
-    Free,
-    Used,
-    Tombstone,
-}
-
-trait Keyed {
-    fn state(&self) -> SlotState;
-    fn id(&self) -> RelayId;
-}
-
-/// Open addressing from `id % N`; tombstones keep probe chains intact.
-fn find_slot<S: Keyed>(slots: &[S], id: RelayId) -> Option<usize> {
-    let n = slots.len();
-    if n == 0 {
-        return None;
-    }
-    let start = usize::from(id.0) % n;
-    for i in 0..n {
-        let j = (start + i) % n;
-        let s = slots.get(j)?;
-        match s.state() {
-            SlotState::Free => return None,
-            SlotState::Used if s.id() == id => return Some(j),
-            _ => {}
-        }
-    }
-    None
-}
-
-fn free_slot<S: Keyed>(slots: &[S], id: RelayId) -> Option<usize> {
-    let n = slots.len();
-    if n == 0 {
-        return None;
-    }
-    let start = usize::from(id.0) % n;
-    (0..n)
-        .map(|i| (start + i) % n)
-        .find(|&j| slots.get(j).is_some_and(|s| s.state() != SlotState::Used))
-}
-
 #[derive(Clone, Copy, Debug)]
-struct NeighborSlot {
-    state: SlotState,
+struct NeighbourSlot {
+    used: bool,
     id: RelayId,
     cost: Metric,
     measurement: LinkMeasurement,
+    /// A full table is being sent to it: the next entry (0 = our own route, `k` = the
+    /// destination slot `k - 1`), and the request it answers (0 = none).
+    dump: Option<(usize, u8)>,
+    /// The last finite route it advertised to this relay, with its generation.
+    about_me: Option<(Seqno, Metric, u8)>,
+    /// Generation of the routes it sent: raised by each table request, so the routes a
+    /// requested full table does not repeat can be told apart.
+    generation: u8,
+    /// A table request (with `generation`) is to be sent.
+    send_request: bool,
+    /// When the last table request went out, and whether its answer is still awaited.
+    requested_at: Option<u64>,
+    awaiting: bool,
+    /// One of its destinations was refused (table full) since the last request.
+    refused: bool,
 }
 
-impl NeighborSlot {
-    const EMPTY: NeighborSlot = NeighborSlot {
-        state: SlotState::Free,
+impl NeighbourSlot {
+    const EMPTY: NeighbourSlot = NeighbourSlot {
+        used: false,
         id: RelayId(0),
         cost: Metric::INFINITY,
         measurement: LinkMeasurement::from_rtt_us(0),
+        dump: None,
+        about_me: None,
+        generation: 0,
+        send_request: false,
+        requested_at: None,
+        awaiting: false,
+        refused: false,
     };
-}
 
-impl Keyed for NeighborSlot {
-    fn state(&self) -> SlotState {
-        self.state
-    }
-    fn id(&self) -> RelayId {
-        self.id
+    fn has_output(&self) -> bool {
+        self.used && (self.send_request || self.dump.is_some())
     }
 }
 
-/// A route to one destination through one neighbour.
+/// A route to one destination through one neighbour (16 bytes: one per destination ×
+/// neighbour slot is the table's main memory).
 #[derive(Clone, Copy, Debug)]
 struct RouteSlot {
     present: bool,
+    /// The neighbour's generation when this route was last received.
+    generation: u8,
     seqno: Seqno,
     /// The neighbour's advertised metric.
     adv: Metric,
@@ -165,17 +163,16 @@ struct RouteSlot {
     smoothed: Metric,
     /// Mean deviation of the samples from `smoothed`, µs (noise estimate).
     dev: u32,
-    expires_at: u64,
 }
 
 impl RouteSlot {
     const EMPTY: RouteSlot = RouteSlot {
         present: false,
+        generation: 0,
         seqno: Seqno(0),
         adv: Metric::INFINITY,
         smoothed: Metric::INFINITY,
         dev: 0,
-        expires_at: 0,
     };
 
     /// Takes a new sample of the route's total metric: smoothing (with a jump on
@@ -208,7 +205,7 @@ struct PendingRequest {
 
 #[derive(Clone, Copy, Debug)]
 struct DestSlot {
-    state: SlotState,
+    used: bool,
     id: RelayId,
     fd: Option<(Seqno, Metric)>,
     selected: Option<usize>,
@@ -217,7 +214,6 @@ struct DestSlot {
     advertised: Option<(Seqno, Metric)>,
     /// Smoothed metric of the selected route when it was last advertised.
     adv_smoothed: Metric,
-    lost_at: Option<u64>,
     idle_since: u64,
     settle: Option<(usize, u64)>,
     request: Option<PendingRequest>,
@@ -228,14 +224,13 @@ struct DestSlot {
 
 impl DestSlot {
     const EMPTY: DestSlot = DestSlot {
-        state: SlotState::Free,
+        used: false,
         id: RelayId(0),
         fd: None,
         selected: None,
         sel_metric: Metric::INFINITY,
         advertised: None,
         adv_smoothed: Metric::INFINITY,
-        lost_at: None,
         idle_since: 0,
         settle: None,
         request: None,
@@ -247,14 +242,10 @@ impl DestSlot {
     fn has_output(&self) -> bool {
         self.send_update || self.forward.is_some() || self.request.is_some_and(|r| r.send_now)
     }
-}
 
-impl Keyed for DestSlot {
-    fn state(&self) -> SlotState {
-        self.state
-    }
-    fn id(&self) -> RelayId {
-        self.id
+    /// The finite route this relay advertises for it, if any.
+    fn advertised_finite(&self) -> Option<(Seqno, Metric)> {
+        self.advertised.filter(|(_, m)| m.is_finite())
     }
 }
 
@@ -293,12 +284,26 @@ fn better_by(a: Metric, b: Metric, margin_us: u32) -> bool {
     u64::from(a.as_us()) + u64::from(margin_us) < u64::from(b.as_us())
 }
 
-/// A latency distance-vector routing table (Babel-like, RFC 8966), sans-IO and of
-/// fixed capacity: up to `N_DEST` destination relays and `N_NEIGH` neighbours.
+/// A latency distance-vector routing table (Babel-like, RFC 8966), sans-IO. It holds up
+/// to [`RouteConfig::max_destinations`] destination relays and
+/// [`RouteConfig::max_neighbours`] neighbours, and its memory grows with the relays it
+/// actually knows (16 bytes per destination × neighbour slot, plus about 150 bytes per
+/// destination): a 5-relay mesh pays for 5.
 ///
 /// It owns no socket, clock or randomness. The caller (the mesh driver, or a
 /// simulator) feeds it inputs with the current time in microseconds and drains
 /// its outputs.
+///
+/// # Updates: incremental, checked by digests
+///
+/// Routes are sent when they change (triggered updates) and in full only to a neighbour
+/// whose link just came up. Instead of repeating the whole table every few seconds,
+/// every [`RouteConfig::digest_interval_us`] each neighbour gets a [`Digest`] of every
+/// route advertised; a neighbour whose own view differs (an update lost to a full queue,
+/// a link only one side saw go down) asks for the whole table
+/// ([`Message::TableRequest`]), and routes that table does not repeat are dropped. Over
+/// an in-order link (the mesh's control stream) the control traffic at rest is one
+/// digest per link and interval, whatever the number of relays.
 ///
 /// # Call order
 ///
@@ -308,30 +313,30 @@ fn better_by(a: Metric, b: Metric, margin_us: u32) -> bool {
 ///    - [`handle_link_metric`](Self::handle_link_metric) for every new measurement
 ///      of a link (the first one brings the neighbour up),
 ///    - [`handle_link_down`](Self::handle_link_down) when a link dies,
-///    - [`handle_update`](Self::handle_update) and
-///      [`handle_seqno_request`](Self::handle_seqno_request) for messages received
-///      from a neighbour,
+///    - [`handle_message`](Self::handle_message) for every routing message received
+///      from a neighbour, in the order it was sent,
 ///    - [`handle_timeout`](Self::handle_timeout) when the time given by
 ///      [`poll_timeout`](Self::poll_timeout) has come.
 /// 2. After any `handle_*` call, drain [`poll_transmit`](Self::poll_transmit) until
-///    `None` and send each message (a message to
-///    [`Recipient::AllNeighbors`] goes to every neighbour whose link is up). If a
-///    link's queue is full the message may be dropped: periodic updates repair it.
+///    `None` and send each message, in order (a message to
+///    [`Recipient::AllNeighbours`] goes to every neighbour whose link is up). If a
+///    link's queue is full the message may be dropped: the next digest repairs it.
 /// 3. Drain [`poll_event`](Self::poll_event) (route changes for the dashboard).
-///    The queue holds `N_DEST` events; overflow is counted in
+///    The queue holds [`RouteConfig::max_events`] events; overflow is counted in
 ///    [`RouteStats::events_dropped`].
 /// 4. Re-arm one timer at [`poll_timeout`](Self::poll_timeout).
 ///
 /// [`next_hop`](Self::next_hop) and [`routes`](Self::routes) may be read at any time.
-/// Every call does bounded work: at most `O(N_DEST × N_NEIGH)` (a link change or a
-/// housekeeping tick), usually `O(1)` or `O(N_NEIGH)`.
+/// Every call does bounded work: at most `O(destinations × neighbours)` (a link change or
+/// a housekeeping tick), usually `O(log destinations)` to `O(neighbours)`. Memory is
+/// only allocated when a destination or neighbour is first learnt.
 ///
 /// # Example
 ///
 /// ```
 /// use fastpubsub_core::route::{LinkMeasurement, RelayId, RouteConfig, RouteTable};
 ///
-/// let mut t: RouteTable<8, 4> = RouteTable::new(RelayId(1), Default::default(), RouteConfig::default(), 0)?;
+/// let mut t = RouteTable::new(RelayId(1), Default::default(), RouteConfig::default(), 0)?;
 /// t.handle_link_metric(RelayId(2), LinkMeasurement::from_rtt_us(20_000), 0)?;
 /// while let Some(tx) = t.poll_transmit() {
 ///     // encode tx.message with postcard and send it to tx.to
@@ -340,28 +345,35 @@ fn better_by(a: Metric, b: Metric, margin_us: u32) -> bool {
 /// assert_eq!(t.next_hop(RelayId(2)), None); // not until relay 2 announces itself
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct RouteTable<const N_DEST: usize, const N_NEIGH: usize> {
+pub struct RouteTable {
     me: RelayId,
     seqno: Seqno,
+    /// The seqno last advertised for ourselves (what the digest counts).
+    self_advertised: Option<Seqno>,
     cfg: RouteConfig,
-    neighbors: [NeighborSlot; N_NEIGH],
-    n_neighbors: usize,
-    dests: [DestSlot; N_DEST],
-    n_dests: usize,
-    routes: [[RouteSlot; N_NEIGH]; N_DEST],
+    neighbours: Vec<NeighbourSlot>,
+    n_neighbours: usize,
+    dests: Vec<DestSlot>,
+    free_dests: Vec<usize>,
+    index: BTreeMap<RelayId, usize>,
+    /// Route slots per destination (≥ `neighbours.len()`): `routes[d * stride + n]`.
+    stride: usize,
+    routes: Vec<RouteSlot>,
     self_pending: bool,
+    digest_due: bool,
     pending: usize,
     cursor: usize,
-    events: Deque<RouteEvent, N_DEST>,
-    next_periodic: u64,
+    events: VecDeque<RouteEvent>,
+    next_digest: u64,
     next_tick: u64,
     stats: RouteStats,
 }
 
-impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
+impl RouteTable {
     /// A table for relay `me`, starting at seqno `initial_seqno` (pass a random or
     /// time-derived value so a restarted relay is not stuck behind its old seqno;
-    /// seqno requests recover in any case), at time `now_us`.
+    /// seqno requests recover in any case), at time `now_us`. Allocates nothing until
+    /// the first neighbour comes up.
     pub fn new(
         me: RelayId,
         initial_seqno: Seqno,
@@ -372,17 +384,21 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         Ok(RouteTable {
             me,
             seqno: initial_seqno,
+            self_advertised: None,
             cfg,
-            neighbors: [NeighborSlot::EMPTY; N_NEIGH],
-            n_neighbors: 0,
-            dests: [DestSlot::EMPTY; N_DEST],
-            n_dests: 0,
-            routes: [[RouteSlot::EMPTY; N_NEIGH]; N_DEST],
+            neighbours: Vec::new(),
+            n_neighbours: 0,
+            dests: Vec::new(),
+            free_dests: Vec::new(),
+            index: BTreeMap::new(),
+            stride: 0,
+            routes: Vec::new(),
             self_pending: true,
+            digest_due: false,
             pending: 0,
             cursor: 0,
-            events: Deque::new(),
-            next_periodic: now_us.saturating_add(cfg.update_interval_us),
+            events: VecDeque::new(),
+            next_digest: now_us.saturating_add(cfg.digest_interval_us),
             next_tick: now_us.saturating_add(cfg.tick_us),
             stats: RouteStats::default(),
         })
@@ -408,31 +424,51 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         self.stats
     }
 
+    /// Destinations known (reachable or being retracted).
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether no destination is known.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Heap bytes held for destinations, neighbours and routes (the index's nodes are
+    /// estimated): what the table costs beyond `size_of::<RouteTable>()`.
+    pub fn heap_bytes(&self) -> usize {
+        use core::mem::size_of;
+        self.dests.capacity() * size_of::<DestSlot>()
+            + self.free_dests.capacity() * size_of::<usize>()
+            + self.neighbours.capacity() * size_of::<NeighbourSlot>()
+            + self.routes.capacity() * size_of::<RouteSlot>()
+            + self.events.capacity() * size_of::<RouteEvent>()
+            + self.index.len() * (size_of::<RelayId>() + size_of::<usize>()) * 3 / 2
+    }
+
     /// The neighbour to forward to for `dest`, if it is reachable.
     pub fn next_hop(&self, dest: RelayId) -> Option<RelayId> {
-        let d = find_slot(&self.dests, dest)?;
+        let d = *self.index.get(&dest)?;
         let n = self.dests.get(d)?.selected?;
-        Some(self.neighbors.get(n)?.id)
+        Some(self.neighbours.get(n)?.id)
     }
 
     /// The status row of one destination, if known.
     pub fn route(&self, dest: RelayId) -> Option<RouteInfo> {
-        find_slot(&self.dests, dest).map(|d| self.route_info(d))
+        self.index.get(&dest).map(|&d| self.route_info(d))
     }
 
     /// Every known destination (reachable or being retracted), for `/v1/status`.
     pub fn routes(&self) -> impl Iterator<Item = RouteInfo> + '_ {
-        (0..N_DEST)
-            .filter(|&d| self.dests[d].state == SlotState::Used)
-            .map(|d| self.route_info(d))
+        self.index.values().map(|&d| self.route_info(d))
     }
 
     /// Every neighbour whose link is up.
-    pub fn neighbors(&self) -> impl Iterator<Item = NeighborInfo> + '_ {
-        self.neighbors
+    pub fn neighbours(&self) -> impl Iterator<Item = NeighbourInfo> + '_ {
+        self.neighbours
             .iter()
-            .filter(|n| n.state == SlotState::Used)
-            .map(|n| NeighborInfo {
+            .filter(|n| n.used)
+            .map(|n| NeighbourInfo {
                 id: n.id,
                 cost: n.cost,
                 measurement: n.measurement,
@@ -442,77 +478,83 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
     fn route_info(&self, d: usize) -> RouteInfo {
         let slot = &self.dests[d];
         let sel = slot.selected;
-        let direct_metric = find_slot(&self.neighbors, slot.id).map(|n| self.neighbors[n].cost);
+        let direct = self.find_neighbour(slot.id);
+        let via_others = (0..self.neighbours.len())
+            .filter(|&n| Some(n) != direct && self.r(d, n).present)
+            .map(|n| self.r(d, n).smoothed)
+            .min()
+            .unwrap_or(Metric::INFINITY);
         RouteInfo {
             dest: slot.id,
-            next_hop: sel.map(|n| self.neighbors[n].id),
+            next_hop: sel.map(|n| self.neighbours[n].id),
             metric: sel.map_or(Metric::INFINITY, |n| self.metric(d, n)),
-            smoothed_metric: sel.map_or(Metric::INFINITY, |n| self.routes[d][n].smoothed),
-            seqno: sel.map(|n| self.routes[d][n].seqno),
-            direct_metric,
+            smoothed_metric: sel.map_or(Metric::INFINITY, |n| self.r(d, n).smoothed),
+            seqno: sel.map(|n| self.r(d, n).seqno),
+            direct_metric: direct.map(|n| self.neighbours[n].cost),
+            via_others,
             feasibility_distance: slot.fd,
         }
     }
 
     // ---- inputs -------------------------------------------------------------
 
-    /// A new measurement of the link to `neighbor`. The first one brings the
-    /// neighbour up (and schedules a full update so it learns our routes).
+    /// A new measurement of the link to `neighbour`. The first one brings the
+    /// neighbour up and schedules our whole table for it.
     pub fn handle_link_metric(
         &mut self,
-        neighbor: RelayId,
+        neighbour: RelayId,
         measurement: LinkMeasurement,
         now_us: u64,
     ) -> Result<(), RouteError> {
-        if neighbor == self.me {
-            return Err(RouteError::SelfAsNeighbor);
+        if neighbour == self.me {
+            return Err(RouteError::SelfAsNeighbour);
         }
         let cost = measurement.cost(&self.cfg);
-        let nb = match find_slot(&self.neighbors, neighbor) {
-            Some(nb) => nb,
-            None => {
-                let Some(nb) = free_slot(&self.neighbors, neighbor) else {
-                    self.stats.neighbor_table_full += 1;
-                    return Err(RouteError::NeighborTableFull(neighbor));
-                };
-                self.neighbors[nb] = NeighborSlot {
-                    state: SlotState::Used,
-                    id: neighbor,
-                    cost,
-                    measurement,
-                };
-                self.n_neighbors += 1;
-                self.schedule_full_update(now_us);
-                return Ok(());
-            }
+        let Some(nb) = self.find_neighbour(neighbour) else {
+            let Some(nb) = self.new_neighbour_slot() else {
+                self.stats.neighbour_table_full += 1;
+                return Err(RouteError::NeighbourTableFull(neighbour));
+            };
+            self.neighbours[nb] = NeighbourSlot {
+                used: true,
+                id: neighbour,
+                cost,
+                measurement,
+                dump: Some((0, 0)),
+                ..NeighbourSlot::EMPTY
+            };
+            self.n_neighbours += 1;
+            return Ok(());
         };
-        self.neighbors[nb].measurement = measurement;
-        if self.neighbors[nb].cost == cost {
+        self.neighbours[nb].measurement = measurement;
+        if self.neighbours[nb].cost == cost {
             return Ok(());
         }
-        self.neighbors[nb].cost = cost;
-        for d in 0..N_DEST {
-            if self.dests[d].state != SlotState::Used || !self.routes[d][nb].present {
+        self.neighbours[nb].cost = cost;
+        for d in 0..self.dests.len() {
+            if !self.dests[d].used || !self.r(d, nb).present {
                 continue;
             }
             let raw = self.metric(d, nb);
-            self.routes[d][nb].sample(raw, &self.cfg);
+            let cfg = self.cfg;
+            self.r_mut(d, nb).sample(raw, &cfg);
             self.reconsider(d, nb, now_us);
         }
         Ok(())
     }
 
-    /// The link to `neighbor` died: every route through it is dropped at once and
+    /// The link to `neighbour` died: every route through it is dropped at once and
     /// the affected destinations are rerouted or retracted.
-    pub fn handle_link_down(&mut self, neighbor: RelayId, now_us: u64) -> Result<(), RouteError> {
-        let nb =
-            find_slot(&self.neighbors, neighbor).ok_or(RouteError::UnknownNeighbor(neighbor))?;
-        for d in 0..N_DEST {
-            if self.dests[d].state != SlotState::Used {
+    pub fn handle_link_down(&mut self, neighbour: RelayId, now_us: u64) -> Result<(), RouteError> {
+        let nb = self
+            .find_neighbour(neighbour)
+            .ok_or(RouteError::UnknownNeighbour(neighbour))?;
+        for d in 0..self.dests.len() {
+            if !self.dests[d].used {
                 continue;
             }
-            let had = self.routes[d][nb].present;
-            self.routes[d][nb] = RouteSlot::EMPTY;
+            let had = self.r(d, nb).present;
+            *self.r_mut(d, nb) = RouteSlot::EMPTY;
             let slot = &mut self.dests[d];
             if slot.settle.is_some_and(|(n, _)| n == nb) {
                 slot.settle = None;
@@ -529,15 +571,25 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
                 self.select(d, now_us);
             }
         }
-        self.neighbors[nb] = NeighborSlot {
-            state: SlotState::Tombstone,
-            ..NeighborSlot::EMPTY
-        };
-        self.n_neighbors = self.n_neighbors.saturating_sub(1);
-        if self.n_neighbors == 0 {
-            self.neighbors = [NeighborSlot::EMPTY; N_NEIGH];
-        }
+        self.neighbours[nb] = NeighbourSlot::EMPTY;
+        self.n_neighbours = self.n_neighbours.saturating_sub(1);
         Ok(())
+    }
+
+    /// A routing message received from `from` (a neighbour), whatever its kind: the
+    /// entry point for a driver; it dispatches to the `handle_*` method of the kind.
+    pub fn handle_message(
+        &mut self,
+        from: RelayId,
+        message: Message,
+        now_us: u64,
+    ) -> Result<(), RouteError> {
+        match message {
+            Message::Update(u) => self.handle_update(from, u, now_us),
+            Message::SeqnoRequest(r) => self.handle_seqno_request(from, r, now_us),
+            Message::Digest(g) => self.handle_digest(from, g, now_us),
+            Message::TableRequest(n) => self.handle_table_request(from, n, now_us),
+        }
     }
 
     /// An update received from `from` (a neighbour).
@@ -547,36 +599,38 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         update: Update,
         now_us: u64,
     ) -> Result<(), RouteError> {
-        let nb = find_slot(&self.neighbors, from).ok_or(RouteError::UnknownNeighbor(from))?;
+        let nb = self
+            .find_neighbour(from)
+            .ok_or(RouteError::UnknownNeighbour(from))?;
+        let generation = self.neighbours[nb].generation;
         if update.source == self.me {
             self.stats.updates_about_self += 1;
+            self.neighbours[nb].about_me =
+                update
+                    .metric
+                    .is_finite()
+                    .then_some((update.seqno, update.metric, generation));
             return Ok(());
         }
-        let d = match find_slot(&self.dests, update.source) {
-            Some(d) => d,
+        let d = match self.index.get(&update.source) {
+            Some(&d) => d,
             None if update.is_retraction() => {
                 self.stats.updates_received += 1;
                 return Ok(());
             }
             None => {
-                let Some(d) = free_slot(&self.dests, update.source) else {
+                let Some(d) = self.new_dest_slot(update.source, now_us) else {
                     self.stats.dest_table_full += 1;
+                    self.neighbours[nb].refused = true;
                     return Err(RouteError::DestTableFull(update.source));
                 };
-                self.dests[d] = DestSlot {
-                    state: SlotState::Used,
-                    id: update.source,
-                    idle_since: now_us,
-                    ..DestSlot::EMPTY
-                };
-                self.n_dests += 1;
                 d
             }
         };
         self.stats.updates_received += 1;
         if update.is_retraction() {
-            if self.routes[d][nb].present {
-                self.routes[d][nb] = RouteSlot::EMPTY;
+            if self.r(d, nb).present {
+                *self.r_mut(d, nb) = RouteSlot::EMPTY;
                 self.select(d, now_us);
             }
             return Ok(());
@@ -584,29 +638,33 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         if !feasible(self.dests[d].fd, update.seqno, update.metric) {
             self.stats.updates_unfeasible += 1;
         }
-        let raw = update.metric.add(self.neighbors[nb].cost);
-        let r = &mut self.routes[d][nb];
-        // Fast path: a refresh of an unchanged, settled route only extends its life.
+        let raw = update.metric.add(self.neighbours[nb].cost);
+        let settling_here = self.dests[d].settle.is_some_and(|(c, _)| c == nb);
+        let cfg = self.cfg;
+        let r = self.r_mut(d, nb);
+        r.generation = generation;
+        // Fast path: a repeat of an unchanged, settled route changes nothing.
         if r.present
             && r.seqno == update.seqno
             && r.adv == update.metric
             && r.smoothed == raw
             && r.dev == 0
         {
-            r.expires_at = now_us.saturating_add(self.cfg.route_expiry_us);
-            if self.dests[d].settle.is_some_and(|(c, _)| c == nb) {
+            if settling_here {
                 self.select(d, now_us);
             }
             return Ok(());
         }
         if !r.present {
-            *r = RouteSlot::EMPTY;
+            *r = RouteSlot {
+                generation,
+                ..RouteSlot::EMPTY
+            };
         }
         r.present = true;
         r.seqno = update.seqno;
         r.adv = update.metric;
-        r.expires_at = now_us.saturating_add(self.cfg.route_expiry_us);
-        r.sample(raw, &self.cfg);
+        r.sample(raw, &cfg);
         self.reconsider(d, nb, now_us);
         Ok(())
     }
@@ -620,7 +678,9 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         request: SeqnoRequest,
         now_us: u64,
     ) -> Result<(), RouteError> {
-        let from_nb = find_slot(&self.neighbors, from).ok_or(RouteError::UnknownNeighbor(from))?;
+        let from_nb = self
+            .find_neighbour(from)
+            .ok_or(RouteError::UnknownNeighbour(from))?;
         self.stats.seqno_requests_received += 1;
         if request.source == self.me {
             if request.seqno.is_newer_than(self.seqno) {
@@ -630,12 +690,12 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
             self.self_pending = true;
             return Ok(());
         }
-        let Some(d) = find_slot(&self.dests, request.source) else {
+        let Some(&d) = self.index.get(&request.source) else {
             self.stats.seqno_requests_dropped += 1;
             return Ok(());
         };
         if let Some(n) = self.dests[d].selected
-            && !request.seqno.is_newer_than(self.routes[d][n].seqno)
+            && !request.seqno.is_newer_than(self.r(d, n).seqno)
         {
             self.touch(d, |s| s.send_update = true);
             return Ok(());
@@ -658,45 +718,251 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         Ok(())
     }
 
-    /// Runs timers: periodic full updates, route expiry, request retries, settling
-    /// of small improvements, forgetting of long-unreachable destinations.
+    /// A digest received from `from`: compared with the routes held from it; a
+    /// difference asks for its whole table (at most once per
+    /// [`RouteConfig::table_request_interval_us`]). A digest that ends a requested full
+    /// table first drops the routes that table did not repeat.
+    pub fn handle_digest(
+        &mut self,
+        from: RelayId,
+        digest: Digest,
+        now_us: u64,
+    ) -> Result<(), RouteError> {
+        let nb = self
+            .find_neighbour(from)
+            .ok_or(RouteError::UnknownNeighbour(from))?;
+        self.stats.digests_received += 1;
+        let generation = self.neighbours[nb].generation;
+        if digest.reply_to != 0 && digest.reply_to == generation && self.neighbours[nb].awaiting {
+            self.neighbours[nb].awaiting = false;
+            self.purge_stale(nb, generation, now_us);
+        }
+        if self.view_digest(nb) == (digest.digest, digest.routes) {
+            return Ok(());
+        }
+        self.stats.digest_mismatches += 1;
+        let s = &self.neighbours[nb];
+        if s.refused {
+            self.stats.digests_unverifiable += 1;
+            return Ok(());
+        }
+        let recent = s
+            .requested_at
+            .is_some_and(|t| now_us.saturating_sub(t) < self.cfg.table_request_interval_us);
+        if !recent && !s.send_request {
+            let s = &mut self.neighbours[nb];
+            s.generation = s.generation % u8::MAX + 1;
+            s.send_request = true;
+            s.awaiting = true;
+            s.requested_at = Some(now_us);
+        }
+        Ok(())
+    }
+
+    /// A table request received from `from`: our whole table goes to it, then a digest
+    /// answering request `number`.
+    pub fn handle_table_request(
+        &mut self,
+        from: RelayId,
+        number: u8,
+        _now_us: u64,
+    ) -> Result<(), RouteError> {
+        let nb = self
+            .find_neighbour(from)
+            .ok_or(RouteError::UnknownNeighbour(from))?;
+        self.stats.table_requests_received += 1;
+        self.neighbours[nb].dump = Some((0, number));
+        Ok(())
+    }
+
+    /// Runs timers: digests, request retries, settling of small improvements,
+    /// forgetting of long-unreachable destinations.
     pub fn handle_timeout(&mut self, now_us: u64) {
         if now_us >= self.next_tick {
             self.next_tick = now_us.saturating_add(self.cfg.tick_us);
             self.housekeeping(now_us);
         }
-        if now_us >= self.next_periodic {
-            self.next_periodic = now_us.saturating_add(self.cfg.update_interval_us);
-            self.schedule_full_update(now_us);
+        if now_us >= self.next_digest {
+            self.next_digest = now_us.saturating_add(self.cfg.digest_interval_us);
+            self.digest_due = true;
         }
     }
 
     // ---- outputs ------------------------------------------------------------
 
     /// The next message to send, if any. Bounded work: at most one scan of the
-    /// destination slots.
+    /// destination slots and one of the neighbour slots.
+    ///
+    /// Order: our own route, changed routes and seqno requests, table requests, full
+    /// tables (each followed by its digest), then the periodic digest, which waits
+    /// until every full table is out so that no neighbour gets it half-way.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.n_neighbours == 0 {
+            return None;
+        }
         if self.self_pending {
             self.self_pending = false;
-            if self.n_neighbors > 0 {
-                self.stats.updates_sent += 1;
+            self.self_advertised = Some(self.seqno);
+            self.stats.updates_sent += 1;
+            return Some(Transmit {
+                to: Recipient::AllNeighbours,
+                message: Message::Update(Update {
+                    source: self.me,
+                    seqno: self.seqno,
+                    metric: Metric::ZERO,
+                }),
+            });
+        }
+        if let Some(tx) = self.poll_dest_output() {
+            return Some(tx);
+        }
+        for nb in 0..self.neighbours.len() {
+            if !self.neighbours[nb].has_output() {
+                continue;
+            }
+            let to = Recipient::Neighbour(self.neighbours[nb].id);
+            if self.neighbours[nb].send_request {
+                self.neighbours[nb].send_request = false;
+                self.stats.table_requests_sent += 1;
                 return Some(Transmit {
-                    to: Recipient::AllNeighbors,
-                    message: Message::Update(Update {
-                        source: self.me,
-                        seqno: self.seqno,
-                        metric: Metric::ZERO,
-                    }),
+                    to,
+                    message: Message::TableRequest(self.neighbours[nb].generation),
                 });
             }
+            if let Some(tx) = self.poll_dump(nb) {
+                return Some(tx);
+            }
         }
+        if self.digest_due {
+            self.digest_due = false;
+            self.stats.digests_sent += 1;
+            let (digest, routes) = self.own_digest();
+            return Some(Transmit {
+                to: Recipient::AllNeighbours,
+                message: Message::Digest(Digest {
+                    digest,
+                    routes,
+                    reply_to: 0,
+                }),
+            });
+        }
+        None
+    }
+
+    /// The next route event, if any.
+    pub fn poll_event(&mut self) -> Option<RouteEvent> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next (microseconds).
+    pub fn poll_timeout(&self) -> Option<u64> {
+        Some(self.next_digest.min(self.next_tick))
+    }
+
+    // ---- storage ------------------------------------------------------------
+
+    fn r(&self, d: usize, n: usize) -> &RouteSlot {
+        &self.routes[d * self.stride + n]
+    }
+
+    fn r_mut(&mut self, d: usize, n: usize) -> &mut RouteSlot {
+        &mut self.routes[d * self.stride + n]
+    }
+
+    fn find_neighbour(&self, id: RelayId) -> Option<usize> {
+        self.neighbours.iter().position(|n| n.used && n.id == id)
+    }
+
+    /// A free neighbour slot, growing the table (and the route stride) when needed.
+    fn new_neighbour_slot(&mut self) -> Option<usize> {
+        if let Some(n) = self.neighbours.iter().position(|n| !n.used) {
+            return Some(n);
+        }
+        if self.neighbours.len() >= self.cfg.max_neighbours {
+            return None;
+        }
+        let n = self.neighbours.len();
+        self.neighbours.push(NeighbourSlot::EMPTY);
+        if n >= self.stride {
+            // Grow by half (at least 4): few relayouts, little unused room.
+            let new = (self.stride + (self.stride / 2).max(4)).min(self.cfg.max_neighbours);
+            let mut routes = Vec::with_capacity(self.dests.len() * new);
+            for d in 0..self.dests.len() {
+                let row = &self.routes[d * self.stride..(d + 1) * self.stride];
+                routes.extend_from_slice(row);
+                routes.resize((d + 1) * new, RouteSlot::EMPTY);
+            }
+            self.routes = routes;
+            self.stride = new;
+        }
+        Some(n)
+    }
+
+    /// A slot for a new destination, `None` when the table is full.
+    fn new_dest_slot(&mut self, id: RelayId, now_us: u64) -> Option<usize> {
+        if self.index.len() >= self.cfg.max_destinations {
+            return None;
+        }
+        let d = match self.free_dests.pop() {
+            Some(d) => d,
+            None => {
+                self.dests.push(DestSlot::EMPTY);
+                self.routes
+                    .resize(self.dests.len() * self.stride, RouteSlot::EMPTY);
+                self.dests.len() - 1
+            }
+        };
+        self.dests[d] = DestSlot {
+            used: true,
+            id,
+            idle_since: now_us,
+            ..DestSlot::EMPTY
+        };
+        self.index.insert(id, d);
+        Some(d)
+    }
+
+    fn forget_dest(&mut self, d: usize) {
+        let id = self.dests[d].id;
+        self.index.remove(&id);
+        self.dests[d] = DestSlot::EMPTY;
+        let stride = self.stride;
+        self.routes[d * stride..(d + 1) * stride].fill(RouteSlot::EMPTY);
+        self.free_dests.push(d);
+        // Room again: a neighbour whose destination was refused can be checked again.
+        for n in self.neighbours.iter_mut() {
+            n.refused = false;
+        }
+    }
+
+    // ---- internals ----------------------------------------------------------
+
+    fn metric(&self, d: usize, n: usize) -> Metric {
+        self.r(d, n).adv.add(self.neighbours[n].cost)
+    }
+
+    /// Changes a destination's output flags, keeping the pending count right.
+    fn touch(&mut self, d: usize, f: impl FnOnce(&mut DestSlot)) {
+        let before = self.dests[d].has_output();
+        f(&mut self.dests[d]);
+        let after = self.dests[d].has_output();
+        match (before, after) {
+            (false, true) => self.pending += 1,
+            (true, false) => self.pending = self.pending.saturating_sub(1),
+            _ => {}
+        }
+    }
+
+    /// The next message from the destinations' output flags.
+    fn poll_dest_output(&mut self) -> Option<Transmit> {
+        let n = self.dests.len().max(1);
         // Each slot is visited at most twice (once to take its last output, once
         // to move past it): bounded even if the pending count were wrong.
-        for _ in 0..=2 * N_DEST {
+        for _ in 0..=2 * n {
             if self.pending == 0 {
                 return None;
             }
-            let d = self.cursor % N_DEST.max(1);
+            let d = self.cursor % n;
             if self.dests.get(d).is_some_and(|s| s.has_output()) {
                 if let Some(tx) = self.take_output(d) {
                     return Some(tx);
@@ -709,31 +975,102 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         None
     }
 
-    /// The next route event, if any.
-    pub fn poll_event(&mut self) -> Option<RouteEvent> {
-        self.events.pop_front()
+    /// The next entry of the full table going to neighbour `nb`, then its digest.
+    fn poll_dump(&mut self, nb: usize) -> Option<Transmit> {
+        let (mut next, reply_to) = self.neighbours[nb].dump?;
+        let to = Recipient::Neighbour(self.neighbours[nb].id);
+        let update = |source: RelayId, (seqno, metric): (Seqno, Metric)| Transmit {
+            to,
+            message: Message::Update(Update {
+                source,
+                seqno,
+                metric,
+            }),
+        };
+        if next == 0 {
+            self.neighbours[nb].dump = Some((1, reply_to));
+            if let Some(s) = self.self_advertised {
+                self.stats.updates_sent += 1;
+                return Some(update(self.me, (s, Metric::ZERO)));
+            }
+            next = 1;
+        }
+        while next <= self.dests.len() {
+            let d = next - 1;
+            next += 1;
+            if let Some(adv) = self.dests[d].advertised_finite()
+                && self.dests[d].used
+            {
+                self.neighbours[nb].dump = Some((next, reply_to));
+                self.stats.updates_sent += 1;
+                return Some(update(self.dests[d].id, adv));
+            }
+        }
+        self.neighbours[nb].dump = None;
+        self.stats.tables_sent += 1;
+        self.stats.digests_sent += 1;
+        let (digest, routes) = self.own_digest();
+        Some(Transmit {
+            to,
+            message: Message::Digest(Digest {
+                digest,
+                routes,
+                reply_to,
+            }),
+        })
     }
 
-    /// When to call [`handle_timeout`](Self::handle_timeout) next (microseconds).
-    pub fn poll_timeout(&self) -> Option<u64> {
-        Some(self.next_periodic.min(self.next_tick))
+    /// The digest of what this relay advertises (what every neighbour should hold).
+    fn own_digest(&self) -> (u64, u32) {
+        let mut sum = 0u64;
+        let mut count = 0u32;
+        if let Some(s) = self.self_advertised {
+            sum = Digest::entry(self.me, s, Metric::ZERO);
+            count = 1;
+        }
+        for slot in self.dests.iter().filter(|s| s.used) {
+            if let Some((s, m)) = slot.advertised_finite() {
+                sum = sum.wrapping_add(Digest::entry(slot.id, s, m));
+                count += 1;
+            }
+        }
+        (sum, count)
     }
 
-    // ---- internals ----------------------------------------------------------
-
-    fn metric(&self, d: usize, n: usize) -> Metric {
-        self.routes[d][n].adv.add(self.neighbors[n].cost)
+    /// The digest of the routes held from neighbour `nb`.
+    fn view_digest(&self, nb: usize) -> (u64, u32) {
+        let mut sum = 0u64;
+        let mut count = 0u32;
+        if let Some((s, m, _)) = self.neighbours[nb].about_me {
+            sum = Digest::entry(self.me, s, m);
+            count = 1;
+        }
+        for (d, slot) in self.dests.iter().enumerate().filter(|(_, s)| s.used) {
+            let r = self.r(d, nb);
+            if r.present {
+                sum = sum.wrapping_add(Digest::entry(slot.id, r.seqno, r.adv));
+                count += 1;
+            }
+        }
+        (sum, count)
     }
 
-    /// Changes a destination's output flags, keeping the pending count right.
-    fn touch(&mut self, d: usize, f: impl FnOnce(&mut DestSlot)) {
-        let before = self.dests[d].has_output();
-        f(&mut self.dests[d]);
-        let after = self.dests[d].has_output();
-        match (before, after) {
-            (false, true) => self.pending += 1,
-            (true, false) => self.pending = self.pending.saturating_sub(1),
-            _ => {}
+    /// Drops the routes of `nb` older than `generation` (a requested full table did
+    /// not repeat them).
+    fn purge_stale(&mut self, nb: usize, generation: u8, now_us: u64) {
+        if self.neighbours[nb]
+            .about_me
+            .is_some_and(|(_, _, g)| g != generation)
+        {
+            self.neighbours[nb].about_me = None;
+        }
+        for d in 0..self.dests.len() {
+            let r = *self.r(d, nb);
+            if self.dests[d].used && r.present && r.generation != generation {
+                *self.r_mut(d, nb) = RouteSlot::EMPTY;
+                self.stats.routes_purged += 1;
+                self.select(d, now_us);
+            }
         }
     }
 
@@ -750,10 +1087,8 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
             r.send_now = false;
             r.attempts_left = r.attempts_left.saturating_sub(1);
             let to = match r.to {
-                Some(n) if self.neighbors[n].state == SlotState::Used => {
-                    Recipient::Neighbor(self.neighbors[n].id)
-                }
-                _ => Recipient::AllNeighbors,
+                Some(n) if self.neighbours[n].used => Recipient::Neighbour(self.neighbours[n].id),
+                _ => Recipient::AllNeighbours,
             };
             self.touch(d, |s| s.request = Some(r));
             self.stats.seqno_requests_sent += 1;
@@ -768,10 +1103,10 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         }
         if let Some((n, req)) = slot.forward {
             self.touch(d, |s| s.forward = None);
-            if self.neighbors[n].state == SlotState::Used {
+            if self.neighbours[n].used {
                 self.stats.seqno_requests_forwarded += 1;
                 return Some(Transmit {
-                    to: Recipient::Neighbor(self.neighbors[n].id),
+                    to: Recipient::Neighbour(self.neighbours[n].id),
                     message: Message::SeqnoRequest(req),
                 });
             }
@@ -780,23 +1115,21 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
     }
 
     /// Builds the update for destination `d` and records it as advertised (which
-    /// moves the feasibility distance, RFC 8966 §3.7.3).
+    /// moves the feasibility distance, RFC 8966 §3.7.3). Nothing when it would repeat
+    /// a retraction already sent: every neighbour has it (or the digest repairs it).
     fn make_update(&mut self, d: usize) -> Option<Transmit> {
         let slot = self.dests[d];
         let (seqno, metric) = match slot.selected {
             Some(n) => {
-                self.dests[d].adv_smoothed = self.routes[d][n].smoothed;
-                (self.routes[d][n].seqno, self.metric(d, n))
+                self.dests[d].adv_smoothed = self.r(d, n).smoothed;
+                (self.r(d, n).seqno, self.metric(d, n))
             }
             None => {
                 let (s, m) = slot.advertised?;
                 if !m.is_finite() {
-                    // Already retracted; repeat it while the hold lasts (the caller
-                    // only marks it then).
-                    (s, m)
-                } else {
-                    (s, Metric::INFINITY)
+                    return None;
                 }
+                (s, Metric::INFINITY)
             }
         };
         if metric.is_finite() {
@@ -812,12 +1145,9 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
             self.stats.retractions_sent += 1;
         }
         self.dests[d].advertised = Some((seqno, metric));
-        if self.n_neighbors == 0 {
-            return None;
-        }
         self.stats.updates_sent += 1;
         Some(Transmit {
-            to: Recipient::AllNeighbors,
+            to: Recipient::AllNeighbours,
             message: Message::Update(Update {
                 source: slot.id,
                 seqno,
@@ -826,56 +1156,34 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         })
     }
 
-    fn schedule_full_update(&mut self, now_us: u64) {
-        self.self_pending = true;
-        for d in 0..N_DEST {
-            let s = &self.dests[d];
-            if s.state != SlotState::Used {
-                continue;
-            }
-            let holding = s
-                .lost_at
-                .is_some_and(|t| now_us.saturating_sub(t) < self.cfg.retraction_hold_us);
-            if s.selected.is_some() || (holding && s.advertised.is_some()) {
-                self.touch(d, |s| s.send_update = true);
-            }
-        }
-    }
-
     fn housekeeping(&mut self, now_us: u64) {
-        for d in 0..N_DEST {
-            if self.dests[d].state != SlotState::Used {
+        for d in 0..self.dests.len() {
+            if !self.dests[d].used {
                 continue;
             }
-            let mut expired = false;
             let mut moved = false;
             let mut any = false;
-            for n in 0..N_NEIGH {
-                if !self.routes[d][n].present {
-                    continue;
-                }
-                let raw = self.metric(d, n);
-                let r = &mut self.routes[d][n];
-                if r.expires_at <= now_us {
-                    *r = RouteSlot::EMPTY;
-                    expired = true;
-                    self.stats.routes_expired += 1;
+            for n in 0..self.neighbours.len() {
+                if !self.r(d, n).present {
                     continue;
                 }
                 any = true;
+                let raw = self.metric(d, n);
+                let cfg = self.cfg;
+                let r = self.r_mut(d, n);
                 // Time-based part of the smoothing: the smoothed metric keeps moving
                 // toward the current one even without new samples, and the noise
                 // estimate fades when no new deviation feeds it.
                 r.dev -= r.dev.div_ceil(4);
                 if r.smoothed != raw {
-                    r.smoothed = smooth(r.smoothed, raw, &self.cfg).0;
+                    r.smoothed = smooth(r.smoothed, raw, &cfg).0;
                     moved = true;
                 }
             }
             let settled = self.dests[d]
                 .settle
                 .is_some_and(|(_, t)| now_us.saturating_sub(t) >= self.cfg.settle_time_us);
-            if expired || settled || moved {
+            if settled || moved {
                 self.select(d, now_us);
             }
             if let Some(mut r) = self.dests[d].request
@@ -897,14 +1205,17 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
                 && !s.has_output()
                 && now_us.saturating_sub(s.idle_since) >= self.cfg.source_gc_us
             {
-                self.dests[d] = DestSlot {
-                    state: SlotState::Tombstone,
-                    ..DestSlot::EMPTY
-                };
-                self.n_dests = self.n_dests.saturating_sub(1);
-                if self.n_dests == 0 {
-                    self.dests = [DestSlot::EMPTY; N_DEST];
-                }
+                self.forget_dest(d);
+            }
+        }
+        // A requested table that never came (lost, or the neighbour refused): the next
+        // differing digest asks again.
+        for n in self.neighbours.iter_mut() {
+            if n.awaiting
+                && n.requested_at
+                    .is_some_and(|t| now_us.saturating_sub(t) >= self.cfg.table_request_interval_us)
+            {
+                n.awaiting = false;
             }
         }
     }
@@ -918,7 +1229,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
             Some(s) if s == n => true,
             Some(s) => {
                 slot.settle.is_some_and(|(c, _)| c == n)
-                    || self.routes[d][n].smoothed < self.routes[d][s].smoothed
+                    || self.r(d, n).smoothed < self.r(d, s).smoothed
             }
         };
         if needs {
@@ -934,13 +1245,14 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         let mut best_f: Option<Key> = None;
         let mut best_a: Option<Key> = None;
         let better = |k: &Key, b: &Option<Key>| b.is_none_or(|b| (k.0, k.1, k.2) < (b.0, b.1, b.2));
-        for (n, r) in self.routes[d].iter().enumerate() {
+        for n in 0..self.neighbours.len() {
+            let r = self.r(d, n);
             // A finite advertised metric can still sum to infinity with the link
             // cost: such a route is unusable.
             if !r.present || !self.metric(d, n).is_finite() {
                 continue;
             }
-            let key = (r.smoothed, self.metric(d, n), self.neighbors[n].id, n);
+            let key = (r.smoothed, self.metric(d, n), self.neighbours[n].id, n);
             if better(&key, &best_a) {
                 best_a = Some(key);
             }
@@ -956,7 +1268,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
     fn select(&mut self, d: usize, now_us: u64) {
         let fd = self.dests[d].fd;
         let cur = self.dests[d].selected.filter(|&n| {
-            let r = &self.routes[d][n];
+            let r = self.r(d, n);
             r.present && feasible(fd, r.seqno, r.adv) && self.metric(d, n).is_finite()
         });
         let (best, best_any) = self.best(d);
@@ -971,7 +1283,7 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
                 Some(c)
             }
             (Some(c), Some(b)) => {
-                let (cs, bs) = (self.routes[d][c].smoothed, self.routes[d][b].smoothed);
+                let (cs, bs) = (self.r(d, c).smoothed, self.r(d, b).smoothed);
                 if better_by(
                     bs,
                     cs,
@@ -1007,13 +1319,13 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         }
         // Seqno request when a better route is stuck unfeasible (RFC 8966 §3.8.2.1).
         match best_any {
-            Some(a) if !feasible(fd, self.routes[d][a].seqno, self.routes[d][a].adv) => {
+            Some(a) if !feasible(fd, self.r(d, a).seqno, self.r(d, a).adv) => {
                 let better = match new {
                     None => true,
                     Some(s) => {
-                        let ss = self.routes[d][s].smoothed;
+                        let ss = self.r(d, s).smoothed;
                         better_by(
-                            self.routes[d][a].smoothed,
+                            self.r(d, a).smoothed,
                             ss,
                             margin(ss, self.cfg.settle_margin_us, self.cfg.settle_margin_ppm),
                         )
@@ -1036,8 +1348,8 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
     /// time: the configured margin plus an allowance for the measured noise of both
     /// routes, so two equal routes under noise do not take turns.
     fn settle_margin(&self, d: usize, c: usize, b: usize) -> u32 {
-        let cs = self.routes[d][c].smoothed;
-        let noise = (u64::from(self.routes[d][c].dev) + u64::from(self.routes[d][b].dev))
+        let cs = self.r(d, c).smoothed;
+        let noise = (u64::from(self.r(d, c).dev) + u64::from(self.r(d, b).dev))
             * u64::from(self.cfg.noise_weight_pct)
             / 100;
         let m = u64::from(margin(
@@ -1056,43 +1368,40 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
             (None, Some(n)) => Some(RouteEvent::Installed {
                 at_us: now_us,
                 dest,
-                next_hop: self.neighbors[n].id,
+                next_hop: self.neighbours[n].id,
                 metric: self.metric(d, n),
             }),
             (Some(o), Some(n)) => Some(RouteEvent::Changed {
                 at_us: now_us,
                 dest,
-                old_next_hop: self.neighbors[o].id,
+                old_next_hop: self.neighbours[o].id,
                 old_metric,
-                new_next_hop: self.neighbors[n].id,
+                new_next_hop: self.neighbours[n].id,
                 new_metric: self.metric(d, n),
             }),
             (Some(o), None) => Some(RouteEvent::Retracted {
                 at_us: now_us,
                 dest,
-                old_next_hop: self.neighbors[o].id,
+                old_next_hop: self.neighbours[o].id,
                 old_metric,
             }),
             (None, None) => None,
         };
+        let sel_metric = new.map(|n| self.r(d, n).adv.add(self.neighbours[n].cost));
         let s = &mut self.dests[d];
         s.selected = new;
         s.settle = None;
-        match new {
-            Some(n) => {
-                s.lost_at = None;
-                s.sel_metric = self.routes[d][n].adv.add(self.neighbors[n].cost);
-            }
-            None => {
-                s.lost_at = Some(now_us);
-                s.idle_since = now_us;
-            }
+        match sel_metric {
+            Some(m) => s.sel_metric = m,
+            None => s.idle_since = now_us,
         }
         self.touch(d, |s| s.send_update = true);
         if let Some(e) = event {
             self.stats.route_changes += 1;
-            if self.events.push_back(e).is_err() {
+            if self.events.len() >= self.cfg.max_events {
                 self.stats.events_dropped += 1;
+            } else {
+                self.events.push_back(e);
             }
         }
     }
@@ -1128,13 +1437,13 @@ impl<const N_DEST: usize, const N_NEIGH: usize> RouteTable<N_DEST, N_NEIGH> {
         let trigger = match self.dests[d].advertised {
             None => true,
             Some((s, m)) => {
-                s != self.routes[d][n].seqno
+                s != self.r(d, n).seqno
                     || !m.is_finite()
                     || u64::from(raw.as_us().abs_diff(m.as_us()))
                         > u64::from(margin(m, self.cfg.trigger_us, self.cfg.trigger_ppm))
                     || {
                         // A smaller change that lasts (seen in the smoothed metric).
-                        let (now, then) = (self.routes[d][n].smoothed, self.dests[d].adv_smoothed);
+                        let (now, then) = (self.r(d, n).smoothed, self.dests[d].adv_smoothed);
                         u64::from(now.as_us().abs_diff(then.as_us()))
                             > u64::from(margin(
                                 then,
@@ -1159,17 +1468,49 @@ mod tests {
     const D: RelayId = RelayId(9);
     const ME: RelayId = RelayId(5);
 
-    fn table() -> RouteTable<4, 2> {
-        let t = RouteTable::new(ME, Seqno(100), RouteConfig::default(), 0);
+    /// Room for 4 destinations and 2 neighbours.
+    fn table() -> RouteTable {
+        let cfg = RouteConfig {
+            max_destinations: 4,
+            max_neighbours: 2,
+            ..RouteConfig::default()
+        };
+        let t = RouteTable::new(ME, Seqno(100), cfg, 0);
         t.unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn drain(t: &mut RouteTable<4, 2>) -> heapless::Vec<Transmit, 16> {
-        let mut v = heapless::Vec::new();
+    fn drain(t: &mut RouteTable) -> Vec<Transmit> {
+        let mut v = Vec::new();
         while let Some(tx) = t.poll_transmit() {
-            assert!(v.push(tx).is_ok(), "too many transmits");
+            v.push(tx);
+            assert!(v.len() < 100_000, "too many transmits");
         }
         v
+    }
+
+    fn update(to: Recipient, source: RelayId, seqno: u16, metric: Metric) -> Transmit {
+        Transmit {
+            to,
+            message: Message::Update(Update {
+                source,
+                seqno: Seqno(seqno),
+                metric,
+            }),
+        }
+    }
+
+    fn digest(to: Recipient, entries: &[(RelayId, u16, Metric)], reply_to: u8) -> Transmit {
+        let sum = entries.iter().fold(0u64, |a, &(id, s, m)| {
+            a.wrapping_add(Digest::entry(id, Seqno(s), m))
+        });
+        Transmit {
+            to,
+            message: Message::Digest(Digest {
+                digest: sum,
+                routes: entries.len() as u32,
+                reply_to,
+            }),
+        }
     }
 
     fn upd(source: RelayId, seqno: u16, ms: u32) -> Update {
@@ -1185,7 +1526,7 @@ mod tests {
     }
 
     /// Link costs: A 10.1 ms, B 20.1 ms (RTT/2 + 100 µs hop cost).
-    fn with_links(t: &mut RouteTable<4, 2>) {
+    fn with_links(t: &mut RouteTable) {
         assert_eq!(
             t.handle_link_metric(A, LinkMeasurement::from_rtt_us(20_000), 0),
             Ok(())
@@ -1195,17 +1536,19 @@ mod tests {
             Ok(())
         );
         let out = drain(t);
-        // One self announcement, to everyone.
+        // One self announcement to everyone, then each new neighbour's full table (our
+        // own route only) closed by its digest; nothing is repeated to the others.
+        let me = [(ME, 100, Metric::ZERO)];
+        let (to_a, to_b) = (Recipient::Neighbour(A), Recipient::Neighbour(B));
         assert_eq!(
-            out.as_slice(),
-            &[Transmit {
-                to: Recipient::AllNeighbors,
-                message: Message::Update(Update {
-                    source: ME,
-                    seqno: Seqno(100),
-                    metric: Metric::ZERO,
-                }),
-            }]
+            out,
+            [
+                update(Recipient::AllNeighbours, ME, 100, Metric::ZERO),
+                update(to_a, ME, 100, Metric::ZERO),
+                digest(to_a, &me, 0),
+                update(to_b, ME, 100, Metric::ZERO),
+                digest(to_b, &me, 0),
+            ]
         );
     }
 
@@ -1236,7 +1579,7 @@ mod tests {
         assert_eq!(info.feasibility_distance, Some((Seqno(7), Metric(40_100))));
         assert_eq!(info.direct_metric, None);
         assert_eq!(t.routes().count(), 1);
-        assert_eq!(t.neighbors().count(), 2);
+        assert_eq!(t.neighbours().count(), 2);
     }
 
     #[test]
@@ -1275,7 +1618,7 @@ mod tests {
         assert_eq!(
             out.as_slice(),
             &[Transmit {
-                to: Recipient::Neighbor(B),
+                to: Recipient::Neighbour(B),
                 message: Message::SeqnoRequest(SeqnoRequest {
                     source: D,
                     seqno: Seqno(8),
@@ -1323,7 +1666,7 @@ mod tests {
         assert_eq!(
             out.as_slice(),
             &[Transmit {
-                to: Recipient::Neighbor(A),
+                to: Recipient::Neighbour(A),
                 message: Message::SeqnoRequest(SeqnoRequest {
                     hop_count: 4,
                     ..req
@@ -1362,21 +1705,16 @@ mod tests {
         );
         assert_eq!(
             t.handle_update(A, upd(D, 7, 30), 20),
-            Err(RouteError::UnknownNeighbor(A))
+            Err(RouteError::UnknownNeighbour(A))
         );
-        // B stops refreshing: gone after the expiry (14 s) at the next tick.
+        // Routes live as long as the link: no refresh needed, nothing expires.
         let mut now = 0;
-        while now < 20_000_000 {
-            now = t.poll_timeout().unwrap_or(u64::MAX).min(20_000_000);
+        while now < 60_000_000 {
+            now = t.poll_timeout().unwrap_or(u64::MAX).min(60_000_000);
             t.handle_timeout(now);
             drain(&mut t);
-            if t.next_hop(D).is_none() {
-                break;
-            }
         }
-        assert_eq!(t.next_hop(D), None);
-        assert!((14_000_000..=15_000_000).contains(&now), "expired at {now}");
-        assert_eq!(t.stats().routes_expired, 1);
+        assert_eq!(t.next_hop(D), Some(B));
     }
 
     #[test]
@@ -1385,16 +1723,16 @@ mod tests {
         let m = LinkMeasurement::from_rtt_us(1_000);
         assert_eq!(
             t.handle_link_metric(ME, m, 0),
-            Err(RouteError::SelfAsNeighbor)
+            Err(RouteError::SelfAsNeighbour)
         );
         assert_eq!(
             t.handle_link_down(A, 0),
-            Err(RouteError::UnknownNeighbor(A))
+            Err(RouteError::UnknownNeighbour(A))
         );
         with_links(&mut t);
         assert_eq!(
             t.handle_link_metric(RelayId(3), m, 0),
-            Err(RouteError::NeighborTableFull(RelayId(3)))
+            Err(RouteError::NeighbourTableFull(RelayId(3)))
         );
         for i in 0..4 {
             assert_eq!(t.handle_update(A, upd(RelayId(20 + i), 1, 5), 0), Ok(()));
@@ -1406,22 +1744,200 @@ mod tests {
         // A retraction of an unknown destination is not an error.
         assert_eq!(t.handle_update(A, upd(RelayId(30), 1, u32::MAX), 0), Ok(()));
         let s = t.stats();
-        assert_eq!((s.neighbor_table_full, s.dest_table_full), (1, 1));
+        assert_eq!((s.neighbour_table_full, s.dest_table_full), (1, 1));
         // Updates about ourselves are ignored.
         assert_eq!(t.handle_update(A, upd(ME, 1, 5), 0), Ok(()));
         assert_eq!(t.stats().updates_about_self, 1);
     }
 
     #[test]
-    fn memory_budget() {
+    fn memory_grows_with_the_relays_known() {
         // One route slot per destination × neighbour dominates; keep it small.
+        assert_eq!(core::mem::size_of::<RouteSlot>(), 16);
         assert!(
-            core::mem::size_of::<RouteSlot>() <= 40,
+            core::mem::size_of::<DestSlot>() <= 192,
             "{}",
-            core::mem::size_of::<RouteSlot>()
+            core::mem::size_of::<DestSlot>()
         );
-        let size = core::mem::size_of::<RouteTable<100, 10>>();
-        assert!(size <= 48 * 1024, "RouteTable<100, 10> is {size} bytes");
+        let mut t = RouteTable::new(ME, Seqno(1), RouteConfig::default(), 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.heap_bytes(), 0, "nothing before the first neighbour");
+        let m = LinkMeasurement::from_rtt_us(10_000);
+        let fill = |t: &mut RouteTable, dests: u64, neighbours: u64| {
+            for n in 0..neighbours {
+                t.handle_link_metric(RelayId(1000 + n), m, 0)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                for d in 0..dests {
+                    t.handle_update(RelayId(1000 + n), upd(RelayId(5000 + d), 1, 20), 0)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
+            }
+            drain(t);
+        };
+        fill(&mut t, 4, 4);
+        let small = t.heap_bytes();
+        fill(&mut t, 1000, 32);
+        let big = t.heap_bytes();
+        assert_eq!(t.len(), 1000);
+        // A few relays: a few KiB; 1,000 with 32 neighbours: well under 1 MiB.
+        assert!(small < 8 * 1024, "{small} B for 4 destinations");
+        assert!(big < 1024 * 1024, "{big} B for 1,000 destinations");
+    }
+
+    /// Delivers everything `from` sends to `to` (messages for `to` or everyone), except
+    /// those `lose` picks. Returns how many were delivered.
+    fn pump(
+        from: &mut RouteTable,
+        to: &mut RouteTable,
+        now: u64,
+        mut lose: impl FnMut(&Message) -> bool,
+    ) -> usize {
+        let mut n = 0;
+        for tx in drain(from) {
+            let mine = match tx.to {
+                Recipient::AllNeighbours => true,
+                Recipient::Neighbour(id) => id == to.me(),
+            };
+            if mine && !lose(&tx.message) {
+                to.handle_message(from.me(), tx.message, now)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Two linked tables X (relay 1) and Y (relay 2); Y also links relay 3 for X to learn.
+    fn pair() -> (RouteTable, RouteTable) {
+        let new = |id| {
+            RouteTable::new(RelayId(id), Seqno(1), RouteConfig::default(), 0)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (mut x, mut y) = (new(1), new(2));
+        let m = LinkMeasurement::from_rtt_us(10_000);
+        for (t, peer) in [(&mut x, 2), (&mut y, 1)] {
+            t.handle_link_metric(RelayId(peer), m, 0)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        // Until quiet: learning each other's route triggers one more update each.
+        while pump(&mut x, &mut y, 0, |_| false) + pump(&mut y, &mut x, 0, |_| false) > 0 {}
+        (x, y)
+    }
+
+    fn tick(t: &mut RouteTable, now: u64) {
+        t.handle_timeout(now);
+    }
+
+    #[test]
+    fn matching_digests_ask_nothing() {
+        let (mut x, mut y) = pair();
+        assert_eq!(x.next_hop(RelayId(2)), Some(RelayId(2)));
+        for now in [4_000_000, 8_000_000, 12_000_000] {
+            tick(&mut x, now);
+            tick(&mut y, now);
+            assert_eq!(pump(&mut x, &mut y, now, |_| false), 1, "one digest");
+            assert_eq!(pump(&mut y, &mut x, now, |_| false), 1, "one digest");
+        }
+        for t in [&x, &y] {
+            let s = t.stats();
+            assert_eq!((s.digests_received, s.digest_mismatches), (4, 0));
+            assert_eq!(s.table_requests_sent, 0);
+        }
+    }
+
+    #[test]
+    fn a_lost_update_is_repaired_by_the_next_digest() {
+        let (mut x, mut y) = pair();
+        // X learns relay 9 (from a third neighbour) and announces it; Y loses it.
+        x.handle_link_metric(RelayId(3), LinkMeasurement::from_rtt_us(20_000), 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        x.handle_update(RelayId(3), upd(RelayId(9), 4, 30), 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let lose_9 = |m: &Message| matches!(m, Message::Update(u) if u.source == RelayId(9));
+        pump(&mut x, &mut y, 0, lose_9);
+        assert_eq!(y.next_hop(RelayId(9)), None);
+        // The digest differs: Y asks for X's table, gets it, and the digests agree.
+        tick(&mut x, 4_000_000);
+        pump(&mut x, &mut y, 4_000_000, |_| false);
+        assert_eq!(y.stats().digest_mismatches, 1);
+        assert_eq!(
+            pump(&mut y, &mut x, 4_000_000, |_| false),
+            1,
+            "table request"
+        );
+        pump(&mut x, &mut y, 4_000_000, |_| false);
+        assert_eq!(y.next_hop(RelayId(9)), Some(RelayId(1)));
+        assert_eq!(x.stats().tables_sent, 3, "on two link-ups and on request");
+        tick(&mut x, 8_000_000);
+        pump(&mut x, &mut y, 8_000_000, |_| false);
+        assert_eq!(y.stats().digest_mismatches, 1, "agrees now");
+        assert_eq!(y.stats().table_requests_sent, 1);
+    }
+
+    #[test]
+    fn a_requested_table_drops_the_routes_it_does_not_repeat() {
+        let (mut x, mut y) = pair();
+        x.handle_link_metric(RelayId(3), LinkMeasurement::from_rtt_us(20_000), 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        x.handle_update(RelayId(3), upd(RelayId(9), 4, 30), 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        pump(&mut x, &mut y, 0, |_| false);
+        assert_eq!(y.next_hop(RelayId(9)), Some(RelayId(1)));
+        // X loses relay 9; its retraction to Y is lost: Y still routes to 9 through X.
+        x.handle_link_down(RelayId(3), 1_000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let lose_9 = |m: &Message| matches!(m, Message::Update(u) if u.source == RelayId(9));
+        pump(&mut x, &mut y, 1_000, lose_9);
+        assert_eq!(y.next_hop(RelayId(9)), Some(RelayId(1)), "stale");
+        tick(&mut x, 4_000_000);
+        pump(&mut x, &mut y, 4_000_000, |_| false);
+        pump(&mut y, &mut x, 4_000_000, |_| false);
+        // The full table does not mention 9: Y drops it.
+        pump(&mut x, &mut y, 4_000_000, |_| false);
+        assert_eq!(y.next_hop(RelayId(9)), None);
+        assert_eq!(y.stats().routes_purged, 1);
+        // A second request within the interval is not sent even if digests differed.
+        assert_eq!(y.stats().table_requests_sent, 1);
+    }
+
+    #[test]
+    fn a_table_request_is_rate_limited_and_skipped_when_full() {
+        let (mut x, mut y) = pair();
+        let bogus = Digest {
+            digest: 1,
+            routes: 1,
+            reply_to: 0,
+        };
+        for now in [1, 2, 3] {
+            y.handle_digest(RelayId(1), bogus, now)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(pump(&mut y, &mut x, 3, |_| false), 1, "one request");
+        y.handle_digest(RelayId(1), bogus, 10_000_001)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            pump(&mut y, &mut x, 10_000_001, |_| false),
+            1,
+            "again later"
+        );
+        assert_eq!(y.stats().digest_mismatches, 4);
+        // A table that refused one of X's destinations cannot agree: it does not ask.
+        let cfg = RouteConfig {
+            max_destinations: 1,
+            ..RouteConfig::default()
+        };
+        let mut z = RouteTable::new(RelayId(2), Seqno(1), cfg, 0).unwrap_or_else(|e| panic!("{e}"));
+        z.handle_link_metric(RelayId(1), LinkMeasurement::from_rtt_us(1_000), 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for d in [7, 8] {
+            let _ = z.handle_update(RelayId(1), upd(RelayId(d), 1, 5), 0);
+        }
+        drain(&mut z);
+        z.handle_digest(RelayId(1), bogus, 20_000_000)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(drain(&mut z).is_empty());
+        let s = z.stats();
+        assert_eq!((s.dest_table_full, s.digests_unverifiable), (1, 1));
     }
 
     #[test]

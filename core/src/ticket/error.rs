@@ -109,6 +109,8 @@ impl fmt::Display for Malformed {
     }
 }
 
+impl core::error::Error for Malformed {}
+
 /// Why a presented ticket is refused. Every variant blames the ticket (the peer).
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,8 +18,7 @@ pub const MAX_GRANTS: usize = 4;
 pub const MAX_TENANTS_PER_GRANT: usize = 4;
 /// Publish patterns per grant, and (separately) subscribe patterns per grant.
 pub const MAX_PATTERNS_PER_GRANT: usize = 8;
-/// Bytes per tenant id (LLPS §5).
-pub const MAX_TENANT_LEN: usize = 255;
+pub use crate::limits::MAX_TENANT_LEN;
 /// Allowed WebSocket origins per ticket.
 pub const MAX_ORIGINS: usize = 4;
 /// Bytes per origin (`scheme://host[:port]`).

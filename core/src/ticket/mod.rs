@@ -26,7 +26,10 @@ mod token;
 
 pub use claims::{Claims, ClaimsSpec, Grant, IpMask, Protocols};
 pub use error::{AccessDenied, Cap, IssueError, Malformed, StatusTableFull, TicketError};
+#[cfg(feature = "alloc")]
+pub use status::HeapSlots;
 pub use status::{
-    Applied, STATUS_RECORD_MAX_LEN, StatusAction, StatusRecord, StatusTable, TicketStatus,
+    Applied, FixedSlots, STATUS_RECORD_MAX_LEN, StatusAction, StatusRecord, StatusSlots,
+    StatusTable, TicketStatus,
 };
 pub use token::{TicketBuf, decode_token_id, issue, split_token, verify, verify_signature};

@@ -206,42 +206,136 @@ pub enum Applied {
     Stale,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    refresh: Option<StatusRecord>,
-    revoke: Option<StatusRecord>,
-    keep_until: u64,
+/// Where a [`StatusTable`] keeps its entries: [`FixedSlots`] (no allocation, `N` slots
+/// reserved up front) or [`HeapSlots`] (feature `alloc`: memory follows the live entries).
+/// Sealed: the two are the only implementations.
+pub trait StatusSlots: slots::Slots {}
+
+/// Fixed storage for `N` ticket ids (`N` a power of two), allocated with the table.
+pub struct FixedSlots<const N: usize>(FnvIndexMap<[u8; TICKET_ID_LEN], slots::Entry, N>);
+
+impl<const N: usize> StatusSlots for FixedSlots<N> {}
+
+/// Heap storage (a `BTreeMap`): nothing reserved, one node per live ticket id; bounded by
+/// the table's limit alone, which is then exact.
+#[cfg(feature = "alloc")]
+pub struct HeapSlots(alloc::collections::BTreeMap<[u8; TICKET_ID_LEN], slots::Entry>);
+
+#[cfg(feature = "alloc")]
+impl StatusSlots for HeapSlots {}
+
+mod slots {
+    use super::{FnvIndexMap, StatusRecord, TICKET_ID_LEN};
+
+    /// The records of one ticket id. Public only inside this private module (the sealed
+    /// trait needs it); not nameable outside the crate.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Entry {
+        pub refresh: Option<StatusRecord>,
+        pub revoke: Option<StatusRecord>,
+        pub keep_until: u64,
+    }
+
+    /// Map operations a [`super::StatusTable`] needs.
+    pub trait Slots {
+        /// Most ticket ids the storage itself can hold.
+        const MAX: usize;
+        fn empty() -> Self;
+        fn get(&self, id: &[u8; TICKET_ID_LEN]) -> Option<&Entry>;
+        fn get_mut(&mut self, id: &[u8; TICKET_ID_LEN]) -> Option<&mut Entry>;
+        /// False when the storage is full (nothing stored).
+        fn insert(&mut self, id: [u8; TICKET_ID_LEN], entry: Entry) -> bool;
+        fn len(&self) -> usize;
+        fn retain(&mut self, keep: impl FnMut(&Entry) -> bool);
+        fn entries(&self) -> impl Iterator<Item = &Entry>;
+    }
+
+    impl<const N: usize> Slots for super::FixedSlots<N> {
+        const MAX: usize = N;
+        fn empty() -> Self {
+            Self(FnvIndexMap::new())
+        }
+        fn get(&self, id: &[u8; TICKET_ID_LEN]) -> Option<&Entry> {
+            self.0.get(id)
+        }
+        fn get_mut(&mut self, id: &[u8; TICKET_ID_LEN]) -> Option<&mut Entry> {
+            self.0.get_mut(id)
+        }
+        fn insert(&mut self, id: [u8; TICKET_ID_LEN], entry: Entry) -> bool {
+            self.0.insert(id, entry).is_ok()
+        }
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+            self.0.retain(|_, e| keep(e));
+        }
+        fn entries(&self) -> impl Iterator<Item = &Entry> {
+            self.0.values()
+        }
+    }
+
+    #[cfg(feature = "alloc")]
+    impl Slots for super::HeapSlots {
+        const MAX: usize = usize::MAX;
+        fn empty() -> Self {
+            Self(alloc::collections::BTreeMap::new())
+        }
+        fn get(&self, id: &[u8; TICKET_ID_LEN]) -> Option<&Entry> {
+            self.0.get(id)
+        }
+        fn get_mut(&mut self, id: &[u8; TICKET_ID_LEN]) -> Option<&mut Entry> {
+            self.0.get_mut(id)
+        }
+        fn insert(&mut self, id: [u8; TICKET_ID_LEN], entry: Entry) -> bool {
+            self.0.insert(id, entry);
+            true
+        }
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+            self.0.retain(|_, e| keep(e));
+        }
+        fn entries(&self) -> impl Iterator<Item = &Entry> {
+            self.0.values()
+        }
+    }
 }
 
-/// A bounded table of status records keyed by ticket id. `N` (a power of two) is the
-/// storage; [`StatusTable::with_limit`] sets a lower configured capacity. When no slot is
-/// free even after dropping records past their keep-until time, [`StatusTable::apply`]
-/// returns [`StatusTableFull`] and stores nothing: a record is never dropped silently.
-pub struct StatusTable<const N: usize> {
-    map: FnvIndexMap<[u8; TICKET_ID_LEN], Entry, N>,
+use slots::Entry;
+
+/// A bounded table of status records keyed by ticket id, stored in `S` ([`FixedSlots`]
+/// or [`HeapSlots`]). Its capacity is exact: it holds up to [`Self::capacity`] ticket ids
+/// and refuses the next with [`StatusTableFull`] (after dropping records past their
+/// keep-until time), storing nothing: a record is never dropped silently.
+pub struct StatusTable<S: StatusSlots> {
+    map: S,
     limit: usize,
 }
 
-impl<const N: usize> Default for StatusTable<N> {
+impl<const N: usize> Default for StatusTable<FixedSlots<N>> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<const N: usize> StatusTable<N> {
+impl<const N: usize> StatusTable<FixedSlots<N>> {
     /// An empty table with capacity `N`.
     pub const fn new() -> Self {
         Self {
-            map: FnvIndexMap::new(),
+            map: FixedSlots(FnvIndexMap::new()),
             limit: N,
         }
     }
+}
 
-    /// An empty table with capacity `min(limit, N)`.
+impl<S: StatusSlots> StatusTable<S> {
+    /// An empty table with capacity `min(limit, what S can hold)`.
     pub fn with_limit(limit: usize) -> Self {
         Self {
-            map: FnvIndexMap::new(),
-            limit: limit.min(N),
+            map: S::empty(),
+            limit: limit.min(S::MAX),
         }
     }
 
@@ -257,13 +351,13 @@ impl<const N: usize> StatusTable<N> {
 
     /// True when empty.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.len() == 0
     }
 
     /// Drops every entry whose keep-until time is at or before `now`; returns how many.
     pub fn prune(&mut self, now: u64) -> usize {
         let before = self.map.len();
-        self.map.retain(|_, e| e.keep_until > now);
+        self.map.retain(|e| e.keep_until > now);
         before - self.map.len()
     }
 
@@ -289,12 +383,13 @@ impl<const N: usize> StatusTable<N> {
             keep_until: record.keep_until(),
         };
         merge(&mut entry, record);
-        self.map
-            .insert(*record.ticket_id(), entry)
-            .map(|_| Applied::Added)
-            .map_err(|_| StatusTableFull {
+        if self.map.insert(*record.ticket_id(), entry) {
+            Ok(Applied::Added)
+        } else {
+            Err(StatusTableFull {
                 capacity: self.limit,
             })
+        }
     }
 
     /// The status of a ticket id (entries past their keep-until time still answer until
@@ -354,7 +449,7 @@ impl<const N: usize> StatusTable<N> {
     /// Every stored record (for a full sync to a peer), at most two per ticket id.
     pub fn records(&self) -> impl Iterator<Item = &StatusRecord> {
         self.map
-            .values()
+            .entries()
             .flat_map(|e| e.revoke.iter().chain(e.refresh.iter()))
     }
 }

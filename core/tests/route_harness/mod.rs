@@ -6,8 +6,8 @@
 
 pub mod topology;
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use fastpubsub_core::route::{
     LinkMeasurement, Message, Metric, Recipient, RelayId, RouteConfig, RouteEvent, RouteTable,
@@ -77,20 +77,26 @@ impl Ord for Item {
 }
 
 /// A mesh of `n` routing tables in virtual time. Node `i` is `RelayId(i)`.
-pub struct Sim<const D: usize, const N: usize> {
+pub struct Sim {
     pub now: u64,
     pub cfg: RouteConfig,
-    nodes: Vec<Box<RouteTable<D, N>>>,
+    nodes: Vec<RouteTable>,
     /// Nominal RTT a→b in µs as measured by a (0 = no link).
     rtt: Vec<Vec<u32>>,
     up: Vec<Vec<bool>>,
+    /// Up links of each node (the same as `up`, as lists).
+    adj: Vec<Vec<usize>>,
     /// Relative noise on each reported RTT, ± this many ppm.
     pub noise_ppm: u32,
+    /// Share of routing messages lost on the way, ppm (the digests repair it).
+    pub loss_ppm: u32,
     /// How often every link's measurement is reported.
     pub measure_interval_us: u64,
+    /// How often [`Sim::converge`] checks the routes (checks cost O(n² × hops)).
+    pub check_every_us: u64,
     heap: BinaryHeap<Item>,
     /// Per directed link, messages in flight in FIFO order (arrival time, message).
-    queues: Vec<VecDeque<(u64, Message)>>,
+    queues: HashMap<(usize, usize), VecDeque<(u64, Message)>>,
     seq: u64,
     armed: Vec<u64>,
     pub rng: Rng,
@@ -101,18 +107,26 @@ pub struct Sim<const D: usize, const N: usize> {
     pub keep_events: bool,
     /// Messages delivered.
     pub delivered: u64,
-    /// Called after every step when set (for invariants checked at every step).
+    /// Messages lost (`loss_ppm`).
+    pub lost: u64,
+    /// Encoded bytes of every routing message put on a link (postcard, no framing).
+    pub bytes_sent: u64,
     pub steps: u64,
 }
 
-impl<const D: usize, const N: usize> Sim<D, N> {
+impl Sim {
+    /// `n` tables with `cfg` (capacities raised to `n` when lower: the harness models
+    /// links, not the table's limits), seeded PRNG.
     pub fn new(n: usize, cfg: RouteConfig, seed: u64) -> Self {
+        let mut cfg = cfg;
+        cfg.max_destinations = cfg.max_destinations.max(n);
+        cfg.max_neighbours = cfg.max_neighbours.max(n);
         let mut nodes = Vec::with_capacity(n);
         let mut rng = Rng::new(seed);
         for i in 0..n {
             let seqno = Seqno(rng.below(65_536) as u16);
-            let t = RouteTable::new(RelayId(i as u16), seqno, cfg, 0).expect("valid config");
-            nodes.push(Box::new(t));
+            let t = RouteTable::new(RelayId(i as u64), seqno, cfg, 0).expect("valid config");
+            nodes.push(t);
         }
         let mut sim = Sim {
             now: 0,
@@ -120,10 +134,13 @@ impl<const D: usize, const N: usize> Sim<D, N> {
             nodes,
             rtt: vec![vec![0; n]; n],
             up: vec![vec![false; n]; n],
+            adj: vec![Vec::new(); n],
             noise_ppm: 0,
+            loss_ppm: 0,
             measure_interval_us: 1_000_000,
+            check_every_us: 100_000,
             heap: BinaryHeap::new(),
-            queues: (0..n * n).map(|_| VecDeque::new()).collect(),
+            queues: HashMap::new(),
             seq: 0,
             armed: vec![u64::MAX; n],
             rng,
@@ -131,6 +148,8 @@ impl<const D: usize, const N: usize> Sim<D, N> {
             events: Vec::new(),
             keep_events: false,
             delivered: 0,
+            lost: 0,
+            bytes_sent: 0,
             steps: 0,
         };
         for i in 0..n {
@@ -144,7 +163,7 @@ impl<const D: usize, const N: usize> Sim<D, N> {
         self.nodes.len()
     }
 
-    pub fn table(&self, i: usize) -> &RouteTable<D, N> {
+    pub fn table(&self, i: usize) -> &RouteTable {
         &self.nodes[i]
     }
 
@@ -167,12 +186,11 @@ impl<const D: usize, const N: usize> Sim<D, N> {
     pub fn set_link(&mut self, a: usize, b: usize, rtt_ab_us: u32, rtt_ba_us: u32) {
         self.rtt[a][b] = rtt_ab_us;
         self.rtt[b][a] = rtt_ba_us;
-        self.up[a][b] = true;
-        self.up[b][a] = true;
+        self.mark_up(a, b);
         for (x, y) in [(a, b), (b, a)] {
             let m = self.measurement(x, y);
             self.nodes[x]
-                .handle_link_metric(RelayId(y as u16), m, self.now)
+                .handle_link_metric(RelayId(y as u64), m, self.now)
                 .expect("neighbour capacity");
             self.after_input(x);
         }
@@ -184,18 +202,31 @@ impl<const D: usize, const N: usize> Sim<D, N> {
         for &(a, b, ab, ba) in links {
             self.rtt[a][b] = ab;
             self.rtt[b][a] = ba;
-            self.up[a][b] = true;
-            self.up[b][a] = true;
+            self.mark_up(a, b);
             for (x, y) in [(a, b), (b, a)] {
                 let m = self.measurement(x, y);
                 self.nodes[x]
-                    .handle_link_metric(RelayId(y as u16), m, self.now)
+                    .handle_link_metric(RelayId(y as u64), m, self.now)
                     .expect("neighbour capacity");
             }
         }
         for i in 0..self.nodes.len() {
             self.after_input(i);
         }
+    }
+
+    fn mark_up(&mut self, a: usize, b: usize) {
+        if !self.up[a][b] {
+            self.up[a][b] = true;
+            self.up[b][a] = true;
+            self.adj[a].push(b);
+            self.adj[b].push(a);
+        }
+    }
+
+    /// Up links of node `a`.
+    pub fn links_of(&self, a: usize) -> &[usize] {
+        &self.adj[a]
     }
 
     /// Changes the RTT of an up link; the ends learn it at the next measurement.
@@ -211,12 +242,13 @@ impl<const D: usize, const N: usize> Sim<D, N> {
         }
         self.up[a][b] = false;
         self.up[b][a] = false;
-        let n = self.nodes.len();
-        self.queues[a * n + b].clear();
-        self.queues[b * n + a].clear();
+        self.adj[a].retain(|&x| x != b);
+        self.adj[b].retain(|&x| x != a);
+        self.queues.remove(&(a, b));
+        self.queues.remove(&(b, a));
         for (x, y) in [(a, b), (b, a)] {
             self.nodes[x]
-                .handle_link_down(RelayId(y as u16), self.now)
+                .handle_link_down(RelayId(y as u64), self.now)
                 .expect("was a neighbour");
             self.after_input(x);
         }
@@ -239,13 +271,19 @@ impl<const D: usize, const N: usize> Sim<D, N> {
         )
     }
 
-    /// Queues a message on link i→j (FIFO, like a QUIC stream).
+    /// Queues a message on link i→j (FIFO, like a QUIC stream); `loss_ppm` of them are
+    /// lost.
     fn send(&mut self, i: usize, j: usize, msg: Message) {
         if !self.up[i][j] {
             return;
         }
-        let n = self.nodes.len();
-        let q = &mut self.queues[i * n + j];
+        let mut buf = [0u8; Message::MAX_ENCODED_LEN];
+        self.bytes_sent += postcard::to_slice(&msg, &mut buf).map_or(0, |b| b.len() as u64);
+        if self.loss_ppm > 0 && self.rng.below(1_000_000) < u64::from(self.loss_ppm) {
+            self.lost += 1;
+            return;
+        }
+        let q = self.queues.entry((i, j)).or_default();
         let mut at = self.now + u64::from(self.rtt[i][j] / 2);
         if let Some(&(last, _)) = q.back() {
             at = at.max(last);
@@ -261,12 +299,13 @@ impl<const D: usize, const N: usize> Sim<D, N> {
     fn after_input(&mut self, i: usize) {
         while let Some(tx) = self.nodes[i].poll_transmit() {
             match tx.to {
-                Recipient::AllNeighbors => {
-                    for j in 0..self.nodes.len() {
+                Recipient::AllNeighbours => {
+                    for k in 0..self.adj[i].len() {
+                        let j = self.adj[i][k];
                         self.send(i, j, tx.message);
                     }
                 }
-                Recipient::Neighbor(id) => self.send(i, usize::from(id.0), tx.message),
+                Recipient::Neighbour(id) => self.send(i, id.0 as usize, tx.message),
                 _ => panic!("unknown recipient"),
             }
         }
@@ -301,23 +340,19 @@ impl<const D: usize, const N: usize> Sim<D, N> {
             Kind::Link { from, to } => {
                 // Everything due on this link arrives together (one packet), then
                 // the receiver's outputs are drained once.
-                let n = self.nodes.len();
-                let from_id = RelayId(from as u16);
-                while let Some(&(at, msg)) = self.queues[from * n + to].front() {
+                let from_id = RelayId(from as u64);
+                while let Some(&(at, msg)) = self.queues.get(&(from, to)).and_then(|q| q.front()) {
                     if at > self.now {
                         self.push(at, Kind::Link { from, to });
                         break;
                     }
-                    self.queues[from * n + to].pop_front();
+                    if let Some(q) = self.queues.get_mut(&(from, to)) {
+                        q.pop_front();
+                    }
                     self.delivered += 1;
-                    let r = match msg {
-                        Message::Update(u) => self.nodes[to].handle_update(from_id, u, self.now),
-                        Message::SeqnoRequest(q) => {
-                            self.nodes[to].handle_seqno_request(from_id, q, self.now)
-                        }
-                        _ => panic!("unknown message"),
-                    };
-                    r.expect("message from a neighbour accepted");
+                    self.nodes[to]
+                        .handle_message(from_id, msg, self.now)
+                        .expect("message from a neighbour accepted");
                 }
                 self.after_input(to);
             }
@@ -332,13 +367,12 @@ impl<const D: usize, const N: usize> Sim<D, N> {
             Kind::Measure => {
                 let n = self.nodes.len();
                 for a in 0..n {
-                    for b in 0..n {
-                        if self.up[a][b] {
-                            let m = self.measurement(a, b);
-                            self.nodes[a]
-                                .handle_link_metric(RelayId(b as u16), m, self.now)
-                                .expect("known neighbour");
-                        }
+                    for k in 0..self.adj[a].len() {
+                        let b = self.adj[a][k];
+                        let m = self.measurement(a, b);
+                        self.nodes[a]
+                            .handle_link_metric(RelayId(b as u64), m, self.now)
+                            .expect("known neighbour");
                     }
                     self.after_input(a);
                 }
@@ -364,8 +398,8 @@ impl<const D: usize, const N: usize> Sim<D, N> {
 
     pub fn next_hop(&self, a: usize, d: usize) -> Option<usize> {
         self.nodes[a]
-            .next_hop(RelayId(d as u16))
-            .map(|r| usize::from(r.0))
+            .next_hop(RelayId(d as u64))
+            .map(|r| r.0 as usize)
     }
 
     /// Cost of the path a→d that the next hops realize (nominal link costs), or
@@ -439,26 +473,18 @@ impl<const D: usize, const N: usize> Sim<D, N> {
     pub fn dijkstra(&self, src: usize) -> Vec<Option<u64>> {
         let n = self.nodes.len();
         let mut dist: Vec<Option<u64>> = vec![None; n];
-        let mut done = vec![false; n];
+        let mut heap = BinaryHeap::new();
         dist[src] = Some(0);
-        for _ in 0..n {
-            let mut u = None;
-            for v in 0..n {
-                if let Some(dv) = dist[v]
-                    && !done[v]
-                    && u.is_none_or(|(_, du)| dv < du)
-                {
-                    u = Some((v, dv));
-                }
+        heap.push(Reverse((0u64, src)));
+        while let Some(Reverse((du, u))) = heap.pop() {
+            if dist[u].is_some_and(|d| d < du) {
+                continue;
             }
-            let Some((u, du)) = u else { break };
-            done[u] = true;
-            for v in 0..n {
-                if self.up[u][v] {
-                    let nd = du + self.link_cost(u, v);
-                    if dist[v].is_none_or(|dv| nd < dv) {
-                        dist[v] = Some(nd);
-                    }
+            for &v in &self.adj[u] {
+                let nd = du + self.link_cost(u, v);
+                if dist[v].is_none_or(|dv| nd < dv) {
+                    dist[v] = Some(nd);
+                    heap.push(Reverse((nd, v)));
                 }
             }
         }
@@ -473,7 +499,7 @@ impl<const D: usize, const N: usize> Sim<D, N> {
     /// The metric node a has installed for d.
     pub fn metric(&self, a: usize, d: usize) -> Metric {
         self.nodes[a]
-            .route(RelayId(d as u16))
+            .route(RelayId(d as u64))
             .map_or(Metric::INFINITY, |r| r.metric)
     }
 }
@@ -544,7 +570,7 @@ impl Quality {
     }
 }
 
-impl<const D: usize, const N: usize> Sim<D, N> {
+impl Sim {
     pub fn quality(&self, opt: &[Vec<Option<u64>>]) -> Quality {
         let n = self.len();
         let mut q = Quality::default();
@@ -590,7 +616,7 @@ impl<const D: usize, const N: usize> Sim<D, N> {
             if self.now >= t0 + limit {
                 return (t99, None);
             }
-            let t = self.now + 100_000;
+            let t = self.now + self.check_every_us;
             self.run_until(t);
         }
     }
@@ -766,7 +792,7 @@ pub struct Report {
 
 /// Cold start of `links` on the matrix, convergence, then the busiest link's RTT
 /// doubles and the mesh converges again. `limit_us` bounds each phase.
-pub fn scenario<const D: usize, const N: usize>(
+pub fn scenario(
     label: &str,
     names: &[String],
     rtt: &[Vec<u32>],
@@ -775,7 +801,7 @@ pub fn scenario<const D: usize, const N: usize>(
     limit_us: u64,
 ) -> Report {
     let n = names.len();
-    let mut sim: Sim<D, N> = Sim::new(n, cfg, 7);
+    let mut sim = Sim::new(n, cfg, 7);
     let all: Vec<_> = links
         .iter()
         .map(|&(a, b)| (a, b, rtt[a][b], rtt[b][a]))

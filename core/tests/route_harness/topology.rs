@@ -166,7 +166,7 @@ pub fn evolve(rtt: &[Vec<u32>], mode: Mode, seconds: u64, seed: u64) -> Topology
                     let cands: Vec<Candidate> = known
                         .iter()
                         .map(|&b| Candidate {
-                            id: RelayId(b as u16),
+                            id: RelayId(b as u64),
                             up_since_us: up[a][b].then(|| since[a][b] * 1_000_000),
                             dialing: is_dialing(a, b, &dialing),
                             rtt_us: meas[a][b],
@@ -249,7 +249,7 @@ pub struct Eval {
 
 /// Runs the routing tables on `topo` until they match the optimum over its links (or
 /// `limit_us`), then compares every installed route with the full-mesh optimum.
-pub fn evaluate<const N: usize>(
+pub fn evaluate(
     label: &str,
     rtt: &[Vec<u32>],
     topo: Topology,
@@ -257,7 +257,7 @@ pub fn evaluate<const N: usize>(
     limit_us: u64,
 ) -> Eval {
     let n = rtt.len();
-    let mut sim: Sim<100, N> = Sim::new(n, cfg, 7);
+    let mut sim = Sim::new(n, cfg, 7);
     let all: Vec<_> = topo
         .links
         .iter()

@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_io::Timer;
 use smol::LocalExecutor;
@@ -136,12 +136,7 @@ impl AdminHandle {
 
 /// Milliseconds since the Unix epoch, from the relay's clock module.
 pub fn unix_ms() -> u64 {
-    unix_ms_of(clock::wall_now())
-}
-
-fn unix_ms_of(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    clock::unix_ms(clock::wall_now())
 }
 
 /// Installs the admin side on `relay` (before `relay.run`): REST handler, admin listener,
@@ -313,7 +308,7 @@ impl RestHandler for PublicAdmin {
             &req.method,
             &target,
             req.header("authorization"),
-            unix_ms_of(now),
+            clock::unix_ms(now),
         )?;
         Some(HttpResponse {
             status: r.status,

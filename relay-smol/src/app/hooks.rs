@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use fastpubsub_core::frame::Mode;
+use fastpubsub_core::route::RelayId;
 use fastpubsub_core::ticket::Applied;
 use smol::channel::{Sender, TrySendError};
 
@@ -18,11 +19,10 @@ use super::admin::{AdminHandle, unix_ms};
 use super::mesh::MeshCommand;
 use super::status::summary_parts;
 use crate::broker::mesh::{LocalPlan, MeshHook};
-use crate::dashboard::announce::{Announcement, MAX_LEN};
-use crate::dashboard::view::{MAX_LINKS_PER_RELAY, MAX_NAME_LEN, MAX_RELAYS, MAX_URL_LEN};
+use crate::dashboard::announce::{Announcement, MAX_ANNOUNCED_LINKS, MAX_LEN};
+use crate::dashboard::view::{MAX_NAME_LEN, MAX_RELAYS, MAX_URL_LEN};
 use crate::dashboard::view::{RelayCounters, RelaySummary};
 use crate::mesh::hooks::{AnnounceApplied, AnnounceHook, TicketApplied, TicketHook};
-use crate::mesh::node::relay_id;
 use crate::mesh::status::MeshStatus;
 use crate::tickets::cli::unix;
 use crate::tickets::{RemoteRecordError, TicketService};
@@ -129,7 +129,7 @@ impl TicketHook for TicketServiceHook {
 pub struct MeshFeed {
     handle: AdminHandle,
     /// Relay ids seen as announcement origins (bounded by the mesh picture's size).
-    names: HashMap<u16, String>,
+    names: HashMap<RelayId, String>,
 }
 
 impl MeshFeed {
@@ -173,10 +173,10 @@ impl AnnounceHook for MeshFeed {
         let mut s = self.local_summary(status);
         s.url = announce_text(&s.url, MAX_URL_LEN).to_owned();
         s.region = announce_text(&s.region, MAX_NAME_LEN).to_owned();
-        s.links.truncate(MAX_LINKS_PER_RELAY);
+        s.links.truncate(MAX_ANNOUNCED_LINKS);
         s.routes.truncate(MAX_RELAYS);
-        let origin = relay_id(&s.name).0;
-        let a = Announcement::from_summary(&s, origin, seq as u32, |n| Some(relay_id(n).0));
+        let origin = RelayId::from_name(&s.name);
+        let a = Announcement::from_summary(&s, origin, seq as u32, |n| Some(RelayId::from_name(n)));
         let mut buf = vec![0u8; MAX_LEN];
         match a.encode(&mut buf) {
             Ok(b) => Some(b.to_vec()),
@@ -191,7 +191,7 @@ impl AnnounceHook for MeshFeed {
         &mut self,
         origin: &str,
         body: &[u8],
-        name_of: &dyn Fn(u16) -> Option<String>,
+        name_of: &dyn Fn(RelayId) -> Option<String>,
     ) -> AnnounceApplied {
         let mut a = match Announcement::decode(body) {
             Ok(a) => a,
@@ -200,7 +200,7 @@ impl AnnounceHook for MeshFeed {
                 return AnnounceApplied::Bad;
             }
         };
-        if a.name != origin || a.origin != relay_id(origin).0 {
+        if a.name != origin || a.origin != RelayId::from_name(origin) {
             log::debug!(
                 "mesh: announcement of {origin} names {:?} (id {}); refused",
                 a.name,
@@ -212,7 +212,7 @@ impl AnnounceHook for MeshFeed {
             self.names.insert(a.origin, origin.to_owned());
         }
         let names = &self.names;
-        let lookup = |id: u16| names.get(&id).cloned().or_else(|| name_of(id));
+        let lookup = |id: RelayId| names.get(&id).cloned().or_else(|| name_of(id));
         // Links and routes to relays not known here yet are left out until they are.
         a.links.retain(|l| lookup(l.peer).is_some());
         a.routes
@@ -291,7 +291,7 @@ mod tests {
         let fra = handle("fra");
         let mut other = MeshFeed::new(fra.clone());
         // The node knows fra (itself) but not nsk yet.
-        let known = |id: u16| (id == relay_id("fra").0).then(|| "fra".to_string());
+        let known = |id: RelayId| (id == RelayId::from_name("fra")).then(|| "fra".to_string());
         assert_eq!(
             other.apply_remote("osaka", &body, &known),
             AnnounceApplied::Bad,

@@ -153,9 +153,7 @@ pub fn bind(
 }
 
 fn unix_ms() -> u64 {
-    crate::clock::wall_now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    crate::clock::unix_ms(crate::clock::wall_now())
 }
 
 /// The node's random seed: from the OS (a fixed fallback is harmless: the draws only spread
@@ -331,9 +329,7 @@ impl Handler for MeshTask {
                 self.node.handle_link_lost(link(conn), &reason, us)
             }
             QuicEvent::Control { conn, frame } => self.node.handle_control(link(conn), &frame, us),
-            QuicEvent::Message { conn, bytes } => {
-                self.node.handle_message(link(conn), Bytes::from(bytes), us)
-            }
+            QuicEvent::Message { conn, bytes } => self.node.handle_message(link(conn), bytes, us),
             QuicEvent::Datagram { conn, bytes } => {
                 self.node.handle_datagram(link(conn), &bytes, us)
             }

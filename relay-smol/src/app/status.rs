@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use crate::dashboard::view::{LinkSummary, MAX_LINKS_PER_RELAY, MAX_RELAYS, RouteSummary};
 use crate::mesh::status::MeshStatus;
-use crate::metrics::{Direction, DropReason, LinkSample, RefusalReason, RelayMetrics, Source};
+use crate::metrics::{
+    Direction, DropReason, LinkSample, QuicRefusal, RefusalReason, RelayMetrics, Source,
+};
 use crate::quic::driver::DriverStats;
 
 /// Everything `GET /v1/status` shows (docs/api.md).
@@ -139,6 +141,23 @@ impl RelayStatus {
             quic.handshake_failures
                 .saturating_add(mesh.refused_identity),
         );
+        for (n, reason) in [
+            (quic.refused_full, QuicRefusal::TableFull),
+            (quic.refused_handshakes, QuicRefusal::HandshakeBudget),
+            (
+                quic.refused_source_handshakes,
+                QuicRefusal::SourceHandshakes,
+            ),
+            (quic.refused_source_rate, QuicRefusal::SourceRate),
+            (quic.refused_source_table, QuicRefusal::SourceTable),
+            (quic.handshake_timeouts, QuicRefusal::Timeout),
+            (quic.handshakes_displaced, QuicRefusal::Displaced),
+        ] {
+            m.mesh_handshakes_refused.mirror(reason, n);
+        }
+        m.mesh_retries.mirror(quic.retries);
+        m.mesh_handshakes_in_progress
+            .set(i64::try_from(quic.handshakes_in_progress).unwrap_or(i64::MAX));
         (
             mesh.refused_malformed,
             quic.refused_full.saturating_add(mesh.refused_full),
@@ -319,6 +338,10 @@ pub(crate) mod tests {
         c.mesh.refused_full = 1;
         c.mesh.refused_identity = 5;
         c.quic.refused_full = 4;
+        c.quic.refused_source_rate = 6;
+        c.quic.handshake_timeouts = 7;
+        c.quic.retries = 8;
+        c.quic.handshakes_in_progress = 9;
         c.quic.control_bytes_sent = 700;
         c.quic.control_bytes_received = 900;
         c.control_by_kind.insert("announce", [100, 200]);
@@ -347,6 +370,18 @@ pub(crate) mod tests {
             ),
             "{text}"
         );
+        assert_eq!(m.mesh_handshakes_refused.get(QuicRefusal::TableFull), 4);
+        assert_eq!(m.mesh_handshakes_refused.get(QuicRefusal::SourceRate), 6);
+        assert_eq!(m.mesh_handshakes_refused.get(QuicRefusal::Timeout), 7);
+        assert_eq!(m.mesh_retries.get(), 8);
+        assert!(
+            text.contains("fastpubsub_mesh_handshakes_refused_total{reason=\"source_rate\"} 6"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fastpubsub_mesh_handshakes_in_progress 9"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -361,7 +396,7 @@ pub(crate) mod tests {
             "/routes/0/saving_ms",
             "/counters/mesh/data_sent",
             "/counters/quic/handshake_failures",
-            "/counters/route/neighbor_table_full",
+            "/counters/route/neighbour_table_full",
             "/counters/control_by_kind",
             "/neighbours/max",
             "/edge_to_mesh_dropped",

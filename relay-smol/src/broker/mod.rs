@@ -6,15 +6,24 @@
 //! into the receiving connection's [`queue::OutQueue`] and wakes that connection's task,
 //! which writes everything queued in one syscall.
 //!
-//! Policy when a queue is full (design principle 1): the message is dropped for that
-//! connection only and counted ([`Stats::dropped_queue_full`]); a connection that keeps
-//! dropping for [`Limits::slow_consumer_grace`] (its queue never drains in that time) is
-//! sent `ERR:slow_consumer` and closed. Publishers never wait.
+//! One byte budget per connection ([`Limits::queue_bytes`]): queued deliveries, control
+//! replies and the incomplete incoming frames its task holds ([`Broker::set_in_held`]) all
+//! count against it. Policy when it is full (design principle 1): a delivery is dropped for
+//! that connection only and counted ([`Stats::dropped_queue_full`]). Replies are not dropped;
+//! instead the connection's reads stop while its outbound backlog is at
+//! [`Limits::read_stop_bytes`] ([`Broker::read_stop`]), so it cannot ask for more of them. A
+//! connection that stays blocked (dropping, or reads stopped) for
+//! [`Limits::slow_consumer_grace`] without its queue draining is sent `ERR:slow_consumer` and
+//! closed, whatever filled it. Publishers never wait for subscribers.
+//!
+//! Commands have rate limits per connection ([`limiter`]).
 //!
 //! The mesh plugs in through [`mesh::MeshHook`] (see there).
 
+pub mod limiter;
 pub mod mesh;
 pub mod queue;
+pub mod wt;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -23,16 +32,22 @@ use std::task::Waker;
 use std::time::{Instant, SystemTime};
 
 use fastpubsub_core::frame::{Deliver, Mode, Reply};
-use fastpubsub_core::pattern::{self, PatternError, SubIndex};
+use fastpubsub_core::pattern::{self, PatternError, PatternTooComplex, SubIndex};
 
 use crate::auth::Access;
 use crate::limits::Limits;
-use crate::ws::codec::{OP_BINARY, OP_CLOSE, OP_TEXT};
+use crate::wsframe::{OP_BINARY, OP_CLOSE, OP_TEXT};
+use limiter::{CommandLimiter, RefusalReply, TokenBucket, Verdict};
 use mesh::{LocalPlan, MeshHook};
 use queue::{BufPool, OutQueue};
+pub use wt::Target;
+use wt::{DATAGRAM_QUEUE, MAX_WT_FRAME, WtQueues};
 
 /// Identifies a connection inside one broker (a slot index; reused after close).
 pub type ConnId = u32;
+
+/// Spare outbound buffers kept for reuse (each at most `queue::grow_cap(queue_bytes)`).
+pub const POOL_BUFFERS: usize = 64;
 
 /// Index value: connection in the high bits, subscription slot in the low 16.
 type SubKey = u64;
@@ -70,6 +85,20 @@ pub struct Stats {
     pub refused_over_capacity: u64,
     /// Requests refused as malformed (bad HTTP head, not a valid WebSocket upgrade).
     pub refused_malformed: u64,
+    /// Times a connection's reads were stopped because its own outbound backlog reached
+    /// [`Limits::read_stop_bytes`].
+    pub read_stops: u64,
+    /// Times a connection task yielded with work left because its turn budget was used up.
+    pub turn_yields: u64,
+    /// Commands refused with `ERR:rate_limited` (`SUB`/`UNSUB`/`PING`/WebSocket Ping).
+    pub commands_rate_limited: u64,
+    /// Publish refusals not answered because the connection's refusal-reply rate was used up.
+    pub refusals_unanswered: u64,
+    /// Connections closed for running out of rate-limit strikes.
+    pub rate_limit_closed: u64,
+    /// Deliveries skipped for a WebTransport session because the deliver frame was over
+    /// its 65,536-byte frame cap (delivered to everyone else).
+    pub dropped_wt_oversize: u64,
 }
 
 /// Why a `SUB` was refused.
@@ -78,6 +107,9 @@ pub struct Stats {
 pub enum SubError {
     /// The pattern is not a valid pattern.
     InvalidPattern(PatternError),
+    /// The pattern is valid but over the cost limits (per pattern, or the connection's
+    /// `*` budget): `ERR:pattern_too_complex`.
+    TooComplex(PatternTooComplex),
     /// The connection's access does not cover the pattern.
     PermissionDenied,
     /// The connection holds [`Limits::max_subs_per_conn`] subscriptions already.
@@ -98,42 +130,44 @@ pub enum PubError {
     RateLimited(u32),
 }
 
+impl std::fmt::Display for SubError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InvalidPattern(e) => write!(f, "invalid pattern: {e}"),
+            Self::TooComplex(e) => write!(f, "pattern too complex: {e}"),
+            Self::PermissionDenied => f.write_str("the ticket does not allow this subscription"),
+            Self::TooManyForConnection(n) => {
+                write!(
+                    f,
+                    "this connection already holds the maximum of {n} subscriptions"
+                )
+            }
+            Self::RelayFull(n) => write!(f, "this relay holds its maximum of {n} subscriptions"),
+        }
+    }
+}
+
+impl std::error::Error for SubError {}
+
+impl std::fmt::Display for PubError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InvalidChannel(e) => write!(f, "invalid channel: {e}"),
+            Self::PermissionDenied => f.write_str("the ticket does not allow publishing here"),
+            Self::RateLimited(n) => write!(f, "over the ingress limit of {n} bytes/s"),
+        }
+    }
+}
+
+impl std::error::Error for PubError {}
+
 /// A connection's subscription, stored exactly as the client sent it.
 #[derive(Debug)]
+/// (A WebTransport session keeps each subscription's target and rate in its
+/// [`WtQueues`], so WebSocket subscriptions pay nothing for them.)
 struct Sub {
     tenant: Box<str>,
     pattern: Box<str>,
-}
-
-/// A simple token bucket in bytes.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    rate: u32,
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn new(rate: u32, now: Instant) -> Self {
-        Bucket {
-            rate,
-            tokens: f64::from(rate),
-            last: now,
-        }
-    }
-    fn take(&mut self, n: usize, now: Instant) -> bool {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        let cap = f64::from(self.rate);
-        self.tokens = (self.tokens + dt * cap).min(cap);
-        let n = n as f64;
-        if self.tokens >= n {
-            self.tokens -= n;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 /// Why a connection is being closed.
@@ -144,20 +178,46 @@ enum Closing {
     Flushing(Instant),
 }
 
+/// Why a connection task must not read from its socket now.
+///
+/// This is the one mechanism that pauses a connection's reads; every reason to pause is a
+/// variant here and is decided in [`Broker::read_stop`]. While a reason holds, the task reads
+/// nothing and parses nothing (bytes already read wait in its input buffer, counted against
+/// its budget); TCP then pushes back on the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadStop {
+    /// The connection's outbound backlog is at [`Limits::read_stop_bytes`]: its socket is not
+    /// taking what is queued already, so its requests (and their replies) wait. Only this
+    /// connection is affected.
+    OwnBacklog,
+}
+
 /// State of one connection held by the broker (the socket stays with the connection task).
 pub struct ConnState {
     out: OutQueue,
     waker: Option<Waker>,
     subs: Vec<Option<Sub>>,
     nsubs: usize,
+    /// `*` wildcards in `subs` (at most `pattern::MAX_STARS_PER_CONNECTION`).
+    stars: usize,
     access: Box<dyn Access>,
-    slow_since: Option<Instant>,
+    /// Since when the connection is blocked (a delivery dropped for its budget, or reads
+    /// stopped for its backlog) without its queue having drained.
+    blocked_since: Option<Instant>,
+    /// Reads are stopped for [`ReadStop::OwnBacklog`] (to count each stop once).
+    read_stopped: bool,
+    /// Heap bytes of incomplete incoming frames held by the connection task.
+    in_held: usize,
     dropped: u64,
     closing: Closing,
     kill: bool,
     bad_frames: u32,
-    ingress: Option<Bucket>,
-    egress: Option<Bucket>,
+    ingress: Option<TokenBucket>,
+    egress: Option<TokenBucket>,
+    commands: CommandLimiter,
+    /// Lines and datagrams of a WebTransport session (`None` on WebSocket).
+    wt: Option<Box<WtQueues>>,
 }
 
 impl ConnState {
@@ -193,6 +253,19 @@ impl ConnState {
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
+    /// Bytes held for this connection against its budget: outbound queue (with a
+    /// WebTransport session's lines and datagrams) plus incomplete incoming frames.
+    pub fn held(&self) -> usize {
+        self.out.queued() + self.in_held + self.wt.as_ref().map_or(0, |w| w.queued())
+    }
+    /// The WebTransport queues (lines, datagrams), if this is a WebTransport session.
+    pub fn wt(&self) -> Option<&WtQueues> {
+        self.wt.as_deref()
+    }
+    /// Same, mutable (the session sets the datagram size).
+    pub fn wt_mut(&mut self) -> Option<&mut WtQueues> {
+        self.wt.as_deref_mut()
+    }
     fn wake(&self) {
         if let Some(w) = &self.waker {
             w.wake_by_ref();
@@ -205,6 +278,8 @@ pub struct Broker {
     conns: Vec<Option<ConnState>>,
     free: Vec<ConnId>,
     open: usize,
+    /// Sum of every connection's `in_held`.
+    in_held_total: usize,
     tenants: HashMap<Box<str>, SubIndex<SubKey>>,
     /// `"tenant:pattern"` → connections subscribed (for interest changes).
     interest: HashMap<Box<str>, u32>,
@@ -226,10 +301,11 @@ impl Broker {
             conns: Vec::new(),
             free: Vec::new(),
             open: 0,
+            in_held_total: 0,
             tenants: HashMap::new(),
             interest: HashMap::new(),
             total_subs: 0,
-            pool: BufPool::new(64, 4 * limits.queue_bytes.max(64 * 1024)),
+            pool: BufPool::new(POOL_BUFFERS, queue::grow_cap(limits.queue_bytes)),
             limits,
             scratch: Vec::new(),
             to_close: Vec::new(),
@@ -296,14 +372,23 @@ impl Broker {
             waker: None,
             subs: Vec::new(),
             nsubs: 0,
+            stars: 0,
             access,
-            slow_since: None,
+            blocked_since: None,
+            read_stopped: false,
+            in_held: 0,
             dropped: 0,
             closing: Closing::Open,
             kill: false,
             bad_frames: 0,
-            ingress: rates.ingress_bytes_per_sec.map(|r| Bucket::new(r, now)),
-            egress: rates.egress_bytes_per_sec.map(|r| Bucket::new(r, now)),
+            ingress: rates
+                .ingress_bytes_per_sec
+                .map(|r| TokenBucket::bytes_per_sec(r, now)),
+            egress: rates
+                .egress_bytes_per_sec
+                .map(|r| TokenBucket::bytes_per_sec(r, now)),
+            commands: CommandLimiter::new(&self.limits, now),
+            wt: None,
         };
         let id = if let Some(id) = self.free.pop() {
             if let Some(slot) = self.conns.get_mut(id as usize) {
@@ -320,6 +405,15 @@ impl Broker {
         Some(id)
     }
 
+    /// Admits a WebTransport session: a connection with lines and a datagram queue.
+    pub fn register_wt(&mut self, access: Box<dyn Access>) -> Option<ConnId> {
+        let id = self.register(access)?;
+        if let Some(st) = self.conn_mut(id) {
+            st.wt = Some(Box::default());
+        }
+        Some(id)
+    }
+
     /// Removes a connection and all its subscriptions.
     pub fn unregister(&mut self, id: ConnId) {
         self.drop_all_subs(id);
@@ -327,6 +421,10 @@ impl Broker {
             && let Some(mut st) = slot.take()
         {
             st.out.consume(usize::MAX, &mut self.pool);
+            if let Some(wt) = &mut st.wt {
+                wt.release(&mut self.pool);
+            }
+            self.in_held_total -= st.in_held;
             self.free.push(id);
             self.open -= 1;
         }
@@ -341,34 +439,169 @@ impl Broker {
     pub fn consumed(&mut self, id: ConnId, n: usize) {
         if let Some(Some(st)) = self.conns.get_mut(id as usize) {
             st.out.consume(n, &mut self.pool);
-            if st.out.is_empty() {
-                st.slow_since = None;
+            if st.out.is_empty() && st.wt.as_ref().is_none_or(|w| w.all_empty()) {
+                st.blocked_since = None;
             }
         }
+    }
+
+    /// The bytes queued on WebTransport queue `q` (line `q + 1`, or
+    /// [`wt::DATAGRAM_QUEUE`]) of session `id`.
+    pub fn wt_pending(&self, id: ConnId, q: usize) -> &[u8] {
+        self.conns
+            .get(id as usize)
+            .and_then(Option::as_ref)
+            .and_then(|st| st.wt.as_ref())
+            .and_then(|w| w.queue(q))
+            .map_or(&[], OutQueue::pending)
+    }
+
+    /// Records that the session took `n` bytes of WebTransport queue `q`.
+    pub fn wt_consumed(&mut self, id: ConnId, q: usize, n: usize) {
+        if let Some(Some(st)) = self.conns.get_mut(id as usize)
+            && let Some(w) = &mut st.wt
+        {
+            if let Some(queue) = w.queue_mut(q) {
+                queue.consume(n, &mut self.pool);
+            }
+            if st.out.is_empty() && w.all_empty() {
+                st.blocked_since = None;
+            }
+        }
+    }
+
+    /// The connection task reports the heap bytes of incomplete incoming frames it holds for
+    /// connection `id` (they count against the connection's budget).
+    pub fn set_in_held(&mut self, id: ConnId, bytes: usize) {
+        if let Some(Some(st)) = self.conns.get_mut(id as usize) {
+            self.in_held_total = self.in_held_total - st.in_held + bytes;
+            st.in_held = bytes;
+            if st.out.is_empty() {
+                // Input alone never blocks: it is bounded by the frame limit, and a
+                // connection whose queue is empty is not behind.
+                st.blocked_since = None;
+            }
+        }
+    }
+
+    /// Must connection `id` stop reading now, and why? `None`: read on. Asked by the
+    /// connection task before every read and after every frame it handles.
+    pub fn read_stop(&mut self, id: ConnId) -> Option<ReadStop> {
+        let stop_at = self.limits.read_stop_bytes();
+        let st = self.conns.get_mut(id as usize)?.as_mut()?;
+        if st.out.queued() >= stop_at {
+            if !st.read_stopped {
+                st.read_stopped = true;
+                self.stats.read_stops += 1;
+            }
+            st.blocked_since.get_or_insert(self.now);
+            return Some(ReadStop::OwnBacklog);
+        }
+        st.read_stopped = false;
+        None
+    }
+
+    /// Counts a connection task yielding with work left (turn budget used up).
+    pub fn note_turn_yield(&mut self) {
+        self.stats.turn_yields += 1;
+    }
+
+    /// Checks a command of connection `id` against its rate limit. On [`Verdict::Close`] the
+    /// connection is already being closed with `ERR:rate_limited`.
+    pub fn check_command(&mut self, id: ConnId, cmd: limiter::Command) -> Verdict {
+        let now = self.now;
+        let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            return Verdict::Allow;
+        };
+        let v = st.commands.command(cmd, now);
+        if v != Verdict::Allow {
+            self.stats.commands_rate_limited += 1;
+        }
+        if v == Verdict::Close {
+            self.close_rate_limited(id);
+        }
+        v
+    }
+
+    /// A publish of connection `id` was refused: may its `ERR:` be sent? `strike`: the
+    /// refusal is for permission or a bad channel (not the ingress rate). On
+    /// [`RefusalReply::Close`] the connection is already being closed.
+    pub fn publish_refused(&mut self, id: ConnId, strike: bool) -> RefusalReply {
+        let now = self.now;
+        let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            return RefusalReply::Silent;
+        };
+        let r = st.commands.publish_refused(strike, now);
+        match r {
+            RefusalReply::Answer => {}
+            RefusalReply::Notice | RefusalReply::Silent => self.stats.refusals_unanswered += 1,
+            RefusalReply::Close => {
+                self.stats.refusals_unanswered += 1;
+                self.close_rate_limited(id);
+            }
+        }
+        r
+    }
+
+    fn close_rate_limited(&mut self, id: ConnId) {
+        self.stats.rate_limit_closed += 1;
+        let s = self.limits.strike_rate;
+        let why = format!(
+            "this connection kept going over its command rate limits ({} refusals, then more than {} per second); closing",
+            s.burst, s.per_sec
+        );
+        self.close(id, 1008, "rate limited", Some(("rate_limited", &why)), true);
     }
 
     /// Subscribes connection `id` to `pattern` in `tenant`. `Ok(true)` = new, `Ok(false)` =
     /// it was already subscribed. Does not send the reply.
     pub fn subscribe(&mut self, id: ConnId, tenant: &str, pattern: &str) -> Result<bool, SubError> {
+        self.subscribe_to(id, tenant, pattern, Target::Control, 0)
+            .map(|(new, _)| new)
+    }
+
+    /// Like [`Broker::subscribe`], with a WebTransport delivery target and an own egress
+    /// limit (`kbps` KB/s, 0 = none). Returns whether it is new and the target in use (the
+    /// line picked for `Line(0)`; the existing subscription's target when it was there
+    /// already). A WebSocket connection always gets `Control`.
+    pub fn subscribe_to(
+        &mut self,
+        id: ConnId,
+        tenant: &str,
+        pattern: &str,
+        target: Target,
+        kbps: u32,
+    ) -> Result<(bool, Target), SubError> {
         pattern::validate_pattern(pattern).map_err(SubError::InvalidPattern)?;
+        let cost = pattern::check_pattern_cost(pattern).map_err(SubError::TooComplex)?;
         let max_per_conn = self.limits.max_subs_per_conn;
         let max_total = self.limits.max_total_subs;
+        let now = self.now;
         let Some(Some(st)) = self.conns.get_mut(id as usize) else {
-            return Ok(false);
+            return Ok((false, Target::Control));
         };
         if !st.access.may_subscribe(tenant, pattern) {
             return Err(SubError::PermissionDenied);
         }
-        let exists = st
-            .subs
-            .iter()
-            .flatten()
-            .any(|s| &*s.tenant == tenant && &*s.pattern == pattern);
-        if exists {
-            return Ok(false);
+        let existing = st.subs.iter().position(|s| {
+            s.as_ref()
+                .is_some_and(|s| &*s.tenant == tenant && &*s.pattern == pattern)
+        });
+        if let Some(slot) = existing {
+            let t = st
+                .wt
+                .as_ref()
+                .map_or(Target::Control, |w| w.target_of(slot));
+            return Ok((false, t));
         }
         if st.nsubs >= max_per_conn || st.nsubs >= usize::from(u16::MAX) {
             return Err(SubError::TooManyForConnection(max_per_conn));
+        }
+        if st.stars + cost.stars > pattern::MAX_STARS_PER_CONNECTION {
+            return Err(SubError::TooComplex(PatternTooComplex::ConnectionStars {
+                held: st.stars,
+                stars: cost.stars,
+            }));
         }
         if self.total_subs >= max_total {
             return Err(SubError::RelayFull(max_total));
@@ -389,6 +622,14 @@ impl Broker {
         if index.insert(pattern, key(id, slot16)).is_err() {
             return Err(SubError::RelayFull(max_total));
         }
+        let target = match &mut st.wt {
+            Some(w) => {
+                let rate =
+                    (kbps > 0).then(|| TokenBucket::bytes_per_sec(kbps.saturating_mul(1024), now));
+                w.add_sub(slot, target, rate)
+            }
+            None => Target::Control,
+        };
         if let Some(s) = st.subs.get_mut(slot) {
             *s = Some(Sub {
                 tenant: tenant.into(),
@@ -396,9 +637,10 @@ impl Broker {
             });
         }
         st.nsubs += 1;
+        st.stars += cost.stars;
         self.total_subs += 1;
         self.interest_add(tenant, pattern);
-        Ok(true)
+        Ok((true, target))
     }
 
     /// Removes a subscription; `true` when it existed.
@@ -415,7 +657,13 @@ impl Broker {
         if let Some(s) = st.subs.get_mut(slot) {
             *s = None;
         }
+        if let Some(w) = &mut st.wt {
+            w.remove_sub(slot);
+        }
         st.nsubs -= 1;
+        st.stars = st
+            .stars
+            .saturating_sub(pattern::PatternCost::of(pattern).stars);
         while st.subs.last().is_some_and(Option::is_none) {
             st.subs.pop();
         }
@@ -442,6 +690,7 @@ impl Broker {
         let subs = match self.conns.get_mut(id as usize) {
             Some(Some(st)) => {
                 st.nsubs = 0;
+                st.stars = 0;
                 std::mem::take(&mut st.subs)
             }
             _ => return,
@@ -511,7 +760,7 @@ impl Broker {
                 && !b.take(payload.len(), now)
             {
                 self.stats.refused_ingress_rate += 1;
-                return Err(PubError::RateLimited(b.rate));
+                return Err(PubError::RateLimited(b.rate()));
             }
         }
         self.stats.published += 1;
@@ -588,14 +837,18 @@ impl Broker {
         let Some(Some(st)) = self.conns.get_mut(id as usize) else {
             return false;
         };
+        if st.wt.is_some() {
+            return self.enqueue_deliver_wt(id, group, d);
+        }
         let ConnState {
             subs,
             out,
             closing,
             dropped,
-            slow_since,
+            blocked_since,
             egress,
             waker,
+            in_held,
             ..
         } = st;
         if *closing != Closing::Open {
@@ -609,10 +862,10 @@ impl Broker {
             return false;
         };
         let total = queue::framed_len(flen);
-        if out.queued() + total > self.limits.queue_bytes {
+        if out.queued() + *in_held + total > self.limits.queue_bytes {
             self.stats.dropped_queue_full += 1;
             *dropped += 1;
-            let since = *slow_since.get_or_insert(self.now);
+            let since = *blocked_since.get_or_insert(self.now);
             if self.now.saturating_duration_since(since) >= self.limits.slow_consumer_grace {
                 self.to_close.push(id);
             }
@@ -636,31 +889,150 @@ impl Broker {
         true
     }
 
+    /// [`Self::enqueue_deliver`] for a WebTransport session: one deliver frame per target
+    /// (control stream, each line, datagrams), each listing that target's patterns. The
+    /// session has the connection's one budget (`queue_bytes`, everything it holds), and a
+    /// line or the datagram queue may fill at most half of it, so one stuck line leaves room
+    /// for the control stream and the other lines. Frames over [`MAX_WT_FRAME`] are skipped
+    /// and counted.
+    fn enqueue_deliver_wt(&mut self, id: ConnId, group: &[SubKey], d: &Deliver<'_>) -> bool {
+        let now = self.now;
+        let limit = self.limits.queue_bytes;
+        let grace = self.limits.slow_consumer_grace;
+        let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            return false;
+        };
+        if st.closing != Closing::Open {
+            return false;
+        }
+        let ConnState {
+            subs,
+            out,
+            dropped,
+            blocked_since,
+            egress,
+            waker,
+            wt,
+            in_held,
+            ..
+        } = st;
+        let Some(wt) = wt else { return false };
+        // Targets in a fixed order: control, lines 1..=8, datagrams.
+        let rank = |t: Target| match t {
+            Target::Control => 0usize,
+            Target::Line(l) => usize::from(l),
+            Target::Datagram => wt::LINES + 1,
+        };
+        let mut any = false;
+        for r in 0..=wt::LINES + 1 {
+            let mut slots: Vec<usize> = Vec::new();
+            for k in group {
+                let slot = key_slot(*k);
+                let Some(Some(sub)) = subs.get(slot) else {
+                    continue;
+                };
+                if rank(wt.target_of(slot)) != r {
+                    continue;
+                }
+                let cost = d.encoded_len(std::iter::once(&*sub.pattern)).unwrap_or(0);
+                if let Some(b) = wt.rate_of(slot)
+                    && !b.take(cost, now)
+                {
+                    self.stats.dropped_egress_rate += 1;
+                    *dropped += 1;
+                    continue;
+                }
+                slots.push(key_slot(*k));
+            }
+            if slots.is_empty() {
+                continue;
+            }
+            let pats: Vec<&str> = slots
+                .iter()
+                .filter_map(|i| subs.get(*i).and_then(Option::as_ref))
+                .map(|s| &*s.pattern)
+                .collect();
+            let Ok(flen) = d.encoded_len(pats.iter().copied()) else {
+                continue;
+            };
+            if flen > MAX_WT_FRAME {
+                self.stats.dropped_wt_oversize += 1;
+                *dropped += 1;
+                continue;
+            }
+            let held = out.queued() + *in_held + wt.queued();
+            let q: &mut OutQueue = match r {
+                0 => out,
+                r if r <= wt::LINES => match wt.queue_mut(r - 1) {
+                    Some(q) => q,
+                    None => continue,
+                },
+                _ if flen <= wt.datagram_max() => match wt.queue_mut(DATAGRAM_QUEUE) {
+                    Some(q) => q,
+                    None => continue,
+                },
+                _ => out, // too large for a datagram: the control stream carries it
+            };
+            let total = queue::framed_len(flen);
+            let own_cap = if r == 0 { limit } else { limit / 2 };
+            if held + total > limit || q.queued() + total > own_cap {
+                self.stats.dropped_queue_full += 1;
+                *dropped += 1;
+                let since = *blocked_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= grace {
+                    self.to_close.push(id);
+                }
+                continue;
+            }
+            if let Some(b) = egress
+                && !b.take(flen, now)
+            {
+                self.stats.dropped_egress_rate += 1;
+                *dropped += 1;
+                continue;
+            }
+            let was_empty = q.is_empty();
+            q.push_frame(OP_BINARY, flen, &mut self.pool, |sink| {
+                let _ = d.encode_with(pats.iter().copied(), sink);
+            });
+            if was_empty && let Some(w) = waker {
+                w.wake_by_ref();
+            }
+            self.stats.delivered += 1;
+            any = true;
+        }
+        any
+    }
+
     fn close_pending_slow(&mut self) {
         while let Some(id) = self.to_close.pop() {
-            if self
+            let Some((out, held_in)) = self
                 .conn_mut(id)
-                .is_some_and(|c| c.closing == Closing::Open)
-            {
-                self.stats.slow_consumers_closed += 1;
-                let grace = self.limits.slow_consumer_grace.as_secs_f64();
-                let why = format!(
-                    "your queue stayed over {} bytes for {grace:.1} s; messages were dropped, closing",
-                    self.limits.queue_bytes
-                );
-                self.close(
-                    id,
-                    1008,
-                    "slow consumer",
-                    Some(("slow_consumer", &why)),
-                    true,
-                );
-            }
+                .filter(|c| c.closing == Closing::Open)
+                .map(|c| (c.out.queued(), c.in_held))
+            else {
+                continue;
+            };
+            self.stats.slow_consumers_closed += 1;
+            let grace = self.limits.slow_consumer_grace.as_secs_f64();
+            let why = format!(
+                "this connection did not drain for {grace:.1} s: {out} bytes waiting to be sent and {held_in} bytes of incomplete frames held (budget {} bytes); messages were dropped, closing",
+                self.limits.queue_bytes
+            );
+            self.close(
+                id,
+                1008,
+                "slow consumer",
+                Some(("slow_consumer", &why)),
+                true,
+            );
         }
     }
 
-    /// Queues a text reply to connection `id` (replies are small and are queued even past
-    /// the queue limit, so a refusal is never lost).
+    /// Queues a text reply to connection `id`. Replies are small and are never dropped: the
+    /// budget holds because a connection's reads stop while its backlog is at
+    /// [`Limits::read_stop_bytes`] ([`Broker::read_stop`]), so at most one reply per frame
+    /// already read lands above that mark.
     pub fn send_reply(&mut self, id: ConnId, reply: &Reply<'_>) {
         let Some(Some(st)) = self.conns.get_mut(id as usize) else {
             return;
@@ -678,7 +1050,7 @@ impl Broker {
         }
     }
 
-    /// Queues a control frame (pong) to connection `id`.
+    /// Queues a control frame (pong) to connection `id` (bounded like [`Broker::send_reply`]).
     pub fn send_control(&mut self, id: ConnId, opcode: u8, payload: &[u8]) {
         let Some(Some(st)) = self.conns.get_mut(id as usize) else {
             return;
@@ -715,6 +1087,9 @@ impl Broker {
         }
         if discard {
             st.out.discard_unstarted();
+            if let Some(w) = &mut st.wt {
+                w.discard(&mut self.pool);
+            }
         }
         if let Some((reason, why)) = err {
             let parts = [why];
@@ -757,8 +1132,8 @@ impl Broker {
                     }
                 }
                 Closing::Open => {
-                    if let Some(since) = st.slow_since
-                        && !st.out.is_empty()
+                    if let Some(since) = st.blocked_since
+                        && st.held() > 0
                         && now.saturating_duration_since(since) >= grace
                     {
                         self.to_close.push(id);
@@ -811,14 +1186,17 @@ impl Broker {
         }
     }
 
-    /// Heap bytes held by outbound queues and the spare-buffer pool (for stats).
+    /// Heap bytes held for connections: outbound queue buffers, the spare-buffer pool and
+    /// incomplete incoming frames (the broker's own accounting of the memory bound in
+    /// `docs/edge.md`).
     pub fn queue_bytes_held(&self) -> usize {
         self.conns
             .iter()
             .flatten()
-            .map(|c| c.out.capacity())
+            .map(|c| c.out.capacity() + c.wt.as_ref().map_or(0, |w| w.capacity()))
             .sum::<usize>()
             + self.pool.held_bytes()
+            + self.in_held_total
     }
 }
 
@@ -927,5 +1305,111 @@ mod tests {
         assert_eq!(delivered, 3);
         assert_eq!(b.stats().dropped_queue_full, 2);
         assert_eq!(b.conn_mut(c).unwrap().dropped(), 2);
+    }
+
+    #[test]
+    fn incoming_bytes_count_against_the_budget() {
+        let limits = Limits {
+            queue_bytes: 1000,
+            ..Limits::default()
+        };
+        let mut b = Broker::new(limits, crate::clock::now());
+        let c = b.register(Box::new(AllowAll)).unwrap();
+        b.subscribe(c, "t", "q").unwrap();
+        b.set_in_held(c, 700);
+        assert_eq!(b.queue_bytes_held(), 700);
+        // 300 bytes of payload + frame overhead no longer fit next to 700 held bytes.
+        assert_eq!(b.publish(c, "t", "q", &[0u8; 300], Mode::Broadcast), Ok(0));
+        assert_eq!(b.stats().dropped_queue_full, 1);
+        b.set_in_held(c, 0);
+        assert_eq!(b.publish(c, "t", "q", &[0u8; 300], Mode::Broadcast), Ok(1));
+        b.unregister(c);
+        assert_eq!(b.queue_bytes_held() - b.pool.held_bytes(), 0);
+    }
+
+    #[test]
+    fn replies_stop_reads_and_a_blocked_connection_is_closed_after_the_grace() {
+        let limits = Limits {
+            queue_bytes: 4096,
+            slow_consumer_grace: std::time::Duration::from_secs(5),
+            ..Limits::default()
+        };
+        let stop_at = limits.read_stop_bytes();
+        let t0 = crate::clock::now();
+        let mut b = Broker::new(limits, t0);
+        let c = b.register(Box::new(AllowAll)).unwrap();
+        let other = b.register(Box::new(AllowAll)).unwrap();
+        // A client that never reads and keeps asking for PONGs: reads stop at the mark.
+        let mut pongs = 0;
+        while b.read_stop(c).is_none() {
+            b.send_reply(c, &Reply::Pong);
+            pongs += 1;
+            assert!(pongs < 10_000);
+        }
+        assert_eq!(b.read_stop(c), Some(ReadStop::OwnBacklog));
+        assert_eq!(b.stats().read_stops, 1, "one stop counted once");
+        assert_eq!(pongs, stop_at.div_ceil(6));
+        assert_eq!(b.read_stop(other), None, "other connections read on");
+        // Nothing drains: closed after the grace (not before), with the reason.
+        b.sweep(
+            t0 + std::time::Duration::from_secs(4),
+            crate::clock::wall_now(),
+        );
+        assert!(!b.conn_mut(c).unwrap().is_closing());
+        b.sweep(
+            t0 + std::time::Duration::from_secs(6),
+            crate::clock::wall_now(),
+        );
+        assert!(b.conn_mut(c).unwrap().is_closing());
+        assert!(!b.conn_mut(other).unwrap().is_closing());
+        assert_eq!(b.stats().slow_consumers_closed, 1);
+        let text = String::from_utf8_lossy(b.conn_mut(c).unwrap().pending()).into_owned();
+        assert!(
+            text.contains("ERR:slow_consumer:this connection did not drain for 5.0 s"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_draining_connection_is_not_closed() {
+        let limits = Limits {
+            queue_bytes: 4096,
+            ..Limits::default()
+        };
+        let t0 = crate::clock::now();
+        let mut b = Broker::new(limits, t0);
+        let c = b.register(Box::new(AllowAll)).unwrap();
+        while b.read_stop(c).is_none() {
+            b.send_reply(c, &Reply::Pong);
+        }
+        let n = b.conn_mut(c).unwrap().pending().len();
+        b.consumed(c, n);
+        assert_eq!(b.read_stop(c), None);
+        b.sweep(
+            t0 + std::time::Duration::from_secs(60),
+            crate::clock::wall_now(),
+        );
+        assert!(!b.conn_mut(c).unwrap().is_closing());
+    }
+
+    #[test]
+    fn command_floods_are_refused_then_closed() {
+        let t0 = crate::clock::now();
+        let mut b = Broker::new(Limits::default(), t0);
+        let c = b.register(Box::new(AllowAll)).unwrap();
+        let l = Limits::default();
+        let mut verdicts = Vec::new();
+        for _ in 0..(l.sub_rate.burst + l.strike_rate.burst + 1) {
+            verdicts.push(b.check_command(c, limiter::Command::Subscription));
+        }
+        let allowed = verdicts.iter().filter(|v| **v == Verdict::Allow).count();
+        assert_eq!(allowed, l.sub_rate.burst as usize);
+        assert_eq!(verdicts.last(), Some(&Verdict::Close));
+        assert!(b.conn_mut(c).unwrap().is_closing());
+        assert_eq!(b.stats().rate_limit_closed, 1);
+        assert_eq!(
+            b.stats().commands_rate_limited,
+            u64::from(l.strike_rate.burst) + 1
+        );
     }
 }

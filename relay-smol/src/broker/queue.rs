@@ -3,9 +3,17 @@
 //!
 //! The buffer is allocated lazily when the first frame is queued and handed back to a small
 //! shared [`BufPool`] as soon as it drains, so an idle connection holds no buffer at all and
-//! steady traffic allocates nothing.
+//! steady traffic allocates nothing. A buffer grows by doubling only up to the pool's
+//! [`grow_cap`]; beyond it, to exactly what is needed (so its capacity stays within the
+//! connection's budget plus one frame, as `docs/edge.md` states).
 
-use crate::ws::codec::{self, MAX_HEADER_LEN};
+use crate::wsframe::{self, MAX_HEADER_LEN};
+
+/// Capacity up to which a queue buffer grows by doubling (and the largest buffer the pool
+/// keeps): the connection budget plus room for the close frames.
+pub fn grow_cap(queue_bytes: usize) -> usize {
+    queue_bytes.saturating_add(4096)
+}
 
 /// Spare queue buffers shared by all connections (bounded in count and per-buffer size).
 #[derive(Debug)]
@@ -78,7 +86,7 @@ impl OutQueue {
 
     /// The socket took `n` bytes. When the queue drains, its buffer goes back to `pool`.
     pub fn consume(&mut self, n: usize, pool: &mut BufPool) {
-        self.off = (self.off + n).min(self.buf.len());
+        self.off = self.off.saturating_add(n).min(self.buf.len());
         if self.off == self.buf.len() {
             pool.give(std::mem::take(&mut self.buf));
             self.off = 0;
@@ -89,7 +97,7 @@ impl OutQueue {
             match self
                 .buf
                 .get(self.frame_start..)
-                .and_then(codec::server_frame_len)
+                .and_then(wsframe::server_frame_len)
             {
                 Some(len) if self.frame_start + len <= self.off => self.frame_start += len,
                 _ => break,
@@ -108,7 +116,16 @@ impl OutQueue {
             self.off -= self.frame_start;
             self.frame_start = 0;
         }
-        self.buf.reserve(n);
+        let len = self.buf.len();
+        let cap = self.buf.capacity();
+        if len + n > cap {
+            let target = cap
+                .saturating_mul(2)
+                .max(256)
+                .min(pool.max_capacity)
+                .max(len + n);
+            self.buf.reserve_exact(target - len);
+        }
     }
 
     /// Appends one unmasked final frame whose payload is produced by `fill` (which must
@@ -120,7 +137,7 @@ impl OutQueue {
         pool: &mut BufPool,
         fill: impl FnOnce(&mut dyn FnMut(&[u8])),
     ) {
-        let (hdr, hlen) = codec::server_header(opcode, payload_len);
+        let (hdr, hlen) = wsframe::server_header(opcode, payload_len);
         self.reserve(hlen + payload_len, pool);
         self.buf.extend_from_slice(hdr.get(..hlen).unwrap_or(&[]));
         let start = self.buf.len();
@@ -147,7 +164,7 @@ impl OutQueue {
             match self
                 .buf
                 .get(self.frame_start..)
-                .and_then(codec::server_frame_len)
+                .and_then(wsframe::server_frame_len)
             {
                 Some(len) => self.frame_start + len,
                 None => self.buf.len(),
@@ -159,7 +176,7 @@ impl OutQueue {
 
 /// Bytes a frame with `payload_len` bytes takes in the queue.
 pub fn framed_len(payload_len: usize) -> usize {
-    codec::server_header(codec::OP_BINARY, payload_len).1 + payload_len
+    wsframe::server_header(wsframe::OP_BINARY, payload_len).1 + payload_len
 }
 
 const _: () = assert!(MAX_HEADER_LEN == 10);
@@ -167,7 +184,7 @@ const _: () = assert!(MAX_HEADER_LEN == 10);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::codec::OP_BINARY;
+    use crate::wsframe::OP_BINARY;
 
     #[test]
     fn drain_releases_and_discard_keeps_started_frame() {
@@ -184,6 +201,22 @@ mod tests {
         assert!(q.is_empty());
         assert_eq!(q.capacity(), 0);
         assert!(pool.held_bytes() > 0);
+    }
+
+    #[test]
+    fn growth_stops_doubling_at_the_cap() {
+        let mut pool = BufPool::new(4, 10_000);
+        let mut q = OutQueue::default();
+        for _ in 0..9 {
+            q.push_simple(OP_BINARY, &[1; 1000], &mut pool);
+        }
+        // Doubling would have given 16 KiB; the cap keeps it at 10,000.
+        assert_eq!(q.queued(), 9 * 1004);
+        assert!(q.capacity() <= 10_000, "{}", q.capacity());
+        // Past the cap a buffer grows to exactly what is needed.
+        q.push_simple(OP_BINARY, &[1; 1000], &mut pool);
+        q.push_simple(OP_BINARY, &[1; 1000], &mut pool);
+        assert!(q.capacity() < 11 * 1004 + 1004, "{}", q.capacity());
     }
 
     #[test]

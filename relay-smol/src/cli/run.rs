@@ -32,6 +32,21 @@ pub struct RunArgs {
     /// TLS private key (PEM)
     #[argh(option)]
     pub tls_key: Option<PathBuf>,
+    /// UDP address of the WebTransport edge (HTTP/3), e.g. 0.0.0.0:4433; use the port of
+    /// --listen so SDK discovery (https://HOST/wt) finds it
+    #[argh(option)]
+    pub wt_listen: Option<SocketAddr>,
+    /// certificate chain (PEM) of the WebTransport edge (default: a generated ECDSA P-256
+    /// certificate valid 13 days, rotated, its SHA-256 at GET /v1/wt-cert-hash)
+    #[argh(option)]
+    pub wt_cert: Option<PathBuf>,
+    /// private key (PEM) for --wt-cert
+    #[argh(option)]
+    pub wt_key: Option<PathBuf>,
+    /// this relay's public host name (or host:port) as clients reach it; used in edge
+    /// discovery (GET /v1/edges) and the generated WebTransport certificate
+    #[argh(option)]
+    pub public_host: Option<String>,
     /// accept every client without a token (labs and tests only; logs a warning)
     #[argh(switch)]
     pub insecure_no_auth: bool,
@@ -129,7 +144,12 @@ impl RunArgs {
             region: self.region.clone(),
             lat: self.lat,
             lon: self.lon,
-            edge_url: self.edge_url.clone(),
+            edge_url: self.edge_url.clone().or_else(|| {
+                let scheme = if self.tls_cert.is_some() { "wss" } else { "ws" };
+                self.public_host
+                    .as_ref()
+                    .map(|h| format!("{scheme}://{h}/ws"))
+            }),
             mesh_cert: self.mesh_cert.clone(),
             mesh_key: self.mesh_key.clone(),
             mesh_ca: self.mesh_ca.clone(),
@@ -173,6 +193,71 @@ impl RunArgs {
     }
 }
 
+/// Reads the config file at `path` and merges it under the flags: every argument the
+/// command line left unset takes the file's value; then checks what needs both.
+pub fn apply_config_file(
+    path: &std::path::Path,
+    args: &mut RunArgs,
+) -> Result<(), crate::config_file::ConfigFileError> {
+    let file = crate::config_file::load(path)?;
+    args.merge_file(file);
+    let defaults = Limits::default();
+    crate::config_file::check_queue_fits_frame(
+        path,
+        args.queue_bytes.unwrap_or(defaults.queue_bytes),
+        args.max_frame_bytes.unwrap_or(defaults.max_frame_len),
+    )
+}
+
+impl RunArgs {
+    /// Takes the file's value for every argument the command line left unset (flags
+    /// override the file; `--peer` given on the command line replaces the file's list).
+    pub fn merge_file(&mut self, f: crate::config_file::FileSettings) {
+        fn fill<T>(slot: &mut Option<T>, v: Option<T>) {
+            if slot.is_none() {
+                *slot = v;
+            }
+        }
+        fill(&mut self.listen, f.listen);
+        fill(&mut self.tls_cert, f.tls_cert);
+        fill(&mut self.tls_key, f.tls_key);
+        self.insecure_no_auth |= f.insecure_no_auth.unwrap_or(false);
+        fill(&mut self.state_dir, f.state_dir);
+        fill(&mut self.ticket_public_key, f.ticket_public_key);
+        fill(&mut self.ticket_status_capacity, f.ticket_status_capacity);
+        fill(&mut self.max_connections, f.max_connections);
+        fill(&mut self.max_subs_per_conn, f.max_subs_per_conn);
+        fill(&mut self.max_total_subs, f.max_total_subs);
+        fill(&mut self.max_frame_bytes, f.max_frame_bytes);
+        fill(&mut self.queue_bytes, f.queue_bytes);
+        fill(&mut self.slow_consumer_grace_ms, f.slow_consumer_grace_ms);
+        fill(&mut self.shutdown_grace_ms, f.shutdown_grace_ms);
+        fill(&mut self.close_timeout_ms, f.close_timeout_ms);
+        fill(&mut self.admin_listen, f.admin_listen);
+        fill(&mut self.admin_token_file, f.admin_token_file);
+        fill(&mut self.mesh_listen, f.mesh_listen);
+        fill(&mut self.name, f.name);
+        fill(&mut self.region, f.region);
+        fill(&mut self.edge_url, f.edge_url);
+        fill(&mut self.mesh_cert, f.mesh_cert);
+        fill(&mut self.mesh_key, f.mesh_key);
+        fill(&mut self.mesh_ca, f.mesh_ca);
+        if self.peer.is_empty()
+            && let Some(peers) = f.peers
+        {
+            self.peer = peers;
+        }
+        fill(&mut self.mesh_advertise, f.mesh_advertise);
+        fill(&mut self.max_neighbours, f.max_neighbours);
+        fill(&mut self.probe_interval_ms, f.probe_interval_ms);
+        fill(&mut self.announce_interval_ms, f.announce_interval_ms);
+        fill(&mut self.public_host, f.public_host);
+        fill(&mut self.wt_listen, f.wt_listen);
+        fill(&mut self.wt_cert, f.wt_cert);
+        fill(&mut self.wt_key, f.wt_key);
+    }
+}
+
 /// Picks the handshake authorizer: access tickets (the default; a first run creates the
 /// key material), or everything allowed with `--insecure-no-auth`.
 pub fn choose_authorizer(
@@ -185,14 +270,61 @@ pub fn choose_authorizer(
         log::warn!("**************************************************************");
         return Ok((Rc::new(AllowAll), None));
     }
-    let tickets = TicketSetup::load(&TicketOptions {
-        state_dir: args.state_dir.clone(),
-        public_key: args.ticket_public_key.clone(),
-        status_capacity: args.ticket_status_capacity,
-        // With the mesh on, records made here wait (bounded) for it to flood them.
-        outbox_capacity: args.mesh_listen.map(|_| crate::app::mesh::TICKET_OUTBOX),
-    })?;
+    let tickets = TicketSetup::load(
+        &TicketOptions {
+            state_dir: args.state_dir.clone(),
+            public_key: args.ticket_public_key.clone(),
+            status_capacity: args.ticket_status_capacity,
+            // With the mesh on, records made here wait (bounded) for it to flood them.
+            outbox_capacity: args.mesh_listen.map(|_| crate::app::mesh::TICKET_OUTBOX),
+        },
+        crate::clock::wall_now(),
+    )?;
     Ok((tickets.authorizer(), Some(tickets)))
+}
+
+/// The WebTransport listener's settings, checked.
+pub struct WtOptions {
+    /// UDP address.
+    pub listen: SocketAddr,
+    /// The certificate in use at start.
+    pub cert: crate::wt::cert::WtCert,
+    /// Names for generated certificates.
+    pub names: Vec<String>,
+}
+
+fn wt_options(args: &RunArgs) -> Result<Option<WtOptions>, String> {
+    let Some(listen) = args.wt_listen else {
+        if args.wt_cert.is_some() || args.wt_key.is_some() {
+            return Err("--wt-cert/--wt-key need --wt-listen".into());
+        }
+        return Ok(None);
+    };
+    let now = crate::clock::wall_now();
+    let mut names = Vec::new();
+    if let Some(h) = &args.public_host {
+        crate::wt::discovery::check_host(h).map_err(|e| format!("--public-host {h:?}: {e}"))?;
+        let host = crate::wt::discovery::host_only(h);
+        names.push(host.to_owned());
+    }
+    for n in ["localhost", "127.0.0.1"] {
+        if !names.iter().any(|x| x == n) {
+            names.push(n.to_owned());
+        }
+    }
+    if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
+        names.push(listen.ip().to_string());
+    }
+    let cert = match (&args.wt_cert, &args.wt_key) {
+        (Some(c), Some(k)) => crate::wt::cert::WtCert::load(c, k, now)?,
+        (None, None) => crate::wt::cert::WtCert::generate(&names, now)?,
+        _ => return Err("--wt-cert and --wt-key go together".into()),
+    };
+    Ok(Some(WtOptions {
+        listen,
+        cert,
+        names,
+    }))
 }
 
 /// Raises the soft open-files limit to the hard limit: every connection is a descriptor.
@@ -215,7 +347,7 @@ pub fn raise_fd_limit() -> Option<u64> {
 /// Runs the relay; returns the exit code.
 pub fn run(mut args: RunArgs) -> i32 {
     if let Some(path) = args.config.clone()
-        && let Err(e) = crate::config_file::apply(&path, &mut args)
+        && let Err(e) = apply_config_file(&path, &mut args)
     {
         eprintln!("error: {e}");
         return 2;
@@ -245,6 +377,13 @@ pub fn run(mut args: RunArgs) -> i32 {
             return 2;
         }
     };
+    let wt = match wt_options(&args) {
+        Ok(w) => w,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return 2;
+        }
+    };
     let config = Config {
         listen: args
             .listen
@@ -259,7 +398,16 @@ pub fn run(mut args: RunArgs) -> i32 {
         args.admin_token_file.clone(),
     );
     let ex = Rc::new(LocalExecutor::new());
-    let result = smol::block_on(ex.run(serve(config, auth, tickets, ex.clone(), admin, mesh)));
+    let result = smol::block_on(ex.run(serve(
+        config,
+        auth,
+        tickets,
+        ex.clone(),
+        admin,
+        mesh,
+        wt,
+        args.public_host.clone(),
+    )));
     match result {
         Ok(()) => {
             log::info!("stopped");
@@ -272,6 +420,7 @@ pub fn run(mut args: RunArgs) -> i32 {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn serve(
     config: Config,
     auth: Rc<dyn Authorizer>,
@@ -282,6 +431,8 @@ async fn serve(
         crate::mesh::config::MeshConfig,
         crate::quic::tls::MeshIdentity,
     )>,
+    wt: Option<WtOptions>,
+    public_host: Option<String>,
 ) -> Result<(), String> {
     let mut signals = Signals::new([Signal::Term, Signal::Int])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -289,12 +440,34 @@ async fn serve(
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     if let Some(t) = &tickets {
         relay.add_rest_handler(t.rest_handler());
+        t.spawn_status_saver(&ex);
     }
     let addr = relay.local_addr();
+    let mut wt_line = None;
+    if let Some(w) = wt {
+        let edge = crate::wt::endpoint::WtEdge::bind(
+            w.listen,
+            w.cert,
+            w.names,
+            relay.broker(),
+            relay.authorizer(),
+        )?;
+        relay.add_rest_handler(Rc::new(crate::wt::cert::CertRest::new(edge.hash())));
+        wt_line = Some(format!(
+            "fastpubsub-relay webtransport on https://{}/ (udp; certificate sha-256 {}, also at GET /v1/wt-cert-hash)",
+            edge.local_addr(),
+            edge.cert_sha256_hex()
+        ));
+        ex.spawn(edge.run()).detach();
+    }
     let mut admin_opts =
         crate::app::admin::options_from_cli(&admin.0, admin.1.as_deref(), addr, relay.is_tls())?;
     admin_opts.tickets = tickets.as_ref().map(|t| t.service());
     let admin = crate::app::admin::install(&mut relay, admin_opts, &ex)?;
+    relay.add_rest_handler(Rc::new(crate::wt::discovery::EdgesRest::new(
+        public_host,
+        Some(admin.mesh.clone()),
+    )));
     let mut mesh_line = None;
     if let Some((mesh_cfg, identity)) = mesh {
         let name = mesh_cfg.name.clone();
@@ -317,6 +490,9 @@ async fn serve(
         ("ws", "http")
     };
     println!("fastpubsub-relay listening on {ws}://{addr}/ws (REST on {http}://{addr})");
+    if let Some(line) = wt_line {
+        println!("{line}");
+    }
     if let Some(line) = mesh_line {
         println!("{line}");
     }
@@ -336,5 +512,9 @@ async fn serve(
             log::info!("received {sig:?}");
         }
     };
-    relay.run(ex, shutdown).await.map_err(|e| e.to_string())
+    let result = relay.run(ex, shutdown).await.map_err(|e| e.to_string());
+    if let Some(t) = &tickets {
+        t.save_status_now();
+    }
+    result
 }

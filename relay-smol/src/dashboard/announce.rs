@@ -1,5 +1,5 @@
 //! The compact wire form of a relay summary, for the mesh-wide announcements of issue 6
-//! item 1: relays are named by their 16-bit mesh `RelayId`, times are integer microseconds,
+//! item 1: relays are named by their 64-bit mesh `RelayId` (8 bytes), times are integer microseconds,
 //! loss is parts per million, and the whole thing is postcard, at most [`MAX_LEN`] bytes.
 //!
 //! The mesh layer (`crate::mesh::announce`) floods one [`Announcement`] per relay every
@@ -14,19 +14,23 @@
 use serde::{Deserialize, Serialize};
 
 use super::view::{
-    LinkSummary, MAX_LINKS_PER_RELAY, MAX_NAME_LEN, MAX_RELAYS, MAX_URL_LEN, RelayCounters,
-    RelaySummary, RouteSummary,
+    LinkSummary, MAX_NAME_LEN, MAX_RELAYS, MAX_URL_LEN, RelayCounters, RelaySummary, RouteSummary,
 };
+use fastpubsub_core::route::RelayId;
 
 /// Largest encoded announcement: the mesh's bound on an announcement body (the worst case
 /// below fits; see the test).
 pub const MAX_LEN: usize = fastpubsub_core::mesh::MAX_ANNOUNCE_BODY;
 
+/// Most links in one announcement: a relay has at most 32 (the route table's neighbours);
+/// with 8-byte relay ids, 128 links and [`MAX_RELAYS`] routes would not fit [`MAX_LEN`].
+pub const MAX_ANNOUNCED_LINKS: usize = 64;
+
 /// One link, as announced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WireLink {
     /// Peer relay id.
-    pub peer: u16,
+    pub peer: RelayId,
     /// Up?
     pub up: bool,
     /// Smoothed RTT, µs.
@@ -43,9 +47,9 @@ pub struct WireLink {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WireRoute {
     /// Destination relay id.
-    pub dst: u16,
+    pub dst: RelayId,
     /// Next hop relay id.
-    pub next_hop: u16,
+    pub next_hop: RelayId,
     /// Route metric, µs.
     pub metric_us: u32,
 }
@@ -54,7 +58,7 @@ pub struct WireRoute {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Announcement {
     /// The announcing relay's id.
-    pub origin: u16,
+    pub origin: RelayId,
     /// Increases with every announcement of this origin (newer wins).
     pub seq: u32,
     /// Name.
@@ -80,7 +84,7 @@ pub enum AnnounceError {
     /// Received bytes are not a valid announcement (peer garbage).
     Malformed,
     /// The announcement names a relay id this relay does not know yet (try again later).
-    UnknownRelay(u16),
+    UnknownRelay(RelayId),
     /// The summary breaks a limit (caller misuse: validate first).
     TooLarge,
 }
@@ -115,9 +119,9 @@ impl Announcement {
     /// to relays without an id are left out.
     pub fn from_summary(
         s: &RelaySummary,
-        origin: u16,
+        origin: RelayId,
         seq: u32,
-        id_of: impl Fn(&str) -> Option<u16>,
+        id_of: impl Fn(&str) -> Option<RelayId>,
     ) -> Self {
         let c = &s.counters;
         Announcement {
@@ -168,7 +172,7 @@ impl Announcement {
 
     /// Encodes into `buf` (at least [`MAX_LEN`] bytes); returns the used part.
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], AnnounceError> {
-        if self.links.len() > MAX_LINKS_PER_RELAY
+        if self.links.len() > MAX_ANNOUNCED_LINKS
             || self.routes.len() > MAX_RELAYS
             || self.name.len() > MAX_NAME_LEN
             || self.region.len() > MAX_NAME_LEN
@@ -196,9 +200,9 @@ impl Announcement {
     /// result still goes through `MeshState::update`'s validation.
     pub fn to_summary(
         &self,
-        name_of: impl Fn(u16) -> Option<String>,
+        name_of: impl Fn(RelayId) -> Option<String>,
     ) -> Result<RelaySummary, AnnounceError> {
-        let name = |id: u16| name_of(id).ok_or(AnnounceError::UnknownRelay(id));
+        let name = |id: RelayId| name_of(id).ok_or(AnnounceError::UnknownRelay(id));
         let [
             connections,
             subscriptions,
@@ -254,18 +258,18 @@ impl Announcement {
 mod tests {
     use super::*;
 
-    fn name_of(id: u16) -> Option<String> {
-        Some(format!("relay-{id:03}"))
+    fn name_of(id: RelayId) -> Option<String> {
+        Some(format!("relay-{:03}", id.0))
     }
 
-    fn id_of(name: &str) -> Option<u16> {
-        name.strip_prefix("relay-")?.parse().ok()
+    fn id_of(name: &str) -> Option<RelayId> {
+        name.strip_prefix("relay-")?.parse().ok().map(RelayId)
     }
 
     /// A relay of a 100-relay mesh with `links` neighbours and a route to every other relay.
     fn summary(me: u16, links: u16) -> RelaySummary {
         RelaySummary {
-            name: name_of(me).unwrap_or_default(),
+            name: name_of(RelayId(u64::from(me))).unwrap_or_default(),
             region: "Europe".into(),
             lat: Some(50.110924),
             lon: Some(8.682127),
@@ -280,7 +284,7 @@ mod tests {
             },
             links: (0..links)
                 .map(|i| LinkSummary {
-                    peer: name_of((me + 1 + i) % 100).unwrap_or_default(),
+                    peer: name_of(RelayId(u64::from((me + 1 + i) % 100))).unwrap_or_default(),
                     up: true,
                     rtt_ms: 123.456,
                     rtt_min_ms: 120.001,
@@ -291,8 +295,8 @@ mod tests {
             routes: (0..100)
                 .filter(|d| *d != me)
                 .map(|d| RouteSummary {
-                    dst: name_of(d).unwrap_or_default(),
-                    next_hop: name_of((d + 1) % 100).unwrap_or_default(),
+                    dst: name_of(RelayId(u64::from(d))).unwrap_or_default(),
+                    next_hop: name_of(RelayId(u64::from((d + 1) % 100))).unwrap_or_default(),
                     metric_ms: 87.654,
                 })
                 .collect(),
@@ -302,7 +306,7 @@ mod tests {
     #[test]
     fn roundtrip_keeps_the_summary() {
         let s = summary(42, 10);
-        let a = Announcement::from_summary(&s, 42, 7, id_of);
+        let a = Announcement::from_summary(&s, RelayId(42), 7, id_of);
         let mut buf = [0u8; MAX_LEN];
         let bytes = a.encode(&mut buf).map(|b| b.to_vec()).unwrap_or_default();
         let back = Announcement::decode(&bytes).and_then(|a| a.to_summary(name_of));
@@ -324,9 +328,9 @@ mod tests {
         longer.push(0);
         assert_eq!(Announcement::decode(&longer), Err(AnnounceError::Malformed));
         assert_eq!(
-            a.to_summary(|id| (id != 43).then(|| format!("x{id}")))
+            a.to_summary(|id| (id != RelayId(43)).then(|| format!("x{}", id.0)))
                 .err(),
-            Some(AnnounceError::UnknownRelay(43))
+            Some(AnnounceError::UnknownRelay(RelayId(43)))
         );
     }
 
@@ -335,8 +339,9 @@ mod tests {
     fn hundred_relays_stay_within_size_and_rate_bounds() {
         let mut buf = [0u8; MAX_LEN];
         let mut sizes = Vec::new();
-        for neighbours in [10u16, 99] {
-            let a = Announcement::from_summary(&summary(42, neighbours), 42, u32::MAX, id_of);
+        for neighbours in [10u16, 63] {
+            let a =
+                Announcement::from_summary(&summary(42, neighbours), RelayId(42), u32::MAX, id_of);
             let n = a.encode(&mut buf).map(|b| b.len()).unwrap_or(usize::MAX);
             assert!(n <= MAX_LEN, "{n}");
             sizes.push(n);
@@ -345,13 +350,14 @@ mod tests {
         const INTERVAL_S: f64 = 10.0;
         let per_link = |size: usize| 100.0 * size as f64 / INTERVAL_S;
         println!(
-            "announcement: {} B with 10 links, {} B with 99 links (full mesh); at 100 relays every {INTERVAL_S} s: {:.0} B/s and {:.0} B/s per link and direction",
+            "announcement: {} B with 10 links, {} B with 63 links; at 100 relays every {INTERVAL_S} s: {:.0} B/s and {:.0} B/s per link and direction",
             sizes[0],
             sizes[1],
             per_link(sizes[0]),
             per_link(sizes[1])
         );
-        assert!(sizes[0] < 1_500 && sizes[1] < 3_000, "{sizes:?}");
+        // 8-byte relay ids: 2,171 B and 3,178 B (1,500 and 3,000 with 16-bit ids).
+        assert!(sizes[0] < 2_300 && sizes[1] < 3_300, "{sizes:?}");
 
         // Worst case the limits allow still fits MAX_LEN.
         let mut worst = summary(1, 0);
@@ -366,20 +372,20 @@ mod tests {
             drops: u64::MAX,
             slow_consumer_disconnects: u64::MAX,
         };
-        let mut a = Announcement::from_summary(&worst, u16::MAX, u32::MAX, id_of);
+        let mut a = Announcement::from_summary(&worst, RelayId(u64::MAX), u32::MAX, id_of);
         a.position = Some((i32::MIN, i32::MIN));
         let link = WireLink {
-            peer: u16::MAX,
+            peer: RelayId(u64::MAX),
             up: true,
             rtt_us: u32::MAX,
             rtt_min_us: u32::MAX,
             jitter_us: u32::MAX,
             loss_ppm: u32::MAX,
         };
-        a.links = vec![link; MAX_LINKS_PER_RELAY];
+        a.links = vec![link; MAX_ANNOUNCED_LINKS];
         let route = WireRoute {
-            dst: u16::MAX,
-            next_hop: u16::MAX,
+            dst: RelayId(u64::MAX),
+            next_hop: RelayId(u64::MAX),
             metric_us: u32::MAX,
         };
         a.routes = vec![route; MAX_RELAYS];
@@ -387,8 +393,8 @@ mod tests {
         assert!(n.is_ok(), "worst case does not fit {MAX_LEN}");
         println!("worst-case announcement: {n:?} B (MAX_LEN {MAX_LEN})");
         a.routes.push(WireRoute {
-            dst: 0,
-            next_hop: 0,
+            dst: RelayId(0),
+            next_hop: RelayId(0),
             metric_us: 0,
         });
         assert_eq!(a.encode(&mut buf).err(), Some(AnnounceError::TooLarge));

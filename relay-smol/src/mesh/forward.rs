@@ -117,7 +117,7 @@ pub fn plan(me: RelayId, dests: &[RelayId], next_hop: impl Fn(RelayId) -> Option
 mod tests {
     use super::*;
 
-    fn ids(v: &[u16]) -> Vec<RelayId> {
+    fn ids(v: &[u64]) -> Vec<RelayId> {
         v.iter().map(|i| RelayId(*i)).collect()
     }
 
@@ -131,7 +131,7 @@ mod tests {
         };
         let p = plan(RelayId(1), &ids(&[1, 2, 3, 4, 5]), hop);
         assert_eq!(p.no_route, 1);
-        let got: Vec<(u16, Vec<u16>)> = p
+        let got: Vec<(u64, Vec<u64>)> = p
             .groups
             .iter()
             .map(|c| (c.next_hop.0, c.destinations.iter().map(|d| d.0).collect()))
@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn a_full_copy_starts_another() {
-        let dests: Vec<RelayId> = (10..10 + MAX_DESTINATIONS as u16 + 3)
+        let dests: Vec<RelayId> = (10..10 + MAX_DESTINATIONS as u64 + 3)
             .map(RelayId)
             .collect();
         let p = plan(RelayId(1), &dests, |_| Some(RelayId(2)));
@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn modes_choose_as_the_contract_says() {
         let mut rng = fastrand::Rng::with_seed(1);
-        let metric = |id: RelayId| u32::from(100 - id.0);
+        let metric = |id: RelayId| 100 - id.0 as u32;
         let r = ids(&[3, 7, 5]);
         assert_eq!(
             choose(Mode::Broadcast, r.clone(), true, metric, &mut rng),

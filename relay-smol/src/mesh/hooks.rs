@@ -53,6 +53,6 @@ pub trait AnnounceHook: Send {
         &mut self,
         origin: &str,
         body: &[u8],
-        name_of: &dyn Fn(u16) -> Option<String>,
+        name_of: &dyn Fn(fastpubsub_core::route::RelayId) -> Option<String>,
     ) -> AnnounceApplied;
 }

@@ -197,7 +197,8 @@ impl Index {
     }
 
     fn insert(&mut self, origin: &str, tenant: &str, pat: &str) -> Inserted {
-        if pattern::validate_pattern(pat).is_err() {
+        if pattern::validate_pattern(pat).is_err() || pattern::check_pattern_cost(pat).is_err() {
+            // Over the cost limits counts as invalid: no edge of this version accepts it.
             return Inserted::Invalid;
         }
         if self.total >= MAX_TOTAL_ENTRIES {

@@ -11,8 +11,8 @@ pub use fastpubsub_core::mesh::close;
 
 // ----- the node ----------------------------------------------------------------------
 
-/// Destinations the routing table holds.
-pub const ROUTE_DESTS: usize = 128;
+/// Destinations the routing table holds (its memory grows with the relays known).
+pub const ROUTE_DESTS: usize = 1024;
 /// Neighbours the routing table holds.
 pub const ROUTE_NEIGHBOURS: usize = 32;
 /// Largest `--max-neighbours`: the policy may hold a few links over its limit (exploration,

@@ -376,7 +376,7 @@ impl Neighbours {
 mod tests {
     use super::*;
 
-    fn view(name: &'static str, i: u16) -> PeerView<'static> {
+    fn view(name: &'static str, i: u64) -> PeerView<'static> {
         PeerView {
             name,
             id: RelayId(i),
@@ -450,7 +450,7 @@ mod tests {
             .map(|(i, name)| PeerView {
                 link: Some((LinkId(i), t0)),
                 rtt_us: Some(10_000 * (i as u32 + 1)),
-                ..view(name, i as u16)
+                ..view(name, i as u64)
             })
             .collect();
         let (_, close) = plan(&mut n, t0 + 60 * S, &peers);

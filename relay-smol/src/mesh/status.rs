@@ -71,7 +71,7 @@ pub struct Identity {
     /// Relay name.
     pub name: String,
     /// The routing id derived from the name.
-    pub relay_id: u16,
+    pub relay_id: u64,
     /// Region label.
     pub region: String,
     /// Position, degrees.
@@ -218,7 +218,6 @@ pub struct RouteCounters {
     /// Route events dropped (queue full).
     pub events_dropped: u64,
     /// Links refused: the neighbour table was full.
-    #[serde(rename = "neighbor_table_full")]
     pub neighbour_table_full: u64,
     /// Destinations refused: the destination table was full.
     pub dest_table_full: u64,

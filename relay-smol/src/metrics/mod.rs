@@ -186,6 +186,27 @@ label_enum!(
 );
 
 label_enum!(
+    /// Why the mesh's QUIC endpoint did not let a connection attempt finish its handshake
+    /// (`fastpubsub_mesh_handshakes_refused_total{reason}`; see `quic::admission`).
+    QuicRefusal, "reason", {
+        /// Every connection slot open to incoming connections was taken.
+        TableFull = "table_full",
+        /// Too many incoming handshakes were in progress.
+        HandshakeBudget = "handshake_budget",
+        /// The source address had too many handshakes in progress.
+        SourceHandshakes = "source_handshakes",
+        /// The source address started handshakes too fast.
+        SourceRate = "source_rate",
+        /// The table of source addresses was full.
+        SourceTable = "source_table",
+        /// The handshake did not complete in time.
+        Timeout = "timeout",
+        /// The handshake was closed for one from a source with fewer in progress.
+        Displaced = "displaced",
+    }
+);
+
+label_enum!(
     /// Whether a ticket verification was answered from the cache (`cache` label).
     TicketCache, "cache", {
         /// Answered from the verified-ticket cache.
@@ -297,6 +318,12 @@ pub struct RelayMetrics {
     pub mesh_control_bytes: CounterBy<Direction>,
     /// The same bytes by mesh message kind.
     pub mesh_control_kind_bytes: KindBytes,
+    /// Mesh QUIC connection attempts stopped before their handshake completed, by reason.
+    pub mesh_handshakes_refused: CounterBy<QuicRefusal>,
+    /// Retry packets the mesh port sent (address validation).
+    pub mesh_retries: Counter,
+    /// Incoming mesh handshakes in progress.
+    pub mesh_handshakes_in_progress: Gauge,
     links: Mutex<Vec<LinkSample>>,
     link_series_dropped: Counter,
 }
@@ -404,6 +431,23 @@ impl RelayMetrics {
             &mut e,
             "fastpubsub_mesh_control_kind_bytes_total",
             "Mesh control-plane bytes by message kind.",
+        );
+        self.mesh_handshakes_refused.render(
+            &mut e,
+            "fastpubsub_mesh_handshakes_refused_total",
+            "Mesh QUIC connection attempts stopped before their handshake completed, by reason.",
+        );
+        counter(
+            &mut e,
+            "fastpubsub_mesh_retries_total",
+            "Retry packets sent on the mesh port (address validation under handshake load).",
+            &self.mesh_retries,
+        );
+        gauge(
+            &mut e,
+            "fastpubsub_mesh_handshakes_in_progress",
+            "Incoming mesh QUIC handshakes in progress.",
+            &self.mesh_handshakes_in_progress,
         );
         {
             let links = self.links.lock().unwrap_or_else(|p| p.into_inner());

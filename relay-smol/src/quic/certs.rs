@@ -14,7 +14,6 @@ use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
 use argh::FromArgs;
 use rcgen::{
@@ -123,10 +122,7 @@ pub fn validate_relay_name(name: &str) -> Result<(), CertError> {
 }
 
 fn current_year() -> i32 {
-    let secs = crate::clock::wall_now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = crate::clock::unix_secs(crate::clock::wall_now());
     // 365.2425 days per year; off by at most a day around new year, which only moves
     // `not_before` to the previous January 1st.
     1970 + i32::try_from(secs / 31_556_952).unwrap_or(0)

@@ -140,7 +140,9 @@ fn stats_json(broker: &Broker) -> String {
             "{{\"connections\":{},\"subscriptions\":{},\"queue_bytes_held\":{},",
             "\"connections_opened\":{},\"published\":{},\"delivered\":{},",
             "\"dropped_queue_full\":{},\"dropped_egress_rate\":{},\"refused_ingress_rate\":{},",
-            "\"slow_consumers_closed\":{},\"access_ended_closed\":{}}}"
+            "\"slow_consumers_closed\":{},\"access_ended_closed\":{},",
+            "\"read_stops\":{},\"turn_yields\":{},\"commands_rate_limited\":{},",
+            "\"refusals_unanswered\":{},\"rate_limit_closed\":{},\"dropped_wt_oversize\":{}}}"
         ),
         broker.connection_count(),
         broker.subscription_count(),
@@ -153,5 +155,11 @@ fn stats_json(broker: &Broker) -> String {
         s.refused_ingress_rate,
         s.slow_consumers_closed,
         s.access_ended_closed,
+        s.read_stops,
+        s.turn_yields,
+        s.commands_rate_limited,
+        s.refusals_unanswered,
+        s.rate_limit_closed,
+        s.dropped_wt_oversize,
     )
 }

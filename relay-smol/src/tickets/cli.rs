@@ -2,7 +2,9 @@
 //! secure first run's state directory. Each is a function the CLI enum calls in one line.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+#[cfg(test)]
+use std::time::UNIX_EPOCH;
 
 use argh::FromArgs;
 use fastpubsub_core::ticket::{self, Protocols, TicketBuf, limits};
@@ -11,10 +13,8 @@ use super::keys::{self, KeyError, MASTER_TOKEN_FILE, PUBLIC_KEY_FILE, SIGNING_KE
 use super::request::{self, GrantRequest, IssueRequest};
 use super::rfc3339;
 
-/// Unix seconds of a wall-clock time (0 before 1970).
-pub fn unix(now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+/// Unix seconds of a wall-clock time (0 before 1970): [`crate::clock::unix_secs`].
+pub use crate::clock::unix_secs as unix;
 
 /// The state directory when `--state-dir` is not given: `$FASTPUBSUB_STATE_DIR`, else
 /// `$XDG_STATE_HOME/fastpubsub`, else `$HOME/.local/state/fastpubsub`, else
@@ -350,12 +350,15 @@ pub fn ensure_state(dir: &Path) -> Result<StateFiles, KeyError> {
 
 /// The text a first run prints: where the state is, the master token, a dev ticket and the
 /// exact commands to try against `http_addr` (e.g. `127.0.0.1:8080`) at `now`.
+/// `default_kb` is the (ingress, egress) KB/s a ticket gets when it asks for none, which
+/// the dev ticket carries: stated here because a fast publisher hits it first.
 pub fn first_run_banner(
     state: &StateFiles,
     http_addr: &str,
     dev_ticket: &str,
     exe: &str,
     now: u64,
+    default_kb: (u32, u32),
 ) -> String {
     format!(
         "\
@@ -363,7 +366,7 @@ FastPubSub relay: secure first run. Created in {dir} (mode 0700, files 0600):
   ticket-signing.key, ticket-public.key, master.token
 Master token (REST: Authorization: Bearer ...):
   {master}
-Dev ticket: tenant `dev`, publish/subscribe `public.#`, valid 24 h:
+Dev ticket: tenant `dev`, publish/subscribe `public.#`, valid 24 h, {ingress} KB/s in, {egress} KB/s out:
   {ticket}
 Try it (two terminals):
   {exe} sub --url ws://{addr}/ws --token {ticket} dev 'public.#'
@@ -374,8 +377,15 @@ Get a ticket over REST (valid 1 h):
     -d '{{\"right\":{{\"tenant_grants\":[{{\"tenant_ids\":[\"dev\"],\"allow_channels_pub\":[\"public.#\"],\"allow_channels_sub\":[\"public.#\"]}}],\"expires_at\":\"{exp}\"}}}}'
 Mint offline: {exe} ticket --signing-key {dir}/ticket-signing.key --tenant t1 --pub 'public.#' --sub 'public.#' --ttl 1h
 Other relays of the overlay only need {dir}/ticket-public.key (run --ticket-public-key FILE).
+Rate limits per connection: a ticket that sets none (like the dev ticket) allows {ingress} KB/s
+  of publish payload (over it: ERR:rate_limited) and {egress} KB/s of deliveries (over it:
+  dropped and counted). A faster publisher needs a ticket that asks for more, up to {max}:
+  \"ingress_kb_per_sec\" in the REST body or --ingress-kb (2,000 msgs/s of 1 KiB: 2000).
 Labs only: --insecure-no-auth turns every check off.
 ",
+        ingress = default_kb.0,
+        egress = default_kb.1,
+        max = fastpubsub_core::ticket::limits::MAX_KB_PER_SEC,
         dir = state.dir.display(),
         master = state.master_token,
         ticket = dev_ticket,
@@ -454,8 +464,16 @@ mod tests {
                 .expect_err("must fail")
                 .contains("--egress-kb 7")
         );
-        let banner = first_run_banner(&s, "127.0.0.1:8080", &token, "fastpubsub-relay", 0);
+        let banner = first_run_banner(
+            &s,
+            "127.0.0.1:8080",
+            &token,
+            "fastpubsub-relay",
+            0,
+            (1024, 4096),
+        );
         assert!(banner.contains(&s.master_token) && banner.contains(&token));
+        assert!(banner.contains("1024 KB/s in, 4096 KB/s out:"), "{banner}");
         std::fs::remove_dir_all(&dir).expect("must succeed");
     }
 }

@@ -15,9 +15,16 @@ use super::cli::{self, StateFiles, unix};
 use super::keys;
 use super::request::{self, GrantRequest, IssueRequest};
 use super::rfc3339;
-use super::service::{TicketConfig, TicketService};
+use super::service::{StatusLoaded, TicketConfig, TicketService};
 use crate::auth::{Access, Authorizer, HandshakeRequest, RateLimits, Refusal};
 use crate::rest::{HttpRequest, HttpResponse, RestHandler};
+
+fn protocols(p: crate::auth::Protocol) -> Protocols {
+    match p {
+        crate::auth::Protocol::WebTransport => Protocols::WEBTRANSPORT,
+        _ => Protocols::WEBSOCKET,
+    }
+}
 
 /// Checks every handshake against the ticket service.
 pub struct TicketAuthorizer {
@@ -34,10 +41,13 @@ impl TicketAuthorizer {
 impl Authorizer for TicketAuthorizer {
     fn authorize(&self, req: &HandshakeRequest<'_>) -> Result<Box<dyn Access>, Refusal> {
         let now = unix(req.now);
-        match self
-            .service
-            .admit(req.token, req.peer, req.origin, Protocols::WEBSOCKET, now)
-        {
+        match self.service.admit(
+            req.token,
+            req.peer,
+            req.origin,
+            protocols(req.protocol),
+            now,
+        ) {
             Ok(ticket) => Ok(Box::new(TicketAccess {
                 ticket,
                 service: Arc::clone(&self.service),
@@ -119,6 +129,8 @@ impl RestHandler for TicketRest {
                     "status_records": st.status_records,
                     "status_capacity": s.config().status_capacity,
                     "cache_evicted": st.cache_evicted,
+                    "status_saved": st.status_saved,
+                    "status_save_failed": st.status_save_failed,
                 });
                 (200, json.to_string())
             }
@@ -148,8 +160,9 @@ impl RestHandler for TicketRest {
 /// Ticket options of `run`.
 #[derive(Debug, Clone, Default)]
 pub struct TicketOptions {
-    /// State directory (signing key, public key, master token); default
-    /// [`cli::default_state_dir`].
+    /// State directory (signing key, public key, master token, saved status records);
+    /// default [`cli::default_state_dir`]. A verifier-only relay keeps its status records
+    /// there too.
     pub state_dir: Option<PathBuf>,
     /// Check tickets with this public key only (a relay that cannot issue).
     pub public_key: Option<PathBuf>,
@@ -166,8 +179,9 @@ pub struct TicketSetup {
 }
 
 impl TicketSetup {
-    /// Loads (or, on a first run, creates) the key material.
-    pub fn load(opts: &TicketOptions) -> Result<Self, String> {
+    /// Loads (or, on a first run, creates) the key material, and the status records saved
+    /// in the state directory (`now`: wall clock, to drop expired ones).
+    pub fn load(opts: &TicketOptions, now: SystemTime) -> Result<Self, String> {
         let mut config = TicketConfig::default();
         if let Some(c) = opts.status_capacity {
             if c == 0 || c > super::MAX_STATUS_CAPACITY {
@@ -181,23 +195,65 @@ impl TicketSetup {
         if let Some(c) = opts.outbox_capacity {
             config.outbox_capacity = c;
         }
-        if let Some(pk) = &opts.public_key {
-            let public = keys::read_public_key(pk).map_err(|e| e.to_string())?;
-            return Ok(Self {
-                service: Arc::new(TicketService::verifier(public, config)),
-                state: None,
-            });
-        }
         let dir = opts
             .state_dir
             .clone()
             .unwrap_or_else(cli::default_state_dir);
-        let state = cli::ensure_state(&dir).map_err(|e| e.to_string())?;
-        let service = TicketService::issuer(state.signing.clone(), &state.master_token, config);
+        let (mut service, state) = if let Some(pk) = &opts.public_key {
+            let public = keys::read_public_key(pk).map_err(|e| e.to_string())?;
+            keys::create_private_dir(&dir).map_err(|e| e.to_string())?;
+            (TicketService::verifier(public, config), None)
+        } else {
+            let state = cli::ensure_state(&dir).map_err(|e| e.to_string())?;
+            let service = TicketService::issuer(state.signing.clone(), &state.master_token, config);
+            (service, Some(state))
+        };
+        let path = dir.join(super::persist::STATUS_FILE);
+        let loaded = service
+            .attach_status_file(&path, unix(now))
+            .map_err(|e| e.to_string())?;
+        if loaded != StatusLoaded::default() {
+            log::info!(
+                "ticket status: {} refresh/revoke records loaded from {} ({} expired, {} for another ticket key, {} over capacity dropped)",
+                loaded.applied,
+                path.display(),
+                loaded.expired,
+                loaded.other_key,
+                loaded.full
+            );
+        }
+        if loaded.other_key > 0 {
+            log::warn!(
+                "{}: {} records were signed with another ticket key and were dropped (tickets of that key are refused anyway)",
+                path.display(),
+                loaded.other_key
+            );
+        }
         Ok(Self {
             service: Arc::new(service),
-            state: Some(state),
+            state,
         })
+    }
+
+    /// Saves the status records to the state directory once a second when they changed
+    /// (records from the mesh; those made here are saved before the REST call answers).
+    /// Runs until the executor stops.
+    pub fn spawn_status_saver(&self, ex: &smol::LocalExecutor<'static>) {
+        let service = self.service();
+        ex.spawn(async move {
+            let mut tick = smol::Timer::interval(std::time::Duration::from_secs(1));
+            loop {
+                futures_lite::StreamExt::next(&mut tick).await;
+                // Failures are logged and counted by `save_status`, and retried next tick.
+                let _ = service.save_status(unix(crate::clock::wall_now()));
+            }
+        })
+        .detach();
+    }
+
+    /// Saves pending status changes now (at shutdown).
+    pub fn save_status_now(&self) {
+        let _ = self.service.save_status(unix(crate::clock::wall_now()));
     }
 
     /// The shared service.
@@ -256,6 +312,6 @@ impl TicketSetup {
                 request::sign(&req, id, now, defaults, &state.signing).map_err(|e| e.message)
             })
             .unwrap_or_else(|e| format!("<could not mint a dev ticket: {e}>"));
-        cli::first_run_banner(state, &addr.to_string(), &ticket, exe, now)
+        cli::first_run_banner(state, &addr.to_string(), &ticket, exe, now, defaults)
     }
 }

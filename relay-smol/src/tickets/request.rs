@@ -12,9 +12,13 @@ use serde_json::Value;
 
 use super::rfc3339;
 
-/// Ingress limit (client → relay) when a request does not set one, KB/s.
+/// Ingress limit (client → relay) when a request does not set one, KB/s. Deliberate: a
+/// ticket goes to an end user; 1,000 publishes/s of 1 KiB is far above ordinary app
+/// traffic, and one such publisher fanned out to 1,000 subscribers already asks for about
+/// one core's worth of deliveries (docs/tickets.md, "Rate limits").
 pub const DEFAULT_INGRESS_KB_PER_SEC: u32 = 1024;
-/// Egress limit (relay → client) when a request does not set one, KB/s.
+/// Egress limit (relay → client) when a request does not set one, KB/s: four publishers
+/// at the ingress default.
 pub const DEFAULT_EGRESS_KB_PER_SEC: u32 = 4096;
 /// Largest request body accepted by the token endpoints, bytes.
 pub const MAX_BODY_LEN: usize = 64 * 1024;
@@ -59,6 +63,14 @@ pub struct RequestError {
     /// What is wrong, naming the field.
     pub message: String,
 }
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for RequestError {}
 
 impl RequestError {
     pub(crate) fn bad(message: impl Into<String>) -> Self {

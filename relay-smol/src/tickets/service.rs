@@ -7,27 +7,26 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use fastpubsub_core::ticket::{
-    self, Applied, Malformed, Protocols, STATUS_RECORD_MAX_LEN, StatusRecord, StatusTable,
-    StatusTableFull, TicketBuf, TicketError, TicketStatus, limits,
+    self, Applied, HeapSlots, Malformed, Protocols, STATUS_RECORD_MAX_LEN, StatusRecord,
+    StatusTable, StatusTableFull, TicketBuf, TicketError, TicketStatus, limits,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha512};
 
 use super::cache::{self, Cached, VerifiedCache, VerifiedTicket};
+use super::persist::{self, PersistError};
 use super::request::{self, DEFAULT_EGRESS_KB_PER_SEC, DEFAULT_INGRESS_KB_PER_SEC, RequestError};
 use super::rfc3339;
 
-/// Status table shards (by first byte of the ticket id), each with its own lock.
-const SHARDS: usize = 16;
-/// Slots per shard (a power of two): 16 × 512 = 8192 records at most.
-const SHARD_SLOTS: usize = 512;
-/// The largest status capacity a relay can be configured with.
-pub const MAX_STATUS_CAPACITY: usize = SHARDS * SHARD_SLOTS;
+/// The largest status capacity a relay can be configured with (ticket ids with a live
+/// refresh or revocation; about 300 bytes each when used).
+pub const MAX_STATUS_CAPACITY: usize = 8192;
 
 /// Tunables of a [`TicketService`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +85,23 @@ pub struct TicketStats {
     pub cache_evicted: u64,
     /// Outgoing records dropped because the mesh did not drain the outbox (oldest first).
     pub outbox_dropped: u64,
+    /// Saves of the status file (see [`TicketService::attach_status_file`]).
+    pub status_saved: u64,
+    /// Failed saves of the status file (each is logged; retried on the next change).
+    pub status_save_failed: u64,
+}
+
+/// What [`TicketService::attach_status_file`] loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusLoaded {
+    /// Records applied.
+    pub applied: usize,
+    /// Records past their keep-until time, dropped.
+    pub expired: usize,
+    /// Records signed for another public key (the ticket key changed), dropped.
+    pub other_key: usize,
+    /// Records that did not fit the status table (it was made smaller), dropped.
+    pub full: usize,
 }
 
 struct Issuing {
@@ -97,7 +113,10 @@ struct Issuing {
 pub struct TicketService {
     public: VerifyingKey,
     issuing: Option<Issuing>,
-    shards: Vec<Mutex<StatusTable<SHARD_SLOTS>>>,
+    /// One table, one lock: its capacity is exactly the configured one (16 shards with a
+    /// share each refused records well below it when ids fell unevenly). Every operation
+    /// under the lock is one map lookup or insert.
+    status: Mutex<StatusTable<HeapSlots>>,
     cache: Mutex<VerifiedCache>,
     outbox: Mutex<VecDeque<Vec<u8>>>,
     outbox_dropped: AtomicU64,
@@ -106,6 +125,12 @@ pub struct TicketService {
     cache_hits: AtomicU64,
     refused: AtomicU64,
     status_full: AtomicU64,
+    /// Where the status table is saved; `None` keeps it in memory only.
+    status_file: Option<PathBuf>,
+    /// The table changed since the last save.
+    status_dirty: AtomicBool,
+    status_saved: AtomicU64,
+    status_save_failed: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -136,24 +161,90 @@ impl TicketService {
 
     fn build(public: VerifyingKey, issuing: Option<Issuing>, config: TicketConfig) -> Self {
         let cap = config.status_capacity.min(MAX_STATUS_CAPACITY);
-        let per_shard = cap.div_ceil(SHARDS);
         Self {
             public,
             issuing,
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(StatusTable::with_limit(per_shard)))
-                .collect(),
+            status: Mutex::new(StatusTable::with_limit(cap)),
             cache: Mutex::new(VerifiedCache::new(config.cache_valid, config.cache_refused)),
             outbox: Mutex::new(VecDeque::new()),
             outbox_dropped: AtomicU64::new(0),
             config: TicketConfig {
-                status_capacity: per_shard * SHARDS,
+                status_capacity: cap,
                 ..config
             },
             verified_cold: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             status_full: AtomicU64::new(0),
+            status_file: None,
+            status_dirty: AtomicBool::new(false),
+            status_saved: AtomicU64::new(0),
+            status_save_failed: AtomicU64::new(0),
+        }
+    }
+
+    /// Keeps the status table in `path` from now on: loads the records saved there (a
+    /// missing file is an empty table), and from then on every change is saved (at once
+    /// for a refresh or revoke made here, by [`Self::save_status`] for records from the
+    /// mesh). A damaged file is an error: the caller must not start without it (see
+    /// `persist`'s docs).
+    pub fn attach_status_file(
+        &mut self,
+        path: &Path,
+        now: u64,
+    ) -> Result<StatusLoaded, PersistError> {
+        let mut loaded = StatusLoaded::default();
+        if let Some(bytes) = persist::read(path)? {
+            let decoded =
+                persist::decode(&bytes, &self.public).map_err(|why| PersistError::Corrupt {
+                    path: path.to_owned(),
+                    why,
+                })?;
+            loaded.other_key = decoded.other_key;
+            let mut table = self.table();
+            for r in decoded.records {
+                match table.apply(r, now) {
+                    Ok(Applied::Stale) => loaded.expired += 1,
+                    Ok(_) => loaded.applied += 1,
+                    Err(_) => loaded.full += 1,
+                }
+            }
+        }
+        self.status_file = Some(path.to_owned());
+        // Rewrite at once when something was dropped, so the file matches the table.
+        if loaded.expired + loaded.other_key + loaded.full > 0 {
+            self.status_dirty.store(true, Ordering::Relaxed);
+            self.save_status(now)?;
+        }
+        Ok(loaded)
+    }
+
+    /// Saves the status table to its file if it changed since the last save (records past
+    /// their keep-until time are dropped first). `Ok(false)`: nothing to do (no file, or
+    /// no change). On failure the table stays marked changed, so the next call retries.
+    pub fn save_status(&self, now: u64) -> Result<bool, PersistError> {
+        let Some(path) = &self.status_file else {
+            return Ok(false);
+        };
+        if !self.status_dirty.swap(false, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let bytes = {
+            let mut table = self.table();
+            table.prune(now);
+            persist::encode(&self.public, table.records())
+        };
+        match persist::write_atomic(path, &bytes) {
+            Ok(()) => {
+                self.status_saved.fetch_add(1, Ordering::Relaxed);
+                Ok(true)
+            }
+            Err(e) => {
+                self.status_dirty.store(true, Ordering::Release);
+                self.status_save_failed.fetch_add(1, Ordering::Relaxed);
+                log::warn!("{e}");
+                Err(e)
+            }
         }
     }
 
@@ -162,7 +253,7 @@ impl TicketService {
         &self.public
     }
 
-    /// The configuration in force (status capacity rounded to the shards).
+    /// The configuration in force (status capacity at most [`MAX_STATUS_CAPACITY`]).
     pub fn config(&self) -> &TicketConfig {
         &self.config
     }
@@ -172,10 +263,8 @@ impl TicketService {
         self.issuing.is_some()
     }
 
-    fn shard(&self, ticket_id: &[u8; 16]) -> MutexGuard<'_, StatusTable<SHARD_SLOTS>> {
-        let i = usize::from(ticket_id[0]) % SHARDS;
-        // `shards` has SHARDS entries by construction.
-        lock(&self.shards[i])
+    fn table(&self) -> MutexGuard<'_, StatusTable<HeapSlots>> {
+        lock(&self.status)
     }
 
     /// Counters.
@@ -186,9 +275,11 @@ impl TicketService {
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             status_full: self.status_full.load(Ordering::Relaxed),
-            status_records: self.shards.iter().map(|s| lock(s).len()).sum(),
+            status_records: self.table().len(),
             cache_evicted: c.evicted,
             outbox_dropped: self.outbox_dropped.load(Ordering::Relaxed),
+            status_saved: self.status_saved.load(Ordering::Relaxed),
+            status_save_failed: self.status_save_failed.load(Ordering::Relaxed),
         }
     }
 
@@ -224,9 +315,9 @@ impl TicketService {
     }
 
     /// Is a verified ticket still usable at `now` (revoked, refreshed, expired)? Returns the
-    /// effective expiry. Cheap: one shard lock and a hash lookup.
+    /// effective expiry. Cheap: one lock and a map lookup.
     pub fn check_live(&self, t: &VerifiedTicket, now: u64) -> Result<u64, TicketError> {
-        self.shard(t.ticket_id())
+        self.table()
             .check_parts(t.ticket_id(), t.issued_at(), t.expires_at(), now)
     }
 
@@ -385,7 +476,7 @@ impl TicketService {
             }
         };
         let id = *claims.ticket_id();
-        let current = match self.shard(&id).check(&claims, now) {
+        let current = match self.table().check(&claims, now) {
             Ok(exp) => exp,
             Err(TicketError::Revoked) => {
                 return text(409, "token was revoked; it cannot be refreshed");
@@ -407,6 +498,12 @@ impl TicketService {
         };
         if let Err(e) = self.apply_local(record, now) {
             return text(503, e.to_string());
+        }
+        if let Err(e) = self.save_status(now) {
+            return text(
+                500,
+                format!("token refreshed on this relay, but not saved for a restart: {e}"),
+            );
         }
         log::info!(
             "refreshed ticket {}: expiry {} -> {}",
@@ -439,7 +536,7 @@ impl TicketService {
             Err(e) => return text(400, format!("token: {e}")),
         };
         let id = *t.ticket_id();
-        let latest = match self.shard(&id).status(&id) {
+        let latest = match self.table().status(&id) {
             TicketStatus::Revoked => {
                 return (
                     200,
@@ -462,19 +559,29 @@ impl TicketService {
         if let Err(e) = self.apply_local(record, now) {
             return text(503, e.to_string());
         }
+        if let Err(e) = self.save_status(now) {
+            return text(
+                500,
+                format!("token revoked on this relay, but not saved for a restart: {e}"),
+            );
+        }
         log::info!("revoked ticket {}", super::keys::to_hex(&id));
         (200, json!({ "message": "token revoked" }).to_string())
     }
 
     /// Applies a status record (ours or a peer's, already verified).
     pub fn apply(&self, record: StatusRecord, now: u64) -> Result<Applied, StatusTableFull> {
-        let out = self.shard(record.ticket_id()).apply(record, now);
-        if out.is_err() {
-            self.status_full.fetch_add(1, Ordering::Relaxed);
+        let out = self.table().apply(record, now);
+        match out {
+            Ok(Applied::Added | Applied::Updated) => {
+                self.status_dirty.store(true, Ordering::Release);
+            }
+            Ok(_) => {}
+            Err(_) => {
+                self.status_full.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        out.map_err(|_| StatusTableFull {
-            capacity: self.config.status_capacity,
-        })
+        out
     }
 
     /// Applies a record made here and queues its encoding for the mesh.
@@ -512,15 +619,13 @@ impl TicketService {
     pub fn snapshot(&self, now: u64, max: usize) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let mut buf = [0u8; STATUS_RECORD_MAX_LEN];
-        for shard in &self.shards {
-            let table = lock(shard);
-            for r in table.records().filter(|r| r.keep_until() > now) {
-                if out.len() >= max {
-                    return out;
-                }
-                if let Some(bytes) = r.encode(&mut buf) {
-                    out.push(bytes.to_vec());
-                }
+        let table = self.table();
+        for r in table.records().filter(|r| r.keep_until() > now) {
+            if out.len() >= max {
+                break;
+            }
+            if let Some(bytes) = r.encode(&mut buf) {
+                out.push(bytes.to_vec());
             }
         }
         out
@@ -535,7 +640,11 @@ impl TicketService {
 
     /// Drops status records past their keep-until time; returns how many.
     pub fn prune(&self, now: u64) -> usize {
-        self.shards.iter().map(|s| lock(s).prune(now)).sum()
+        let n = self.table().prune(now);
+        if n > 0 {
+            self.status_dirty.store(true, Ordering::Release);
+        }
+        n
     }
 }
 
@@ -547,3 +656,14 @@ pub enum RemoteRecordError {
     /// The status table is full (capacity).
     Full(StatusTableFull),
 }
+
+impl std::fmt::Display for RemoteRecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bad(e) => write!(f, "refused a peer's ticket status record: {e}"),
+            Self::Full(e) => write!(f, "could not apply a peer's ticket status record: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RemoteRecordError {}

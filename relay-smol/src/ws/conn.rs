@@ -3,8 +3,27 @@
 //! handles client frames.
 //!
 //! Memory per idle connection is small on purpose: reads go into one buffer shared by all
-//! connections of the executor; only the bytes of an incomplete frame are kept per
-//! connection, and only until the frame completes.
+//! connections of the executor; only the bytes of an incomplete frame (or of frames read but
+//! not handled yet, see below) are kept per connection, counted against its budget
+//! ([`Broker::set_in_held`]), and only until they are handled.
+//!
+//! # When a connection does not read
+//!
+//! Reading is gated in exactly one place, [`Broker::read_stop`], asked before every read and
+//! after every frame handled. Its answer is a [`ReadStop`](crate::broker::ReadStop) reason or
+//! "read on":
+//!
+//! - `ReadStop::OwnBacklog`: the connection's outbound queue is at
+//!   `Limits::read_stop_bytes` (the client is not reading what we send). Its requests would
+//!   only queue more replies (PONG, OK:, ERR:, WebSocket Pongs), so we take none until the
+//!   socket drains; TCP pushes back on the client. Nobody else is slowed: this connection's
+//!   task just does not run its reads. If it stays blocked for the slow-consumer grace, the
+//!   broker closes it (`ERR:slow_consumer`).
+//! - (Add further reasons there, e.g. the relay being behind, and they apply here unchanged.)
+//!
+//! Besides the gate, every turn of the task is bounded ([`TURN_BYTES`] read and [`TURN_WORK`]
+//! frames + deliveries); then it yields to the other tasks with its remaining input kept in
+//! `pending_in`, so one busy connection cannot hold the thread.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -13,14 +32,15 @@ use std::task::{Context, Poll};
 
 use fastpubsub_core::frame::{Command, FrameError, Publish, Reply};
 
+use crate::broker::limiter::{Command as Limited, RefusalReply, Verdict};
 use crate::broker::{Broker, ConnId, PubError, SubError};
 use crate::clock;
-use crate::limits::Limits;
-use crate::ws::codec::{self, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT};
+use crate::limits::{Limits, TURN_BYTES, TURN_WORK};
 use crate::ws::transport::Transport;
+use crate::wsframe::{self, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT};
 
-/// Reads handled per poll before yielding to other tasks (fairness).
-const READ_BUDGET: usize = 4;
+/// Smallest read worth a syscall when the turn has little budget left.
+const MIN_READ: usize = 4096;
 
 /// State shared by all connections of one relay (single-threaded).
 pub struct Shared {
@@ -38,18 +58,55 @@ enum End {
     Drop,
 }
 
-struct Driver {
+/// The read gate's answer after a frame.
+enum Gate {
+    /// Handle the next frame.
+    Go,
+    /// Stop reading and parsing until the gate opens ([`Broker::read_stop`]).
+    Stop,
+    /// The connection is closing: discard the rest of the input.
+    Closing,
+}
+
+/// What one turn of the task may still do.
+#[derive(Default)]
+struct Turn {
+    bytes: usize,
+    work: usize,
+}
+
+impl Turn {
+    fn spent(&self) -> bool {
+        self.bytes >= TURN_BYTES || self.work >= TURN_WORK
+    }
+}
+
+/// Whether handling input went through all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parsed {
+    /// Every complete frame was handled.
+    All,
+    /// Stopped early (turn budget or read stop): complete frames may wait in `pending_in`.
+    Stopped,
+}
+
+struct ConnTask {
     id: ConnId,
     io: Transport,
     shared: Rc<Shared>,
-    /// Bytes of an incomplete client frame (allocated only while one is pending).
+    /// Input read but not handled yet: an incomplete frame, and after [`Parsed::Stopped`] also
+    /// complete frames. Allocated only while non-empty, with exact capacity.
     pending_in: Vec<u8>,
+    /// `pending_in` may hold complete frames: handle them before reading more.
+    in_ready: bool,
     /// Bytes of an oversize frame still to discard.
     skip: u64,
     /// Fragmented message being assembled: opcode and bytes.
     msg_op: Option<u8>,
     msg: Vec<u8>,
     msg_discard: bool,
+    /// Work units (connections a publish was queued to) of the frame being handled.
+    work: usize,
     /// We sent FIN after our final frames.
     fin_sent: bool,
     /// The client sent a Close frame: drop as soon as our answer is flushed.
@@ -61,33 +118,35 @@ struct Driver {
 
 /// Runs the connection until it ends; unregisters it from the broker.
 pub async fn run(io: Transport, id: ConnId, shared: Rc<Shared>, initial: Vec<u8>) {
-    let mut d = Driver {
+    let mut d = ConnTask {
         id,
         io,
         shared: shared.clone(),
         pending_in: Vec::new(),
+        in_ready: false,
         skip: 0,
         msg_op: None,
         msg: Vec::new(),
         msg_discard: false,
+        work: 0,
         fin_sent: false,
         peer_closed: false,
         read_hot: true,
     };
-    let mut ok = true;
     if !initial.is_empty() {
-        let mut data = initial;
-        ok = d.process(&mut data).is_ok();
+        // Bytes that came with the handshake: handled in the first turn.
+        d.pending_in = initial;
+        d.in_ready = true;
+        d.report_in_held();
     }
-    if ok {
-        poll_fn(|cx| d.poll(cx)).await;
-    }
+    poll_fn(|cx| d.poll(cx)).await;
     shared.broker.borrow_mut().unregister(id);
 }
 
-impl Driver {
+impl ConnTask {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        for _ in 0..READ_BUDGET {
+        let mut turn = Turn::default();
+        loop {
             let (flushed, closing) = match self.flush(cx) {
                 Ok(v) => v,
                 Err(End::Drop) => return Poll::Ready(()),
@@ -99,6 +158,25 @@ impl Driver {
                 self.io.shutdown_write();
                 self.fin_sent = true;
             }
+            if turn.spent() {
+                self.broker().note_turn_yield();
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if !closing {
+                if self.broker().read_stop(self.id).is_some() {
+                    // The flush above registered for writability: we run again when the
+                    // socket takes bytes.
+                    return Poll::Pending;
+                }
+                if self.in_ready {
+                    self.shared.broker.borrow_mut().set_now(clock::now());
+                    if self.handle_pending(&mut turn).is_err() {
+                        return Poll::Ready(());
+                    }
+                    continue;
+                }
+            }
             if !self.read_hot {
                 match self.io.poll_read_ready(cx) {
                     Poll::Pending => return Poll::Pending,
@@ -106,28 +184,30 @@ impl Driver {
                     Poll::Ready(Ok(())) => self.read_hot = true,
                 }
             }
-            {
-                let shared = self.shared.clone();
-                let mut scratch = shared.scratch.borrow_mut();
-                let n = match self.io.poll_read(cx, &mut scratch[..]) {
-                    Poll::Pending => {
-                        self.read_hot = false;
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
-                    Poll::Ready(Ok(n)) => n,
-                };
-                if !closing {
-                    shared.broker.borrow_mut().set_now(clock::now());
-                    let data = scratch.get_mut(..n).unwrap_or(&mut []);
-                    if self.process(data).is_err() {
-                        return Poll::Ready(());
-                    }
+            let shared = self.shared.clone();
+            let mut scratch = shared.scratch.borrow_mut();
+            let want = TURN_BYTES
+                .saturating_sub(turn.bytes)
+                .max(MIN_READ)
+                .min(scratch.len());
+            let buf = scratch.get_mut(..want).unwrap_or(&mut []);
+            let n = match self.io.poll_read(cx, buf) {
+                Poll::Pending => {
+                    self.read_hot = false;
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(n)) => n,
+            };
+            turn.bytes += n;
+            if !closing {
+                shared.broker.borrow_mut().set_now(clock::now());
+                let data = buf.get_mut(..n).unwrap_or(&mut []);
+                if self.process(data, &mut turn).is_err() {
+                    return Poll::Ready(());
                 }
             }
         }
-        cx.waker().wake_by_ref();
-        Poll::Pending
     }
 
     /// Writes the queue. Returns (queue empty and flushed, connection closing).
@@ -159,7 +239,7 @@ impl Driver {
     }
 
     /// Handles freshly read bytes.
-    fn process(&mut self, mut data: &mut [u8]) -> Result<(), End> {
+    fn process(&mut self, mut data: &mut [u8], turn: &mut Turn) -> Result<(), End> {
         if self.skip > 0 {
             let k = usize::try_from(self.skip)
                 .unwrap_or(usize::MAX)
@@ -171,36 +251,59 @@ impl Driver {
             return Ok(());
         }
         if self.pending_in.is_empty() {
-            let used = self.parse_frames(data)?;
+            let (used, parsed) = self.parse_frames(data, turn)?;
             if let Some(rest) = data.get(used..)
                 && !rest.is_empty()
             {
-                self.pending_in.extend_from_slice(rest);
+                self.pending_in = rest.to_vec();
             }
+            self.in_ready = parsed == Parsed::Stopped && !self.pending_in.is_empty();
         } else {
-            let mut buf = std::mem::take(&mut self.pending_in);
-            buf.extend_from_slice(data);
-            let used = self.parse_frames(&mut buf)?;
-            buf.drain(..used.min(buf.len()));
-            // Keep the allocation only while a frame is incomplete.
-            self.pending_in = if buf.is_empty() { Vec::new() } else { buf };
+            self.pending_in.reserve_exact(data.len());
+            self.pending_in.extend_from_slice(data);
+            self.handle_pending(turn)?;
         }
+        self.report_in_held();
         Ok(())
     }
 
-    /// Parses and handles every complete frame in `buf`; returns the bytes consumed.
-    fn parse_frames(&mut self, buf: &mut [u8]) -> Result<usize, End> {
+    /// Handles what waits in `pending_in`, as far as the turn and the read gate allow.
+    fn handle_pending(&mut self, turn: &mut Turn) -> Result<(), End> {
+        let mut buf = std::mem::take(&mut self.pending_in);
+        let (used, parsed) = self.parse_frames(&mut buf, turn)?;
+        buf.drain(..used.min(buf.len()));
+        // Keep the allocation only while input waits, and not much larger than it.
+        if buf.is_empty() {
+            buf = Vec::new();
+        } else if buf.capacity() > 2 * buf.len() + MIN_READ {
+            buf.shrink_to_fit();
+        }
+        self.pending_in = buf;
+        self.in_ready = parsed == Parsed::Stopped && !self.pending_in.is_empty();
+        self.report_in_held();
+        Ok(())
+    }
+
+    /// Tells the broker how many bytes of input this connection holds (its budget counts them).
+    fn report_in_held(&self) {
+        let held = self.pending_in.capacity() + self.msg.capacity();
+        self.broker().set_in_held(self.id, held);
+    }
+
+    /// Parses and handles complete frames in `buf` until the input ends, the turn budget is
+    /// spent or the read gate closes; returns the bytes consumed.
+    fn parse_frames(&mut self, buf: &mut [u8], turn: &mut Turn) -> Result<(usize, Parsed), End> {
         let max = self.shared.limits.max_frame_len;
         let mut pos = 0;
         while pos < buf.len() {
             let rest = buf.get_mut(pos..).unwrap_or(&mut []);
-            let h = match codec::parse_header(rest) {
+            let h = match wsframe::parse_header(rest) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => {
                     let why = format!("WebSocket protocol error: {e}");
                     self.broker().close(self.id, 1002, &why, None, false);
-                    return Ok(buf.len());
+                    return Ok((buf.len(), Parsed::All));
                 }
             };
             let is_data = matches!(h.opcode, OP_TEXT | OP_BINARY | OP_CONT);
@@ -235,6 +338,7 @@ impl Driver {
                         self.msg_op = None;
                     }
                 }
+                turn.work += 1;
                 continue;
             }
             let plen = h.payload_len as usize;
@@ -243,24 +347,37 @@ impl Driver {
                 break;
             }
             let payload = rest.get_mut(h.header_len..total).unwrap_or(&mut []);
-            codec::unmask(payload, h.mask, 0);
+            wsframe::unmask(payload, h.mask, 0);
+            self.work = 0;
             self.on_frame(h.opcode, h.fin, payload)?;
             pos += total;
-            if self.broker_closing() {
-                return Ok(buf.len());
+            turn.work += 1 + self.work;
+            match self.gate() {
+                Gate::Closing => return Ok((buf.len(), Parsed::All)),
+                Gate::Stop => return Ok((pos, Parsed::Stopped)),
+                Gate::Go if turn.spent() && pos < buf.len() => {
+                    return Ok((pos, Parsed::Stopped));
+                }
+                Gate::Go => {}
             }
         }
-        Ok(pos)
+        Ok((pos, Parsed::All))
+    }
+
+    /// After a frame: go on, stop reading for now, or discard the rest (closing)?
+    fn gate(&self) -> Gate {
+        let mut b = self.broker();
+        if b.conn_mut(self.id).is_none_or(|c| c.is_closing()) {
+            return Gate::Closing;
+        }
+        match b.read_stop(self.id) {
+            Some(_) => Gate::Stop,
+            None => Gate::Go,
+        }
     }
 
     fn broker(&self) -> std::cell::RefMut<'_, Broker> {
         self.shared.broker.borrow_mut()
-    }
-
-    fn broker_closing(&self) -> bool {
-        self.broker()
-            .conn_mut(self.id)
-            .is_none_or(|c| c.is_closing())
     }
 
     fn on_frame(&mut self, opcode: u8, fin: bool, payload: &[u8]) -> Result<(), End> {
@@ -275,7 +392,7 @@ impl Driver {
                 } else {
                     self.msg_op = Some(opcode);
                     self.msg_discard = false;
-                    self.msg.extend_from_slice(payload);
+                    self.append_fragment(payload);
                     Ok(())
                 }
             }
@@ -285,7 +402,7 @@ impl Driver {
                     return Ok(());
                 };
                 if !self.msg_discard {
-                    self.msg.extend_from_slice(payload);
+                    self.append_fragment(payload);
                 }
                 if fin {
                     let msg = std::mem::take(&mut self.msg);
@@ -299,7 +416,21 @@ impl Driver {
                 Ok(())
             }
             OP_PING => {
-                self.broker().send_control(self.id, codec::OP_PONG, payload);
+                let mut b = self.broker();
+                match b.check_command(self.id, Limited::Ping) {
+                    Verdict::Allow => b.send_control(self.id, OP_PONG, payload),
+                    Verdict::Refuse => {
+                        let why = self.rate_why("WebSocket Pings and PINGs", Limited::Ping);
+                        b.send_reply(
+                            self.id,
+                            &Reply::Err {
+                                reason: "rate_limited",
+                                parts: &["PING_FRAME", &why],
+                            },
+                        );
+                    }
+                    Verdict::Close => {}
+                }
                 Ok(())
             }
             OP_PONG => Ok(()),
@@ -319,6 +450,33 @@ impl Driver {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Adds a fragment to the message being assembled; the capacity doubles only up to the
+    /// frame limit (the message can never be larger).
+    fn append_fragment(&mut self, payload: &[u8]) {
+        let need = self.msg.len() + payload.len();
+        if need > self.msg.capacity() {
+            let target = (self.msg.capacity() * 2)
+                .max(256)
+                .min(self.shared.limits.max_frame_len)
+                .max(need);
+            self.msg.reserve_exact(target - self.msg.len());
+        }
+        self.msg.extend_from_slice(payload);
+    }
+
+    /// The text of an `ERR:rate_limited` answer: what was limited and at which rate.
+    fn rate_why(&self, what: &str, cmd: Limited) -> String {
+        let l = &self.shared.limits;
+        let r = match cmd {
+            Limited::Subscription => l.sub_rate,
+            _ => l.ping_rate,
+        };
+        format!(
+            "more than {} {what} per second (bursts of {}) on this connection; slow down",
+            r.per_sec, r.burst
+        )
     }
 
     fn protocol_close(&mut self, why: &str) {
@@ -371,13 +529,7 @@ impl Driver {
                     match bytes.get(..cut).map(Publish::new_checked) {
                         Some(Ok(p)) => {
                             let parts = ["PUB", p.tenant(), p.channel(), why.as_str()];
-                            self.broker().send_reply(
-                                self.id,
-                                &Reply::Err {
-                                    reason: e.reason(),
-                                    parts: &parts,
-                                },
-                            );
+                            self.answer_refused_publish(e.reason(), &parts, true);
                             Ok(())
                         }
                         _ => self.refuse_bad(e.reason(), &why),
@@ -390,6 +542,37 @@ impl Driver {
 
     fn on_command(&mut self, cmd: Command<'_>) -> Result<(), End> {
         let id = self.id;
+        let (limited, verb, tenant, pattern) = match cmd {
+            Command::Ping => (Limited::Ping, "PING", "", ""),
+            Command::Sub { tenant, pattern } => (Limited::Subscription, "SUB", tenant, pattern),
+            Command::Unsub { tenant, pattern } => (Limited::Subscription, "UNSUB", tenant, pattern),
+            _ => return Ok(()),
+        };
+        let verdict = self.broker().check_command(id, limited);
+        match verdict {
+            Verdict::Allow => {}
+            Verdict::Refuse => {
+                let why = match limited {
+                    Limited::Subscription => self.rate_why("SUB/UNSUB", limited),
+                    _ => self.rate_why("PINGs and WebSocket Pings", limited),
+                };
+                let parts_full = [verb, tenant, pattern, why.as_str()];
+                let parts = if tenant.is_empty() {
+                    &[verb, why.as_str()][..]
+                } else {
+                    &parts_full[..]
+                };
+                self.broker().send_reply(
+                    id,
+                    &Reply::Err {
+                        reason: "rate_limited",
+                        parts,
+                    },
+                );
+                return Ok(());
+            }
+            Verdict::Close => return Ok(()),
+        }
         let mut b = self.broker();
         match cmd {
             Command::Ping => b.send_reply(id, &Reply::Pong),
@@ -398,6 +581,7 @@ impl Driver {
                 Err(e) => {
                     let (reason, why) = match e {
                         SubError::InvalidPattern(pe) => ("invalid_pattern", pe.to_string()),
+                        SubError::TooComplex(e) => ("pattern_too_complex", e.to_string()),
                         SubError::PermissionDenied => ("permission_denied", String::new()),
                         SubError::TooManyForConnection(n) => (
                             "too_many_subscriptions",
@@ -430,25 +614,57 @@ impl Driver {
 
     fn on_publish(&mut self, p: &Publish<'_>) -> Result<(), End> {
         let id = self.id;
-        let mut b = self.broker();
-        if let Err(e) = b.publish(id, p.tenant(), p.channel(), p.payload(), p.mode()) {
-            let (reason, why) = match e {
-                PubError::InvalidChannel(pe) => ("invalid_channel", pe.to_string()),
-                PubError::PermissionDenied => ("permission_denied", String::new()),
-                PubError::RateLimited(rate) => (
-                    "rate_limited",
-                    format!("over this connection's ingress limit of {rate} bytes/s"),
-                ),
-            };
-            let parts_full = ["PUB", p.tenant(), p.channel(), why.as_str()];
-            let parts = if why.is_empty() {
-                &parts_full[..3]
-            } else {
-                &parts_full[..]
-            };
-            b.send_reply(id, &Reply::Err { reason, parts });
-        }
+        let result = self
+            .broker()
+            .publish(id, p.tenant(), p.channel(), p.payload(), p.mode());
+        let e = match result {
+            Ok(n) => {
+                self.work = n;
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let (reason, why, strike) = match e {
+            PubError::InvalidChannel(pe) => ("invalid_channel", pe.to_string(), true),
+            PubError::PermissionDenied => ("permission_denied", String::new(), true),
+            PubError::RateLimited(rate) => (
+                "rate_limited",
+                format!("over this connection's ingress limit of {rate} bytes/s"),
+                false,
+            ),
+        };
+        let parts_full = ["PUB", p.tenant(), p.channel(), why.as_str()];
+        let parts = if why.is_empty() {
+            &parts_full[..3]
+        } else {
+            &parts_full[..]
+        };
+        self.answer_refused_publish(reason, parts, strike);
         Ok(())
+    }
+
+    /// Answers a refused publish with `ERR:<reason>:<parts>` while the connection's
+    /// refusal-reply rate allows (see `broker::limiter`).
+    fn answer_refused_publish(&mut self, reason: &str, parts: &[&str], strike: bool) {
+        let mut b = self.broker();
+        match b.publish_refused(self.id, strike) {
+            RefusalReply::Answer => b.send_reply(self.id, &Reply::Err { reason, parts }),
+            RefusalReply::Notice => {
+                let r = self.shared.limits.refusal_reply_rate;
+                let why = format!(
+                    "more than {} refused publishes per second (bursts of {}) on this connection; further refusals are counted but not answered until the rate drops",
+                    r.per_sec, r.burst
+                );
+                b.send_reply(
+                    self.id,
+                    &Reply::Err {
+                        reason: "rate_limited",
+                        parts: &["PUB_REFUSALS", &why],
+                    },
+                );
+            }
+            RefusalReply::Silent | RefusalReply::Close => {}
+        }
     }
 }
 

@@ -16,7 +16,55 @@ pub enum ReadError {
     Respond(HttpResponse),
 }
 
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Closed => f.write_str("the peer closed before sending a full request"),
+            Self::Respond(r) => write!(
+                f,
+                "request refused with {}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
 const MAX_HEADERS: usize = 48;
+
+/// Parses the request head at the start of `buf` (what [`read_request`] has read so far):
+/// `Ok(None)` when more bytes are needed, else the request (without its body), the head's
+/// length and the body's length. Pure, so it can be fuzzed without a socket.
+pub fn parse_head(
+    buf: &[u8],
+    peer: SocketAddr,
+    limits: &Limits,
+) -> Result<Option<(HttpRequest, usize, usize)>, ReadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(head_len)) => {
+            let req = to_request(&parsed, peer)?;
+            let body_len = body_length(&req, limits)?;
+            Ok(Some((req, head_len, body_len)))
+        }
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > limits.max_http_head {
+                return Err(ReadError::Respond(HttpResponse::text(
+                    431,
+                    format!("request head larger than {} bytes", limits.max_http_head),
+                )));
+            }
+            Ok(None)
+        }
+        Err(e) => Err(ReadError::Respond(HttpResponse::text(
+            400,
+            format!("malformed HTTP request: {e}"),
+        ))),
+    }
+}
 
 /// Reads one request. Returns it with any bytes that followed it on the wire.
 pub async fn read_request(
@@ -32,28 +80,8 @@ pub async fn read_request(
             return Err(ReadError::Closed);
         }
         buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut headers);
-        match parsed.parse(&buf) {
-            Ok(httparse::Status::Complete(head_len)) => {
-                let req = to_request(&parsed, peer)?;
-                let body_len = body_length(&req, limits)?;
-                break (req, head_len, body_len);
-            }
-            Ok(httparse::Status::Partial) => {
-                if buf.len() > limits.max_http_head {
-                    return Err(ReadError::Respond(HttpResponse::text(
-                        431,
-                        format!("request head larger than {} bytes", limits.max_http_head),
-                    )));
-                }
-            }
-            Err(e) => {
-                return Err(ReadError::Respond(HttpResponse::text(
-                    400,
-                    format!("malformed HTTP request: {e}"),
-                )));
-            }
+        if let Some(head) = parse_head(&buf, peer, limits)? {
+            break head;
         }
     };
     while buf.len() < head_len + body_len {

@@ -6,7 +6,6 @@
 //!
 //! Use [`Relay::bind`] then [`Relay::run`] (see `cli::run` for the full wiring with signals).
 
-pub mod codec;
 pub mod conn;
 pub mod http;
 pub mod transport;
@@ -33,8 +32,8 @@ use conn::Shared;
 use http::ReadError;
 use transport::Transport;
 
-/// Size of the read buffer shared by all connections.
-const SCRATCH_LEN: usize = 128 * 1024;
+/// Size of the read buffer shared by all connections: one turn's reads.
+const SCRATCH_LEN: usize = crate::limits::TURN_BYTES;
 
 /// The subprotocol of the client contract.
 pub const SUBPROTOCOL: &str = "llps.v1";
@@ -94,6 +93,11 @@ impl Relay {
     /// The broker, for the mesh (install a `MeshHook`, call `deliver_from_mesh`).
     pub fn broker(&self) -> Rc<RefCell<Broker>> {
         self.shared.broker.clone()
+    }
+
+    /// The handshake authorizer (the WebTransport edge checks its sessions with it too).
+    pub fn authorizer(&self) -> Rc<dyn Authorizer> {
+        self.auth.clone()
     }
 
     /// Adds a REST handler (e.g. the token endpoints).
@@ -300,6 +304,7 @@ async fn upgrade(mut io: Transport, req: HttpRequest, ctx: Rc<Ctx>) -> Option<(T
         peer: req.peer.ip(),
         origin: req.header("origin"),
         now: clock::wall_now(),
+        protocol: crate::auth::Protocol::WebSocket,
     };
     let access = match ctx.auth.authorize(&hs) {
         Ok(a) => a,

@@ -8,7 +8,6 @@ use bytes::Bytes;
 use fastpubsub_core::mesh::{self, Data, Message};
 use fastpubsub_core::route::RelayId;
 
-use super::peers::relay_id;
 use super::{MeshEvent, MeshNode, Publish, TransmitKind};
 use crate::mesh::forward::{self, Choice};
 
@@ -19,7 +18,7 @@ impl MeshNode {
         let remote: Vec<RelayId> = self
             .interest
             .remote_matches(p.tenant, p.channel)
-            .map(relay_id)
+            .map(RelayId::from_name)
             .filter(|id| route.next_hop(*id).is_some())
             .collect();
         let metric_to = |id: RelayId| route.route(id).map_or(u32::MAX, |r| r.metric.as_us());

@@ -12,7 +12,6 @@ use fastpubsub_core::mesh::{
     self, InterestChange, InterestEntry, InterestSnapshot, InterestSnapshotRequest, InterestUpdate,
     MAX_SNAPSHOT_ENTRIES, Message,
 };
-use fastpubsub_core::route::RelayId;
 
 use super::{MeshNode, TransmitKind};
 use crate::mesh::announce::Verdict;
@@ -317,7 +316,7 @@ impl MeshNode {
         let applied = self
             .announce_hook
             .as_mut()
-            .map(|h| h.apply_remote(a.origin, a.body, &|id| names.get(&RelayId(id)).cloned()));
+            .map(|h| h.apply_remote(a.origin, a.body, &|id| names.get(&id).cloned()));
         if applied == Some(AnnounceApplied::Bad) {
             self.announce.note_hook_refused();
         }

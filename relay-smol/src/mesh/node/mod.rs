@@ -34,7 +34,6 @@ use fastpubsub_core::route::{self, RelayId, RouteTable, Seqno};
 use rustls_pki_types::CertificateDer;
 
 pub use output::{MeshEvent, MeshTransmit, Refused, TransmitKind};
-pub use peers::relay_id;
 
 use super::announce::AnnounceTable;
 use super::config::MeshConfig;
@@ -50,7 +49,7 @@ use super::time::MS;
 use output::Outputs;
 use peers::{Link, PeerRec};
 
-type RT = RouteTable<ROUTE_DESTS, ROUTE_NEIGHBOURS>;
+type RT = RouteTable;
 
 /// Checks that a peer's certificate is valid for a relay name (the QUIC wiring passes
 /// `crate::quic::tls::cert_is_valid_for`; the harness its own stand-in).
@@ -189,12 +188,17 @@ impl MeshNode {
         if !mesh::valid_relay_name(&cfg.name) {
             return Err(NodeError::BadName(cfg.name.clone()));
         }
-        let me = relay_id(&cfg.name);
+        let me = RelayId::from_name(&cfg.name);
         let secs = env.unix_ms / 1000;
         let epoch = secs as u32;
         let now = env.now_us;
+        let route_cfg = route::RouteConfig {
+            max_destinations: ROUTE_DESTS,
+            max_neighbours: ROUTE_NEIGHBOURS,
+            ..cfg.route
+        };
         let route =
-            Box::new(RT::new(me, Seqno(secs as u16), cfg.route, now).map_err(NodeError::Route)?);
+            Box::new(RT::new(me, Seqno(secs as u16), route_cfg, now).map_err(NodeError::Route)?);
         let mut rng = fastrand::Rng::with_seed(env.seed);
         let mut peers = BTreeMap::new();
         let mut names = BTreeMap::new();
@@ -203,7 +207,7 @@ impl MeshNode {
             if s.name == cfg.name {
                 continue;
             }
-            let id = relay_id(&s.name);
+            let id = RelayId::from_name(&s.name);
             names.insert(id, s.name.clone());
             peers.insert(s.name.clone(), PeerRec::seed(id, s.addr, now));
         }
@@ -257,7 +261,7 @@ impl MeshNode {
     }
 
     /// The route table (read-only: next hops and metrics, for tests and the harness).
-    pub fn routes(&self) -> &RouteTable<ROUTE_DESTS, ROUTE_NEIGHBOURS> {
+    pub fn routes(&self) -> &RouteTable {
         &self.route
     }
 
@@ -402,7 +406,7 @@ impl MeshNode {
         if self.interest.poll_timeout().is_some_and(|t| t <= now) {
             let route = &self.route;
             self.interest
-                .handle_timeout(now, |o| route.next_hop(relay_id(o)).is_some());
+                .handle_timeout(now, |o| route.next_hop(RelayId::from_name(o)).is_some());
         }
         if now >= self.next_eviction {
             self.next_eviction = now + super::time::SEC;

@@ -28,17 +28,6 @@ use crate::mesh::neighbours::{NeighbourAction, PeerView};
 use crate::mesh::probe::LinkProbe;
 use crate::mesh::time::jittered;
 
-/// The relay's own 16-bit id for a name (FNV-1a folded); collisions are detected and
-/// refused at link time.
-pub fn relay_id(name: &str) -> RelayId {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in name.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    RelayId(((h >> 16) ^ (h & 0xffff)) as u16)
-}
-
 /// One link (one QUIC connection), from its handshake on.
 pub(super) struct Link {
     pub(super) side: LinkSide,
@@ -249,7 +238,7 @@ impl MeshNode {
             );
             return;
         }
-        let id = relay_id(h.name);
+        let id = RelayId::from_name(h.name);
         if let Some(other) = self.names.get(&id)
             && other != h.name
         {
@@ -536,7 +525,7 @@ impl MeshNode {
             let Ok(addr) = pi.addr.parse::<SocketAddr>() else {
                 continue;
             };
-            let id = relay_id(pi.name);
+            let id = RelayId::from_name(pi.name);
             if self.names.get(&id).is_some_and(|n| n != pi.name) {
                 continue;
             }
@@ -552,7 +541,7 @@ impl MeshNode {
 
     /// Remember a relay name seen in a flooded message (for the status page).
     pub(super) fn learn_name(&mut self, name: &str) {
-        let id = relay_id(name);
+        let id = RelayId::from_name(name);
         if !self.names.contains_key(&id) && self.names.len() < MAX_PEERS * 2 {
             self.names.insert(id, name.to_owned());
         }

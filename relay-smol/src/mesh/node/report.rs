@@ -123,7 +123,7 @@ impl MeshNode {
                     route_changes: rs.route_changes,
                     seqno_requests_sent: rs.seqno_requests_sent,
                     events_dropped: rs.events_dropped,
-                    neighbour_table_full: rs.neighbor_table_full,
+                    neighbour_table_full: rs.neighbour_table_full,
                     dest_table_full: rs.dest_table_full,
                 },
             },

@@ -99,12 +99,7 @@ impl MeshNode {
     }
 
     fn apply_route_message(&mut self, from: RelayId, m: route::Message, now: u64) {
-        let r = match m {
-            route::Message::Update(u) => self.route.handle_update(from, u, now),
-            route::Message::SeqnoRequest(s) => self.route.handle_seqno_request(from, s, now),
-            _ => Ok(()),
-        };
-        if r.is_err() {
+        if self.route.handle_message(from, m, now).is_err() {
             self.stats.route_errors += 1;
         }
     }
@@ -124,7 +119,7 @@ impl MeshNode {
                 up = self.up_links();
             }
             let targets: Vec<LinkId> = match t.to {
-                route::Recipient::Neighbor(id) => up
+                route::Recipient::Neighbour(id) => up
                     .iter()
                     .filter(|(_, i)| *i == id)
                     .map(|(c, _)| *c)

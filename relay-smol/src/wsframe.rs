@@ -1,5 +1,8 @@
 //! WebSocket framing (RFC 6455) as the edge needs it: parsing masked client frames in place
 //! and writing unmasked server frame headers. No allocation.
+//!
+//! A leaf module: it depends on nothing in the crate. The connection task (`ws::conn`) parses
+//! client frames with it and the broker (`broker::queue`) writes server frames with it.
 
 /// Continuation frame.
 pub const OP_CONT: u8 = 0x0;
@@ -47,7 +50,8 @@ pub fn server_frame_len(buf: &[u8]) -> Option<usize> {
         }
         127 => {
             let l: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
-            Some(10 + usize::try_from(u64::from_be_bytes(l)).ok()?)
+            // Checked: a length near u64::MAX must not wrap (found by cargo-fuzz).
+            10usize.checked_add(usize::try_from(u64::from_be_bytes(l)).ok()?)
         }
         n => Some(2 + usize::from(n)),
     }
@@ -79,6 +83,8 @@ pub enum ProtocolError {
     UnknownOpcode(u8),
     /// A control frame is fragmented or longer than 125 bytes.
     BadControlFrame,
+    /// A 64-bit payload length with its most significant bit set (RFC 6455 5.2: it must be 0).
+    LengthTopBit,
 }
 
 impl std::fmt::Display for ProtocolError {
@@ -88,9 +94,14 @@ impl std::fmt::Display for ProtocolError {
             ProtocolError::Unmasked => f.write_str("client frame not masked"),
             ProtocolError::UnknownOpcode(op) => write!(f, "unknown opcode {op}"),
             ProtocolError::BadControlFrame => f.write_str("fragmented or oversize control frame"),
+            ProtocolError::LengthTopBit => {
+                f.write_str("64-bit payload length with the most significant bit set")
+            }
         }
     }
 }
+
+impl std::error::Error for ProtocolError {}
 
 /// Parses a client frame header at the start of `buf`. `Ok(None)` = need more bytes.
 pub fn parse_header(buf: &[u8]) -> Result<Option<Header>, ProtocolError> {
@@ -120,6 +131,7 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<Header>, ProtocolError> {
             None => return Ok(None),
         },
         127 => match buf.get(2..10).and_then(|l| <[u8; 8]>::try_from(l).ok()) {
+            Some(l) if l[0] & 0x80 != 0 => return Err(ProtocolError::LengthTopBit),
             Some(l) => (u64::from_be_bytes(l), 8),
             None => return Ok(None),
         },
@@ -177,6 +189,18 @@ mod tests {
         v
     }
 
+    /// Found by cargo-fuzz: a 64-bit length near `u64::MAX` overflowed `10 + len`.
+    #[test]
+    fn server_frame_len_does_not_overflow() {
+        assert_eq!(server_frame_len(&[0xff; 10]), None);
+        let mut b = vec![0x82, 127];
+        b.extend_from_slice(&(u64::MAX - 5).to_be_bytes());
+        assert_eq!(server_frame_len(&b), None);
+        let mut b = vec![0x82, 127];
+        b.extend_from_slice(&70_000u64.to_be_bytes());
+        assert_eq!(server_frame_len(&b), Some(70_010));
+    }
+
     #[test]
     fn parse_and_unmask_all_length_forms() {
         for n in [0usize, 1, 5, 125, 126, 1000, 65535, 65536, 70000] {
@@ -217,6 +241,16 @@ mod tests {
         assert_eq!(
             parse_header(&[0x89, 0xFE]),
             Err(ProtocolError::BadControlFrame)
+        );
+        // RFC 6455 5.2: the most significant bit of a 64-bit length must be 0; with it set
+        // the length used to wrap when the header length was added.
+        let mut top = vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1];
+        assert_eq!(parse_header(&top), Err(ProtocolError::LengthTopBit));
+        top[2] = 0x7F;
+        top.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(
+            parse_header(&top).map(|h| h.map(|h| h.payload_len)),
+            Ok(Some(0x7F00_0000_0000_0001))
         );
     }
 
