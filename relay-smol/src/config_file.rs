@@ -147,6 +147,8 @@ pub const KEYS: &[KeySpec] = &[
     key("wt", "cert", Kind::Path),
     key("wt", "key", Kind::Path),
     int("limits", "max_connections", 1, 10_000_000),
+    int("limits", "max_pending_handshakes", 1, 10_000_000),
+    int("limits", "max_pending_per_source", 1, 10_000_000),
     int("limits", "max_subs_per_conn", 1, 1_000_000),
     int("limits", "max_total_subs", 1, 100_000_000),
     int("limits", "max_frame_bytes", 64, 16 * 1024 * 1024),
@@ -468,6 +470,10 @@ pub struct FileSettings {
     pub ticket_status_capacity: Option<usize>,
     /// `limits.max_connections`.
     pub max_connections: Option<usize>,
+    /// `limits.max_pending_handshakes`.
+    pub max_pending_handshakes: Option<usize>,
+    /// `limits.max_pending_per_source`.
+    pub max_pending_per_source: Option<usize>,
     /// `limits.max_subs_per_conn`.
     pub max_subs_per_conn: Option<usize>,
     /// `limits.max_total_subs`.
@@ -646,6 +652,12 @@ fn store(a: &mut FileSettings, table: &str, key: &str, v: Checked) {
             a.insecure_no_auth = Some(a.insecure_no_auth.unwrap_or(false) | x)
         }
         (_, "max_connections", Checked::Int(n)) => fill(&mut a.max_connections, as_usize(n)),
+        (_, "max_pending_handshakes", Checked::Int(n)) => {
+            fill(&mut a.max_pending_handshakes, as_usize(n))
+        }
+        (_, "max_pending_per_source", Checked::Int(n)) => {
+            fill(&mut a.max_pending_per_source, as_usize(n))
+        }
         (_, "max_subs_per_conn", Checked::Int(n)) => fill(&mut a.max_subs_per_conn, as_usize(n)),
         (_, "max_total_subs", Checked::Int(n)) => fill(&mut a.max_total_subs, as_usize(n)),
         (_, "max_frame_bytes", Checked::Int(n)) => fill(&mut a.max_frame_bytes, as_usize(n)),

@@ -86,24 +86,27 @@ fn ws_ping_flood_from_a_non_reader_is_held_to_its_budget_and_closed() {
         s["slow_consumers_closed"] == 1
     });
     assert!(stats["read_stops"].as_u64().unwrap() >= 1, "{stats}");
-    // (Once closing, the relay reads and discards the rest, so the writer may finish.)
-    assert!(sent > 0);
+    // Once closing, the relay reads and discards at most 256 KiB more: the writer stops.
+    assert!(sent > 0 && sent < 100_000, "{sent}");
     // The pool keeps spare buffers, so the bound is the budget plus what one drained queue
     // buffer and the healthy client hold.
     assert!(
         max_held <= 2 * budget as u64 + 64 * 1024,
         "held {max_held} bytes with a budget of {budget}"
     );
-    // The flooder, reading at last: Pongs, then the reason, then a 1008 close.
+    // The flooder, reading at last: Pongs, maybe the reason and a 1008 close, then the end.
+    // (It kept writing after the close, so the relay, after discarding 256 KiB more, may
+    // have reset the connection before it read them: a reset drops unread data.)
     let mut flooder = flooder;
     let (texts, code) = texts_until_close(&mut flooder);
     assert!(
         texts
             .iter()
-            .any(|t| t.starts_with("ERR:slow_consumer:this connection did not drain")),
+            .all(|t| t.starts_with("ERR:slow_consumer:this connection did not drain")),
         "{texts:?}"
     );
-    assert_eq!(code, Some(1008));
+    assert!(code.is_none() || code == Some(1008), "{code:?}");
+    drop(flooder);
     barrier(&mut healthy);
 }
 

@@ -19,6 +19,35 @@ fn ping_answers_pong() {
 }
 
 #[test]
+fn head_ping_has_no_body() {
+    let relay = TestRelay::start(Limits::default());
+    let resp = http_raw(relay.addr, b"HEAD /ping HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{resp}");
+    assert!(head.contains("Content-Length: 4\r\n"), "{head}");
+    assert_eq!(body, "", "HEAD must not carry a body");
+}
+
+#[test]
+fn conflicting_content_lengths_are_refused() {
+    let relay = TestRelay::start(Limits::default());
+    for req in [
+        "POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 5\r\n\r\nhello",
+        "POST /x HTTP/1.1\r\nContent-Length: 1, 5\r\n\r\nhello",
+        "POST /x HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello",
+        "POST /x HTTP/1.1\r\nContent-Length: \r\n\r\nhello",
+    ] {
+        let (status, body) = parse_response(&http_raw(relay.addr, req.as_bytes()));
+        assert_eq!(status, 400, "{req:?}: {body}");
+        assert!(body.contains("Content-Length"), "{body}");
+    }
+    // The same value twice is one length (RFC 9112 6.3): the request is read and routed.
+    let same = "POST /x HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello";
+    let (status, _) = parse_response(&http_raw(relay.addr, same.as_bytes()));
+    assert_eq!(status, 404);
+}
+
+#[test]
 fn unknown_path_is_404_with_a_body() {
     let relay = TestRelay::start(Limits::default());
     let (status, body) = http_get(relay.addr, "/nope");

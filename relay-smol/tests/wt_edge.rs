@@ -370,6 +370,15 @@ fn a_client_that_changes_address_keeps_its_session() {
         2,
         "still the same two sessions"
     );
+    let (status, body) = common::http_get(relay.ws, "/v1/wt-stats");
+    assert_eq!(status, 200);
+    let w: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (w["connected"].as_u64(), w["ended"].as_u64()),
+        (Some(2), Some(0)),
+        "{w}"
+    );
+    assert!(w["datagrams_in"].as_u64().unwrap() > 0, "{w}");
 }
 
 #[test]

@@ -35,7 +35,7 @@ use fastpubsub_core::frame::{Deliver, Mode, Reply};
 use fastpubsub_core::pattern::{self, PatternError, PatternTooComplex, SubIndex};
 
 use crate::auth::Access;
-use crate::limits::Limits;
+use crate::limits::{Limits, POOL_BUFFERS, queue_grow_cap};
 use crate::wsframe::{OP_BINARY, OP_CLOSE, OP_TEXT};
 use limiter::{CommandLimiter, RefusalReply, TokenBucket, Verdict};
 use mesh::{LocalPlan, MeshHook};
@@ -45,9 +45,6 @@ use wt::{DATAGRAM_QUEUE, MAX_WT_FRAME, WtQueues};
 
 /// Identifies a connection inside one broker (a slot index; reused after close).
 pub type ConnId = u32;
-
-/// Spare outbound buffers kept for reuse (each at most `queue::grow_cap(queue_bytes)`).
-pub const POOL_BUFFERS: usize = 64;
 
 /// Index value: connection in the high bits, subscription slot in the low 16.
 type SubKey = u64;
@@ -96,6 +93,9 @@ pub struct Stats {
     pub refusals_unanswered: u64,
     /// Connections closed for running out of rate-limit strikes.
     pub rate_limit_closed: u64,
+    /// Deliver frames that listed only `Limits::max_deliver_patterns` of more matching
+    /// patterns (the pattern-cost limits make this impossible; counted all the same).
+    pub deliver_patterns_capped: u64,
     /// Deliveries skipped for a WebTransport session because the deliver frame was over
     /// its 65,536-byte frame cap (delivered to everyone else).
     pub dropped_wt_oversize: u64,
@@ -305,7 +305,7 @@ impl Broker {
             tenants: HashMap::new(),
             interest: HashMap::new(),
             total_subs: 0,
-            pool: BufPool::new(POOL_BUFFERS, queue::grow_cap(limits.queue_bytes)),
+            pool: BufPool::new(POOL_BUFFERS, queue_grow_cap(limits.queue_bytes)),
             limits,
             scratch: Vec::new(),
             to_close: Vec::new(),
@@ -854,8 +854,16 @@ impl Broker {
         if *closing != Closing::Open {
             return false;
         }
+        // The pattern-cost limits make more than `max_deliver_patterns` matches for one
+        // connection impossible (see `Limits::max_deliver_patterns`); the cap keeps the
+        // frame bounded by construction all the same, and a cut is counted.
+        let cap = self.limits.max_deliver_patterns();
+        if group.len() > cap {
+            self.stats.deliver_patterns_capped += 1;
+        }
         let patterns = group
             .iter()
+            .take(cap)
             .filter_map(|k| subs.get(key_slot(*k)).and_then(Option::as_ref))
             .map(|s| &*s.pattern);
         let Ok(flen) = d.encoded_len(patterns.clone()) else {
@@ -1411,5 +1419,53 @@ mod tests {
             b.stats().commands_rate_limited,
             u64::from(l.strike_rate.burst) + 1
         );
+    }
+
+    #[test]
+    fn a_deliver_frame_lists_at_most_the_bound_the_pattern_limits_allow() {
+        use fastpubsub_core::frame::DeliverView;
+        use fastpubsub_core::pattern::{MAX_PATTERN_SEGMENTS, MAX_STARS_PER_CONNECTION};
+        let l = Limits::default();
+        assert_eq!(
+            l.max_deliver_patterns(),
+            1 + MAX_PATTERN_SEGMENTS + MAX_STARS_PER_CONNECTION
+        );
+        let mut b = Broker::new(l.clone(), crate::clock::now());
+        let c = b.register(Box::new(AllowAll)).unwrap();
+        // The most patterns of one connection that can match one channel: the channel itself,
+        // every '#' prefix the segment limit allows, one '*' pattern per allowed star.
+        let channel: Vec<String> = (0..MAX_PATTERN_SEGMENTS).map(|i| format!("s{i}")).collect();
+        let mut subs = vec![channel.join(".")];
+        for k in 0..MAX_PATTERN_SEGMENTS {
+            let mut p = channel[..k].to_vec();
+            p.push("#".into());
+            subs.push(p.join("."));
+        }
+        for i in 0..MAX_STARS_PER_CONNECTION {
+            // One '*' (at i % 10) in a '#'-ended prefix of 16 - i / 10 segments: distinct.
+            let mut p = channel[..MAX_PATTERN_SEGMENTS - 1 - i / 10].to_vec();
+            p[i % 10] = "*".into();
+            p.push("#".into());
+            subs.push(p.join("."));
+        }
+        for p in &subs {
+            assert!(b.subscribe(c, "t", p).unwrap(), "{p}");
+        }
+        // One more '*' is refused: the connection's star budget is spent.
+        assert!(matches!(
+            b.subscribe(c, "t", "*.x"),
+            Err(SubError::TooComplex(_))
+        ));
+        let other = b.register(Box::new(AllowAll)).unwrap();
+        assert_eq!(
+            b.publish(other, "t", &channel.join("."), b"p", Mode::Broadcast),
+            Ok(1)
+        );
+        let queued = b.conn_mut(c).unwrap().pending().to_vec();
+        let hlen = crate::wsframe::server_frame_len(&queued).unwrap() - (queued.len() - 4);
+        let view = DeliverView::new_checked(&queued[4.max(hlen)..]).unwrap();
+        assert_eq!(usize::from(view.pattern_count()), l.max_deliver_patterns());
+        assert_eq!(b.stats().deliver_patterns_capped, 0);
+        assert!(queued.len() <= l.max_outbound_frame());
     }
 }

@@ -4,16 +4,10 @@
 //! The buffer is allocated lazily when the first frame is queued and handed back to a small
 //! shared [`BufPool`] as soon as it drains, so an idle connection holds no buffer at all and
 //! steady traffic allocates nothing. A buffer grows by doubling only up to the pool's
-//! [`grow_cap`]; beyond it, to exactly what is needed (so its capacity stays within the
+//! `limits::queue_grow_cap`; beyond it, to exactly what is needed (so its capacity stays within the
 //! connection's budget plus one frame, as `docs/edge.md` states).
 
 use crate::wsframe::{self, MAX_HEADER_LEN};
-
-/// Capacity up to which a queue buffer grows by doubling (and the largest buffer the pool
-/// keeps): the connection budget plus room for the close frames.
-pub fn grow_cap(queue_bytes: usize) -> usize {
-    queue_bytes.saturating_add(4096)
-}
 
 /// Spare queue buffers shared by all connections (bounded in count and per-buffer size).
 #[derive(Debug)]

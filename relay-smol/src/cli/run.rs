@@ -64,13 +64,20 @@ pub struct RunArgs {
     /// open WebSocket connections before handshakes get 503 (default 16384)
     #[argh(option)]
     pub max_connections: Option<usize>,
+    /// connections still in their HTTP/WebSocket handshake before new ones get a quick 503
+    /// (default: an eighth of the free open-files limit, at most 1024)
+    #[argh(option)]
+    pub max_pending_handshakes: Option<usize>,
+    /// the same per source address, IPv4 or IPv6 /64 (default 256)
+    #[argh(option)]
+    pub max_pending_per_source: Option<usize>,
     /// subscriptions per connection (default 256)
     #[argh(option)]
     pub max_subs_per_conn: Option<usize>,
     /// subscriptions on the whole relay (default 1000000)
     #[argh(option)]
     pub max_total_subs: Option<usize>,
-    /// largest client WebSocket message in bytes (default 66050: a full-size publish)
+    /// largest client WebSocket message in bytes (default 66052: a full-size publish)
     #[argh(option)]
     pub max_frame_bytes: Option<usize>,
     /// outbound queue per connection in bytes (default 262144)
@@ -168,6 +175,12 @@ impl RunArgs {
         if let Some(v) = self.max_connections {
             l.max_connections = v;
         }
+        if let Some(v) = self.max_pending_handshakes {
+            l.max_pending_handshakes = v;
+        }
+        if let Some(v) = self.max_pending_per_source {
+            l.max_pending_per_source = v;
+        }
         if let Some(v) = self.max_subs_per_conn {
             l.max_subs_per_conn = v;
         }
@@ -226,6 +239,8 @@ impl RunArgs {
         fill(&mut self.ticket_public_key, f.ticket_public_key);
         fill(&mut self.ticket_status_capacity, f.ticket_status_capacity);
         fill(&mut self.max_connections, f.max_connections);
+        fill(&mut self.max_pending_handshakes, f.max_pending_handshakes);
+        fill(&mut self.max_pending_per_source, f.max_pending_per_source);
         fill(&mut self.max_subs_per_conn, f.max_subs_per_conn);
         fill(&mut self.max_total_subs, f.max_total_subs);
         fill(&mut self.max_frame_bytes, f.max_frame_bytes);
@@ -384,13 +399,22 @@ pub fn run(mut args: RunArgs) -> i32 {
             return 2;
         }
     };
-    let config = Config {
+    let mut config = Config {
         listen: args
             .listen
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
         tls,
         limits: args.limits(),
     };
+    // Every connection is a descriptor: raise the limit, then fit the caps under it.
+    let nofile = raise_fd_limit().unwrap_or(1024);
+    for note in config.limits.fit_to_fd_limit(
+        nofile,
+        args.max_connections.is_some(),
+        args.max_pending_handshakes.is_some(),
+    ) {
+        log::warn!("{note}");
+    }
     let admin = (
         args.admin_listen
             .clone()
@@ -453,6 +477,7 @@ async fn serve(
             relay.authorizer(),
         )?;
         relay.add_rest_handler(Rc::new(crate::wt::cert::CertRest::new(edge.hash())));
+        relay.add_rest_handler(Rc::new(crate::wt::endpoint::StatsRest(edge.stats())));
         wt_line = Some(format!(
             "fastpubsub-relay webtransport on https://{}/ (udp; certificate sha-256 {}, also at GET /v1/wt-cert-hash)",
             edge.local_addr(),

@@ -236,6 +236,12 @@ impl QuicEndpoint {
         }
     }
 
+    /// Replaces the server configuration for new connections (e.g. a rotated certificate);
+    /// open connections keep theirs.
+    pub fn set_server_config(&mut self, server: Option<ServerConfig>) {
+        self.inner.set_server_config(server.map(Arc::new));
+    }
+
     /// The local address this endpoint speaks from.
     pub fn local_addr(&self) -> SocketAddr {
         self.local

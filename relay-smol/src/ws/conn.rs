@@ -42,6 +42,10 @@ use crate::wsframe::{self, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TE
 /// Smallest read worth a syscall when the turn has little budget left.
 const MIN_READ: usize = 4096;
 
+/// Input a closing connection reads and discards (waiting for the client's end of stream)
+/// before it stops reading and waits out its close timeout.
+const CLOSE_DISCARD_MAX: usize = 256 * 1024;
+
 /// State shared by all connections of one relay (single-threaded).
 pub struct Shared {
     /// The broker.
@@ -111,6 +115,8 @@ struct ConnTask {
     fin_sent: bool,
     /// The client sent a Close frame: drop as soon as our answer is flushed.
     peer_closed: bool,
+    /// Bytes read and discarded since the connection started closing.
+    discarded: usize,
     /// The last read returned data, so more may be waiting: read without asking the
     /// reactor first. When false, a wake-up for writing costs no read syscall.
     read_hot: bool,
@@ -131,6 +137,7 @@ pub async fn run(io: Transport, id: ConnId, shared: Rc<Shared>, initial: Vec<u8>
         work: 0,
         fin_sent: false,
         peer_closed: false,
+        discarded: 0,
         read_hot: true,
     };
     if !initial.is_empty() {
@@ -162,6 +169,15 @@ impl ConnTask {
                 self.broker().note_turn_yield();
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
+            }
+            if closing && self.discarded >= CLOSE_DISCARD_MAX {
+                // Enough junk: drop once our last frames are out; until then wait for the
+                // socket to take them (the flush registered) or for the close deadline.
+                return if flushed {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                };
             }
             if !closing {
                 if self.broker().read_stop(self.id).is_some() {
@@ -200,7 +216,9 @@ impl ConnTask {
                 Poll::Ready(Ok(n)) => n,
             };
             turn.bytes += n;
-            if !closing {
+            if closing {
+                self.discarded += n;
+            } else {
                 shared.broker.borrow_mut().set_now(clock::now());
                 let data = buf.get_mut(..n).unwrap_or(&mut []);
                 if self.process(data, &mut turn).is_err() {

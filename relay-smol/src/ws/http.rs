@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::limits::Limits;
+use crate::limits::{HTTP_CHUNK, Limits};
 use crate::rest::{HttpRequest, HttpResponse};
 use crate::ws::transport::Transport;
 
@@ -67,13 +67,17 @@ pub fn parse_head(
 }
 
 /// Reads one request. Returns it with any bytes that followed it on the wire.
+///
+/// Memory: the head buffer grows up to twice `max_http_head` at most; once the head is
+/// parsed the body is read into exactly `Content-Length` more bytes, and becomes the
+/// request's body without a copy (`Limits::handshake_bytes_bound` counts on this).
 pub async fn read_request(
     io: &mut Transport,
     peer: SocketAddr,
     limits: &Limits,
 ) -> Result<(HttpRequest, Vec<u8>), ReadError> {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
+    let mut chunk = [0u8; HTTP_CHUNK];
     let (mut req, head_len, body_len) = loop {
         let n = io.read(&mut chunk).await.map_err(|_| ReadError::Closed)?;
         if n == 0 {
@@ -84,18 +88,24 @@ pub async fn read_request(
             break head;
         }
     };
-    while buf.len() < head_len + body_len {
-        let n = io.read(&mut chunk).await.map_err(|_| ReadError::Closed)?;
+    // The head is parsed into `req`: keep only what follows it.
+    buf.drain(..head_len.min(buf.len()));
+    if buf.len() < body_len {
+        buf.reserve_exact(body_len - buf.len());
+    }
+    while buf.len() < body_len {
+        let want = (body_len - buf.len()).min(HTTP_CHUNK);
+        let n = io
+            .read(chunk.get_mut(..want).unwrap_or(&mut []))
+            .await
+            .map_err(|_| ReadError::Closed)?;
         if n == 0 {
             return Err(ReadError::Closed);
         }
         buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
     }
-    req.body = buf
-        .get(head_len..head_len + body_len)
-        .unwrap_or(&[])
-        .to_vec();
-    let rest = buf.get(head_len + body_len..).unwrap_or(&[]).to_vec();
+    let rest = buf.split_off(body_len.min(buf.len()));
+    req.body = buf;
     Ok((req, rest))
 }
 
@@ -129,6 +139,8 @@ fn to_request(
     })
 }
 
+/// The body length from `Content-Length`. RFC 9112 6.3: several values (in repeated headers
+/// or as a list) are refused unless they are all the same number; anything else is `400`.
 fn body_length(req: &HttpRequest, limits: &Limits) -> Result<usize, ReadError> {
     if req.header("transfer-encoding").is_some() {
         return Err(ReadError::Respond(HttpResponse::text(
@@ -136,15 +148,30 @@ fn body_length(req: &HttpRequest, limits: &Limits) -> Result<usize, ReadError> {
             "chunked bodies are not supported; send Content-Length".to_string(),
         )));
     }
-    let Some(v) = req.header("content-length") else {
+    let bad = |why: String| ReadError::Respond(HttpResponse::text(400, why));
+    let mut len: Option<usize> = None;
+    for v in req
+        .headers_named("content-length")
+        .flat_map(|v| v.split(','))
+    {
+        let v = v.trim();
+        let n: usize = v
+            .parse()
+            .ok()
+            .filter(|_| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| bad(format!("bad Content-Length: {v:?}")))?;
+        match len {
+            Some(m) if m != n => {
+                return Err(bad(format!(
+                    "conflicting Content-Length values {m} and {n}; send one"
+                )));
+            }
+            _ => len = Some(n),
+        }
+    }
+    let Some(len) = len else {
         return Ok(0);
     };
-    let len: usize = v.parse().map_err(|_| {
-        ReadError::Respond(HttpResponse::text(
-            400,
-            format!("bad Content-Length: {v:?}"),
-        ))
-    })?;
     if len > limits.max_http_body {
         return Err(ReadError::Respond(HttpResponse::text(
             413,
@@ -181,8 +208,9 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// Serializes a response (always `Connection: close`).
-pub fn encode_response(resp: &HttpResponse) -> Vec<u8> {
+/// Serializes a response (always `Connection: close`). For a `HEAD` request (`head`) the
+/// body is left out; `Content-Length` still gives its length (RFC 9110 9.3.2).
+pub fn encode_response(resp: &HttpResponse, head: bool) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         resp.status,
@@ -198,6 +226,8 @@ pub fn encode_response(resp: &HttpResponse) -> Vec<u8> {
     }
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(&resp.body);
+    if !head {
+        bytes.extend_from_slice(&resp.body);
+    }
     bytes
 }

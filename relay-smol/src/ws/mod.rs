@@ -6,8 +6,10 @@
 //!
 //! Use [`Relay::bind`] then [`Relay::run`] (see `cli::run` for the full wiring with signals).
 
+pub mod admission;
 pub mod conn;
 pub mod http;
+pub mod stats;
 pub mod transport;
 
 use std::cell::RefCell;
@@ -28,12 +30,16 @@ use crate::clock;
 use crate::config::Config;
 use crate::rest::{self, HttpRequest, HttpResponse, RestHandler};
 use crate::tls::{self, TlsStream};
+use admission::{Admission, AdmissionLimits, Pending, PendingRefused};
 use conn::Shared;
 use http::ReadError;
 use transport::Transport;
 
 /// Size of the read buffer shared by all connections: one turn's reads.
 const SCRATCH_LEN: usize = crate::limits::TURN_BYTES;
+
+/// Connections accepted in a row before the accept loop yields to the other tasks.
+const ACCEPT_BURST: u32 = 64;
 
 /// The subprotocol of the client contract.
 pub const SUBPROTOCOL: &str = "llps.v1";
@@ -43,6 +49,7 @@ pub struct Relay {
     listener: Async<TcpListener>,
     local_addr: SocketAddr,
     shared: Rc<Shared>,
+    admission: Rc<RefCell<Admission>>,
     auth: Rc<dyn Authorizer>,
     tls: Option<Arc<rustls::ServerConfig>>,
     rest: Vec<Rc<dyn RestHandler>>,
@@ -50,6 +57,7 @@ pub struct Relay {
 
 struct Ctx {
     shared: Rc<Shared>,
+    admission: Rc<RefCell<Admission>>,
     auth: Rc<dyn Authorizer>,
     tls: Option<Arc<rustls::ServerConfig>>,
     rest: Vec<Rc<dyn RestHandler>>,
@@ -70,10 +78,21 @@ impl Relay {
             scratch: RefCell::new(vec![0u8; SCRATCH_LEN]),
             limits: config.limits.clone(),
         });
+        let l = &config.limits;
+        let admission = Admission::new(
+            AdmissionLimits {
+                max_pending: l.max_pending_handshakes,
+                max_pending_per_source: l.max_pending_per_source,
+                ticket_failures: l.ticket_failures,
+                failure_sources: l.ticket_failure_sources,
+            },
+            fastrand::u64(..),
+        );
         Ok(Relay {
             listener,
             local_addr,
             shared,
+            admission: Rc::new(RefCell::new(admission)),
             auth,
             tls,
             rest: Vec::new(),
@@ -93,6 +112,12 @@ impl Relay {
     /// The broker, for the mesh (install a `MeshHook`, call `deliver_from_mesh`).
     pub fn broker(&self) -> Rc<RefCell<Broker>> {
         self.shared.broker.clone()
+    }
+
+    /// The admission tables (connections in their handshake, failed tickets per source), for
+    /// statistics.
+    pub fn admission(&self) -> Rc<RefCell<Admission>> {
+        self.admission.clone()
     }
 
     /// The handshake authorizer (the WebTransport edge checks its sessions with it too).
@@ -115,6 +140,7 @@ impl Relay {
         let Relay {
             listener,
             shared,
+            admission,
             auth,
             tls,
             rest,
@@ -123,6 +149,7 @@ impl Relay {
         let limits = shared.limits.clone();
         let ctx = Rc::new(Ctx {
             shared: shared.clone(),
+            admission,
             auth,
             tls,
             rest,
@@ -142,11 +169,23 @@ impl Relay {
         });
 
         let accept = async {
+            let mut accepted = 0u32;
             loop {
+                // A burst of connections must not keep the other tasks (handshakes in
+                // progress among them) from running.
+                accepted = accepted.wrapping_add(1);
+                if accepted.is_multiple_of(ACCEPT_BURST) {
+                    futures_lite::future::yield_now().await;
+                }
                 match listener.accept().await {
                     Ok((stream, peer)) => {
-                        let _ = stream.get_ref().set_nodelay(true);
-                        ex.spawn(serve(stream, peer, ctx.clone())).detach();
+                        match Pending::admit(&ctx.admission, peer.ip(), clock::now()) {
+                            Ok(pending) => {
+                                let _ = stream.get_ref().set_nodelay(true);
+                                ex.spawn(serve(stream, peer, ctx.clone(), pending)).detach();
+                            }
+                            Err(why) => refuse_at_once(stream, &why, ctx.tls.is_some()),
+                        }
                     }
                     Err(e) => {
                         // Out of file descriptors and similar: back off, keep serving.
@@ -183,46 +222,82 @@ async fn wait_until_empty(broker: &Rc<RefCell<Broker>>, within: Duration) {
     }
 }
 
-async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Ctx>) {
-    let mut io = match &ctx.tls {
+/// Refuses a socket over the handshake caps without spending a task on it: one
+/// non-blocking write of a `503` (plain HTTP only; on a TLS port it is just closed), then
+/// close.
+fn refuse_at_once(stream: Async<TcpStream>, why: &PendingRefused, tls: bool) {
+    log::debug!("handshake refused at accept: {}", why.why());
+    if !tls {
+        let resp = HttpResponse::text(503, why.why());
+        let mut s = stream.get_ref();
+        let _ = std::io::Write::write(&mut s, &http::encode_response(&resp, false));
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// One accepted connection: its handshake (bounded in time, holding its `pending` place in
+/// the handshake count), then its WebSocket or its one REST answer.
+async fn serve(stream: Async<TcpStream>, peer: SocketAddr, ctx: Rc<Ctx>, pending: Pending) {
+    let io = match &ctx.tls {
         Some(cfg) => match TlsStream::new(stream, cfg.clone()) {
             Ok(t) => Transport::Tls(Box::new(t)),
             Err(_) => return,
         },
         None => Transport::Plain(stream),
     };
-    let limits = &ctx.shared.limits;
     let timeout = async {
-        Timer::after(limits.handshake_timeout).await;
-        Err(ReadError::Closed)
+        Timer::after(ctx.shared.limits.handshake_timeout).await;
+        None
+    };
+    let evicted = async {
+        pending.evicted().await;
+        None
     };
     // Boxed: the handshake's buffers must not stay in the connection's long-lived future.
-    let read = Box::pin(http::read_request(&mut io, peer, limits));
-    let (req, rest) = match read.or(timeout).await {
+    let handshake = Box::pin(handshake(io, peer, ctx.clone()));
+    let Some((io, id, rest)) = handshake.or(timeout).or(evicted).await else {
+        return;
+    };
+    drop(pending);
+    conn::run(io, id, ctx.shared.clone(), rest).await;
+}
+
+/// Reads the request and answers it; `Some` with the registered connection when it was a
+/// WebSocket upgrade that succeeded.
+async fn handshake(
+    mut io: Transport,
+    peer: SocketAddr,
+    ctx: Rc<Ctx>,
+) -> Option<(Transport, ConnId, Vec<u8>)> {
+    let (req, rest) = match http::read_request(&mut io, peer, &ctx.shared.limits).await {
         Ok(r) => r,
-        Err(ReadError::Closed) => return,
+        Err(ReadError::Closed) => return None,
         Err(ReadError::Respond(resp)) => {
             ctx.shared.broker.borrow_mut().note_malformed_request();
-            Box::pin(respond(&mut io, &resp)).await;
-            return;
+            respond(&mut io, &resp).await;
+            return None;
         }
     };
     if req.path == "/ws" && is_upgrade(&req) {
-        let Some((io, id)) = Box::pin(upgrade(io, req, ctx.clone())).await else {
-            return;
-        };
-        conn::run(io, id, ctx.shared.clone(), rest).await;
+        let (io, id) = upgrade(io, req, ctx.clone()).await?;
+        Some((io, id, rest))
     } else {
         let resp = {
-            let broker = ctx.shared.broker.borrow();
-            rest::route(&req, &ctx.rest, &broker, clock::wall_now())
+            let doc = || stats::stats_json(&ctx.shared.broker.borrow(), &ctx.admission.borrow());
+            rest::route(&req, &ctx.rest, &doc, clock::wall_now())
         };
-        Box::pin(respond(&mut io, &resp)).await;
+        respond_to(&mut io, &resp, req.method == "HEAD").await;
+        None
     }
 }
 
 async fn respond(io: &mut Transport, resp: &HttpResponse) {
-    let _ = io.write_all(&http::encode_response(resp)).await;
+    respond_to(io, resp, false).await;
+}
+
+/// Writes `resp` (without its body when `head`) and half-closes.
+async fn respond_to(io: &mut Transport, resp: &HttpResponse, head: bool) {
+    let _ = io.write_all(&http::encode_response(resp, head)).await;
     io.shutdown_write();
 }
 
@@ -299,9 +374,27 @@ async fn upgrade(mut io: Transport, req: HttpRequest, ctx: Rc<Ctx>) -> Option<(T
             return None;
         }
     };
+    let ip = req.peer.ip();
+    let over_budget = ctx.admission.borrow_mut().check_failures(ip, clock::now());
+    if let Err(retry) = over_budget {
+        let t = ctx.shared.limits.ticket_failures;
+        let mut resp = HttpResponse::text(
+            429,
+            format!(
+                "too many failed ticket checks from your address (more than {} at once, then {} per second); retry in {} s with a valid ticket",
+                t.burst,
+                t.per_sec,
+                retry.as_secs().max(1)
+            ),
+        );
+        resp.headers
+            .push(("Retry-After", retry.as_secs().max(1).to_string()));
+        respond(&mut io, &resp).await;
+        return None;
+    }
     let hs = HandshakeRequest {
         token: offer.token,
-        peer: req.peer.ip(),
+        peer: ip,
         origin: req.header("origin"),
         now: clock::wall_now(),
         protocol: crate::auth::Protocol::WebSocket,
@@ -309,6 +402,9 @@ async fn upgrade(mut io: Transport, req: HttpRequest, ctx: Rc<Ctx>) -> Option<(T
     let access = match ctx.auth.authorize(&hs) {
         Ok(a) => a,
         Err(refusal) => {
+            if refusal.status == 401 {
+                ctx.admission.borrow_mut().note_failure(ip, clock::now());
+            }
             log::debug!(
                 "handshake from {} refused: {} {}",
                 req.peer,
@@ -344,9 +440,33 @@ async fn upgrade(mut io: Transport, req: HttpRequest, ctx: Rc<Ctx>) -> Option<(T
     }
     head.push_str("\r\n");
     drop(req);
-    if io.write_all(head.as_bytes()).await.is_err() {
-        ctx.shared.broker.borrow_mut().unregister(id);
-        return None;
+    // Registered from here: if the write fails or the handshake times out (this future is
+    // dropped), the guard unregisters the connection.
+    let guard = Registration {
+        broker: ctx.shared.broker.clone(),
+        id: Some(id),
+    };
+    io.write_all(head.as_bytes()).await.ok()?;
+    guard.keep().map(|id| (io, id))
+}
+
+/// A registered connection whose handshake is not finished: unregistered when dropped.
+struct Registration {
+    broker: Rc<RefCell<Broker>>,
+    id: Option<ConnId>,
+}
+
+impl Registration {
+    /// The handshake is done: the connection task takes over the registration.
+    fn keep(mut self) -> Option<ConnId> {
+        self.id.take()
     }
-    Some((io, id))
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.broker.borrow_mut().unregister(id);
+        }
+    }
 }

@@ -1,63 +1,106 @@
-//! The WebTransport listener: one task owns a quinn-proto server [`Endpoint`], its
-//! connections (each with a [`Session`]) and an `async_io` UDP socket, on the edge's
-//! executor (the broker is shared without locks).
+//! The WebTransport listener: a [`Machine`] over quic's socket-free [`QuicEndpoint`]
+//! (admission: Retry above a handshake load, handshake budgets, per-source limits,
+//! handshake timeouts) with one [`Session`] per connection, run by quic's socket loop
+//! ([`run_machine`]) on the edge's executor (the broker is shared without locks).
 //!
-//! The loop copies the mesh driver's shape (`quic::driver`): read a bounded batch of
-//! datagrams, drive only the connections that got packets, timed out or were woken by the
-//! broker (a delivery queued for them), send their transmits (a send the socket refuses is
-//! kept and retried when writable), re-arm one timer. A generated certificate is replaced
-//! every `cert::ROTATE_AFTER` (new handshakes use the new one; sessions keep theirs).
+//! Per wake-up: sessions the broker woke (a delivery queued for them) are written out
+//! first, then the endpoint's events go to their sessions, and a session that had more
+//! input than its turn allowed is queued to run again after the others (so a publisher's
+//! burst cannot fill its subscribers' queues before they are written). A generated
+//! certificate is replaced every `cert::ROTATE_AFTER` (new handshakes use the new one;
+//! sessions keep theirs).
 //!
-//! Bounds: at most `Limits::max_connections` sessions (the broker refuses more with 503)
-//! plus [`MAX_HANDSHAKING`] connections still handshaking; more are refused by QUIC.
+//! Bounds: `Limits::max_connections` sessions (the broker refuses more with 503) plus
+//! [`MAX_HANDSHAKING`] connections in their handshake, admitted per source
+//! ([`client_admission`]).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::task::{Poll, Wake, Waker};
+use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
 
-use async_io::{Async, Timer};
 use bytes::BytesMut;
-use futures_lite::FutureExt;
-use quinn_proto::{ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig, Event};
+use quinn_proto::{ConnectionHandle, Event as ProtoEvent};
 
 use super::cert::{SharedHash, WtCert};
 use super::session::Session;
 use crate::auth::Authorizer;
 use crate::broker::Broker;
 use crate::clock;
+use crate::quic::admission::AdmissionLimits;
+use crate::quic::driver::{Machine, UdpIo, run_machine};
+use crate::quic::endpoint::{Event, QuicEndpoint, Transmit};
 
 /// Connections beyond the session limit allowed to be in their handshake.
 pub const MAX_HANDSHAKING: usize = 1024;
-/// Datagrams read per wake-up before other work gets a turn.
-const RECV_BATCH: usize = 64;
 
-/// Counters of the WebTransport listener.
+/// Admission limits of a client edge (not the mesh's): many clients, several behind one NAT
+/// address, no outgoing dials.
+pub fn client_admission(max_sessions: usize) -> AdmissionLimits {
+    AdmissionLimits {
+        max_connections: max_sessions + MAX_HANDSHAKING,
+        reserved_outgoing: 0,
+        max_handshakes: MAX_HANDSHAKING,
+        // Address validation (Retry, one more round trip) only under handshake load.
+        retry_above: 64,
+        max_handshakes_per_source: 64,
+        source_rate: 100.0,
+        source_burst: 200.0,
+        max_sources: 16_384,
+        handshake_timeout: Duration::from_secs(10),
+    }
+}
+
+/// Counters of the WebTransport listener (`GET /v1/wt-stats`).
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct WtStats {
-    /// QUIC connections accepted for a handshake.
-    pub accepted: u64,
-    /// Connections refused because too many were open or handshaking.
-    pub refused_full: u64,
+    /// Connections whose handshake completed.
+    pub connected: u64,
     /// Sessions ended (any reason).
     pub ended: u64,
     /// Certificates generated after the first.
     pub rotations: u64,
-    /// UDP datagrams received / sent.
-    pub udp_rx: u64,
-    /// UDP datagrams sent.
-    pub udp_tx: u64,
+    /// QUIC connections open now (handshaking, sessions, closing).
+    pub connections: usize,
+    /// Handshakes in progress now.
+    pub handshakes_in_progress: usize,
+    /// Incoming connections admitted to a handshake.
+    pub admitted: u64,
+    /// Retry packets sent (address validation under handshake load).
+    pub retries: u64,
+    /// Incoming connections refused by the admission limits (all reasons).
+    pub refused: u64,
+    /// Handshakes that failed or timed out.
+    pub handshake_failures: u64,
+    /// UDP datagrams in and out.
+    pub datagrams_in: u64,
+    /// UDP datagrams out.
+    pub datagrams_out: u64,
 }
 
-/// Connections woken by the broker since the last turn, and the task to wake.
-#[derive(Default)]
+/// Serves `GET /v1/wt-stats`: the listener's counters as JSON.
+pub struct StatsRest(pub Rc<RefCell<WtStats>>);
+
+impl crate::rest::RestHandler for StatsRest {
+    fn handle(
+        &self,
+        req: &crate::rest::HttpRequest,
+        _now: std::time::SystemTime,
+    ) -> Option<crate::rest::HttpResponse> {
+        (req.path == "/v1/wt-stats").then(|| {
+            let body = serde_json::to_string(&*self.0.borrow()).unwrap_or_default();
+            crate::rest::HttpResponse::json(200, body)
+        })
+    }
+}
+
+/// Connections woken by the broker since the last turn, and how to wake the loop.
 struct Wakes {
     list: Mutex<Vec<ConnectionHandle>>,
-    task: Mutex<Option<Waker>>,
+    tx: smol::channel::Sender<()>,
 }
 
 struct SessionWake {
@@ -73,34 +116,31 @@ impl Wake for SessionWake {
         if let Ok(mut l) = self.wakes.list.lock() {
             l.push(self.h);
         }
-        if let Ok(t) = self.wakes.task.lock()
-            && let Some(w) = t.as_ref()
-        {
-            w.wake_by_ref();
-        }
+        // Full means a wake-up is pending already.
+        let _ = self.wakes.tx.try_send(());
     }
-}
-
-struct Entry {
-    conn: quinn_proto::Connection,
-    session: Session,
 }
 
 /// A bound, not yet running WebTransport listener.
 pub struct WtEdge {
-    endpoint: Endpoint,
-    socket: Async<UdpSocket>,
-    local: SocketAddr,
-    conns: HashMap<ConnectionHandle, Entry>,
+    io: UdpIo,
+    machine: WtMachine,
+    rx: smol::channel::Receiver<()>,
+}
+
+struct WtMachine {
+    ep: QuicEndpoint,
+    sessions: HashMap<ConnectionHandle, Session>,
     broker: Rc<RefCell<Broker>>,
     auth: Rc<dyn Authorizer>,
     cert: WtCert,
     names: Vec<String>,
     hash: SharedHash,
     wakes: Arc<Wakes>,
-    pending_tx: Option<(SocketAddr, Vec<u8>)>,
     stats: Rc<RefCell<WtStats>>,
-    recv_buf: Vec<u8>,
+    next_rotation_check: Instant,
+    again: Vec<ConnectionHandle>,
+    seen: HashSet<ConnectionHandle>,
 }
 
 impl WtEdge {
@@ -114,178 +154,121 @@ impl WtEdge {
         auth: Rc<dyn Authorizer>,
     ) -> Result<WtEdge, String> {
         let server = cert.server_config()?;
-        let socket = Async::<UdpSocket>::bind(listen)
+        let io = UdpIo::bind(listen)
             .map_err(|e| format!("cannot listen for WebTransport on udp {listen}: {e}"))?;
-        let local = socket
-            .get_ref()
-            .local_addr()
-            .map_err(|e| format!("udp {listen}: {e}"))?;
-        let endpoint = Endpoint::new(
-            Arc::new(EndpointConfig::default()),
-            Some(Arc::new(server)),
-            true,
+        let max_sessions = broker.borrow().limits().max_connections;
+        let ep = QuicEndpoint::new(
+            io.local_addr(),
+            Some(server),
+            None,
+            client_admission(max_sessions),
             None,
         );
         let hash = Rc::new(RefCell::new(cert.hash_json()));
+        let (tx, rx) = smol::channel::bounded(1);
         Ok(WtEdge {
-            endpoint,
-            socket,
-            local,
-            conns: HashMap::new(),
-            broker,
-            auth,
-            cert,
-            names,
-            hash,
-            wakes: Arc::new(Wakes::default()),
-            pending_tx: None,
-            stats: Rc::new(RefCell::new(WtStats::default())),
-            recv_buf: vec![0; 65_536],
+            io,
+            rx,
+            machine: WtMachine {
+                ep,
+                sessions: HashMap::new(),
+                broker,
+                auth,
+                cert,
+                names,
+                hash,
+                wakes: Arc::new(Wakes {
+                    list: Mutex::new(Vec::new()),
+                    tx,
+                }),
+                stats: Rc::new(RefCell::new(WtStats::default())),
+                next_rotation_check: clock::now(),
+                again: Vec::new(),
+                seen: HashSet::new(),
+            },
         })
     }
 
     /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.io.local_addr()
     }
 
     /// The certificate hash document served at `/v1/wt-cert-hash` (updated on rotation).
     pub fn hash(&self) -> SharedHash {
-        self.hash.clone()
+        self.machine.hash.clone()
     }
 
     /// SHA-256 of the certificate in use, hex.
     pub fn cert_sha256_hex(&self) -> String {
-        super::cert::hex(&self.cert.sha256)
+        super::cert::hex(&self.machine.cert.sha256)
     }
 
     /// Counters, shared.
     pub fn stats(&self) -> Rc<RefCell<WtStats>> {
-        self.stats.clone()
+        self.machine.stats.clone()
     }
 
-    fn send(&mut self, to: SocketAddr, data: &[u8]) -> bool {
-        match self.socket.get_ref().send_to(data, to) {
-            Ok(_) => {
-                self.stats.borrow_mut().udp_tx += 1;
-                true
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.pending_tx = Some((to, data.to_vec()));
-                false
-            }
-            Err(e) => {
-                log::debug!("wt: send to {to} failed: {e}");
-                true
-            }
+    /// Serves until the task is dropped.
+    pub async fn run(self) {
+        let WtEdge {
+            io,
+            mut machine,
+            rx,
+        } = self;
+        if let Err(e) = run_machine(io, &mut machine, rx).await {
+            log::error!("wt: listener stopped: {e}");
         }
     }
+}
 
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        data: BytesMut,
-        touched: &mut Vec<ConnectionHandle>,
-    ) {
-        self.stats.borrow_mut().udp_rx += 1;
-        let mut buf = Vec::new();
-        match self.endpoint.handle(now, from, None, None, data, &mut buf) {
-            Some(DatagramEvent::ConnectionEvent(h, ev)) => {
-                if let Some(e) = self.conns.get_mut(&h) {
-                    e.conn.handle_event(ev);
-                    touched.push(h);
-                }
-            }
-            Some(DatagramEvent::NewConnection(incoming)) => {
-                let cap = self.broker.borrow().limits().max_connections + MAX_HANDSHAKING;
-                if self.conns.len() >= cap {
-                    self.stats.borrow_mut().refused_full += 1;
-                    let t = self.endpoint.refuse(incoming, &mut buf);
-                    let d = buf.get(..t.size).unwrap_or(&[]).to_vec();
-                    self.send(t.destination, &d);
-                    return;
-                }
-                match self.endpoint.accept(incoming, now, &mut buf, None) {
-                    Ok((h, conn)) => {
-                        self.stats.borrow_mut().accepted += 1;
-                        let waker = Waker::from(Arc::new(SessionWake {
-                            h,
-                            wakes: self.wakes.clone(),
-                        }));
-                        let session = Session::new(conn.remote_address(), waker);
-                        self.conns.insert(h, Entry { conn, session });
-                        touched.push(h);
-                    }
-                    Err(e) => {
-                        if let Some(t) = e.response {
-                            let d = buf.get(..t.size).unwrap_or(&[]).to_vec();
-                            self.send(t.destination, &d);
-                        }
-                    }
-                }
-            }
-            Some(DatagramEvent::Response(t)) => {
-                let d = buf.get(..t.size).unwrap_or(&[]).to_vec();
-                self.send(t.destination, &d);
-            }
-            None => {}
-        }
-    }
-
-    /// Drives one connection: its events, the session's writes, endpoint events,
-    /// transmits; forgets it once drained.
-    fn drive(&mut self, h: ConnectionHandle, now: Instant, buf: &mut Vec<u8>) {
-        let Some(e) = self.conns.get_mut(&h) else {
+impl WtMachine {
+    /// Writes out (and reads more for) one session.
+    fn pump(&mut self, h: ConnectionHandle, now: Instant) {
+        let (Some(s), Some(conn)) = (self.sessions.get_mut(&h), self.ep.connection_mut(h)) else {
             return;
         };
-        if e.conn.poll_timeout().is_some_and(|t| t <= now) {
-            e.conn.handle_timeout(now);
+        s.pump(conn, &self.broker, now);
+        if s.wants_turn() {
+            self.again.push(h);
         }
-        e.session.begin_turn();
-        // Bounded: events come from what this connection received in this turn.
-        for _ in 0..2 {
-            while let Some(ev) = e.conn.poll() {
-                if let Event::ConnectionLost { .. } = ev {
-                    e.session.on_lost(&self.broker);
-                    continue;
+    }
+
+    fn on_event(&mut self, ev: Event, now: Instant) {
+        let (h, pev) = match ev {
+            Event::Connected(h) => {
+                self.stats.borrow_mut().connected += 1;
+                let Some(conn) = self.ep.connection_mut(h) else {
+                    return;
+                };
+                let waker = Waker::from(Arc::new(SessionWake {
+                    h,
+                    wakes: self.wakes.clone(),
+                }));
+                let mut s = Session::new(conn.remote_address(), waker);
+                s.begin_turn();
+                s.on_connected(conn);
+                self.sessions.insert(h, s);
+                return;
+            }
+            Event::Lost { conn, .. } => {
+                if let Some(mut s) = self.sessions.remove(&conn) {
+                    s.on_lost(&self.broker);
+                    self.stats.borrow_mut().ended += 1;
                 }
-                e.session
-                    .handle_event(&mut e.conn, &ev, &self.broker, &*self.auth, now);
+                return;
             }
-            e.session.pump(&mut e.conn, &self.broker, now);
-            while let Some(ev) = e.conn.poll_endpoint_events() {
-                if let Some(back) = self.endpoint.handle_event(h, ev) {
-                    e.conn.handle_event(back);
-                }
-            }
+            Event::Stream(h, se) => (h, ProtoEvent::Stream(se)),
+            Event::DatagramReceived(h) => (h, ProtoEvent::DatagramReceived),
+        };
+        let (Some(s), Some(conn)) = (self.sessions.get_mut(&h), self.ep.connection_mut(h)) else {
+            return;
+        };
+        if self.seen.insert(h) {
+            s.begin_turn();
         }
-        loop {
-            if self.pending_tx.is_some() {
-                break;
-            }
-            let Some(e) = self.conns.get_mut(&h) else {
-                break;
-            };
-            buf.clear();
-            let Some(t) = e.conn.poll_transmit(now, 1, buf) else {
-                break;
-            };
-            let d = buf.get(..t.size).unwrap_or(&[]).to_vec();
-            let to = t.destination;
-            self.send(to, &d);
-        }
-        if self.conns.get(&h).is_some_and(|e| e.session.wants_turn())
-            && let Ok(mut l) = self.wakes.list.lock()
-        {
-            l.push(h); // more input left: again next turn, after the sessions woken now
-        }
-        if self.conns.get(&h).is_some_and(|e| e.conn.is_drained())
-            && let Some(mut e) = self.conns.remove(&h)
-        {
-            e.session.on_lost(&self.broker);
-            self.stats.borrow_mut().ended += 1;
-        }
+        s.handle_event(conn, &pev, &self.broker, &*self.auth, now);
+        self.pump(h, now);
     }
 
     fn rotate(&mut self, wall: std::time::SystemTime) {
@@ -294,7 +277,7 @@ impl WtEdge {
         }
         match WtCert::generate(&self.names, wall).and_then(|c| c.server_config().map(|s| (c, s))) {
             Ok((c, server)) => {
-                self.endpoint.set_server_config(Some(Arc::new(server)));
+                self.ep.set_server_config(Some(server));
                 log::info!(
                     "wt: new certificate, sha-256 {} (the previous one stays with open sessions)",
                     super::cert::hex(&c.sha256)
@@ -306,84 +289,89 @@ impl WtEdge {
             Err(e) => log::error!("wt: certificate rotation failed, keeping the old one: {e}"),
         }
     }
+}
 
-    /// Serves until the task is dropped.
-    pub async fn run(mut self) {
-        let mut timer = Timer::never();
-        let mut buf = Vec::with_capacity(1500);
-        let mut touched: Vec<ConnectionHandle> = Vec::new();
-        let mut seen: HashSet<ConnectionHandle> = HashSet::new();
-        let mut next_rotation_check = clock::now();
-        loop {
-            let now = clock::now();
-            if let Some((to, d)) = self.pending_tx.take() {
-                self.send(to, &d);
-            }
-            // Sessions woken by the broker go first: a publisher with more to read was queued
-            // behind the subscribers it delivered to, and must not overtake them here.
-            if let Ok(mut l) = self.wakes.list.lock() {
-                touched.append(&mut l);
-            }
-            for _ in 0..RECV_BATCH {
-                match self.socket.get_ref().recv_from(&mut self.recv_buf) {
-                    Ok((n, from)) => {
-                        let data = BytesMut::from(self.recv_buf.get(..n).unwrap_or(&[]));
-                        self.handle_datagram(now, from, data, &mut touched);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => log::debug!("wt: recv failed: {e}"),
-                }
-            }
-            if let Ok(mut l) = self.wakes.list.lock() {
-                touched.append(&mut l);
-            }
-            for (h, e) in self.conns.iter_mut() {
-                if e.conn.poll_timeout().is_some_and(|t| t <= now) {
-                    touched.push(*h);
-                }
-            }
-            seen.clear();
-            for h in std::mem::take(&mut touched) {
-                if seen.insert(h) {
-                    self.drive(h, now, &mut buf);
-                }
-            }
-            if now >= next_rotation_check {
-                self.rotate(clock::wall_now());
-                next_rotation_check = now + Duration::from_secs(60);
-            }
-            let deadline = self
-                .conns
-                .values_mut()
-                .filter_map(|e| e.conn.poll_timeout())
-                .min()
-                .unwrap_or(next_rotation_check)
-                .min(next_rotation_check);
-            timer.set_at(deadline.max(now));
-            let readable = async {
-                let _ = self.socket.readable().await;
-            };
-            let writable = async {
-                if self.pending_tx.is_some() {
-                    let _ = self.socket.writable().await;
-                } else {
-                    std::future::pending::<()>().await;
-                }
-            };
-            let tick = async {
-                (&mut timer).await;
-            };
-            let wakes = self.wakes.clone();
-            let woken = std::future::poll_fn(|cx| {
-                if let Ok(mut t) = wakes.task.lock() {
-                    *t = Some(cx.waker().clone());
-                }
-                match wakes.list.lock() {
-                    Ok(l) if !l.is_empty() => Poll::Ready(()),
-                    _ => Poll::Pending,
-                }
-            });
-            readable.or(writable).or(tick).or(woken).await;
+impl Machine for WtMachine {
+    type Command = ();
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: BytesMut) {
+        self.ep.handle_datagram(now, from, data);
+    }
+
+    fn handle_command(&mut self, _now: Instant, _command: ()) {}
+
+    fn handle_wake(&mut self, now: Instant) {
+        self.seen.clear();
+        if self.ep.poll_timeout().is_some_and(|t| t <= now) {
+            self.ep.handle_timeout(now);
         }
+        // Sessions the broker woke (and those with input left) go first: a publisher with
+        // more to read must not overtake the subscribers it delivered to.
+        let mut woken = match self.wakes.list.lock() {
+            Ok(mut l) => std::mem::take(&mut *l),
+            Err(_) => Vec::new(),
+        };
+        woken.append(&mut self.again);
+        for h in woken {
+            if self.seen.insert(h) {
+                if let Some(s) = self.sessions.get_mut(&h) {
+                    s.begin_turn();
+                }
+                self.pump(h, now);
+            }
+        }
+        while let Some(ev) = self.ep.poll_event() {
+            self.on_event(ev, now);
+        }
+        // Sessions with timers of their own (a refusal's linger, a close waiting for its
+        // acknowledgement) are pumped on every wake-up; there are few.
+        let lingering: Vec<ConnectionHandle> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.is_lingering())
+            .map(|(h, _)| *h)
+            .collect();
+        for h in lingering {
+            self.pump(h, now);
+        }
+        if !self.again.is_empty() {
+            let _ = self.wakes.tx.try_send(());
+        }
+        {
+            let (e, a) = (self.ep.stats(), self.ep.admission_stats());
+            let mut st = self.stats.borrow_mut();
+            st.connections = self.ep.connection_count();
+            st.handshakes_in_progress = self.ep.handshakes_in_progress();
+            st.admitted = a.accepted;
+            st.retries = a.retries;
+            st.refused = a.refused.iter().sum();
+            st.handshake_failures = e.handshake_failures + e.handshake_timeouts;
+            st.datagrams_in = e.datagrams_in;
+            st.datagrams_out = e.datagrams_out;
+        }
+        if now >= self.next_rotation_check {
+            self.rotate(clock::wall_now());
+            self.next_rotation_check = now + Duration::from_secs(60);
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.ep.poll_transmit(now, buf)
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        let linger = self
+            .sessions
+            .values()
+            .filter_map(Session::linger_deadline)
+            .min();
+        [
+            self.ep.poll_timeout(),
+            Some(self.next_rotation_check),
+            linger,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }

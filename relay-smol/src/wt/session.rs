@@ -140,6 +140,21 @@ impl Session {
         self.id
     }
 
+    /// Is the session waiting out a refusal's answer or a close's last frames?
+    pub fn is_lingering(&self) -> bool {
+        !self.done && (self.refused_at.is_some() || self.close_pending.is_some())
+    }
+
+    /// When a lingering session must be closed at the latest.
+    pub fn linger_deadline(&self) -> Option<Instant> {
+        if self.done {
+            return None;
+        }
+        self.refused_at
+            .or(self.close_pending.as_ref().map(|c| c.2))
+            .map(|at| at + REFUSAL_LINGER)
+    }
+
     /// Starts a turn of the endpoint: the read budget is [`READ_BUDGET`] again.
     pub fn begin_turn(&mut self) {
         self.turn_read = 0;

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fastpubsub_core::frame::{DeliverView, Mode, Publish};
-use fastpubsub_relay::auth::AllowAll;
+use fastpubsub_relay::auth::{AllowAll, Authorizer};
 use fastpubsub_relay::config::Config;
 use fastpubsub_relay::limits::Limits;
 use fastpubsub_relay::ws::Relay;
@@ -42,11 +42,20 @@ impl TestRelay {
 
     /// Starts a relay with this config (listen address should be 127.0.0.1:0).
     pub fn start_config(config: Config) -> TestRelay {
+        Self::start_with_auth(config, || Rc::new(AllowAll))
+    }
+
+    /// Starts a relay with this config and the authorizer `auth` makes (on the relay's
+    /// thread).
+    pub fn start_with_auth(
+        config: Config,
+        auth: impl FnOnce() -> Rc<dyn Authorizer> + Send + 'static,
+    ) -> TestRelay {
         let (addr_tx, addr_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
         let thread = std::thread::spawn(move || {
             let ex = Rc::new(LocalExecutor::new());
-            let relay = Relay::bind(&config, Rc::new(AllowAll)).unwrap();
+            let relay = Relay::bind(&config, auth()).unwrap();
             addr_tx.send(relay.local_addr()).unwrap();
             let shutdown = async move {
                 let _ = stop_rx.recv().await;
@@ -446,4 +455,16 @@ impl Drop for RelayProcess {
 /// Raises this process's open-files soft limit to its hard limit; returns the new limit.
 pub fn raise_nofile() -> u64 {
     fastpubsub_relay::cli::run::raise_fd_limit().unwrap_or(u64::MAX)
+}
+
+/// A TCP connection to `dst` from the loopback address `src` (e.g. 127.0.0.2), so one test can
+/// act as many sources.
+pub fn connect_from(src: std::net::Ipv4Addr, dst: SocketAddr) -> std::io::Result<TcpStream> {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None)?;
+    bind(&fd, &SocketAddr::from((src, 0)))?;
+    connect(&fd, &dst)?;
+    let s = TcpStream::from(fd);
+    s.set_read_timeout(Some(WAIT))?;
+    Ok(s)
 }
