@@ -16,7 +16,7 @@ use fastpubsub_core::ticket::Applied;
 use smol::channel::{Sender, TrySendError};
 
 use super::admin::{AdminHandle, unix_ms};
-use super::mesh::MeshCommand;
+use super::command::MeshCommand;
 use super::status::summary_parts;
 use crate::broker::mesh::{LocalPlan, MeshHook};
 use crate::dashboard::announce::{Announcement, MAX_ANNOUNCED_LINKS, MAX_LEN};

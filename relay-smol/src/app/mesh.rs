@@ -24,9 +24,10 @@ use bytes::Bytes;
 use fastpubsub_core::frame::Mode;
 use quinn_proto::{ConnectionHandle, Side};
 use smol::LocalExecutor;
-use smol::channel::{Receiver, Sender};
+use smol::channel::Receiver;
 
 use super::admin::AdminHandle;
+pub use super::command::MeshCommand;
 use super::hooks::{EdgeHook, MeshFeed, TicketServiceHook};
 use super::status::RelayStatus;
 use crate::mesh::config::MeshConfig;
@@ -55,37 +56,6 @@ const DELIVERY_BATCH: usize = 64;
 // the tickets layer can hold (a refresh and a revocation per ticket id).
 const _: () = assert!(driver::MAX_CONNECTIONS <= limits::MAX_LINKS);
 const _: () = assert!(2 * crate::tickets::MAX_STATUS_CAPACITY <= limits::TICKET_SYNC_RECORDS);
-
-/// Work for the mesh thread from other tasks.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum MeshCommand {
-    /// A client of this relay published.
-    Publish {
-        /// Tenant.
-        tenant: String,
-        /// Channel (concrete).
-        channel: String,
-        /// Payload.
-        payload: Bytes,
-        /// Delivery mode.
-        mode: Mode,
-        /// Whether this relay has a matching subscriber (and, for the deliver-one modes,
-        /// is a candidate: broadcast always delivers here separately).
-        local_match: bool,
-    },
-    /// This relay gained its first / lost its last subscriber for (tenant, pattern).
-    Interest {
-        /// Tenant.
-        tenant: String,
-        /// Pattern.
-        pattern: String,
-        /// Gained (true) or lost (false).
-        present: bool,
-    },
-    /// Reply with the status.
-    Status(Sender<Arc<RelayStatus>>),
-}
 
 /// A message from the mesh for this relay's own subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,10 +9,12 @@
 //!   edge and its own listener ([`admin::install`]);
 //! - [`status`]: the relay's typed status, from which `/v1/status`, the metrics and the
 //!   dashboard summary are rendered;
+//! - [`command`]: what the edge queues for the mesh thread;
 //! - [`args`]: the mesh options of `run`, checked into a mesh configuration.
 
 pub mod admin;
 pub mod args;
+pub mod command;
 pub mod hooks;
 pub mod mesh;
 pub mod status;
