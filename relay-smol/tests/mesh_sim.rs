@@ -98,6 +98,24 @@ fn hundred_relays_on_the_measured_matrix() {
                 .map(|mode| (sim.publish(i, "acme", "jobs.x", mode, 100), mode))
         })
         .collect();
+    // Each origin's route metric to every worker as the jobs went out (publishing is
+    // synchronous: no time passed since): what its low-latency choice was made from.
+    let metric_at_publish: Vec<Vec<u32>> = (0..n)
+        .map(|o| {
+            jobs.iter()
+                .map(|&(d, _)| {
+                    if d == o {
+                        return 0;
+                    }
+                    let id = sim.node(d).id();
+                    sim.node(o)
+                        .routes()
+                        .route(id)
+                        .map_or(u32::MAX, |x| x.metric.as_us())
+                })
+                .collect()
+        })
+        .collect();
     sim.run_for(5 * SEC);
 
     // Every subscriber got every broadcast exactly once, or the copy for its relay was lost
@@ -170,31 +188,18 @@ fn hundred_relays_on_the_measured_matrix() {
         if *mode != Mode::LowLatency || lost {
             continue;
         }
-        let got = jobs
+        let (k, got) = jobs
             .iter()
-            .find(|(_, s)| *s == r.deliveries[0].0)
-            .map(|(i, _)| *i)
+            .enumerate()
+            .find(|(_, (_, s))| *s == r.deliveries[0].0)
+            .map(|(k, (i, _))| (k, *i))
             .expect("a worker");
-        let metric = |d: usize| {
-            if d == r.origin {
-                return 0;
-            }
-            let id = sim.node(d).id();
-            sim.node(r.origin)
-                .routes()
-                .route(id)
-                .map_or(u32::MAX, |x| x.metric.as_us())
-        };
-        let best = jobs
-            .iter()
-            .map(|(i, _)| metric(*i))
-            .min()
-            .unwrap_or(u32::MAX);
+        let metrics = &metric_at_publish[r.origin];
+        let best = metrics.iter().copied().min().unwrap_or(u32::MAX);
         assert_eq!(
-            metric(got),
-            best,
-            "low-latency from {} went to {got}",
-            r.origin
+            metrics[k], best,
+            "low-latency from {} went to {got} (metric {} µs, best {best} µs)",
+            r.origin, metrics[k]
         );
     }
     lat.sort_unstable();
@@ -225,6 +230,9 @@ fn hundred_relays_on_the_measured_matrix() {
 /// One-way delay of the relay path T–N–F and of the direct link T–F (ms).
 const VIA_N_MS: f64 = 90.0;
 const DIRECT_MS: f64 = 110.9;
+/// The link model jitters every one-way delay by up to ± 2 % (`SimConfig::jitter_ppm`), so a
+/// median of a few deliveries may fall that far below the floor.
+const JITTER_LOW: f64 = 0.98;
 
 struct Tnf {
     sim: Sim,
@@ -338,7 +346,7 @@ fn tokyo_novosibirsk_frankfurt() {
     println!("via N: median latency {med:.1} ms");
     // At least the path's 90 ms; below 108 ms is only possible through N.
     assert!(
-        (VIA_N_MS - 0.5..DIRECT_MS - 3.0).contains(&med),
+        (VIA_N_MS * JITTER_LOW..DIRECT_MS - 3.0).contains(&med),
         "median {med:.1} ms should be ≈ 90 ms, not 111"
     );
 
@@ -393,7 +401,7 @@ fn tokyo_novosibirsk_frankfurt() {
     let med = median(lat);
     // Direct ≥ 110.9 ms; through the slowed N it would be ≥ 195 ms.
     assert!(
-        (DIRECT_MS - 0.5..DIRECT_MS + 20.0).contains(&med),
+        (DIRECT_MS * JITTER_LOW..DIRECT_MS + 20.0).contains(&med),
         "median {med:.1} ms should be ≈ 111 ms"
     );
 

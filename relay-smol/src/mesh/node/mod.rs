@@ -4,7 +4,7 @@
 //! It holds no socket, no driver, no clock and no entropy of its own: the caller passes
 //! time in (µs, [`crate::mesh::time`]), a seed at creation, and drains what it wants sent.
 //! The QUIC wiring (`crate::app::mesh`) and the virtual-time harness
-//! ([`crate::mesh::sim`]) drive the same code.
+//! ([`crate::sim`]) drive the same code.
 //!
 //! By responsibility:
 //! - [`peers`]: links and membership: the Hello, dials and redials with backoff, the
