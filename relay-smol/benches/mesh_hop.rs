@@ -237,6 +237,8 @@ fn throughput(a: &Node, b: &Node, c: &Node, b_tid: u32) {
     while c.got.try_recv().is_ok() {}
     let total = env_num("MESH_HOP_COUNT", 100_000);
     let window = env_num("MESH_HOP_WINDOW", 1024);
+    let quic = |n: &Node, k: &str| n.status()["counters"]["quic"][k].as_u64().unwrap_or(0);
+    let (rx0, tx0) = (quic(b, "udp_rx"), quic(b, "udp_tx"));
     let (cpu0, t0) = (thread_cpu(b_tid), Instant::now());
     let (mut sent, mut got) = (0u32, 0u32);
     while got < total && t0.elapsed() < Duration::from_secs(60) {
@@ -259,6 +261,7 @@ fn throughput(a: &Node, b: &Node, c: &Node, b_tid: u32) {
     }
     let secs = t0.elapsed().as_secs_f64();
     let cpu = (thread_cpu(b_tid) - cpu0).as_secs_f64();
+    let (rx, tx) = (quic(b, "udp_rx") - rx0, quic(b, "udp_tx") - tx0);
     let counter = |n: &Node, k: &str| n.status()["counters"]["mesh"][k].as_u64().unwrap_or(0);
     println!(
         "forwarded through B: {got} msgs in {secs:.2} s = {:.0} msgs/s (100-byte payloads, window {window}, queue drops at A {} B {})",
@@ -267,8 +270,10 @@ fn throughput(a: &Node, b: &Node, c: &Node, b_tid: u32) {
         counter(b, "dropped_queue_full"),
     );
     println!(
-        "B's thread: {cpu:.3} s CPU = {:.2} us per message = {:.0} msgs per CPU-second",
+        "B's thread: {cpu:.3} s CPU = {:.2} us per message = {:.0} msgs per CPU-second; B's UDP datagrams per 100 messages: {:.1} in, {:.1} out",
         cpu * 1e6 / f64::from(got.max(1)),
-        f64::from(got) / cpu.max(1e-9)
+        f64::from(got) / cpu.max(1e-9),
+        rx as f64 * 100.0 / f64::from(got.max(1)),
+        tx as f64 * 100.0 / f64::from(got.max(1)),
     );
 }

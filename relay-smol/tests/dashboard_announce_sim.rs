@@ -91,6 +91,7 @@ fn body(i: usize, adj: &[Vec<usize>], seq: u32) -> Vec<u8> {
             messages_out: 9_876_543_210,
             drops: 42,
             slow_consumer_disconnects: 7,
+            intake_paused_ms: None,
         },
         links: adj[i]
             .iter()

@@ -43,13 +43,15 @@ fn now_ms() -> u64 {
 struct Relay {
     addr: SocketAddr,
     mesh: Arc<Mutex<MeshState>>,
+    metrics: Arc<RelayMetrics>,
 }
 
 fn start_relay(self_name: &str) -> Relay {
     let mesh = Arc::new(Mutex::new(MeshState::new(self_name)));
+    let metrics = Arc::new(RelayMetrics::default());
     let routes = Arc::new(AdminRoutes {
         access: AdminAccess::loopback_only(),
-        metrics: Arc::new(RelayMetrics::default()),
+        metrics: metrics.clone(),
         mesh: mesh.clone(),
         status: None,
     });
@@ -61,7 +63,11 @@ fn start_relay(self_name: &str) -> Relay {
         let spawner = ex.clone();
         let _ = smol::block_on(ex.run(server.run(move |t| spawner.spawn(t).detach())));
     });
-    Relay { addr, mesh }
+    Relay {
+        addr,
+        mesh,
+        metrics,
+    }
 }
 
 fn feed(relay: &Relay, all: Vec<RelaySummary>) {
@@ -121,6 +127,7 @@ fn single_relay_shows_its_own_row_and_no_links() {
     assert_eq!(count(&dom, "data-link="), 0, "no links");
     assert_eq!(text_after(&dom, "data-k=\"relays\""), "1");
     assert_eq!(text_after(&dom, "data-k=\"links\""), "0/0");
+    assert_eq!(text_after(&dom, "data-k=\"backlog\""), "0 / 0");
     assert!(text_after(&dom, "id=\"status\"").contains("live"));
     assert!(
         dom.contains("id=\"land\" class=\"land\" d=\"M"),
@@ -255,10 +262,21 @@ fn three_relays_show_links_and_the_saving_route() {
     let (sites, rtt) = tnf();
     let relay = start_relay("Tokyo");
     feed(&relay, summaries(&sites, &rtt));
+    // The link backlog card reads this relay's /metrics.
+    relay.metrics.mesh_links_backed_up.set(2);
+    relay.metrics.mesh_links_slow.set(1);
+    relay.metrics.mesh_messages_dropped_slow_link.add(17);
+    relay.metrics.mesh_backpressure_episodes.add(4);
+    relay.metrics.mesh_backpressure_ms.add(2500);
 
     let dom = open_dashboard(
         &format!("http://{}/dashboard", relay.addr),
         "dashboard-three",
+    );
+    assert_eq!(text_after(&dom, "data-k=\"backlog\""), "2 / 1");
+    assert_eq!(
+        text_after(&dom, "data-k=\"backlog-detail\""),
+        "17 dropped on slow links; intake paused 4× (2.5 s)"
     );
     let saving = assert_saving_route_page(&dom, ["Tokyo", "Novosibirsk", "Frankfurt"]);
     assert!((saving - 41.8).abs() < 0.05, "saving {saving}");

@@ -22,7 +22,7 @@ enum Seen {
     Control(Vec<u8>),
     Message(Vec<u8>),
     Datagram(Vec<u8>),
-    Stats(DriverStats),
+    Stats(Box<DriverStats>),
 }
 
 enum Cmd {
@@ -82,7 +82,7 @@ impl Handler for TestHandler {
     fn on_tick(&mut self, quic: &mut Driver, now: Instant) {
         if now >= self.next_stats {
             self.next_stats = now + Duration::from_millis(50);
-            let _ = self.out.try_send(Seen::Stats(quic.stats()));
+            let _ = self.out.try_send(Seen::Stats(Box::new(quic.stats())));
         }
     }
     fn poll_timeout(&self) -> Option<Instant> {

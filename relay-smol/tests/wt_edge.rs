@@ -20,13 +20,21 @@ struct WtRelay {
     child: Child,
     ws: SocketAddr,
     wt: SocketAddr,
+    /// The admin listener, when the test asked for one (`--admin-listen`).
+    admin: Option<SocketAddr>,
     banner: Vec<String>,
 }
 
 impl WtRelay {
     fn start(extra: &[&str]) -> WtRelay {
+        let admin = if extra.contains(&"--admin-listen") {
+            &[][..]
+        } else {
+            &["--admin-listen", "off"][..]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_fastpubsub-relay"))
-            .args(["run", "--listen", "127.0.0.1:0", "--admin-listen", "off"])
+            .args(["run", "--listen", "127.0.0.1:0"])
+            .args(admin)
             .args(["--wt-listen", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -51,7 +59,7 @@ impl WtRelay {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| panic!("no address in {line:?}"))
         };
-        let (mut ws, mut wt) = (None, None);
+        let (mut ws, mut wt, mut admin_addr) = (None, None, None);
         let mut banner = Vec::new();
         let deadline = Instant::now() + WAIT;
         while ws.is_none() || wt.is_none() || banner.iter().all(|l: &String| !l.contains("AT_")) {
@@ -66,9 +74,13 @@ impl WtRelay {
                 ws = Some(addr_in(&line));
             } else if line.contains("webtransport on") {
                 wt = Some(addr_in(&line));
+            } else if line.contains("admin on") {
+                admin_addr = Some(addr_in(&line));
             }
             banner.push(line);
-            if ws.is_some() && wt.is_some() && extra.contains(&"--insecure-no-auth") {
+            let admin_ready = admin_addr.is_some() || !extra.contains(&"--admin-listen");
+            if ws.is_some() && wt.is_some() && admin_ready && extra.contains(&"--insecure-no-auth")
+            {
                 break;
             }
         }
@@ -76,6 +88,7 @@ impl WtRelay {
             child,
             ws: ws.unwrap(),
             wt: wt.unwrap(),
+            admin: admin_addr,
             banner,
         }
     }
@@ -103,6 +116,30 @@ impl WtRelay {
         let (status, body) = common::http_get(self.ws, "/stats");
         assert_eq!(status, 200);
         serde_json::from_str(&body).unwrap()
+    }
+
+    fn wt_stats(&self) -> serde_json::Value {
+        let (status, body) = common::http_get(self.ws, "/v1/wt-stats");
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Waits until `/metrics` (mirrored about once a second) has every one of `lines`.
+    fn metrics_show(&self, lines: &[&str]) {
+        let admin = self.admin.expect("started with --admin-listen");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (status, body) = common::http_get(admin, "/metrics");
+            assert_eq!(status, 200);
+            if lines.iter().all(|want| body.lines().any(|l| l == *want)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/metrics lacks some of {lines:?}:\n{body}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 
@@ -312,6 +349,18 @@ fn tickets_bearer_query_refusals_and_protocols() {
         None,
     )
     .unwrap();
+    // Every answer is counted, by status.
+    let w = relay.wt_stats();
+    assert_eq!(
+        (
+            w["sessions"].as_u64(),
+            w["sessions_accepted"].as_u64(),
+            w["refused_unauthorized"].as_u64(),
+            w["refused_forbidden"].as_u64(),
+        ),
+        (Some(2), Some(2), Some(2), Some(1)),
+        "{w}"
+    );
     // The certificate hash is served, and pinning it works.
     let (status, body) = common::http_get(relay.ws, "/v1/wt-cert-hash");
     assert_eq!(status, 200);
@@ -346,7 +395,7 @@ fn tickets_bearer_query_refusals_and_protocols() {
 
 #[test]
 fn a_client_that_changes_address_keeps_its_session() {
-    let relay = WtRelay::start(&["--insecure-no-auth"]);
+    let relay = WtRelay::start(&["--insecure-no-auth", "--admin-listen", "127.0.0.1:0"]);
     let mut a = wt(&relay, None);
     a.send_text("SUB:t:m.#:U:0:0");
     assert_eq!(next_text(&mut a), "OK:SUB:t:m.#:U:1");
@@ -379,6 +428,32 @@ fn a_client_that_changes_address_keeps_its_session() {
         "{w}"
     );
     assert!(w["datagrams_in"].as_u64().unwrap() > 0, "{w}");
+    assert_eq!(w["sessions"].as_u64(), Some(2), "{w}");
+    relay.metrics_show(&[
+        "fastpubsub_wt_sessions 2",
+        "fastpubsub_wt_sessions_accepted_total 2",
+        "fastpubsub_wt_session_refusals_total{reason=\"unauthorized\"} 0",
+        "fastpubsub_wt_deliveries_dropped_total{reason=\"line_queue_full\"} 0",
+    ]);
+    // The dashboard's card reads the same numbers.
+    let (status, body) = common::http_get(relay.admin.unwrap(), "/v1/mesh");
+    assert_eq!(status, 200);
+    let mesh: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        mesh["webtransport"]["sessions"], 2,
+        "{}",
+        mesh["webtransport"]
+    );
+    assert_eq!(
+        mesh["webtransport"]["accepted"], 2,
+        "{}",
+        mesh["webtransport"]
+    );
+    drop(p);
+    relay.metrics_show(&[
+        "fastpubsub_wt_sessions 1",
+        "fastpubsub_wt_sessions_ended_total 1",
+    ]);
 }
 
 #[test]

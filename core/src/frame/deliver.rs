@@ -43,18 +43,7 @@ impl<'a> Deliver<'a> {
         &self,
         patterns: impl IntoIterator<Item = &'p str>,
     ) -> Result<usize, EncodeError> {
-        let mut count = 0usize;
-        let mut len =
-            1 + 2 + self.tenant.len() + 2 + self.channel.len() + 4 + self.payload.len() + 2;
-        for p in patterns {
-            check_name("pattern", p, MAX_NAME_LEN)?;
-            count += 1;
-            len += 2 + p.len();
-        }
-        if count == 0 || count > MAX_DELIVER_PATTERNS {
-            return Err(EncodeError::PatternCount { count });
-        }
-        Ok(len)
+        Ok(self.head_len() + Self::patterns_len(patterns)?)
     }
 
     /// Hands the frame to `sink` as consecutive byte pieces (so a caller can append it to
@@ -68,8 +57,22 @@ impl<'a> Deliver<'a> {
     where
         I: IntoIterator<Item = &'p str> + Clone,
     {
-        let len = self.encoded_len(patterns.clone())?;
-        // Lengths were checked above; the casts cannot truncate.
+        Self::patterns_len(patterns.clone())?;
+        self.encode_head(&mut sink);
+        Ok(self.head_len() + Self::encode_patterns(patterns, sink)?)
+    }
+
+    /// Bytes before the pattern list (`0x01 | tenant | channel | payload_len | payload`).
+    /// They are the same for every receiver of a message, so a relay can encode them once
+    /// ([`Deliver::encode_head`]) and follow them with each receiver's own pattern list
+    /// ([`Deliver::encode_patterns`]); together that is [`Deliver::encode_with`].
+    pub fn head_len(&self) -> usize {
+        1 + 2 + self.tenant.len() + 2 + self.channel.len() + 4 + self.payload.len()
+    }
+
+    /// Hands the bytes before the pattern list to `sink` (see [`Deliver::head_len`]).
+    pub fn encode_head(&self, mut sink: impl FnMut(&[u8])) {
+        // Lengths were checked by `new`; the casts cannot truncate.
         sink(&[DELIVER_TAG]);
         sink(&(self.tenant.len() as u16).to_be_bytes());
         sink(self.tenant.as_bytes());
@@ -77,6 +80,37 @@ impl<'a> Deliver<'a> {
         sink(self.channel.as_bytes());
         sink(&(self.payload.len() as u32).to_be_bytes());
         sink(self.payload);
+    }
+
+    /// The encoded length of a pattern list (`u16 count | count × str16 pattern`), after
+    /// checking each pattern (1..=255 bytes) and their count (1..=65,535).
+    pub fn patterns_len<'p>(
+        patterns: impl IntoIterator<Item = &'p str>,
+    ) -> Result<usize, EncodeError> {
+        let mut count = 0usize;
+        let mut len = 2;
+        for p in patterns {
+            check_name("pattern", p, MAX_NAME_LEN)?;
+            count += 1;
+            len += 2 + p.len();
+        }
+        if count == 0 || count > MAX_DELIVER_PATTERNS {
+            return Err(EncodeError::PatternCount { count });
+        }
+        Ok(len)
+    }
+
+    /// Checks a pattern list (as [`Deliver::patterns_len`]) and hands it to `sink`; on error
+    /// nothing is emitted. Returns its length.
+    pub fn encode_patterns<'p, I>(
+        patterns: I,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<usize, EncodeError>
+    where
+        I: IntoIterator<Item = &'p str> + Clone,
+    {
+        let len = Self::patterns_len(patterns.clone())?;
+        // Checked above: 1..=65,535 patterns of 1..=255 bytes.
         let count = patterns.clone().into_iter().count();
         sink(&(count as u16).to_be_bytes());
         for p in patterns {

@@ -202,6 +202,20 @@ fn deliver_vector() {
         Err(EncodeError::PatternCount { count: 0 })
     );
     assert!(Deliver::new("t", "c", &std::vec![0; MAX_PAYLOAD_LEN + 1]).is_err());
+
+    // Head once, then a pattern list per receiver: the same bytes as encode_with.
+    let mut split = Vec::new();
+    d.encode_head(|p| split.extend_from_slice(p));
+    assert_eq!(split.len(), d.head_len());
+    let plen = Deliver::encode_patterns(pats, |p| split.extend_from_slice(p)).unwrap();
+    assert_eq!(plen, Deliver::patterns_len(pats).unwrap());
+    assert_eq!(split, want);
+    let mut nothing = Vec::new();
+    assert_eq!(
+        Deliver::encode_patterns([""], |p| nothing.extend_from_slice(p)),
+        Err(EncodeError::EmptyField { field: "pattern" })
+    );
+    assert!(nothing.is_empty(), "nothing emitted on error");
 }
 
 #[test]

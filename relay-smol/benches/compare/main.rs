@@ -1,8 +1,8 @@
 //! Compare bench: the same load against this relay, nats-server and mosquitto, one table.
 //!
 //! Run: `cargo bench -p fastpubsub-relay --bench compare` (about 6 minutes; add
-//! `-- --quick` for a short run, `--servers relay,nats` / `--scenarios unpaced,stuck` to
-//! narrow it). Each cell starts a fresh server from a generated config, WebSocket listener
+//! `-- --quick` for a short run, `--servers relay,nats` / `--scenarios unpaced,stuck` /
+//! `--subs 100` / `--sizes 64` to narrow it). Each cell starts a fresh server from a generated config, WebSocket listener
 //! on 127.0.0.1 only, pinned to CPU 0; this load generator (one publisher thread, one epoll
 //! reader thread for every subscriber) is pinned to CPU 1. Every client speaks its server's
 //! own protocol over WebSocket: LLPS, NATS's text protocol, MQTT 3.1.1 (QoS 0), one
@@ -35,6 +35,18 @@ struct Opts {
     quick: bool,
     servers: Vec<Kind>,
     scenarios: Vec<String>,
+    subs: Vec<usize>,
+    sizes: Vec<usize>,
+}
+
+fn numbers(flag: &str, v: Option<String>) -> Result<Vec<usize>, String> {
+    let v = v.ok_or(format!("{flag} needs a list"))?;
+    v.split(',')
+        .map(|n| {
+            n.parse()
+                .map_err(|_| format!("{flag}: {n:?} is not a number"))
+        })
+        .collect()
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -44,6 +56,8 @@ fn parse_args() -> Result<Opts, String> {
         scenarios: ["unpaced", "paced", "idle", "stuck"]
             .map(String::from)
             .to_vec(),
+        subs: vec![1, 10, 100],
+        sizes: vec![64, 1024],
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -73,9 +87,11 @@ fn parse_args() -> Result<Opts, String> {
                     }
                 }
             }
+            "--subs" => o.subs = numbers("--subs", args.next())?,
+            "--sizes" => o.sizes = numbers("--sizes", args.next())?,
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; use --quick, --servers LIST, --scenarios LIST"
+                    "unknown argument {other:?}; use --quick, --servers LIST, --scenarios LIST, --subs LIST, --sizes LIST"
                 ));
             }
         }
@@ -138,8 +154,8 @@ fn main() {
         if !opts.scenarios.iter().any(|s| s == mode) {
             continue;
         }
-        for size in [64usize, 1024] {
-            for subs in [1usize, 10, 100] {
+        for &size in &opts.sizes {
+            for &subs in &opts.subs {
                 let f = if mode == "unpaced" {
                     let count = if subs >= 100 { 20_000 } else { 200_000 };
                     Fanout {

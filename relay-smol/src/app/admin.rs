@@ -262,13 +262,22 @@ fn refresh(h: &AdminHandle, broker: &Rc<RefCell<Broker>>, now_ms: u64) {
         m.connections_accepted.mirror(s.connections_opened);
         m.messages_received.mirror(Source::Client, s.published);
         m.messages_delivered.mirror(s.delivered);
+        // `dropped_relay_behind` is the part of `dropped_queue_full` not caused by a slow
+        // subscriber (0 by design: the edge pauses intake instead).
+        m.drops.mirror(
+            DropReason::SubscriberQueueFull,
+            s.dropped_queue_full.saturating_sub(s.dropped_relay_behind),
+        );
         m.drops
-            .mirror(DropReason::SubscriberQueueFull, s.dropped_queue_full);
+            .mirror(DropReason::RelayBehind, s.dropped_relay_behind);
         m.drops.mirror(
             DropReason::RateLimited,
             s.dropped_egress_rate.saturating_add(s.refused_ingress_rate),
         );
         m.slow_consumer_disconnects.mirror(s.slow_consumers_closed);
+        m.intake_pauses.mirror(s.intake_pauses);
+        m.intake_paused_us.mirror(s.intake_paused_us);
+        m.intake_pause_overruns.mirror(s.intake_pause_overruns);
         let mut l = h.local.lock().unwrap_or_else(|p| p.into_inner());
         l.refusals.edge_malformed = s.refused_malformed;
         l.refusals.edge_full = s.refused_over_capacity;
@@ -401,6 +410,11 @@ mod tests {
         );
         let me = &view.relays[0];
         assert!(me.is_self && me.lat == Some(35.68));
+        assert_eq!(
+            me.intake_paused_ms_total,
+            Some(0),
+            "the local relay shows its intake pauses"
+        );
         assert!(
             view.links.is_empty(),
             "its peers have not announced themselves yet"
@@ -410,6 +424,29 @@ mod tests {
             m.contains("fastpubsub_link_rtt_seconds{peer=\"nsk\"} 0.0952"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn flow_counters_reach_the_metrics_and_the_local_row() {
+        let m = RelayMetrics::default();
+        m.intake_pauses.mirror(3);
+        m.intake_paused_us.mirror(2_500_000);
+        m.intake_pause_overruns.mirror(1);
+        m.drops.mirror(DropReason::SubscriberQueueFull, 7);
+        m.drops.mirror(DropReason::RelayBehind, 2);
+        let text = m.render();
+        for line in [
+            "fastpubsub_intake_pauses_total 3",
+            "fastpubsub_intake_paused_seconds_total 2.5",
+            "fastpubsub_intake_pause_overruns_total 1",
+            "fastpubsub_drops_total{reason=\"subscriber_queue_full\"} 7",
+            "fastpubsub_drops_total{reason=\"relay_behind\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        let c = RelayCounters::from_metrics(&m);
+        assert_eq!(c.intake_paused_ms, Some(2500));
+        assert_eq!(c.drops, 9);
     }
 
     #[test]

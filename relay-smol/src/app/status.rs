@@ -158,6 +158,16 @@ impl RelayStatus {
         m.mesh_retries.mirror(quic.retries);
         m.mesh_handshakes_in_progress
             .set(i64::try_from(quic.handshakes_in_progress).unwrap_or(i64::MAX));
+        // The link backlog policy (docs/mesh.md).
+        m.mesh_links_backed_up
+            .set(i64::try_from(quic.links_backed_up).unwrap_or(i64::MAX));
+        m.mesh_links_slow
+            .set(i64::try_from(quic.links_slow).unwrap_or(i64::MAX));
+        m.mesh_messages_dropped_slow_link
+            .mirror(quic.messages_dropped_slow_link);
+        m.mesh_backpressure_episodes
+            .mirror(quic.backpressure_episodes);
+        m.mesh_backpressure_ms.mirror(quic.backpressure_ms);
         (
             mesh.refused_malformed,
             quic.refused_full.saturating_add(mesh.refused_full),
@@ -342,6 +352,11 @@ pub(crate) mod tests {
         c.quic.handshake_timeouts = 7;
         c.quic.retries = 8;
         c.quic.handshakes_in_progress = 9;
+        c.quic.links_backed_up = 2;
+        c.quic.links_slow = 1;
+        c.quic.messages_dropped_slow_link = 11;
+        c.quic.backpressure_episodes = 3;
+        c.quic.backpressure_ms = 1500;
         c.quic.control_bytes_sent = 700;
         c.quic.control_bytes_received = 900;
         c.control_by_kind.insert("announce", [100, 200]);
@@ -382,6 +397,15 @@ pub(crate) mod tests {
             text.contains("fastpubsub_mesh_handshakes_in_progress 9"),
             "{text}"
         );
+        for line in [
+            "fastpubsub_mesh_links_backed_up 2\n",
+            "fastpubsub_mesh_links_slow 1\n",
+            "fastpubsub_mesh_messages_dropped_slow_link_total 11\n",
+            "fastpubsub_mesh_backpressure_episodes_total 3\n",
+            "fastpubsub_mesh_backpressure_seconds_total 1.5\n",
+        ] {
+            assert!(text.contains(line), "{line} missing in {text}");
+        }
     }
 
     #[test]

@@ -16,10 +16,24 @@
 //! [`Limits::slow_consumer_grace`] without its queue draining is sent `ERR:slow_consumer` and
 //! closed, whatever filled it. Publishers never wait for subscribers.
 //!
+//! Loss only where someone is slow (design principle 2): a queue can also fill because the
+//! relay itself is behind — the socket takes bytes, the connection's task just has not run
+//! yet (publishers read faster than the relay writes). The broker tells the two apart by
+//! whether the socket refused bytes since the queue last drained ([`Broker::write_blocked`]):
+//! a queue at [`Limits::behind_bytes`] whose socket still takes bytes pauses every
+//! connection's reads ([`ReadStop::RelayBehind`]) until it is written, so TCP pushes back on
+//! the publishers and nothing is dropped; a queue whose socket refuses bytes never pauses
+//! anyone (its listener is the slow one and loses messages, as above). Paused connections
+//! are released in an order that puts those that did not get to read last time first, so one
+//! fast publisher cannot starve another. A pause is bounded ([`MAX_INTAKE_PAUSE`](crate::limits::MAX_INTAKE_PAUSE)) and
+//! counted ([`Stats::intake_pauses`], [`Stats::intake_paused_us`]).
+//!
 //! Commands have rate limits per connection ([`limiter`]).
 //!
 //! The mesh plugs in through [`mesh::MeshHook`] (see there).
 
+mod answer;
+mod intake;
 pub mod limiter;
 pub mod mesh;
 pub mod queue;
@@ -37,6 +51,7 @@ use fastpubsub_core::pattern::{self, PatternError, PatternTooComplex, SubIndex};
 use crate::auth::Access;
 use crate::limits::{Limits, POOL_BUFFERS, queue_grow_cap};
 use crate::wsframe::{OP_BINARY, OP_CLOSE, OP_TEXT};
+use intake::Intake;
 use limiter::{CommandLimiter, RefusalReply, TokenBucket, Verdict};
 use mesh::{LocalPlan, MeshHook};
 use queue::{BufPool, OutQueue};
@@ -99,6 +114,27 @@ pub struct Stats {
     /// Deliveries skipped for a WebTransport session because the deliver frame was over
     /// its 65,536-byte frame cap (delivered to everyone else).
     pub dropped_wt_oversize: u64,
+    /// WebTransport deliveries dropped because the session's budget was full, by target
+    /// (included in `dropped_queue_full`): its control stream, ...
+    pub dropped_wt_control_full: u64,
+    /// ... a line (the line's own half of the budget, or the whole budget) ...
+    pub dropped_wt_line_full: u64,
+    /// ... or its datagram queue.
+    pub dropped_wt_datagram_full: u64,
+    /// WebTransport datagrams dropped because QUIC's datagram send buffer of the session
+    /// was full (the path is congested; datagrams are never queued beyond it).
+    pub dropped_wt_datagram_buffer: u64,
+    /// Times the relay paused every connection's reads because it was behind on writing
+    /// ([`ReadStop::RelayBehind`]).
+    pub intake_pauses: u64,
+    /// Total time reads were paused for that, µs.
+    pub intake_paused_us: u64,
+    /// Pauses ended by [`MAX_INTAKE_PAUSE`](crate::limits::MAX_INTAKE_PAUSE) rather than by the backlog being written.
+    pub intake_pause_overruns: u64,
+    /// Of [`Stats::dropped_queue_full`]: deliveries dropped for a connection whose socket was
+    /// still taking bytes (the relay, not the listener, was behind). Pausing intake keeps this
+    /// at 0; anything else is a bug or a single frame larger than half a budget.
+    pub dropped_relay_behind: u64,
 }
 
 /// Why a `SUB` was refused.
@@ -191,6 +227,13 @@ pub enum ReadStop {
     /// taking what is queued already, so its requests (and their replies) wait. Only this
     /// connection is affected.
     OwnBacklog,
+    /// The relay is behind on its own writing: some connection's queue is at
+    /// [`Limits::behind_bytes`] while its socket still takes bytes (its task has not run yet).
+    /// Every connection waits until that backlog is written, so TCP slows the publishers
+    /// instead of deliveries being dropped for a listener that reads. A connection whose
+    /// socket refuses bytes does not count, so a listener that does not read never causes
+    /// this. At most [`MAX_INTAKE_PAUSE`](crate::limits::MAX_INTAKE_PAUSE); the task is woken when it ends.
+    RelayBehind,
 }
 
 /// State of one connection held by the broker (the socket stays with the connection task).
@@ -207,6 +250,15 @@ pub struct ConnState {
     blocked_since: Option<Instant>,
     /// Reads are stopped for [`ReadStop::OwnBacklog`] (to count each stop once).
     read_stopped: bool,
+    /// The socket refused bytes since the queue last drained: the listener is not keeping up.
+    write_blocked: bool,
+    /// The queue is at [`Limits::behind_bytes`] and its socket takes bytes: counted in
+    /// [`Broker`]'s `behind`, intake is paused.
+    behind: bool,
+    /// Waiting for the end of an intake pause.
+    waiting: bool,
+    /// Was allowed to read since it was last released from an intake pause.
+    served: bool,
     /// Heap bytes of incomplete incoming frames held by the connection task.
     in_held: usize,
     dropped: u64,
@@ -287,11 +339,21 @@ pub struct Broker {
     limits: Limits,
     pool: BufPool,
     scratch: Vec<SubKey>,
+    /// `(target rank, subscription slot)` of one WebTransport delivery, reused.
+    wt_scratch: Vec<(u8, usize)>,
+    /// The receiver-independent head of the deliver frame being fanned out.
+    head: Vec<u8>,
+    /// [`Limits::behind_bytes`], kept for the fan-out's hot path.
+    behind_at: usize,
     to_close: Vec<ConnId>,
     mesh: Option<Rc<dyn MeshHook>>,
     stats: Stats,
     now: Instant,
     shutting_down: bool,
+    /// The intake pause; held by every connection with `behind` set.
+    intake: Intake,
+    /// Scratch list of connections to wake when a pause ends.
+    released: Vec<ConnId>,
 }
 
 impl Broker {
@@ -306,13 +368,18 @@ impl Broker {
             interest: HashMap::new(),
             total_subs: 0,
             pool: BufPool::new(POOL_BUFFERS, queue_grow_cap(limits.queue_bytes)),
+            behind_at: limits.behind_bytes(),
             limits,
             scratch: Vec::new(),
+            wt_scratch: Vec::new(),
+            head: Vec::new(),
             to_close: Vec::new(),
             mesh: None,
             stats: Stats::default(),
             now,
             shutting_down: false,
+            intake: Intake::default(),
+            released: Vec::new(),
         }
     }
 
@@ -326,6 +393,11 @@ impl Broker {
         self.now = now;
     }
 
+    /// Counts a WebTransport datagram dropped because QUIC's datagram buffer was full.
+    pub fn note_wt_datagram_dropped(&mut self) {
+        self.stats.dropped_wt_datagram_buffer += 1;
+    }
+
     /// Counts a request refused as malformed by the edge (for `/metrics`).
     pub fn note_malformed_request(&mut self) {
         self.stats.refused_malformed += 1;
@@ -333,7 +405,13 @@ impl Broker {
 
     /// Counters.
     pub fn stats(&self) -> Stats {
-        self.stats
+        let (pauses, paused_us, overruns) = self.intake.counters();
+        Stats {
+            intake_pauses: pauses,
+            intake_paused_us: paused_us,
+            intake_pause_overruns: overruns,
+            ..self.stats
+        }
     }
 
     /// Open connections.
@@ -376,6 +454,10 @@ impl Broker {
             access,
             blocked_since: None,
             read_stopped: false,
+            write_blocked: false,
+            behind: false,
+            waiting: false,
+            served: false,
             in_held: 0,
             dropped: 0,
             closing: Closing::Open,
@@ -424,6 +506,9 @@ impl Broker {
             if let Some(wt) = &mut st.wt {
                 wt.release(&mut self.pool);
             }
+            if st.behind {
+                self.behind_remove();
+            }
             self.in_held_total -= st.in_held;
             self.free.push(id);
             self.open -= 1;
@@ -437,10 +522,18 @@ impl Broker {
 
     /// Records that the socket took `n` queued bytes of connection `id`.
     pub fn consumed(&mut self, id: ConnId, n: usize) {
+        let resume_at = self.behind_at / 2;
         if let Some(Some(st)) = self.conns.get_mut(id as usize) {
             st.out.consume(n, &mut self.pool);
-            if st.out.is_empty() && st.wt.as_ref().is_none_or(|w| w.all_empty()) {
-                st.blocked_since = None;
+            if st.out.is_empty() {
+                st.write_blocked = false;
+                if st.wt.as_ref().is_none_or(|w| w.all_empty()) {
+                    st.blocked_since = None;
+                }
+            }
+            if st.behind && st.out.queued() <= resume_at {
+                st.behind = false;
+                self.behind_remove();
             }
         }
     }
@@ -470,6 +563,58 @@ impl Broker {
         }
     }
 
+    /// The socket of connection `id` refused bytes (its task's write would block with bytes
+    /// queued): its listener is not keeping up, so its backlog no longer pauses intake.
+    pub fn write_blocked(&mut self, id: ConnId) {
+        if let Some(Some(st)) = self.conns.get_mut(id as usize) {
+            st.write_blocked = true;
+            if st.behind {
+                st.behind = false;
+                self.behind_remove();
+            }
+        }
+    }
+
+    fn behind_add(&mut self) {
+        self.intake.hold(self.now);
+    }
+
+    fn behind_remove(&mut self) {
+        if self.intake.unhold() {
+            self.end_pause();
+        }
+    }
+
+    /// Ends an intake pause: wakes the waiting connections in release order.
+    fn end_pause(&mut self) {
+        let mut released = std::mem::take(&mut self.released);
+        self.intake.end(self.now, &mut released);
+        for id in released.drain(..) {
+            if let Some(Some(st)) = self.conns.get_mut(id as usize)
+                && st.waiting
+            {
+                st.waiting = false;
+                st.served = false;
+                st.wake();
+            }
+        }
+        self.released = released;
+    }
+
+    /// A pause past [`MAX_INTAKE_PAUSE`](crate::limits::MAX_INTAKE_PAUSE): the backlog that holds it is not being written
+    /// although its sockets take bytes; treat those connections as not keeping up (they go
+    /// to the drop policy) and let intake go on.
+    fn end_overrun_pause(&mut self) {
+        for st in self.conns.iter_mut().flatten() {
+            if st.behind {
+                st.behind = false;
+                st.write_blocked = true;
+            }
+        }
+        self.intake.overrun();
+        self.end_pause();
+    }
+
     /// The connection task reports the heap bytes of incomplete incoming frames it holds for
     /// connection `id` (they count against the connection's budget).
     pub fn set_in_held(&mut self, id: ConnId, bytes: usize) {
@@ -488,6 +633,10 @@ impl Broker {
     /// connection task before every read and after every frame it handles.
     pub fn read_stop(&mut self, id: ConnId) -> Option<ReadStop> {
         let stop_at = self.limits.read_stop_bytes();
+        if self.intake.overdue(self.now) {
+            self.end_overrun_pause();
+        }
+        let paused = self.intake.paused();
         let st = self.conns.get_mut(id as usize)?.as_mut()?;
         if st.out.queued() >= stop_at {
             if !st.read_stopped {
@@ -498,7 +647,20 @@ impl Broker {
             return Some(ReadStop::OwnBacklog);
         }
         st.read_stopped = false;
+        if paused {
+            if !st.waiting {
+                st.waiting = true;
+                self.intake.wait(id, st.served);
+            }
+            return Some(ReadStop::RelayBehind);
+        }
+        st.served = true;
         None
+    }
+
+    /// Is intake paused because the relay is behind on writing?
+    pub fn intake_paused(&self) -> bool {
+        self.intake.paused()
     }
 
     /// Counts a connection task yielding with work left (turn budget used up).
@@ -587,11 +749,14 @@ impl Broker {
             s.as_ref()
                 .is_some_and(|s| &*s.tenant == tenant && &*s.pattern == pattern)
         });
+        let rate =
+            || (kbps > 0).then(|| TokenBucket::bytes_per_sec(kbps.saturating_mul(1024), now));
         if let Some(slot) = existing {
-            let t = st
-                .wt
-                .as_ref()
-                .map_or(Target::Control, |w| w.target_of(slot));
+            // Subscribing again with other WebTransport options moves the subscription.
+            let t = match &mut st.wt {
+                Some(w) => w.retarget(slot, target, rate()),
+                None => Target::Control,
+            };
             return Ok((false, t));
         }
         if st.nsubs >= max_per_conn || st.nsubs >= usize::from(u16::MAX) {
@@ -623,11 +788,7 @@ impl Broker {
             return Err(SubError::RelayFull(max_total));
         }
         let target = match &mut st.wt {
-            Some(w) => {
-                let rate =
-                    (kbps > 0).then(|| TokenBucket::bytes_per_sec(kbps.saturating_mul(1024), now));
-                w.add_sub(slot, target, rate)
-            }
+            Some(w) => w.add_sub(slot, target, rate()),
             None => Target::Control,
         };
         if let Some(s) = st.subs.get_mut(slot) {
@@ -801,11 +962,17 @@ impl Broker {
         scratch.clear();
         index.for_each_match(channel, |_, k| scratch.push(k));
         scratch.sort_unstable();
+        // The frame up to the pattern list is the same for every receiver: encode it once.
+        let mut head = std::mem::take(&mut self.head);
+        head.clear();
+        if !scratch.is_empty() {
+            d.encode_head(|piece| head.extend_from_slice(piece));
+        }
         let mut delivered = 0;
         match mode {
             Mode::Broadcast => {
                 for group in scratch.chunk_by(|a, b| key_conn(*a) == key_conn(*b)) {
-                    delivered += usize::from(self.enqueue_deliver(group, &d));
+                    delivered += usize::from(self.enqueue_deliver(group, &d, &head));
                 }
             }
             _ => {
@@ -818,18 +985,24 @@ impl Broker {
                         .chunk_by(|a, b| key_conn(*a) == key_conn(*b))
                         .nth(pick)
                     {
-                        delivered += usize::from(self.enqueue_deliver(group, &d));
+                        delivered += usize::from(self.enqueue_deliver(group, &d, &head));
                     }
                 }
             }
         }
+        // Keep the buffer, not a 64 KiB payload's worth of it.
+        if head.capacity() > 4096 {
+            head = Vec::new();
+        }
+        self.head = head;
         self.scratch = scratch;
         self.close_pending_slow();
         delivered
     }
 
-    /// Queues one deliver frame for the connection of `group` (all its matching slots).
-    fn enqueue_deliver(&mut self, group: &[SubKey], d: &Deliver<'_>) -> bool {
+    /// Queues one deliver frame for the connection of `group` (all its matching slots):
+    /// `head` ([`Deliver::encode_head`]) and the connection's own pattern list.
+    fn enqueue_deliver(&mut self, group: &[SubKey], d: &Deliver<'_>, head: &[u8]) -> bool {
         let Some(&first) = group.first() else {
             return false;
         };
@@ -849,6 +1022,8 @@ impl Broker {
             egress,
             waker,
             in_held,
+            write_blocked,
+            behind,
             ..
         } = st;
         if *closing != Closing::Open {
@@ -866,12 +1041,16 @@ impl Broker {
             .take(cap)
             .filter_map(|k| subs.get(key_slot(*k)).and_then(Option::as_ref))
             .map(|s| &*s.pattern);
-        let Ok(flen) = d.encoded_len(patterns.clone()) else {
+        let Ok(plen) = Deliver::patterns_len(patterns.clone()) else {
             return false;
         };
+        let flen = head.len() + plen;
         let total = queue::framed_len(flen);
         if out.queued() + *in_held + total > self.limits.queue_bytes {
             self.stats.dropped_queue_full += 1;
+            if !*write_blocked {
+                self.stats.dropped_relay_behind += 1;
+            }
             *dropped += 1;
             let since = *blocked_since.get_or_insert(self.now);
             if self.now.saturating_duration_since(since) >= self.limits.slow_consumer_grace {
@@ -887,13 +1066,17 @@ impl Broker {
             return false;
         }
         let was_empty = out.is_empty();
-        out.push_frame(OP_BINARY, flen, &mut self.pool, |sink| {
-            let _ = d.encode_with(patterns, sink);
+        out.push_frame_head(OP_BINARY, flen, &mut self.pool, head, |buf| {
+            let _ = Deliver::encode_patterns(patterns, |piece| buf.extend_from_slice(piece));
         });
         if was_empty && let Some(w) = waker {
             w.wake_by_ref();
         }
         self.stats.delivered += 1;
+        if !*write_blocked && !*behind && out.queued() >= self.behind_at {
+            *behind = true;
+            self.behind_add();
+        }
         true
     }
 
@@ -902,17 +1085,17 @@ impl Broker {
     /// session has the connection's one budget (`queue_bytes`, everything it holds), and a
     /// line or the datagram queue may fill at most half of it, so one stuck line leaves room
     /// for the control stream and the other lines. Frames over [`MAX_WT_FRAME`] are skipped
-    /// and counted.
+    /// and counted. No allocation per delivery (the grouping reuses `wt_scratch`).
     fn enqueue_deliver_wt(&mut self, id: ConnId, group: &[SubKey], d: &Deliver<'_>) -> bool {
         let now = self.now;
         let limit = self.limits.queue_bytes;
         let grace = self.limits.slow_consumer_grace;
+        let mut picks = std::mem::take(&mut self.wt_scratch);
+        picks.clear();
         let Some(Some(st)) = self.conns.get_mut(id as usize) else {
+            self.wt_scratch = picks;
             return false;
         };
-        if st.closing != Closing::Open {
-            return false;
-        }
         let ConnState {
             subs,
             out,
@@ -922,45 +1105,46 @@ impl Broker {
             waker,
             wt,
             in_held,
+            closing,
             ..
         } = st;
-        let Some(wt) = wt else { return false };
+        let Some(wt) = wt.as_mut().filter(|_| *closing == Closing::Open) else {
+            self.wt_scratch = picks;
+            return false;
+        };
         // Targets in a fixed order: control, lines 1..=8, datagrams.
         let rank = |t: Target| match t {
-            Target::Control => 0usize,
-            Target::Line(l) => usize::from(l),
-            Target::Datagram => wt::LINES + 1,
+            Target::Control => 0u8,
+            Target::Line(l) => l,
+            Target::Datagram => wt::LINES as u8 + 1,
         };
-        let mut any = false;
-        for r in 0..=wt::LINES + 1 {
-            let mut slots: Vec<usize> = Vec::new();
-            for k in group {
-                let slot = key_slot(*k);
-                let Some(Some(sub)) = subs.get(slot) else {
-                    continue;
-                };
-                if rank(wt.target_of(slot)) != r {
-                    continue;
-                }
-                let cost = d.encoded_len(std::iter::once(&*sub.pattern)).unwrap_or(0);
-                if let Some(b) = wt.rate_of(slot)
-                    && !b.take(cost, now)
-                {
-                    self.stats.dropped_egress_rate += 1;
-                    *dropped += 1;
-                    continue;
-                }
-                slots.push(key_slot(*k));
-            }
-            if slots.is_empty() {
+        for k in group {
+            let slot = key_slot(*k);
+            let Some(Some(sub)) = subs.get(slot) else {
+                continue;
+            };
+            let cost = d.encoded_len(std::iter::once(&*sub.pattern)).unwrap_or(0);
+            if let Some(b) = wt.rate_of(slot)
+                && !b.take(cost, now)
+            {
+                self.stats.dropped_egress_rate += 1;
+                *dropped += 1;
                 continue;
             }
-            let pats: Vec<&str> = slots
-                .iter()
-                .filter_map(|i| subs.get(*i).and_then(Option::as_ref))
-                .map(|s| &*s.pattern)
-                .collect();
-            let Ok(flen) = d.encoded_len(pats.iter().copied()) else {
+            picks.push((rank(wt.target_of(slot)), slot));
+        }
+        picks.sort_unstable();
+        let mut any = false;
+        for run in picks.chunk_by(|a, b| a.0 == b.0) {
+            let Some(&(r, _)) = run.first() else {
+                continue;
+            };
+            let pats = || {
+                run.iter()
+                    .filter_map(|(_, i)| subs.get(*i).and_then(Option::as_ref))
+                    .map(|s| &*s.pattern)
+            };
+            let Ok(flen) = d.encoded_len(pats()) else {
                 continue;
             };
             if flen > MAX_WT_FRAME {
@@ -969,6 +1153,7 @@ impl Broker {
                 continue;
             }
             let held = out.queued() + *in_held + wt.queued();
+            let r = usize::from(r);
             let q: &mut OutQueue = match r {
                 0 => out,
                 r if r <= wt::LINES => match wt.queue_mut(r - 1) {
@@ -985,6 +1170,12 @@ impl Broker {
             let own_cap = if r == 0 { limit } else { limit / 2 };
             if held + total > limit || q.queued() + total > own_cap {
                 self.stats.dropped_queue_full += 1;
+                *match r {
+                    0 => &mut self.stats.dropped_wt_control_full,
+                    r if r <= wt::LINES => &mut self.stats.dropped_wt_line_full,
+                    _ if flen <= wt.datagram_max() => &mut self.stats.dropped_wt_datagram_full,
+                    _ => &mut self.stats.dropped_wt_control_full,
+                } += 1;
                 *dropped += 1;
                 let since = *blocked_since.get_or_insert(now);
                 if now.saturating_duration_since(since) >= grace {
@@ -1001,7 +1192,7 @@ impl Broker {
             }
             let was_empty = q.is_empty();
             q.push_frame(OP_BINARY, flen, &mut self.pool, |sink| {
-                let _ = d.encode_with(pats.iter().copied(), sink);
+                let _ = d.encode_with(pats(), sink);
             });
             if was_empty && let Some(w) = waker {
                 w.wake_by_ref();
@@ -1009,6 +1200,7 @@ impl Broker {
             self.stats.delivered += 1;
             any = true;
         }
+        self.wt_scratch = picks;
         any
     }
 
@@ -1099,6 +1291,7 @@ impl Broker {
                 w.discard(&mut self.pool);
             }
         }
+        let was_behind = std::mem::replace(&mut st.behind, false);
         if let Some((reason, why)) = err {
             let parts = [why];
             let reply = Reply::Err {
@@ -1120,6 +1313,10 @@ impl Broker {
         st.out.push_simple(OP_CLOSE, &body, &mut self.pool);
         st.closing = Closing::Flushing(deadline);
         st.wake();
+        if was_behind {
+            // What it still has to write is its own business now: nobody waits for it.
+            self.behind_remove();
+        }
     }
 
     /// Periodic housekeeping (about once a second and on shutdown): closes slow consumers
@@ -1127,6 +1324,9 @@ impl Broker {
     /// deadline passed.
     pub fn sweep(&mut self, now: Instant, wall: SystemTime) {
         self.now = now;
+        if self.intake.overdue(now) {
+            self.end_overrun_pause();
+        }
         let grace = self.limits.slow_consumer_grace;
         let mut ended: Vec<(ConnId, String)> = Vec::new();
         for (i, slot) in self.conns.iter_mut().enumerate() {
@@ -1313,6 +1513,166 @@ mod tests {
         assert_eq!(delivered, 3);
         assert_eq!(b.stats().dropped_queue_full, 2);
         assert_eq!(b.conn_mut(c).unwrap().dropped(), 2);
+    }
+
+    /// A broker with a 16 KiB budget (behind at 8 KiB, resumed at 4 KiB), a publisher and a
+    /// subscriber of `t`/`q`.
+    fn flow_broker() -> (Broker, ConnId, ConnId) {
+        let limits = Limits {
+            queue_bytes: 16 * 1024,
+            ..Limits::default()
+        };
+        let mut b = Broker::new(limits, crate::clock::now());
+        let p = b.register(Box::new(AllowAll)).unwrap();
+        let s = b.register(Box::new(AllowAll)).unwrap();
+        b.subscribe(s, "t", "q").unwrap();
+        (b, p, s)
+    }
+
+    /// Publishes 1,000-byte messages from `p` while its reads are allowed; returns how many.
+    fn publish_until_paused(b: &mut Broker, p: ConnId) -> usize {
+        let mut n = 0;
+        while b.read_stop(p).is_none() {
+            assert_eq!(b.publish(p, "t", "q", &[0u8; 1000], Mode::Broadcast), Ok(1));
+            n += 1;
+            assert!(n < 100, "intake never paused");
+        }
+        n
+    }
+
+    /// A waker that logs `id` when woken.
+    fn logging_waker(id: u32, log: &std::sync::Arc<std::sync::Mutex<Vec<u32>>>) -> Waker {
+        struct W(u32, std::sync::Arc<std::sync::Mutex<Vec<u32>>>);
+        impl std::task::Wake for W {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.1.lock().unwrap().push(self.0);
+            }
+        }
+        Waker::from(std::sync::Arc::new(W(id, log.clone())))
+    }
+
+    #[test]
+    fn a_backlog_on_a_socket_that_takes_bytes_pauses_intake_instead_of_dropping() {
+        let (mut b, p, s) = flow_broker();
+        let other = b.register(Box::new(AllowAll)).unwrap();
+        let n = publish_until_paused(&mut b, p);
+        assert_eq!(n, 9, "9 deliveries of 1,020 bytes cross the 8 KiB mark");
+        assert_eq!(b.read_stop(p), Some(ReadStop::RelayBehind));
+        assert_eq!(
+            b.read_stop(other),
+            Some(ReadStop::RelayBehind),
+            "every reader waits"
+        );
+        assert!(b.intake_paused());
+        // The subscriber's task writes all but the last delivery: under the 4 KiB resume mark.
+        let queued = b.conn_mut(s).unwrap().pending().len();
+        b.consumed(s, queued - 1100);
+        assert!(!b.intake_paused());
+        assert_eq!(b.read_stop(p), None);
+        let st = b.stats();
+        assert_eq!((st.intake_pauses, st.dropped_queue_full), (1, 0));
+    }
+
+    #[test]
+    fn a_socket_that_refuses_bytes_never_pauses_intake_and_drops_alone() {
+        let (mut b, p, s) = flow_broker();
+        b.publish(p, "t", "q", &[0u8; 1000], Mode::Broadcast)
+            .unwrap();
+        b.write_blocked(s);
+        for _ in 0..40 {
+            assert_eq!(
+                b.read_stop(p),
+                None,
+                "a listener that does not read pauses nobody"
+            );
+            b.publish(p, "t", "q", &[0u8; 1000], Mode::Broadcast)
+                .unwrap();
+        }
+        let st = b.stats();
+        assert_eq!(st.intake_pauses, 0);
+        assert!(st.dropped_queue_full > 20, "{st:?}");
+        assert_eq!(
+            st.dropped_relay_behind, 0,
+            "dropped only where the socket refused bytes"
+        );
+        // Once its socket took everything, it is a listener that reads again.
+        let queued = b.conn_mut(s).unwrap().pending().len();
+        b.consumed(s, queued);
+        assert_eq!(publish_until_paused(&mut b, p), 9);
+    }
+
+    #[test]
+    fn a_backlog_whose_socket_starts_refusing_bytes_ends_the_pause() {
+        let (mut b, p, s) = flow_broker();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        b.conn_mut(p).unwrap().set_waker(&logging_waker(p, &log));
+        publish_until_paused(&mut b, p);
+        assert_eq!(b.read_stop(p), Some(ReadStop::RelayBehind));
+        b.write_blocked(s);
+        assert!(!b.intake_paused());
+        assert_eq!(*log.lock().unwrap(), [p], "the waiting publisher was woken");
+        assert_eq!(b.read_stop(p), None);
+    }
+
+    #[test]
+    fn waiting_readers_are_woken_in_turn_who_did_not_read_first() {
+        let (mut b, p1, s) = flow_broker();
+        let p2 = b.register(Box::new(AllowAll)).unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        for id in [p1, p2, s] {
+            b.conn_mut(id).unwrap().set_waker(&logging_waker(id, &log));
+        }
+        log.lock().unwrap().clear();
+        for round in 0..3 {
+            // p1 reads and fills the queue; p2 then finds intake paused without having read.
+            publish_until_paused(&mut b, p1);
+            assert_eq!(b.read_stop(p2), Some(ReadStop::RelayBehind));
+            log.lock().unwrap().clear();
+            let queued = b.conn_mut(s).unwrap().pending().len();
+            b.consumed(s, queued);
+            assert_eq!(*log.lock().unwrap(), [p2, p1], "round {round}");
+            // Next round the other way round: p2 reads first.
+            publish_until_paused(&mut b, p2);
+            assert_eq!(b.read_stop(p1), Some(ReadStop::RelayBehind));
+            log.lock().unwrap().clear();
+            let queued = b.conn_mut(s).unwrap().pending().len();
+            b.consumed(s, queued);
+            assert_eq!(*log.lock().unwrap(), [p1, p2], "round {round}");
+        }
+        assert_eq!(b.stats().intake_pauses, 6);
+    }
+
+    #[test]
+    fn an_intake_pause_is_bounded_then_the_backlog_counts_as_slow() {
+        let (mut b, p, s) = flow_broker();
+        let t0 = crate::clock::now();
+        b.set_now(t0);
+        publish_until_paused(&mut b, p);
+        b.sweep(
+            t0 + crate::limits::MAX_INTAKE_PAUSE / 2,
+            crate::clock::wall_now(),
+        );
+        assert!(b.intake_paused(), "not yet");
+        b.sweep(
+            t0 + crate::limits::MAX_INTAKE_PAUSE,
+            crate::clock::wall_now(),
+        );
+        assert!(!b.intake_paused());
+        assert_eq!(b.read_stop(p), None);
+        let st = b.stats();
+        assert_eq!(
+            (st.intake_pause_overruns, st.intake_paused_us),
+            (1, 1_000_000)
+        );
+        // The unwritten backlog is now a slow consumer's: it drops, intake goes on.
+        for _ in 0..20 {
+            b.publish(p, "t", "q", &[0u8; 1000], Mode::Broadcast)
+                .unwrap();
+            assert_eq!(b.read_stop(p), None);
+        }
+        assert!(b.stats().dropped_queue_full > 0);
+        assert_eq!(b.stats().dropped_relay_behind, 0);
+        let _ = s;
     }
 
     #[test]

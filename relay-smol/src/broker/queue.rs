@@ -140,6 +140,27 @@ impl OutQueue {
         debug_assert_eq!(self.buf.len() - start, payload_len);
     }
 
+    /// Appends one unmasked final frame whose payload is `head` followed by what `tail`
+    /// pushes (exactly `payload_len` bytes in all). The fan-out's path: the part of a deliver
+    /// frame shared by every receiver is copied once per receiver, and `tail` (that
+    /// receiver's pattern list) is inlined, not called through a `dyn` sink.
+    pub fn push_frame_head(
+        &mut self,
+        opcode: u8,
+        payload_len: usize,
+        pool: &mut BufPool,
+        head: &[u8],
+        tail: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let (hdr, hlen) = wsframe::server_header(opcode, payload_len);
+        self.reserve(hlen + payload_len, pool);
+        self.buf.extend_from_slice(hdr.get(..hlen).unwrap_or(&[]));
+        let start = self.buf.len();
+        self.buf.extend_from_slice(head);
+        tail(&mut self.buf);
+        debug_assert_eq!(self.buf.len() - start, payload_len);
+    }
+
     /// Appends a frame with a ready payload.
     pub fn push_simple(&mut self, opcode: u8, payload: &[u8], pool: &mut BufPool) {
         self.push_frame(opcode, payload.len(), pool, |sink| sink(payload));

@@ -117,6 +117,22 @@ impl WtQueues {
         target
     }
 
+    /// Applies new options to subscription `slot` (a `SUB` again): `Line(0)` keeps the line
+    /// it is on; anything else moves it. Frames already queued stay where they are.
+    pub(super) fn retarget(
+        &mut self,
+        slot: usize,
+        target: Target,
+        rate: Option<TokenBucket>,
+    ) -> Target {
+        let target = match (target, self.target_of(slot)) {
+            (Target::Line(0), Target::Line(l)) => Target::Line(l),
+            (t, _) => t,
+        };
+        self.remove_sub(slot);
+        self.add_sub(slot, target, rate)
+    }
+
     /// Forgets the options of subscription `slot`.
     pub(super) fn remove_sub(&mut self, slot: usize) {
         let Some(o) = self.opts.get_mut(slot) else {
@@ -210,11 +226,29 @@ mod tests {
             b.subscribe_to(s, "t", "#", Target::Datagram, 0).unwrap(),
             (true, Target::Datagram)
         );
-        // Asking again answers with the target in use.
+        // Asking again with `:U:0` keeps the line; other options move the subscription.
         assert_eq!(
-            b.subscribe_to(s, "t", "a.*", Target::Line(7), 0).unwrap(),
+            b.subscribe_to(s, "t", "a.*", Target::Line(0), 0).unwrap(),
             (false, Target::Line(1))
         );
+        assert_eq!(
+            b.subscribe_to(s, "t", "a.*", Target::Line(7), 0).unwrap(),
+            (false, Target::Line(7))
+        );
+        assert_eq!(
+            b.subscribe_to(s, "t", "a.*", Target::Line(0), 0).unwrap(),
+            (false, Target::Line(7))
+        );
+        assert_eq!(
+            b.subscribe_to(s, "t", "a.*", Target::Line(1), 0).unwrap(),
+            (false, Target::Line(1))
+        );
+        // The moves kept the per-line counts: lines 1 and 2 are in use, 3 is the least used.
+        assert_eq!(
+            b.subscribe_to(s, "t", "x.y", Target::Line(0), 0).unwrap(),
+            (true, Target::Line(3))
+        );
+        b.unsubscribe(s, "t", "x.y");
         // A WebSocket connection ignores targets.
         assert_eq!(
             b.subscribe_to(ws, "t", "a.b", Target::Line(3), 0).unwrap(),
@@ -268,6 +302,8 @@ mod tests {
             "line 3 may fill half of the 3000-byte budget: one 1 KB frame"
         );
         assert_eq!(b.stats().dropped_queue_full, 9);
+        assert_eq!(b.stats().dropped_wt_line_full, 9);
+        assert_eq!(b.stats().dropped_wt_control_full, 0);
         assert_eq!(b.conn_mut(s).unwrap().dropped(), 9);
         // Draining the line clears the slow state; it takes deliveries again.
         let n = b.wt_pending(s, 2).len();

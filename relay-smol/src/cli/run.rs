@@ -468,6 +468,7 @@ async fn serve(
     }
     let addr = relay.local_addr();
     let mut wt_line = None;
+    let mut wt_status = None;
     if let Some(w) = wt {
         let edge = crate::wt::endpoint::WtEdge::bind(
             w.listen,
@@ -477,7 +478,8 @@ async fn serve(
             relay.authorizer(),
         )?;
         relay.add_rest_handler(Rc::new(crate::wt::cert::CertRest::new(edge.hash())));
-        relay.add_rest_handler(Rc::new(crate::wt::endpoint::StatsRest(edge.stats())));
+        wt_status = Some(edge.status_source());
+        relay.add_rest_handler(Rc::new(crate::wt::status::StatsRest(edge.status_source())));
         wt_line = Some(format!(
             "fastpubsub-relay webtransport on https://{}/ (udp; certificate sha-256 {}, also at GET /v1/wt-cert-hash)",
             edge.local_addr(),
@@ -489,6 +491,13 @@ async fn serve(
         crate::app::admin::options_from_cli(&admin.0, admin.1.as_deref(), addr, relay.is_tls())?;
     admin_opts.tickets = tickets.as_ref().map(|t| t.service());
     let admin = crate::app::admin::install(&mut relay, admin_opts, &ex)?;
+    if let Some(src) = wt_status {
+        ex.spawn(crate::wt::status::mirror_metrics(
+            src,
+            admin.metrics.clone(),
+        ))
+        .detach();
+    }
     relay.add_rest_handler(Rc::new(crate::wt::discovery::EdgesRest::new(
         public_host,
         Some(admin.mesh.clone()),

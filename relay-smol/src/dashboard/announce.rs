@@ -224,6 +224,7 @@ impl Announcement {
                 messages_out,
                 drops,
                 slow_consumer_disconnects,
+                intake_paused_ms: None,
             },
             links: self
                 .links
@@ -281,6 +282,7 @@ mod tests {
                 messages_out: 9_876_543_210,
                 drops: 42,
                 slow_consumer_disconnects: 7,
+                intake_paused_ms: None,
             },
             links: (0..links)
                 .map(|i| LinkSummary {
@@ -371,6 +373,7 @@ mod tests {
             messages_out: u64::MAX,
             drops: u64::MAX,
             slow_consumer_disconnects: u64::MAX,
+            intake_paused_ms: None,
         };
         let mut a = Announcement::from_summary(&worst, RelayId(u64::MAX), u32::MAX, id_of);
         a.position = Some((i32::MIN, i32::MIN));

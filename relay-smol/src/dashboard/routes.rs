@@ -136,6 +136,7 @@ impl AdminRoutes {
                 if query.split('&').any(|kv| kv == "pairs=none") {
                     view.pairs.clear();
                 }
+                view.webtransport = self.metrics.wt.summary();
                 match serde_json::to_vec(&view) {
                     Ok(body) => Response::new(200, "OK", JSON_CONTENT_TYPE, Cow::Owned(body)),
                     Err(_) => Response::text(

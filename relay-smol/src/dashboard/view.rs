@@ -90,6 +90,11 @@ pub struct RelayCounters {
     pub drops: u64,
     /// Slow consumers disconnected since start.
     pub slow_consumer_disconnects: u64,
+    /// Time the edge spent with client reads paused because it was behind on writing
+    /// deliveries (docs/edge.md), ms since start. Known for the local relay only: relay
+    /// announcements do not carry it (`None` for the others).
+    #[serde(default)]
+    pub intake_paused_ms: Option<u64>,
 }
 
 impl RelayCounters {
@@ -105,6 +110,7 @@ impl RelayCounters {
                 .saturating_add(m.messages_forwarded.get()),
             drops: m.drops.sum(),
             slow_consumer_disconnects: m.slow_consumer_disconnects.get(),
+            intake_paused_ms: Some(m.intake_paused_us.get() / 1000),
         }
     }
 }
@@ -634,6 +640,7 @@ impl MeshState {
                     messages_out_per_s: round2(e.out_per_s),
                     drops_total: s.counters.drops,
                     slow_consumer_disconnects_total: s.counters.slow_consumer_disconnects,
+                    intake_paused_ms_total: s.counters.intake_paused_ms,
                 }
             })
             .collect();
@@ -784,6 +791,7 @@ impl MeshState {
                 route_changes: self.route_log_dropped,
                 relays_refused_full: self.refused_full,
             },
+            webtransport: None,
         }
     }
 }
@@ -839,6 +847,10 @@ pub struct MeshView {
     pub route_changes: Vec<RouteChange>,
     /// What the bounded histories and tables dropped.
     pub dropped: Dropped,
+    /// The serving relay's WebTransport listener, when it runs one (filled in by the admin
+    /// routes from the metrics).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webtransport: Option<crate::metrics::wt::WtSummary>,
 }
 
 /// One relay in [`MeshView`].
@@ -878,6 +890,9 @@ pub struct RelayView {
     pub drops_total: u64,
     /// Slow-consumer disconnects since start.
     pub slow_consumer_disconnects_total: u64,
+    /// Time client reads were paused because the relay was behind on writing, ms since start
+    /// (`null` for relays other than this one: not announced).
+    pub intake_paused_ms_total: Option<u64>,
 }
 
 /// `[from, to, up, rtt_ms, rtt_min_ms, jitter_ms, loss]`: one directed link as its `from`

@@ -151,8 +151,12 @@ macro_rules! label_enum {
 label_enum!(
     /// Why a message was dropped (`fastpubsub_drops_total{reason}`).
     DropReason, "reason", {
-        /// A subscriber's bounded send queue was full.
+        /// A subscriber's bounded send queue was full and its socket was refusing bytes (the
+        /// subscriber does not keep up).
         SubscriberQueueFull = "subscriber_queue_full",
+        /// A subscriber's queue was full while its socket still took bytes: the relay, not the
+        /// subscriber, was behind. The edge pauses intake instead, so this stays 0 (docs/edge.md).
+        RelayBehind = "relay_behind",
         /// A mesh link's bounded send queue was full.
         LinkQueueFull = "link_queue_full",
         /// The payload exceeded the size limit.
@@ -205,6 +209,8 @@ label_enum!(
         Displaced = "displaced",
     }
 );
+
+pub mod wt;
 
 label_enum!(
     /// Whether a ticket verification was answered from the cache (`cache` label).
@@ -308,6 +314,12 @@ pub struct RelayMetrics {
     pub drops: CounterBy<DropReason>,
     /// Consumers disconnected for staying slow.
     pub slow_consumer_disconnects: Counter,
+    /// Times the relay paused reading every client because it was behind on writing.
+    pub intake_pauses: Counter,
+    /// Time spent in those pauses, µs (rendered in seconds).
+    pub intake_paused_us: Counter,
+    /// Pauses ended by their bound (1 s) rather than by the backlog being written.
+    pub intake_pause_overruns: Counter,
     /// Refused handshakes, by reason.
     pub handshake_refusals: CounterBy<RefusalReason>,
     /// Ticket verifications, by cache outcome.
@@ -324,6 +336,18 @@ pub struct RelayMetrics {
     pub mesh_retries: Counter,
     /// Incoming mesh handshakes in progress.
     pub mesh_handshakes_in_progress: Gauge,
+    /// Mesh links backed up now (queue or unsent bytes above the high mark).
+    pub mesh_links_backed_up: Gauge,
+    /// Mesh links slow now (backed up for a second or more: they drop instead).
+    pub mesh_links_slow: Gauge,
+    /// Of the `link_queue_full` drops, those on slow links.
+    pub mesh_messages_dropped_slow_link: Counter,
+    /// Times the mesh asked the relay's intake to pause (a healthy link backed up).
+    pub mesh_backpressure_episodes: Counter,
+    /// Milliseconds the mesh's intake-pause signal was on, in all.
+    pub mesh_backpressure_ms: Counter,
+    /// The WebTransport listener's families (rendered when it runs).
+    pub wt: wt::WtMetrics,
     links: Mutex<Vec<LinkSample>>,
     link_series_dropped: Counter,
 }
@@ -406,6 +430,28 @@ impl RelayMetrics {
             "Consumers disconnected because their queue stayed full.",
             &self.slow_consumer_disconnects,
         );
+        counter(
+            &mut e,
+            "fastpubsub_intake_pauses_total",
+            "Times the relay stopped reading clients because it was behind on writing deliveries (instead of dropping them for listeners that read).",
+            &self.intake_pauses,
+        );
+        e.family(
+            "fastpubsub_intake_paused_seconds_total",
+            "Time the relay spent with client reads paused because it was behind on writing.",
+            MetricType::Counter,
+        );
+        e.sample(
+            "fastpubsub_intake_paused_seconds_total",
+            &[],
+            self.intake_paused_us.get() as f64 / 1e6,
+        );
+        counter(
+            &mut e,
+            "fastpubsub_intake_pause_overruns_total",
+            "Intake pauses that reached their bound (1 s) before the backlog holding them was written; the backlog then counts as a slow consumer's.",
+            &self.intake_pause_overruns,
+        );
         self.handshake_refusals.render(
             &mut e,
             "fastpubsub_handshake_refusals_total",
@@ -449,6 +495,40 @@ impl RelayMetrics {
             "Incoming mesh QUIC handshakes in progress.",
             &self.mesh_handshakes_in_progress,
         );
+        gauge(
+            &mut e,
+            "fastpubsub_mesh_links_backed_up",
+            "Mesh links whose send queue or unsent bytes are above the high mark now.",
+            &self.mesh_links_backed_up,
+        );
+        gauge(
+            &mut e,
+            "fastpubsub_mesh_links_slow",
+            "Mesh links backed up for a second or more now: their overflow is dropped.",
+            &self.mesh_links_slow,
+        );
+        counter(
+            &mut e,
+            "fastpubsub_mesh_messages_dropped_slow_link_total",
+            "Of the link_queue_full drops, those on slow links (the peer or path cannot keep up).",
+            &self.mesh_messages_dropped_slow_link,
+        );
+        counter(
+            &mut e,
+            "fastpubsub_mesh_backpressure_episodes_total",
+            "Times a healthy mesh link backed up and the mesh asked the intake to pause.",
+            &self.mesh_backpressure_episodes,
+        );
+        e.family(
+            "fastpubsub_mesh_backpressure_seconds_total",
+            "Time the mesh's intake-pause signal was on.",
+            MetricType::Counter,
+        );
+        e.sample(
+            "fastpubsub_mesh_backpressure_seconds_total",
+            &[],
+            self.mesh_backpressure_ms.get() as f64 / 1000.0,
+        );
         {
             let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
             type Field = fn(&LinkSample) -> f64;
@@ -488,6 +568,7 @@ impl RelayMetrics {
                 }
             }
         }
+        self.wt.render(&mut e);
         counter(
             &mut e,
             "fastpubsub_metrics_series_dropped_total",
@@ -566,6 +647,7 @@ mod tests {
     #[test]
     fn catalog_follows_naming_conventions() {
         let m = RelayMetrics::default();
+        m.wt.enable();
         m.set_links(&[LinkSample {
             peer: "nsk".into(),
             up: true,
@@ -584,6 +666,9 @@ mod tests {
             "fastpubsub_messages_forwarded_total",
             "fastpubsub_drops_total",
             "fastpubsub_slow_consumer_disconnects_total",
+            "fastpubsub_intake_pauses_total",
+            "fastpubsub_intake_paused_seconds_total",
+            "fastpubsub_intake_pause_overruns_total",
             "fastpubsub_handshake_refusals_total",
             "fastpubsub_ticket_verifications_total",
             "fastpubsub_link_rtt_seconds",
@@ -591,6 +676,9 @@ mod tests {
             "fastpubsub_link_loss_ratio",
             "fastpubsub_route_changes_total",
             "fastpubsub_mesh_control_bytes_total",
+            "fastpubsub_wt_sessions",
+            "fastpubsub_wt_session_refusals_total",
+            "fastpubsub_wt_deliveries_dropped_total",
         ] {
             assert!(types.iter().any(|(n, _)| n == want), "{want} missing");
         }

@@ -209,7 +209,8 @@ impl std::fmt::Debug for QuicEndpoint {
 impl QuicEndpoint {
     /// An endpoint for the socket bound at `local`: it accepts connections if `server` is
     /// given (admitted under `limits`) and dials if `client` is. `rng_seed` makes
-    /// connection ids and tokens reproducible (tests); `None` seeds from the OS.
+    /// connection ids and tokens reproducible (tests); `None` seeds from the OS. Path-MTU
+    /// discovery is on: the socket must not fragment (`driver::UdpIo` sees to it).
     pub fn new(
         local: SocketAddr,
         server: Option<ServerConfig>,
@@ -220,7 +221,7 @@ impl QuicEndpoint {
         let mut cfg = EndpointConfig::default();
         cfg.rng_seed(rng_seed);
         Self {
-            inner: proto::Endpoint::new(Arc::new(cfg), server.map(Arc::new), false, None),
+            inner: proto::Endpoint::new(Arc::new(cfg), server.map(Arc::new), true, None),
             client,
             slots: Vec::new(),
             live: 0,

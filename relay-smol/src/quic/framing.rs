@@ -132,7 +132,13 @@ pub struct BatchWriter {
 impl BatchWriter {
     /// An empty batch with room for `capacity` bytes (more grows the buffer).
     pub fn with_capacity(capacity: usize) -> Self {
-        let mut buf = BytesMut::with_capacity(capacity.max(1));
+        Self::in_buffer(BytesMut::with_capacity(capacity.max(1)))
+    }
+
+    /// An empty batch written into `buf` (cleared first), so one buffer's capacity serves
+    /// batch after batch (see [`BatchWriter::finish_keep`]).
+    pub fn in_buffer(mut buf: BytesMut) -> Self {
+        buf.clear();
         buf.put_u8(BATCH_TAG);
         Self { buf, count: 0 }
     }
@@ -175,6 +181,13 @@ impl BatchWriter {
     /// The stream content.
     pub fn finish(self) -> Bytes {
         self.buf.freeze()
+    }
+
+    /// The stream content, and the rest of the buffer's capacity for the next batch (no
+    /// allocation while it lasts).
+    pub fn finish_keep(mut self) -> (Bytes, BytesMut) {
+        let batch = self.buf.split().freeze();
+        (batch, self.buf)
     }
 }
 

@@ -135,6 +135,11 @@ impl Net {
     /// One round: every host wakes and sends; then time jumps to the next delivery or
     /// timer, and what is due is delivered. False when nothing will ever happen again.
     pub fn step(&mut self) -> bool {
+        self.step_until(None)
+    }
+
+    /// [`Net::step`], but time stops at `limit` (nothing due later is delivered).
+    fn step_until(&mut self, limit: Option<Instant>) -> bool {
         let now = self.now;
         for h in &mut self.hosts {
             h.wake(now);
@@ -163,6 +168,12 @@ impl Net {
         };
         // Never stand still: a timer due now has just been handled by `wake`.
         self.now = next.max(now + Duration::from_micros(1));
+        if let Some(l) = limit
+            && self.now > l
+        {
+            self.now = l.max(now);
+            return true;
+        }
         while let Some(Reverse((t, seq))) = self.wire.peek().copied() {
             if t > self.now {
                 break;
@@ -186,7 +197,7 @@ impl Net {
             if done(self) {
                 return true;
             }
-            if !self.step() {
+            if !self.step_until(Some(end)) {
                 break;
             }
         }
@@ -232,6 +243,8 @@ pub struct MeshHost {
     pub t: MeshTransport,
     /// Every event so far, in order.
     pub events: Vec<QuicEvent>,
+    /// When each event was polled.
+    pub times: Vec<Instant>,
 }
 
 impl MeshHost {
@@ -248,7 +261,31 @@ impl MeshHost {
         Box::new(Self {
             t,
             events: Vec::new(),
+            times: Vec::new(),
         })
+    }
+
+    /// A transport that speaks only the first mesh ALPN (no message batches).
+    pub fn without_batches(pki: &Pki, name: &str, addr: SocketAddr) -> Box<Self> {
+        let id = pki.identity(name);
+        let (server, client) = tls::configs_without_batches(&id).expect("configs");
+        Box::new(Self {
+            t: MeshTransport::new(addr, server, client, AdmissionLimits::default(), None),
+            events: Vec::new(),
+            times: Vec::new(),
+        })
+    }
+
+    /// Messages received so far with the time each was handed up.
+    pub fn timed_messages(&self) -> Vec<(Instant, Vec<u8>)> {
+        self.events
+            .iter()
+            .zip(&self.times)
+            .filter_map(|(e, t)| match e {
+                QuicEvent::Message { bytes, .. } => Some((*t, bytes.to_vec())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The handle of the first connection that completed its handshake.
@@ -329,6 +366,7 @@ impl Host for MeshHost {
         }
         while let Some(e) = self.t.poll_event(now) {
             self.events.push(e);
+            self.times.push(now);
         }
     }
     fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<(SocketAddr, Transmit)> {

@@ -14,7 +14,9 @@ use super::admission::AdmissionLimits;
 use super::framing::MAX_CONTROL_FRAME;
 use super::harness::{Attacker, MeshHost, Net, Pki, Sources};
 use super::tls::cert_is_valid_for;
-use super::transport::{MAX_CONTROL_BACKLOG, MAX_QUEUED_MESSAGES, QuicEvent, SendError};
+use super::transport::{
+    BacklogState, MAX_CONTROL_BACKLOG, MAX_QUEUED_MESSAGES, QuicEvent, SendError,
+};
 
 const A: &str = "10.0.0.1:4433";
 const B: &str = "10.0.0.2:4433";
@@ -442,4 +444,230 @@ fn dials_do_not_compete_with_incoming_handshakes() {
     let now = net.now;
     let h = net.mesh(0).t.connect(now, addr(C), "gamma").expect("dial");
     assert!(net.run_until(Duration::from_secs(2), |n| n.mesh(0).connected() == Some(h)));
+}
+
+// ----- message batches ---------------------------------------------------------------
+
+fn msg(i: u32) -> Bytes {
+    Bytes::from([&i.to_be_bytes()[..], &[8u8; 96]].concat())
+}
+
+fn ids(msgs: &[Vec<u8>]) -> Vec<u32> {
+    let mut v: Vec<u32> = msgs
+        .iter()
+        .map(|m| u32::from_be_bytes([m[0], m[1], m[2], m[3]]))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// One message at a time (an idle relay): one stream each, as before batches existed.
+#[test]
+fn idle_messages_go_one_per_stream() {
+    let pki = Pki::new();
+    let (mut net, h) = pair(&pki);
+    for i in 0..5 {
+        net.mesh(0).t.send_message(h, msg(i)).expect("send");
+        let want = i as usize + 1;
+        assert!(
+            net.run_until(Duration::from_secs(1), |n| n.mesh(1).messages().len()
+                == want)
+        );
+    }
+    let s = net.mesh(0).t.stats();
+    assert_eq!((s.messages_sent, s.message_streams), (5, 5));
+}
+
+/// Messages that queue up in one round go out in batches of about a packet; every one
+/// arrives once.
+#[test]
+fn queued_messages_go_out_in_batches() {
+    let pki = Pki::new();
+    let (mut net, h) = pair(&pki);
+    for i in 0..500 {
+        net.mesh(0).t.send_message(h, msg(i)).expect("send");
+    }
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.mesh(1).messages().len()
+            == 500)
+    );
+    assert_eq!(ids(&net.mesh(1).messages()), (0..500).collect::<Vec<_>>());
+    let s = net.mesh(0).t.stats();
+    assert_eq!(s.messages_sent, 500);
+    // 101 bytes each in a batch: 10 per 1,100-byte batch.
+    assert_eq!(s.message_streams, 50, "{s:?}");
+    net.run_for(Duration::from_millis(500));
+    assert_eq!(net.mesh(1).messages().len(), 500, "no duplicates");
+}
+
+/// A lost packet delays only the messages it carried: the rest of the burst arrives one
+/// delay later, the lost batch after the retransmission.
+#[test]
+fn a_lost_packet_delays_only_its_messages() {
+    let pki = Pki::new();
+    let (mut net, h) = pair(&pki);
+    let b = addr(B);
+    let mut big = 0;
+    net.set_filter(Some(Box::new(move |p| {
+        // Drop the 3rd full-size datagram towards b.
+        if p.to == b && p.bytes.len() > 1000 {
+            big += 1;
+            return big != 3;
+        }
+        true
+    })));
+    let t0 = net.now;
+    // 60 messages, 6 batches: within the initial congestion window, one flight.
+    for i in 0..60 {
+        net.mesh(0).t.send_message(h, msg(i)).expect("send");
+    }
+    assert!(net.run_until(Duration::from_secs(5), |n| n.mesh(1).messages().len() == 60));
+    assert_eq!(net.dropped, 1);
+    let first = Duration::from_millis(15); // one one-way delay (10 ms): the first flight
+    let late: Vec<u32> = net
+        .mesh(1)
+        .timed_messages()
+        .iter()
+        .filter(|(t, _)| *t - t0 > first)
+        .map(|(_, m)| u32::from_be_bytes([m[0], m[1], m[2], m[3]]))
+        .collect();
+    // One batch (10 messages) was in the lost datagram, perhaps part of a second.
+    assert!(!late.is_empty() && late.len() <= 20, "late: {late:?}");
+    assert_eq!(ids(&net.mesh(1).messages()), (0..60).collect::<Vec<_>>());
+}
+
+/// A relay that does not read batches (an older version) negotiates the first ALPN and
+/// gets one message per stream, however many wait.
+#[test]
+fn a_peer_without_batches_gets_one_message_per_stream() {
+    let pki = Pki::new();
+    let mut net = Net::new(Duration::from_millis(10));
+    net.add(MeshHost::new(
+        &pki,
+        "alpha",
+        addr(A),
+        AdmissionLimits::default(),
+    ));
+    net.add(MeshHost::without_batches(&pki, "beta", addr(B)));
+    let now = net.now;
+    let h = net.mesh(0).t.connect(now, addr(B), "beta").expect("dial");
+    assert!(net.run_until(Duration::from_secs(2), |n| n.mesh(0).connected().is_some()));
+    for i in 0..100 {
+        net.mesh(0).t.send_message(h, msg(i)).expect("send");
+    }
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.mesh(1).messages().len()
+            == 100)
+    );
+    assert_eq!(ids(&net.mesh(1).messages()), (0..100).collect::<Vec<_>>());
+    let s = net.mesh(0).t.stats();
+    assert_eq!((s.messages_sent, s.message_streams), (100, 100));
+}
+
+// ----- backlog policy ----------------------------------------------------------------
+
+/// `a` (0) linked to `b` (1) and `c` (2); returns a's handles of both links.
+fn star(pki: &Pki) -> (Net, ConnectionHandle, ConnectionHandle) {
+    let mut net = Net::new(Duration::from_millis(10));
+    net.add(MeshHost::new(
+        pki,
+        "alpha",
+        addr(A),
+        AdmissionLimits::default(),
+    ));
+    net.add(MeshHost::new(
+        pki,
+        "beta",
+        addr(B),
+        AdmissionLimits::default(),
+    ));
+    net.add(MeshHost::new(
+        pki,
+        "gamma",
+        addr(C),
+        AdmissionLimits::default(),
+    ));
+    let now = net.now;
+    let hb = net.mesh(0).t.connect(now, addr(B), "beta").expect("dial");
+    let hc = net.mesh(0).t.connect(now, addr(C), "gamma").expect("dial");
+    assert!(
+        net.run_until(Duration::from_secs(2), |n| n.mesh(0).connected_count() == 2
+            && n.mesh(1).connected().is_some()
+            && n.mesh(2).connected().is_some())
+    );
+    (net, hb, hc)
+}
+
+/// A burst larger than the link can take at once backs the link up: the intake signal is
+/// on while it drains, nothing is dropped, and it goes off once the queue is low.
+#[test]
+fn a_burst_backs_up_the_link_and_signals_intake_without_dropping() {
+    let pki = Pki::new();
+    let (mut net, h) = pair(&pki);
+    let signal = net.mesh(0).t.backlog_signal();
+    assert!(!signal.is_set());
+    // 1,000 × 1 KiB: far more than the first congestion window.
+    for i in 0..1000u32 {
+        let m = Bytes::from([&i.to_be_bytes()[..], &[8u8; 1020]].concat());
+        net.mesh(0).t.send_message(h, m).expect("queued");
+    }
+    net.step();
+    let b = net.mesh(0).t.backlog(h).expect("link");
+    assert_eq!(b.state, BacklogState::BackedUp, "{b:?}");
+    assert!(signal.is_set());
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| n.mesh(1).messages().len()
+            == 1000)
+    );
+    assert!(!signal.is_set());
+    let s = net.mesh(0).t.stats();
+    assert_eq!(s.messages_dropped_queue, 0);
+    assert_eq!((s.backpressure_episodes, s.links_backed_up), (1, 0));
+    assert!(s.backpressure_ms < 1000, "{s:?}");
+}
+
+/// A next hop that stops answering is the mesh's slow consumer: after LINK_SLOW_AFTER it no
+/// longer holds the intake signal, its overflow is dropped and counted for it alone, and
+/// the other next hop keeps getting every message.
+#[test]
+fn a_slow_link_drops_for_itself_only() {
+    let pki = Pki::new();
+    let (mut net, hb, hc) = star(&pki);
+    let b = addr(B);
+    net.set_filter(Some(Box::new(move |p| p.to != b && p.from != b)));
+    let signal = net.mesh(0).t.backlog_signal();
+    let mut sent_c = 0;
+    for round in 0..40u32 {
+        for i in 0..100u32 {
+            let big = Bytes::from([&i.to_be_bytes()[..], &[8u8; 1020]].concat());
+            let _ = net.mesh(0).t.send_message(hb, big);
+            net.mesh(0)
+                .t
+                .send_message(hc, msg(round * 100 + i))
+                .expect("c's link is healthy");
+            sent_c += 1;
+        }
+        net.run_for(Duration::from_millis(50));
+        if round == 5 {
+            // Backed up but not yet slow: intake is told to wait.
+            assert!(signal.is_set());
+            let b = net.mesh(0).t.backlog(hb).expect("b");
+            assert_eq!(b.state, BacklogState::BackedUp, "{b:?}");
+        }
+    }
+    let lost = net.mesh(0).lost();
+    assert!(lost.is_empty(), "{lost:?} at {:?}", net.elapsed());
+    assert_eq!(
+        net.mesh(0).t.backlog(hb).expect("b").state,
+        BacklogState::Slow
+    );
+    assert!(!signal.is_set(), "a slow link does not hold intake back");
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.mesh(2).messages().len()
+            == sent_c)
+    );
+    let s = net.mesh(0).t.stats();
+    assert!(s.messages_dropped_slow_link > 0, "{s:?}");
+    assert!(s.messages_dropped_slow_link <= s.messages_dropped_queue);
+    assert_eq!(s.links_slow, 1);
 }

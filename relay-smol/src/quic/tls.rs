@@ -4,7 +4,9 @@
 //! - The server side requires a client certificate chaining to the mesh CA
 //!   (`WebPkiClientVerifier`); a peer without one fails the handshake.
 //! - The client side verifies the server against the mesh CA and the peer's relay name.
-//! - Both sides offer only [`MESH_ALPN`] and TLS 1.3.
+//! - Both sides offer only TLS 1.3 and the mesh's ALPN identifiers, [`MESH_ALPN_BATCH`]
+//!   first, then [`MESH_ALPN`]: links between relays that read message batches carry them,
+//!   a relay that does not gets one message per stream.
 //! - [`cert_is_valid_for`] checks that a peer's (already verified) certificate names the
 //!   relay it claims to be, so a relay cannot impersonate another one in its `Hello`.
 
@@ -22,8 +24,15 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use super::certs::CertError;
 
-/// The mesh's ALPN protocol identifier.
+/// The mesh's ALPN protocol identifier: one message per unidirectional stream.
 pub const MESH_ALPN: &[u8] = b"fastpubsub-mesh/1";
+/// The same protocol, and message streams may carry batches (`quic::framing`).
+pub const MESH_ALPN_BATCH: &[u8] = b"fastpubsub-mesh/2";
+
+/// ALPN identifiers offered and accepted, most preferred first.
+fn alpn() -> Vec<Vec<u8>> {
+    vec![MESH_ALPN_BATCH.to_vec(), MESH_ALPN.to_vec()]
+}
 
 /// Maximum concurrent unidirectional streams a peer may open (one per in-flight data
 /// message).
@@ -160,6 +169,25 @@ fn transport() -> Arc<TransportConfig> {
 
 /// The QUIC server configuration: requires a client certificate from the mesh CA.
 pub fn server_config(id: &MeshIdentity) -> Result<ServerConfig, TlsConfigError> {
+    server_config_alpn(id, alpn())
+}
+
+/// Configurations of a relay that speaks only [`MESH_ALPN`] (tests of the fallback).
+#[cfg(test)]
+pub(crate) fn configs_without_batches(
+    id: &MeshIdentity,
+) -> Result<(ServerConfig, ClientConfig), TlsConfigError> {
+    let v1 = vec![MESH_ALPN.to_vec()];
+    Ok((
+        server_config_alpn(id, v1.clone())?,
+        client_config_alpn(id, v1)?,
+    ))
+}
+
+fn server_config_alpn(
+    id: &MeshIdentity,
+    alpn: Vec<Vec<u8>>,
+) -> Result<ServerConfig, TlsConfigError> {
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(id)?, provider())
         .build()
         .map_err(|e| TlsConfigError::BadCa(e.to_string()))?;
@@ -169,7 +197,7 @@ pub fn server_config(id: &MeshIdentity) -> Result<ServerConfig, TlsConfigError> 
         .with_client_cert_verifier(verifier)
         .with_single_cert(id.chain.clone(), id.key.clone_key())
         .map_err(|e| TlsConfigError::BadIdentity(e.to_string()))?;
-    tls.alpn_protocols = vec![MESH_ALPN.to_vec()];
+    tls.alpn_protocols = alpn;
     let quic =
         QuicServerConfig::try_from(tls).map_err(|e| TlsConfigError::BadIdentity(e.to_string()))?;
     let mut cfg = ServerConfig::with_crypto(Arc::new(quic));
@@ -179,13 +207,20 @@ pub fn server_config(id: &MeshIdentity) -> Result<ServerConfig, TlsConfigError> 
 
 /// The QUIC client configuration: presents our certificate, trusts only the mesh CA.
 pub fn client_config(id: &MeshIdentity) -> Result<ClientConfig, TlsConfigError> {
+    client_config_alpn(id, alpn())
+}
+
+fn client_config_alpn(
+    id: &MeshIdentity,
+    alpn: Vec<Vec<u8>>,
+) -> Result<ClientConfig, TlsConfigError> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsConfigError::BadIdentity(e.to_string()))?
         .with_root_certificates(roots(id)?)
         .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
         .map_err(|e| TlsConfigError::BadIdentity(e.to_string()))?;
-    tls.alpn_protocols = vec![MESH_ALPN.to_vec()];
+    tls.alpn_protocols = alpn;
     let quic =
         QuicClientConfig::try_from(tls).map_err(|e| TlsConfigError::BadIdentity(e.to_string()))?;
     let mut cfg = ClientConfig::new(Arc::new(quic));

@@ -4,12 +4,25 @@
 //! - one bidirectional **control** stream, opened by the dialling side, carrying
 //!   length-prefixed frames in order ([`super::framing`]); a peer that does not read it is
 //!   closed once [`MAX_CONTROL_BACKLOG`] bytes wait;
-//! - unidirectional **message** streams, one per message, so a lost packet delays only the
-//!   messages it carried; at most [`MAX_OPEN_OUT_STREAMS`] in flight, then a bounded queue
-//!   ([`MAX_QUEUED_MESSAGES`], [`MAX_QUEUED_BYTES`]) whose overflow is refused with
-//!   [`SendError::QueueFull`] and counted;
+//! - unidirectional **message** streams, so a lost packet delays only the messages it
+//!   carried: one message per stream when messages come one at a time; when several wait
+//!   for the same link (the relay is busy), a *batch* of them per stream, at most
+//!   [`BATCH_MAX_BYTES`] (about one packet), on links that negotiated
+//!   [`super::tls::MESH_ALPN_BATCH`]. At most [`MAX_OPEN_OUT_STREAMS`] streams in flight,
+//!   then a bounded queue ([`MAX_QUEUED_MESSAGES`], [`MAX_QUEUED_BYTES`]) whose overflow is
+//!   refused with [`SendError::QueueFull`] and counted;
 //! - unreliable QUIC **datagrams** (probes), which may be lost: that is what probing
 //!   measures.
+//!
+//! **Backlog policy** (the mesh's side of "loss only where someone is slow"): a link with
+//! [`BACKLOG_HIGH_MESSAGES`] messages in its queue, or [`BACKLOG_HIGH_BYTES`] waiting to be
+//! sent (queued, plus written to QUIC but unacknowledged beyond what the congestion window
+//! has in flight) is *backed up*; while any link is backed up and not slow, [`BacklogSignal`] is set, so the
+//! edge can stop reading publishers until the relay catches up instead of dropping. A link
+//! backed up for [`LINK_SLOW_AFTER`] without a break is *slow* (the peer or the path cannot
+//! keep up): it no longer holds the signal (a slow link must not slow intake for everyone),
+//! and what its full queue refuses is dropped and counted for that link only
+//! (`messages_dropped_slow_link`). Other links and local delivery never wait for it.
 //!
 //! It counts control bytes by mesh message kind. It does not read clocks or sockets.
 //!
@@ -24,6 +37,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -50,6 +65,51 @@ pub const MAX_OPEN_OUT_STREAMS: usize = 128;
 pub const MAX_QUEUED_MESSAGES: usize = 1024;
 /// Bytes of messages waiting for a stream, per connection.
 pub const MAX_QUEUED_BYTES: usize = 8 * 1024 * 1024;
+/// Queued messages from which a link counts as backed up (a quarter of the bound).
+pub const BACKLOG_HIGH_MESSAGES: usize = MAX_QUEUED_MESSAGES / 4;
+/// Bytes waiting to be sent from which a link counts as backed up (at 50 Mbit/s, 40 ms).
+pub const BACKLOG_HIGH_BYTES: usize = 256 * 1024;
+/// A link backed up this long without a break is slow: it drops (counted) instead of
+/// holding back the relay's intake.
+pub const LINK_SLOW_AFTER: Duration = Duration::from_secs(1);
+
+/// Set while a link that is not slow is backed up: the relay produces faster than its links
+/// send, and its intake should pause. Cheap to clone and read from any thread.
+#[derive(Debug, Clone, Default)]
+pub struct BacklogSignal(Arc<AtomicBool>);
+
+impl BacklogSignal {
+    /// Whether intake should pause now.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Where a link's queue stands (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BacklogState {
+    /// Below the high mark.
+    Clear,
+    /// At or above the high mark, for less than [`LINK_SLOW_AFTER`].
+    BackedUp,
+    /// Backed up for [`LINK_SLOW_AFTER`] or more.
+    Slow,
+}
+
+/// A link's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkBacklog {
+    /// Messages waiting for a stream.
+    pub queued_messages: usize,
+    /// Bytes waiting to be sent (queued, or unacknowledged beyond the congestion window).
+    pub waiting_bytes: usize,
+    /// The state.
+    pub state: BacklogState,
+}
+
+/// Most bytes of one batch stream: about one packet's payload, so a lost packet delays
+/// only the messages it carried, as with one stream per message.
+pub const BATCH_MAX_BYTES: usize = 1100;
 /// Inbound unidirectional streams being reassembled, per connection.
 pub const MAX_IN_STREAMS: usize = 512;
 /// Connections (in and out) one endpoint holds ([`AdmissionLimits::max_connections`]).
@@ -184,8 +244,22 @@ pub struct DriverStats {
     pub handshakes_in_progress: u64,
     /// Gauge: connections in the table.
     pub connections: u64,
+    /// Messages written to message streams.
+    pub messages_sent: u64,
+    /// Message streams opened for them (fewer than messages when batches went out).
+    pub message_streams: u64,
     /// Messages dropped because a link's queue was full.
     pub messages_dropped_queue: u64,
+    /// Of those, dropped on links that were slow (backed up for [`LINK_SLOW_AFTER`]).
+    pub messages_dropped_slow_link: u64,
+    /// Gauge: links backed up now.
+    pub links_backed_up: u64,
+    /// Gauge: links slow now.
+    pub links_slow: u64,
+    /// Times the [`BacklogSignal`] went on.
+    pub backpressure_episodes: u64,
+    /// Milliseconds the [`BacklogSignal`] was on in all.
+    pub backpressure_ms: u64,
     /// Messages dropped on receive because they were larger than [`MAX_MESSAGE`], too many
     /// streams were open, or a batch was malformed.
     pub messages_dropped_rx: u64,
@@ -209,6 +283,11 @@ pub type ControlByKind = [[u64; 2]; KINDS];
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Counters {
+    messages_dropped_slow_link: u64,
+    backpressure_episodes: u64,
+    backpressure_us: u64,
+    messages_sent: u64,
+    message_streams: u64,
     messages_dropped_queue: u64,
     messages_dropped_rx: u64,
     datagrams_dropped: u64,
@@ -299,6 +378,48 @@ struct Link {
     queue_bytes: usize,
     inbound: HashMap<StreamId, Partial>,
     pump_queued: bool,
+    /// The peer reads batches (negotiated by ALPN).
+    batch: bool,
+    /// Backed up since (continuously).
+    backed_up_since: Option<Instant>,
+    slow: bool,
+    /// Message streams written and not yet acknowledged.
+    unacked: Unacked,
+}
+
+/// Our message streams not yet acknowledged, in the order they were opened (uni stream
+/// indexes are consecutive): `(index, bytes, acknowledged)`.
+#[derive(Default)]
+struct Unacked {
+    ring: VecDeque<(u64, usize, bool)>,
+    bytes: usize,
+}
+
+impl Unacked {
+    fn opened(&mut self, id: StreamId, bytes: usize) {
+        self.ring.push_back((id.index(), bytes, false));
+        self.bytes += bytes;
+    }
+
+    /// `id` was acknowledged, stopped or failed.
+    fn done(&mut self, id: StreamId) {
+        let Some(&(first, ..)) = self.ring.front() else {
+            return;
+        };
+        let Some(e) = id
+            .index()
+            .checked_sub(first)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.ring.get_mut(i))
+        else {
+            return;
+        };
+        e.2 = true;
+        while let Some(&(_, b, true)) = self.ring.front() {
+            self.bytes -= b;
+            self.ring.pop_front();
+        }
+    }
 }
 
 impl Link {
@@ -312,6 +433,10 @@ impl Link {
             queue_bytes: 0,
             inbound: HashMap::new(),
             pump_queued: false,
+            batch: false,
+            backed_up_since: None,
+            slow: false,
+            unacked: Unacked::default(),
         }
     }
 }
@@ -332,6 +457,14 @@ pub struct MeshTransport {
     counters: Counters,
     by_kind: ControlByKind,
     refused_log: RateLimitedLog,
+    /// Capacity reused for batch after batch.
+    batch_buf: BytesMut,
+    signal: BacklogSignal,
+    /// A link's queue changed: review the backlog states.
+    review: bool,
+    backed_up: usize,
+    slow: usize,
+    signal_since: Option<Instant>,
 }
 
 impl std::fmt::Debug for MeshTransport {
@@ -360,7 +493,79 @@ impl MeshTransport {
             counters: Counters::default(),
             by_kind: [[0; 2]; KINDS],
             refused_log: RateLimitedLog::new(Duration::from_secs(1)),
+            batch_buf: BytesMut::new(),
+            signal: BacklogSignal::default(),
+            review: false,
+            backed_up: 0,
+            slow: 0,
+            signal_since: None,
         }
+    }
+
+    /// The intake signal (see the module docs); clones share the state.
+    pub fn backlog_signal(&self) -> BacklogSignal {
+        self.signal.clone()
+    }
+
+    /// Bytes of `l` waiting to be sent: queued, plus unacknowledged beyond what the
+    /// congestion window lets be in flight.
+    fn waiting_bytes(l: &Link, c: Option<&quinn_proto::Connection>) -> usize {
+        let window = c.map_or(0, |c| c.congestion_state().window());
+        let window = usize::try_from(window).unwrap_or(usize::MAX);
+        l.queue_bytes + l.unacked.bytes.saturating_sub(window)
+    }
+
+    /// Where `conn`'s queue stands.
+    pub fn backlog(&self, conn: ConnectionHandle) -> Option<LinkBacklog> {
+        let l = self.link(conn)?;
+        let state = match (l.backed_up_since, l.slow) {
+            (None, _) => BacklogState::Clear,
+            (Some(_), false) => BacklogState::BackedUp,
+            (Some(_), true) => BacklogState::Slow,
+        };
+        Some(LinkBacklog {
+            queued_messages: l.queue.len(),
+            waiting_bytes: Self::waiting_bytes(l, self.ep.connection(conn)),
+            state,
+        })
+    }
+
+    /// Re-derives every link's backlog state at `now` and the signal from them.
+    fn review_backlog(&mut self, now: Instant) {
+        if !std::mem::take(&mut self.review) && self.backed_up == 0 {
+            return;
+        }
+        let (mut backed, mut slow) = (0, 0);
+        for (i, l) in self.links.iter_mut().enumerate() {
+            let Some(l) = l else { continue };
+            let high = l.queue.len() >= BACKLOG_HIGH_MESSAGES
+                || Self::waiting_bytes(l, self.ep.connection(ConnectionHandle(i)))
+                    >= BACKLOG_HIGH_BYTES;
+            if high {
+                let since = *l.backed_up_since.get_or_insert(now);
+                l.slow = now.saturating_duration_since(since) >= LINK_SLOW_AFTER;
+                backed += 1;
+                slow += usize::from(l.slow);
+            } else {
+                l.backed_up_since = None;
+                l.slow = false;
+            }
+        }
+        (self.backed_up, self.slow) = (backed, slow);
+        let on = backed > slow;
+        match (on, self.signal_since) {
+            (true, None) => {
+                self.signal_since = Some(now);
+                self.counters.backpressure_episodes += 1;
+            }
+            (false, Some(t)) => {
+                self.signal_since = None;
+                self.counters.backpressure_us +=
+                    now.saturating_duration_since(t).as_micros() as u64;
+            }
+            _ => {}
+        }
+        self.signal.0.store(on, Ordering::Relaxed);
     }
 
     /// The endpoint underneath (connection state, admission counters).
@@ -404,7 +609,14 @@ impl MeshTransport {
             responses_dropped: e.responses_dropped,
             handshakes_in_progress: self.ep.handshakes_in_progress() as u64,
             connections: self.ep.connection_count() as u64,
+            messages_sent: c.messages_sent,
+            message_streams: c.message_streams,
             messages_dropped_queue: c.messages_dropped_queue,
+            messages_dropped_slow_link: c.messages_dropped_slow_link,
+            links_backed_up: self.backed_up as u64,
+            links_slow: self.slow as u64,
+            backpressure_episodes: c.backpressure_episodes,
+            backpressure_ms: c.backpressure_us / 1000,
             messages_dropped_rx: c.messages_dropped_rx,
             datagrams_dropped: c.datagrams_dropped,
             control_closed: c.control_closed,
@@ -518,6 +730,9 @@ impl MeshTransport {
             || link.queue_bytes + data.len() > MAX_QUEUED_BYTES
         {
             self.counters.messages_dropped_queue += 1;
+            if link.slow {
+                self.counters.messages_dropped_slow_link += 1;
+            }
             return Err(SendError::QueueFull);
         }
         link.queue_bytes += data.len();
@@ -555,14 +770,29 @@ impl MeshTransport {
         self.ep.handle_datagram(now, from, data);
     }
 
-    /// Let time pass (see [`QuicEndpoint::handle_timeout`]).
+    /// Let time pass (see [`QuicEndpoint::handle_timeout`]); backed-up links turn slow.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.ep.handle_timeout(now);
+        self.review_backlog(now);
     }
 
     /// When [`MeshTransport::handle_timeout`] should next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.ep.poll_timeout()
+        let slow_at = if self.backed_up > self.slow {
+            self.links
+                .iter()
+                .flatten()
+                .filter(|l| !l.slow)
+                .filter_map(|l| l.backed_up_since)
+                .min()
+                .map(|t| t + LINK_SLOW_AFTER)
+        } else {
+            None
+        };
+        match (self.ep.poll_timeout(), slow_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next event, or `None` when nothing more happened.
@@ -583,10 +813,12 @@ impl MeshTransport {
             if let Some(link) = Self::link_mut(&mut self.links, h) {
                 link.pump_queued = false;
                 if let Some(c) = self.ep.connection_mut(h) {
-                    Self::pump_messages(link, c);
+                    Self::pump_messages(link, c, &mut self.batch_buf, &mut self.counters);
                 }
+                self.review = true;
             }
         }
+        self.review_backlog(now);
         self.ep.poll_transmit(now, buf)
     }
 
@@ -597,6 +829,15 @@ impl MeshTransport {
                     return;
                 };
                 let (side, remote) = (c.side(), c.remote_address());
+                let batch = c
+                    .crypto_session()
+                    .handshake_data()
+                    .and_then(|d| {
+                        d.downcast::<quinn_proto::crypto::rustls::HandshakeData>()
+                            .ok()
+                    })
+                    .and_then(|d| d.protocol)
+                    .is_some_and(|p| p == super::tls::MESH_ALPN_BATCH);
                 let peer_cert = c
                     .crypto_session()
                     .peer_identity()
@@ -604,6 +845,9 @@ impl MeshTransport {
                     .and_then(|v| v.into_iter().next());
                 if self.link(h).is_none() {
                     self.insert_link(h, Link::new());
+                }
+                if let Some(l) = Self::link_mut(&mut self.links, h) {
+                    l.batch = batch;
                 }
                 self.events.push_back(QuicEvent::Connected {
                     conn: h,
@@ -616,7 +860,7 @@ impl MeshTransport {
                     self.ep.connection_mut(h),
                 ) {
                     Self::write_control(link, c);
-                    Self::pump_messages(link, c);
+                    Self::pump_messages(link, c, &mut self.batch_buf, &mut self.counters);
                 }
             }
             endpoint::Event::Lost {
@@ -630,6 +874,7 @@ impl MeshTransport {
                 if let Some(l) = self.links.get_mut(conn.0) {
                     *l = None;
                 }
+                self.review = true;
                 self.events.push_back(QuicEvent::Lost {
                     conn,
                     was_connected,
@@ -713,17 +958,21 @@ impl MeshTransport {
                 if Some(id) == link.ctrl {
                     Self::write_control(link, c);
                 } else {
-                    Self::pump_messages(link, c);
+                    Self::pump_messages(link, c, &mut self.batch_buf, &mut self.counters);
                 }
             }
-            StreamEvent::Available { dir: Dir::Uni } => Self::pump_messages(link, c),
+            StreamEvent::Available { dir: Dir::Uni } => {
+                Self::pump_messages(link, c, &mut self.batch_buf, &mut self.counters)
+            }
             StreamEvent::Available { dir: Dir::Bi } => Self::write_control(link, c),
             StreamEvent::Stopped { id, .. } => {
                 link.out.retain(|s| s.id != id);
-                Self::pump_messages(link, c);
+                link.unacked.done(id);
+                Self::pump_messages(link, c, &mut self.batch_buf, &mut self.counters);
             }
-            StreamEvent::Finished { .. } => {}
+            StreamEvent::Finished { id } => link.unacked.done(id),
         }
+        self.review = true;
     }
 
     fn write_control(link: &mut Link, c: &mut quinn_proto::Connection) {
@@ -744,40 +993,79 @@ impl MeshTransport {
         }
     }
 
-    /// Writes queued messages to new streams while the peer's stream limit allows.
-    fn pump_messages(link: &mut Link, c: &mut quinn_proto::Connection) {
+    /// Writes queued messages to new streams while the peer's stream limit allows: one
+    /// message per stream, or batches of what waits when the peer reads batches.
+    fn pump_messages(
+        link: &mut Link,
+        c: &mut quinn_proto::Connection,
+        buf: &mut BytesMut,
+        counters: &mut Counters,
+    ) {
         // Continue partly written streams first.
+        let unacked = &mut link.unacked;
         link.out.retain_mut(|s| {
             let mut st = c.send_stream(s.id);
             match st.write_chunks(std::slice::from_mut(&mut s.data)) {
                 Ok(_) if s.data.is_empty() => {
-                    let _ = st.finish();
+                    if st.finish().is_err() {
+                        unacked.done(s.id);
+                    }
                     false
                 }
                 Ok(_) | Err(quinn_proto::WriteError::Blocked) => true,
-                Err(_) => false,
+                Err(_) => {
+                    unacked.done(s.id);
+                    false
+                }
             }
         });
         while link.out.len() < MAX_OPEN_OUT_STREAMS {
-            if link.queue.is_empty() {
+            let Some(first) = link.queue.front().map(Bytes::len) else {
                 break;
-            }
+            };
             let Some(id) = c.streams().open(Dir::Uni) else {
                 break; // the peer's stream limit; `Available` wakes us
             };
-            let Some(mut data) = link.queue.pop_front() else {
-                break;
+            let batch =
+                link.batch && link.queue.len() > 1 && framing::batched_len(first) < BATCH_MAX_BYTES; // room for the tag
+            let mut data = if batch {
+                if buf.capacity() < BATCH_MAX_BYTES {
+                    *buf = BytesMut::with_capacity(64 * BATCH_MAX_BYTES);
+                }
+                let mut w = framing::BatchWriter::in_buffer(std::mem::take(buf));
+                while let Some(m) = link.queue.front() {
+                    if w.len() + framing::batched_len(m.len()) > BATCH_MAX_BYTES {
+                        break;
+                    }
+                    w.push(m);
+                    link.queue_bytes -= m.len();
+                    link.queue.pop_front();
+                }
+                counters.messages_sent += w.count() as u64;
+                let (data, rest) = w.finish_keep();
+                *buf = rest;
+                data
+            } else {
+                let Some(m) = link.queue.pop_front() else {
+                    break;
+                };
+                link.queue_bytes -= m.len();
+                counters.messages_sent += 1;
+                m
             };
-            link.queue_bytes -= data.len();
+            counters.message_streams += 1;
+            link.unacked.opened(id, data.len());
             let mut st = c.send_stream(id);
             match st.write_chunks(std::slice::from_mut(&mut data)) {
                 Ok(_) if data.is_empty() => {
-                    let _ = st.finish();
+                    if st.finish().is_err() {
+                        link.unacked.done(id);
+                    }
                 }
                 Ok(_) | Err(quinn_proto::WriteError::Blocked) => {
                     link.out.push(OutStream { id, data });
                 }
-                Err(_) => {}
+                Err(_) => link.unacked.done(id),
             }
         }
     }

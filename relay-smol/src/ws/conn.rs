@@ -19,7 +19,13 @@
 //!   socket drains; TCP pushes back on the client. Nobody else is slowed: this connection's
 //!   task just does not run its reads. If it stays blocked for the slow-consumer grace, the
 //!   broker closes it (`ERR:slow_consumer`).
-//! - (Add further reasons there, e.g. the relay being behind, and they apply here unchanged.)
+//! - `ReadStop::RelayBehind`: the relay is behind on writing — some connection's queue is at
+//!   `Limits::behind_bytes` while its socket still takes bytes (its task has not run yet,
+//!   typically because publishers were read first). Every connection's reads wait until the
+//!   broker wakes them (the backlog is written, or `MAX_INTAKE_PAUSE` passed), so TCP pushes
+//!   back on the publishers instead of deliveries being dropped for listeners that read.
+//!   [`ConnTask::flush`] tells the broker when a socket refuses bytes
+//!   ([`Broker::write_blocked`]): such a listener is the slow one and never pauses anyone.
 //!
 //! Besides the gate, every turn of the task is bounded ([`TURN_BYTES`] read and [`TURN_WORK`]
 //! frames + deliveries); then it yields to the other tasks with its remaining input kept in
@@ -32,10 +38,10 @@ use std::task::{Context, Poll};
 
 use fastpubsub_core::frame::{Command, FrameError, Publish, Reply};
 
-use crate::broker::limiter::{Command as Limited, RefusalReply, Verdict};
-use crate::broker::{Broker, ConnId, PubError, SubError};
+use crate::broker::limiter::{Command as Limited, Verdict};
+use crate::broker::{Broker, ConnId};
 use crate::clock;
-use crate::limits::{Limits, TURN_BYTES, TURN_WORK};
+use crate::limits::{FRAME_WORK, Limits, TURN_BYTES, TURN_WORK};
 use crate::ws::transport::Transport;
 use crate::wsframe::{self, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT};
 
@@ -171,18 +177,18 @@ impl ConnTask {
                 return Poll::Pending;
             }
             if closing && self.discarded >= CLOSE_DISCARD_MAX {
-                // Enough junk: drop once our last frames are out; until then wait for the
-                // socket to take them (the flush registered) or for the close deadline.
-                return if flushed {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                };
+                // Enough junk: stop reading and wait for the close deadline (the broker's
+                // sweep wakes us with `must_drop`). Not dropping now: "flushed" only means
+                // the kernel took our last frames; closing a socket with unread input sends
+                // a reset, which throws away what the client has not received yet (the
+                // reason and the Close frame). Not reading, TCP pushes back on the client.
+                return Poll::Pending;
             }
             if !closing {
                 if self.broker().read_stop(self.id).is_some() {
-                    // The flush above registered for writability: we run again when the
-                    // socket takes bytes.
+                    // OwnBacklog: the flush above registered for writability, we run again
+                    // when the socket takes bytes. RelayBehind: the broker wakes us when the
+                    // pause ends.
                     return Poll::Pending;
                 }
                 if self.in_ready {
@@ -250,8 +256,17 @@ impl ConnTask {
             }
             match self.io.poll_write(cx, pending) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(End::Drop),
-                Poll::Ready(Ok(n)) => b.consumed(self.id, n),
-                Poll::Pending => return Ok((false, closing)),
+                Poll::Ready(Ok(n)) => {
+                    // The time an intake pause ends is taken here (`consumed` may end it).
+                    b.set_now(clock::now());
+                    b.consumed(self.id, n);
+                }
+                Poll::Pending => {
+                    // The socket refuses bytes: this listener is not keeping up (as opposed
+                    // to the relay not having written yet; see `ReadStop::RelayBehind`).
+                    b.write_blocked(self.id);
+                    return Ok((false, closing));
+                }
             }
         }
     }
@@ -356,7 +371,7 @@ impl ConnTask {
                         self.msg_op = None;
                     }
                 }
-                turn.work += 1;
+                turn.work += FRAME_WORK;
                 continue;
             }
             let plen = h.payload_len as usize;
@@ -369,7 +384,7 @@ impl ConnTask {
             self.work = 0;
             self.on_frame(h.opcode, h.fin, payload)?;
             pos += total;
-            turn.work += 1 + self.work;
+            turn.work += FRAME_WORK + self.work;
             match self.gate() {
                 Gate::Closing => return Ok((buf.len(), Parsed::All)),
                 Gate::Stop => return Ok((pos, Parsed::Stopped)),
@@ -438,7 +453,7 @@ impl ConnTask {
                 match b.check_command(self.id, Limited::Ping) {
                     Verdict::Allow => b.send_control(self.id, OP_PONG, payload),
                     Verdict::Refuse => {
-                        let why = self.rate_why("WebSocket Pings and PINGs", Limited::Ping);
+                        let why = b.rate_limited_why(Limited::Ping, "WebSocket Pings and PINGs");
                         b.send_reply(
                             self.id,
                             &Reply::Err {
@@ -484,45 +499,13 @@ impl ConnTask {
         self.msg.extend_from_slice(payload);
     }
 
-    /// The text of an `ERR:rate_limited` answer: what was limited and at which rate.
-    fn rate_why(&self, what: &str, cmd: Limited) -> String {
-        let l = &self.shared.limits;
-        let r = match cmd {
-            Limited::Subscription => l.sub_rate,
-            _ => l.ping_rate,
-        };
-        format!(
-            "more than {} {what} per second (bursts of {}) on this connection; slow down",
-            r.per_sec, r.burst
-        )
-    }
-
     fn protocol_close(&mut self, why: &str) {
         self.broker().close(self.id, 1002, why, None, false);
     }
 
     /// Answers `ERR:<reason>:<why>` for a malformed input; closes after too many.
     fn refuse_bad(&mut self, reason: &str, why: &str) -> Result<(), End> {
-        let max = self.shared.limits.max_bad_frames;
-        let mut b = self.broker();
-        b.send_reply(
-            self.id,
-            &Reply::Err {
-                reason,
-                parts: &[why],
-            },
-        );
-        let count = b.conn_mut(self.id).map_or(0, |c| c.note_bad_frame());
-        if count > max {
-            let why = format!("more than {max} malformed frames");
-            b.close(
-                self.id,
-                1008,
-                &why,
-                Some(("too_many_bad_frames", &why)),
-                false,
-            );
-        }
+        self.broker().refuse_malformed(self.id, reason, why);
         Ok(())
     }
 
@@ -560,66 +543,15 @@ impl ConnTask {
 
     fn on_command(&mut self, cmd: Command<'_>) -> Result<(), End> {
         let id = self.id;
-        let (limited, verb, tenant, pattern) = match cmd {
-            Command::Ping => (Limited::Ping, "PING", "", ""),
-            Command::Sub { tenant, pattern } => (Limited::Subscription, "SUB", tenant, pattern),
-            Command::Unsub { tenant, pattern } => (Limited::Subscription, "UNSUB", tenant, pattern),
-            _ => return Ok(()),
-        };
-        let verdict = self.broker().check_command(id, limited);
-        match verdict {
-            Verdict::Allow => {}
-            Verdict::Refuse => {
-                let why = match limited {
-                    Limited::Subscription => self.rate_why("SUB/UNSUB", limited),
-                    _ => self.rate_why("PINGs and WebSocket Pings", limited),
-                };
-                let parts_full = [verb, tenant, pattern, why.as_str()];
-                let parts = if tenant.is_empty() {
-                    &[verb, why.as_str()][..]
-                } else {
-                    &parts_full[..]
-                };
-                self.broker().send_reply(
-                    id,
-                    &Reply::Err {
-                        reason: "rate_limited",
-                        parts,
-                    },
-                );
-                return Ok(());
-            }
-            Verdict::Close => return Ok(()),
-        }
         let mut b = self.broker();
+        if !b.admit_command(id, &cmd, "PINGs and WebSocket Pings") {
+            return Ok(());
+        }
         match cmd {
             Command::Ping => b.send_reply(id, &Reply::Pong),
             Command::Sub { tenant, pattern } => match b.subscribe(id, tenant, pattern) {
                 Ok(_) => b.send_reply(id, &Reply::OkSub { tenant, pattern }),
-                Err(e) => {
-                    let (reason, why) = match e {
-                        SubError::InvalidPattern(pe) => ("invalid_pattern", pe.to_string()),
-                        SubError::TooComplex(e) => ("pattern_too_complex", e.to_string()),
-                        SubError::PermissionDenied => ("permission_denied", String::new()),
-                        SubError::TooManyForConnection(n) => (
-                            "too_many_subscriptions",
-                            format!(
-                                "this connection already holds the maximum of {n} subscriptions"
-                            ),
-                        ),
-                        SubError::RelayFull(n) => (
-                            "relay_full",
-                            format!("this relay holds its maximum of {n} subscriptions"),
-                        ),
-                    };
-                    let parts_full = ["SUB", tenant, pattern, why.as_str()];
-                    let parts = if why.is_empty() {
-                        &parts_full[..3]
-                    } else {
-                        &parts_full[..]
-                    };
-                    b.send_reply(id, &Reply::Err { reason, parts });
-                }
+                Err(e) => b.answer_sub_refused(id, tenant, pattern, &e),
             },
             Command::Unsub { tenant, pattern } => {
                 b.unsubscribe(id, tenant, pattern);
@@ -642,47 +574,16 @@ impl ConnTask {
             }
             Err(e) => e,
         };
-        let (reason, why, strike) = match e {
-            PubError::InvalidChannel(pe) => ("invalid_channel", pe.to_string(), true),
-            PubError::PermissionDenied => ("permission_denied", String::new(), true),
-            PubError::RateLimited(rate) => (
-                "rate_limited",
-                format!("over this connection's ingress limit of {rate} bytes/s"),
-                false,
-            ),
-        };
-        let parts_full = ["PUB", p.tenant(), p.channel(), why.as_str()];
-        let parts = if why.is_empty() {
-            &parts_full[..3]
-        } else {
-            &parts_full[..]
-        };
-        self.answer_refused_publish(reason, parts, strike);
+        self.broker()
+            .answer_publish_refused(id, p.tenant(), p.channel(), e);
         Ok(())
     }
 
     /// Answers a refused publish with `ERR:<reason>:<parts>` while the connection's
     /// refusal-reply rate allows (see `broker::limiter`).
     fn answer_refused_publish(&mut self, reason: &str, parts: &[&str], strike: bool) {
-        let mut b = self.broker();
-        match b.publish_refused(self.id, strike) {
-            RefusalReply::Answer => b.send_reply(self.id, &Reply::Err { reason, parts }),
-            RefusalReply::Notice => {
-                let r = self.shared.limits.refusal_reply_rate;
-                let why = format!(
-                    "more than {} refused publishes per second (bursts of {}) on this connection; further refusals are counted but not answered until the rate drops",
-                    r.per_sec, r.burst
-                );
-                b.send_reply(
-                    self.id,
-                    &Reply::Err {
-                        reason: "rate_limited",
-                        parts: &["PUB_REFUSALS", &why],
-                    },
-                );
-            }
-            RefusalReply::Silent | RefusalReply::Close => {}
-        }
+        self.broker()
+            .answer_refused_publish(self.id, reason, parts, strike);
     }
 }
 

@@ -20,7 +20,9 @@ pub fn stats_json(broker: &Broker, admission: &Admission) -> String {
             "\"refused_pending_source\":{},\"pending_evicted\":{},\"ticket_failures\":{},",
             "\"refused_ticket_failures\":{},\"ticket_failure_sources\":{},",
             "\"ticket_failure_sources_evicted\":{},\"deliver_patterns_capped\":{},",
-            "\"dropped_wt_oversize\":{}}}"
+            "\"dropped_wt_oversize\":{},",
+            "\"intake_pauses\":{},\"intake_paused_us\":{},\"intake_pause_overruns\":{},",
+            "\"dropped_relay_behind\":{}}}"
         ),
         broker.connection_count(),
         broker.subscription_count(),
@@ -48,5 +50,9 @@ pub fn stats_json(broker: &Broker, admission: &Admission) -> String {
         a.failure_sources_evicted,
         s.deliver_patterns_capped,
         s.dropped_wt_oversize,
+        s.intake_pauses,
+        s.intake_paused_us,
+        s.intake_pause_overruns,
+        s.dropped_relay_behind,
     )
 }

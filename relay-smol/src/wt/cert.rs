@@ -159,17 +159,51 @@ impl WtCert {
     }
 }
 
-/// Transport limits of client sessions: the client opens its HTTP/3 control and QPACK
-/// streams (uni) and the CONNECT and LLPS control stream (bidi); nothing else.
+/// Bytes a client may send on one stream before the relay reads them: two full LLPS frames
+/// on its control stream (quinn's default is 1.25 MB per stream).
+pub const STREAM_RECEIVE_WINDOW: u32 = 2 * (65_536 + 5);
+/// Bytes a client may send on all its streams together before the relay reads them
+/// (quinn's default: unlimited, so up to the stream window on every stream).
+pub const RECEIVE_WINDOW: u32 = 256 * 1024;
+/// Bytes of stream data written to QUIC and not yet acknowledged, per session (quinn's
+/// default is 10 MB): beyond it the session's broker queues hold deliveries, within the
+/// connection budget, and a client that does not keep up is a slow consumer. At 100 ms RTT
+/// it allows about 10 MB/s to one session.
+pub const SEND_WINDOW: u64 = 1024 * 1024;
+/// Bytes of HTTP datagrams QUIC holds for sending, per session; beyond it datagrams are
+/// dropped and counted (`Stats::dropped_wt_datagram_buffer`).
+pub const DATAGRAM_SEND_BUFFER: usize = 64 * 1024;
+/// Bytes of received datagrams kept (clients send none the relay uses).
+pub const DATAGRAM_RECEIVE_BUFFER: usize = 16 * 1024;
+
+/// Transport limits of client sessions on the relay: the client opens its HTTP/3 control and
+/// QPACK streams (uni) and the CONNECT and LLPS control stream (bidi); nothing else. The
+/// windows and buffers bound what QUIC holds for one session beyond the broker's budget (see
+/// docs/webtransport.md, "Memory per session").
 pub fn transport() -> Arc<TransportConfig> {
+    let mut t = base_transport();
+    t.stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
+        .receive_window(VarInt::from_u32(RECEIVE_WINDOW))
+        .send_window(SEND_WINDOW)
+        .datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
+    Arc::new(t)
+}
+
+/// Transport settings of our own client (`wt::client`): the relay's stream limits, idle
+/// timeout and keep-alive, with quinn's default windows, so a client that reads in bursts
+/// (the CLI, tests) does not hold the relay's deliveries back in the relay's queues.
+pub fn client_transport() -> Arc<TransportConfig> {
+    Arc::new(base_transport())
+}
+
+fn base_transport() -> TransportConfig {
     let mut t = TransportConfig::default();
     t.max_concurrent_uni_streams(VarInt::from_u32(8))
         .max_concurrent_bidi_streams(VarInt::from_u32(4))
         .max_idle_timeout(IdleTimeout::try_from(IDLE_TIMEOUT).ok())
         .keep_alive_interval(Some(KEEP_ALIVE))
-        .datagram_receive_buffer_size(Some(16 * 1024))
-        .datagram_send_buffer_size(256 * 1024);
-    Arc::new(t)
+        .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER));
+    t
 }
 
 /// The certificate hash as served, shared between the endpoint (which rotates) and REST.

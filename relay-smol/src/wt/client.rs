@@ -159,7 +159,7 @@ fn client_config(check: CertCheck) -> Result<ClientConfig, String> {
     tls.alpn_protocols = vec![b"h3".to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut cfg = ClientConfig::new(Arc::new(quic));
-    cfg.transport_config(super::cert::transport());
+    cfg.transport_config(super::cert::client_transport());
     Ok(cfg)
 }
 

@@ -27,6 +27,7 @@ use quinn_proto::{ConnectionHandle, Event as ProtoEvent};
 
 use super::cert::{SharedHash, WtCert};
 use super::session::Session;
+use super::status::{ListenerStats, StatusSource};
 use crate::auth::Authorizer;
 use crate::broker::Broker;
 use crate::clock;
@@ -51,49 +52,6 @@ pub fn client_admission(max_sessions: usize) -> AdmissionLimits {
         source_burst: 200.0,
         max_sources: 16_384,
         handshake_timeout: Duration::from_secs(10),
-    }
-}
-
-/// Counters of the WebTransport listener (`GET /v1/wt-stats`).
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub struct WtStats {
-    /// Connections whose handshake completed.
-    pub connected: u64,
-    /// Sessions ended (any reason).
-    pub ended: u64,
-    /// Certificates generated after the first.
-    pub rotations: u64,
-    /// QUIC connections open now (handshaking, sessions, closing).
-    pub connections: usize,
-    /// Handshakes in progress now.
-    pub handshakes_in_progress: usize,
-    /// Incoming connections admitted to a handshake.
-    pub admitted: u64,
-    /// Retry packets sent (address validation under handshake load).
-    pub retries: u64,
-    /// Incoming connections refused by the admission limits (all reasons).
-    pub refused: u64,
-    /// Handshakes that failed or timed out.
-    pub handshake_failures: u64,
-    /// UDP datagrams in and out.
-    pub datagrams_in: u64,
-    /// UDP datagrams out.
-    pub datagrams_out: u64,
-}
-
-/// Serves `GET /v1/wt-stats`: the listener's counters as JSON.
-pub struct StatsRest(pub Rc<RefCell<WtStats>>);
-
-impl crate::rest::RestHandler for StatsRest {
-    fn handle(
-        &self,
-        req: &crate::rest::HttpRequest,
-        _now: std::time::SystemTime,
-    ) -> Option<crate::rest::HttpResponse> {
-        (req.path == "/v1/wt-stats").then(|| {
-            let body = serde_json::to_string(&*self.0.borrow()).unwrap_or_default();
-            crate::rest::HttpResponse::json(200, body)
-        })
     }
 }
 
@@ -137,10 +95,16 @@ struct WtMachine {
     names: Vec<String>,
     hash: SharedHash,
     wakes: Arc<Wakes>,
-    stats: Rc<RefCell<WtStats>>,
+    stats: Rc<RefCell<ListenerStats>>,
     next_rotation_check: Instant,
     again: Vec<ConnectionHandle>,
     seen: HashSet<ConnectionHandle>,
+    /// Sessions waiting out a refusal's answer or a close's last frames: they have timers of
+    /// their own (few; kept apart so a wake-up never walks every session).
+    lingering: HashSet<ConnectionHandle>,
+    /// Reused lists of the wake-up.
+    woken: Vec<ConnectionHandle>,
+    due: Vec<ConnectionHandle>,
 }
 
 impl WtEdge {
@@ -181,10 +145,13 @@ impl WtEdge {
                     list: Mutex::new(Vec::new()),
                     tx,
                 }),
-                stats: Rc::new(RefCell::new(WtStats::default())),
+                stats: Rc::new(RefCell::new(ListenerStats::default())),
                 next_rotation_check: clock::now(),
                 again: Vec::new(),
                 seen: HashSet::new(),
+                lingering: HashSet::new(),
+                woken: Vec::new(),
+                due: Vec::new(),
             },
         })
     }
@@ -204,9 +171,12 @@ impl WtEdge {
         super::cert::hex(&self.machine.cert.sha256)
     }
 
-    /// Counters, shared.
-    pub fn stats(&self) -> Rc<RefCell<WtStats>> {
-        self.machine.stats.clone()
+    /// Where `GET /v1/wt-stats` and the metrics read the listener's status.
+    pub fn status_source(&self) -> StatusSource {
+        StatusSource {
+            listener: self.machine.stats.clone(),
+            broker: self.machine.broker.clone(),
+        }
     }
 
     /// Serves until the task is dropped.
@@ -232,6 +202,33 @@ impl WtMachine {
         if s.wants_turn() {
             self.again.push(h);
         }
+        self.count_outcome(h);
+        self.track_linger(h);
+    }
+
+    /// Counts a CONNECT answered since the session was last driven.
+    fn count_outcome(&mut self, h: ConnectionHandle) {
+        let Some(outcome) = self.sessions.get_mut(&h).and_then(Session::take_outcome) else {
+            return;
+        };
+        let mut st = self.stats.borrow_mut();
+        match outcome {
+            200 => {
+                st.sessions_accepted += 1;
+                st.sessions += 1;
+            }
+            401 => st.refused_unauthorized += 1,
+            403 => st.refused_forbidden += 1,
+            _ => st.refused_unavailable += 1,
+        }
+    }
+
+    fn track_linger(&mut self, h: ConnectionHandle) {
+        if self.sessions.get(&h).is_some_and(Session::is_lingering) {
+            self.lingering.insert(h);
+        } else {
+            self.lingering.remove(&h);
+        }
     }
 
     fn on_event(&mut self, ev: Event, now: Instant) {
@@ -254,8 +251,13 @@ impl WtMachine {
             Event::Lost { conn, .. } => {
                 if let Some(mut s) = self.sessions.remove(&conn) {
                     s.on_lost(&self.broker);
-                    self.stats.borrow_mut().ended += 1;
+                    let mut st = self.stats.borrow_mut();
+                    st.ended += 1;
+                    if s.was_accepted() {
+                        st.sessions = st.sessions.saturating_sub(1);
+                    }
                 }
+                self.lingering.remove(&conn);
                 return;
             }
             Event::Stream(h, se) => (h, ProtoEvent::Stream(se)),
@@ -307,12 +309,12 @@ impl Machine for WtMachine {
         }
         // Sessions the broker woke (and those with input left) go first: a publisher with
         // more to read must not overtake the subscribers it delivered to.
-        let mut woken = match self.wakes.list.lock() {
-            Ok(mut l) => std::mem::take(&mut *l),
-            Err(_) => Vec::new(),
-        };
+        let mut woken = std::mem::take(&mut self.woken);
+        if let Ok(mut l) = self.wakes.list.lock() {
+            std::mem::swap(&mut *l, &mut woken);
+        }
         woken.append(&mut self.again);
-        for h in woken {
+        for h in woken.drain(..) {
             if self.seen.insert(h) {
                 if let Some(s) = self.sessions.get_mut(&h) {
                     s.begin_turn();
@@ -320,20 +322,23 @@ impl Machine for WtMachine {
                 self.pump(h, now);
             }
         }
+        self.woken = woken;
         while let Some(ev) = self.ep.poll_event() {
             self.on_event(ev, now);
         }
         // Sessions with timers of their own (a refusal's linger, a close waiting for its
-        // acknowledgement) are pumped on every wake-up; there are few.
-        let lingering: Vec<ConnectionHandle> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.is_lingering())
-            .map(|(h, _)| *h)
-            .collect();
-        for h in lingering {
+        // acknowledgement) whose time has come.
+        let mut due = std::mem::take(&mut self.due);
+        due.extend(self.lingering.iter().copied().filter(|h| {
+            self.sessions
+                .get(h)
+                .and_then(Session::linger_deadline)
+                .is_none_or(|t| t <= now)
+        }));
+        for h in due.drain(..) {
             self.pump(h, now);
         }
+        self.due = due;
         if !self.again.is_empty() {
             let _ = self.wakes.tx.try_send(());
         }
@@ -345,6 +350,15 @@ impl Machine for WtMachine {
             st.admitted = a.accepted;
             st.retries = a.retries;
             st.refused = a.refused.iter().sum();
+            [
+                st.refused_full,
+                st.refused_handshakes,
+                st.refused_source_handshakes,
+                st.refused_source_rate,
+                st.refused_source_table,
+            ] = a.refused;
+            st.handshake_timeouts = e.handshake_timeouts;
+            st.handshakes_displaced = a.displaced;
             st.handshake_failures = e.handshake_failures + e.handshake_timeouts;
             st.datagrams_in = e.datagrams_in;
             st.datagrams_out = e.datagrams_out;
@@ -361,9 +375,9 @@ impl Machine for WtMachine {
 
     fn poll_timeout(&mut self) -> Option<Instant> {
         let linger = self
-            .sessions
-            .values()
-            .filter_map(Session::linger_deadline)
+            .lingering
+            .iter()
+            .filter_map(|h| self.sessions.get(h).and_then(Session::linger_deadline))
             .min();
         [
             self.ep.poll_timeout(),

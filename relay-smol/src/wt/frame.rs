@@ -193,42 +193,44 @@ fn number(s: &str) -> Result<u32, OptionsError> {
     s.parse().map_err(|_| OptionsError::BadNumber)
 }
 
-/// Splits `:U:<stream>:<kbps>`, `:D` or `:D:<kbps>` off the end of a `SUB` pattern. A
-/// pattern never contains `:` (its segments are dot-separated), so a suffix that looks like
-/// options is options.
+/// Splits `:U:<stream>:<kbps>`, `:D` or `:D:<kbps>` off the end of a `SUB` pattern (a
+/// pattern may itself contain `:`, so the options are a suffix). The shorter forms are tried
+/// first: `:D`, then `:D:<kbps>`, then `:U:<stream>:<kbps>`, so every accepted suffix reads
+/// back the same from its canonical form (`x:U:D:0` is datagrams for `x:U`). A suffix that
+/// has the shape of options but bad numbers is refused, not taken as part of the pattern.
 pub fn split_options(pattern: &str) -> Result<SubOptions<'_>, OptionsError> {
-    let plain = SubOptions {
-        pattern,
-        target: Target::Control,
-        kbps: 0,
-    };
-    let parts: Vec<&str> = pattern.rsplitn(4, ':').collect();
-    match parts.as_slice() {
-        [kbps, line, "U", rest] => {
-            let line = number(line)?;
-            if line > u32::from(MAX_LINE) {
+    let head = |suffix: usize| pattern.get(..pattern.len() - suffix).unwrap_or("");
+    if let Some(p) = pattern.strip_suffix(":D") {
+        return Ok(SubOptions {
+            pattern: p,
+            target: Target::Datagram,
+            kbps: 0,
+        });
+    }
+    let mut parts = pattern.rsplitn(4, ':');
+    let (last, second, third) = (parts.next(), parts.next(), parts.next());
+    match (last, second, third) {
+        (Some(kbps), Some("D"), Some(_)) => Ok(SubOptions {
+            pattern: head(kbps.len() + 3),
+            target: Target::Datagram,
+            kbps: number(kbps)?,
+        }),
+        (Some(kbps), Some(line), Some("U")) if parts.next().is_some() => {
+            let n = number(line)?;
+            if n > u32::from(MAX_LINE) {
                 return Err(OptionsError::LineOutOfRange);
             }
             Ok(SubOptions {
-                pattern: rest,
-                target: Target::Line(line as u8),
+                pattern: head(kbps.len() + line.len() + 4),
+                target: Target::Line(n as u8),
                 kbps: number(kbps)?,
             })
         }
-        ["D", rest, ..] => Ok(SubOptions {
-            pattern: pattern.strip_suffix(":D").unwrap_or(rest),
-            target: Target::Datagram,
+        _ => Ok(SubOptions {
+            pattern,
+            target: Target::Control,
             kbps: 0,
         }),
-        [kbps, "D", ..] => {
-            let cut = pattern.len() - kbps.len() - 3;
-            Ok(SubOptions {
-                pattern: pattern.get(..cut).unwrap_or(pattern),
-                target: Target::Datagram,
-                kbps: number(kbps)?,
-            })
-        }
-        _ => Ok(plain),
     }
 }
 
@@ -318,5 +320,17 @@ mod tests {
         assert_eq!((o.pattern, o.target, o.kbps), ("x.y", Target::Datagram, 0));
         let o = split_options("x.y:D:64").unwrap();
         assert_eq!((o.pattern, o.target, o.kbps), ("x.y", Target::Datagram, 64));
+        // Patterns may contain ':'; the shorter suffix wins, the same way both ways round
+        // (found by tests/fuzz_wt.rs: `:U:D` read back as a bad line number).
+        let o = split_options(":U:D").unwrap();
+        assert_eq!((o.pattern, o.target), (":U", Target::Datagram));
+        let o = split_options(":U:D:0").unwrap();
+        assert_eq!((o.pattern, o.target), (":U", Target::Datagram));
+        assert_eq!(split_options("x:D:y"), Err(OptionsError::BadNumber));
+        let o = split_options("tenant:x.y").unwrap();
+        assert_eq!((o.pattern, o.target), ("tenant:x.y", Target::Control));
+        // `U:<line>:<kbps>` needs a pattern before it.
+        let o = split_options("U:1:2").unwrap();
+        assert_eq!((o.pattern, o.target), ("U:1:2", Target::Control));
     }
 }

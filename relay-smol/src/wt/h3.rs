@@ -4,9 +4,8 @@
 //! its SETTINGS, one extended CONNECT request (`:protocol webtransport`) and its response,
 //! WebTransport streams (bidirectional: frame type `0x41` + session id; unidirectional:
 //! stream type `0x54` + session id) and HTTP datagrams (quarter stream id + payload,
-//! RFC 9297). QPACK runs with a zero-size dynamic table (both sides announce it), so
-//! field sections are static-table and literal only; encoding and decoding (with Huffman)
-//! come from `wtransport-proto`, the protocol crate of the SDK's own client.
+//! RFC 9297). The byte-level decoding lives in [`wire`] (pure, fuzzed); this layer moves
+//! bytes between quinn-proto's streams and those decoders.
 //!
 //! Call order, like quinn-proto's own `Connection`: feed every `quinn_proto::Event` that
 //! concerns streams or datagrams to [`H3::handle_event`] (and [`H3::on_connected`] once the
@@ -16,52 +15,26 @@
 //! [`MAX_CONTROL_FRAME`] or more streams than [`MAX_PEER_UNI`] end the connection with an
 //! HTTP/3 error code.
 
+pub mod wire;
+
 use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 use quinn_proto::{Connection, Dir, Event, StreamEvent, StreamId, VarInt};
-use wtransport_proto::frame::{Frame, FrameKind};
-use wtransport_proto::headers::Headers;
 
-/// Largest HEADERS frame accepted (a ticket is at most 4,228 characters).
-pub const MAX_HEADERS_LEN: usize = 16 * 1024;
-/// Largest frame accepted on the peer's HTTP/3 control stream.
-pub const MAX_CONTROL_FRAME: usize = 4 * 1024;
-/// Unidirectional streams the peer may have open (control, QPACK encoder and decoder, and
-/// room for WebTransport lines on the client side).
+use wire::{
+    ControlIn, FRAME_SETTINGS, FRAME_WT_BIDI, HeadIn, MAX_STREAM_PREFIX, STREAM_CONTROL,
+    STREAM_WT_UNI, UniType, push_frame, varint_encode,
+};
+pub use wire::{H3Error, MAX_CONTROL_FRAME, MAX_HEADERS_LEN, Request, code, headers_frame};
+
+/// Unidirectional streams of the peer being read (control, QPACK encoder and decoder, and
+/// room for ones whose type is still arriving).
 pub const MAX_PEER_UNI: usize = 16;
-
-/// HTTP/3 error codes (RFC 9114 §8.1).
-pub mod code {
-    /// No error.
-    pub const H3_NO_ERROR: u32 = 0x100;
-    /// A stream the peer must not have opened.
-    pub const H3_STREAM_CREATION_ERROR: u32 = 0x103;
-    /// A critical stream was closed.
-    pub const H3_CLOSED_CRITICAL_STREAM: u32 = 0x104;
-    /// A frame not allowed here.
-    pub const H3_FRAME_UNEXPECTED: u32 = 0x105;
-    /// A malformed or oversize frame.
-    pub const H3_FRAME_ERROR: u32 = 0x106;
-    /// Too much of something.
-    pub const H3_EXCESSIVE_LOAD: u32 = 0x107;
-    /// A malformed request or response.
-    pub const H3_MESSAGE_ERROR: u32 = 0x10e;
-    /// The request was refused.
-    pub const H3_REQUEST_REJECTED: u32 = 0x10b;
-    /// A bad QPACK field section.
-    pub const QPACK_DECOMPRESSION_FAILED: u32 = 0x200;
-}
-
-const STREAM_CONTROL: u64 = 0x00;
-const STREAM_PUSH: u64 = 0x01;
-const STREAM_QPACK_ENCODER: u64 = 0x02;
-const STREAM_QPACK_DECODER: u64 = 0x03;
-const STREAM_WT_UNI: u64 = 0x54;
-const FRAME_DATA: u64 = 0x00;
-const FRAME_HEADERS: u64 = 0x01;
-const FRAME_SETTINGS: u64 = 0x04;
-const FRAME_WT_BIDI: u64 = 0x41;
+/// Bidirectional streams of the peer whose WebTransport header is still arriving.
+const MAX_BIDI_PENDING: usize = 4;
+/// Bytes moved from quinn-proto per read of a stream this layer parses or discards.
+const PULL_CHUNK: usize = 16 * 1024;
 
 /// The SETTINGS both sides send: exactly what wtransport 0.7 (the SDK) sends, which
 /// Chromium accepts too: QPACK without a dynamic table, extended CONNECT, HTTP datagrams,
@@ -75,40 +48,7 @@ const SETTINGS: &[(u64, u64)] = &[
     (0xc671_706a, 1), // WEBTRANSPORT_MAX_SESSIONS (as wtransport sends it)
 ];
 
-// ----- QUIC variable-length integers (RFC 9000 §16) -----
-
-/// Decodes a varint at the start of `buf`: `(value, length)`, or `None` when incomplete.
-pub fn varint_decode(buf: &[u8]) -> Option<(u64, usize)> {
-    let first = *buf.first()?;
-    let len = 1usize << (first >> 6);
-    let bytes = buf.get(..len)?;
-    let mut v = u64::from(first & 0x3f);
-    for b in bytes.iter().skip(1) {
-        v = (v << 8) | u64::from(*b);
-    }
-    Some((v, len))
-}
-
-/// Appends `v` (at most 2^62 - 1) as a varint.
-pub fn varint_encode(v: u64, out: &mut Vec<u8>) {
-    if v < 1 << 6 {
-        out.push(v as u8);
-    } else if v < 1 << 14 {
-        out.extend_from_slice(&((v as u16) | 0x4000).to_be_bytes());
-    } else if v < 1 << 30 {
-        out.extend_from_slice(&((v as u32) | 0x8000_0000).to_be_bytes());
-    } else {
-        out.extend_from_slice(&((v & ((1 << 62) - 1)) | 0xc000_0000_0000_0000).to_be_bytes());
-    }
-}
-
-fn frame(kind: u64, payload: &[u8], out: &mut Vec<u8>) {
-    varint_encode(kind, out);
-    varint_encode(payload.len() as u64, out);
-    out.extend_from_slice(payload);
-}
-
-/// The SETTINGS frame both sides send.
+/// Our control stream's first bytes: its type and the SETTINGS frame.
 fn settings_frame() -> Vec<u8> {
     let mut payload = Vec::new();
     for (id, value) in SETTINGS {
@@ -117,16 +57,7 @@ fn settings_frame() -> Vec<u8> {
     }
     let mut out = Vec::new();
     varint_encode(STREAM_CONTROL, &mut out);
-    frame(FRAME_SETTINGS, &payload, &mut out);
-    out
-}
-
-/// A QPACK field section (static table + literals, Huffman where shorter) in a HEADERS frame.
-pub fn headers_frame(fields: &[(&str, &str)]) -> Vec<u8> {
-    let headers: Headers = fields.iter().copied().collect();
-    let f = headers.generate_frame();
-    let mut out = Vec::new();
-    frame(FRAME_HEADERS, f.payload(), &mut out);
+    push_frame(FRAME_SETTINGS, &payload, &mut out);
     out
 }
 
@@ -137,38 +68,6 @@ pub enum Role {
     Server,
     /// A client: sends the CONNECT, opens the LLPS control stream.
     Client,
-}
-
-/// A decoded extended CONNECT request (server side).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// `:path`, with any query.
-    pub path: String,
-    /// `:authority`.
-    pub authority: String,
-    /// The `authorization` field (matched case-insensitively: SDK 0.3.4 sends
-    /// `Authorization`).
-    pub authorization: Option<String>,
-    /// The `origin` field (browsers).
-    pub origin: Option<String>,
-}
-
-impl Request {
-    /// The access ticket: `Authorization: Bearer <T>`, else `?at=<T>` in the path.
-    pub fn token(&self) -> Option<&str> {
-        if let Some(v) = &self.authorization
-            && let Some((scheme, t)) = v.split_once(' ')
-            && scheme.eq_ignore_ascii_case("bearer")
-            && !t.trim().is_empty()
-        {
-            return Some(t.trim());
-        }
-        let (_, query) = self.path.split_once('?')?;
-        query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("at="))
-            .filter(|t| !t.is_empty())
-    }
 }
 
 /// What happened at the HTTP/3 layer.
@@ -215,15 +114,12 @@ pub enum ReadStatus {
     Reset,
 }
 
-/// A complete frame in a buffer: `(type, end of payload, header length)`.
-type FrameAt = (u64, usize, usize);
-
 enum UniIn {
-    /// Type not read yet.
-    Unknown(Vec<u8>),
-    /// The peer's control stream: frames.
-    Control(Vec<u8>),
-    /// QPACK streams and anything we ignore: read and discard.
+    /// Type prefix not complete yet (at most [`MAX_STREAM_PREFIX`] bytes).
+    Prefix(Vec<u8>),
+    /// The peer's control stream.
+    Control(ControlIn),
+    /// QPACK streams: read and discarded (no dynamic table).
     Discard,
 }
 
@@ -234,10 +130,14 @@ pub struct H3 {
     /// Small writes (SETTINGS, HEADERS, stream headers) the stream did not take yet.
     out: HashMap<StreamId, Vec<u8>>,
     uni_in: HashMap<StreamId, UniIn>,
+    peer_control: bool,
     peer_settings: bool,
-    /// The CONNECT stream (its id is the session id) and its unparsed bytes.
+    /// The CONNECT stream (its id is the session id).
     request: Option<StreamId>,
-    request_buf: Vec<u8>,
+    /// The CONNECT (server) or its response (client) until its HEADERS arrived.
+    head: HeadIn,
+    /// The HEADERS of the request stream were handled: what follows is read and dropped.
+    head_done: bool,
     answered: bool,
     /// WebTransport bidi streams whose `0x41` header is still being read.
     bidi_hdr: HashMap<StreamId, Vec<u8>>,
@@ -256,6 +156,60 @@ impl std::fmt::Debug for H3 {
     }
 }
 
+/// Reads up to `limit` bytes of stream `id`, handing each chunk to `sink`:
+/// `(bytes read, finished, reset)`.
+fn pull(
+    conn: &mut Connection,
+    id: StreamId,
+    limit: usize,
+    sink: &mut dyn FnMut(&[u8]),
+) -> (usize, bool, bool) {
+    let mut rs = conn.recv_stream(id);
+    let Ok(mut chunks) = rs.read(true) else {
+        return (0, false, true);
+    };
+    let (mut n, mut fin, mut reset) = (0, false, false);
+    while n < limit {
+        match chunks.next(limit - n) {
+            Ok(Some(c)) => {
+                n += c.bytes.len();
+                sink(&c.bytes);
+            }
+            Ok(None) => {
+                fin = true;
+                break;
+            }
+            Err(quinn_proto::ReadError::Blocked) => break,
+            Err(_) => {
+                reset = true;
+                break;
+            }
+        }
+    }
+    let _ = chunks.finalize();
+    (n, fin, reset)
+}
+
+/// Reads and drops everything `id` has now: `true` once it ended (finished or reset).
+fn drain(conn: &mut Connection, id: StreamId) -> bool {
+    loop {
+        let (n, fin, reset) = pull(conn, id, PULL_CHUNK, &mut |_| {});
+        if fin || reset {
+            return true;
+        }
+        if n == 0 {
+            return false;
+        }
+    }
+}
+
+fn refuse_stream(conn: &mut Connection, id: StreamId, code: u32) {
+    let _ = conn.recv_stream(id).stop(VarInt::from_u32(code));
+    if id.dir() == Dir::Bi {
+        let _ = conn.send_stream(id).reset(VarInt::from_u32(code));
+    }
+}
+
 impl H3 {
     /// A fresh HTTP/3 layer for one side of a connection.
     pub fn new(role: Role) -> Self {
@@ -264,9 +218,11 @@ impl H3 {
             ctrl_opened: false,
             out: HashMap::new(),
             uni_in: HashMap::new(),
+            peer_control: false,
             peer_settings: false,
             request: None,
-            request_buf: Vec::new(),
+            head: HeadIn::default(),
+            head_done: false,
             answered: false,
             bidi_hdr: HashMap::new(),
             leftover: HashMap::new(),
@@ -373,9 +329,9 @@ impl H3 {
             return;
         }
         self.answered = true;
-        let status = status.to_string();
+        let status_text = status.to_string();
         let mut fields = vec![
-            (":status", status.as_str()),
+            (":status", status_text.as_str()),
             // Older Chromium releases look for it; harmless elsewhere.
             ("sec-webtransport-http3-draft", "draft02"),
         ];
@@ -384,7 +340,7 @@ impl H3 {
             fields.push(("llps-reason", r.as_str()));
         }
         self.write_small(conn, id, headers_frame(&fields));
-        if fields.first().is_some_and(|(_, s)| *s != "200") {
+        if status != 200 {
             let _ = conn.send_stream(id).finish();
         }
     }
@@ -427,12 +383,10 @@ impl H3 {
                     match dir {
                         Dir::Uni => {
                             if self.uni_in.len() >= MAX_PEER_UNI {
-                                let _ = conn
-                                    .recv_stream(id)
-                                    .stop(VarInt::from_u32(code::H3_EXCESSIVE_LOAD));
+                                refuse_stream(conn, id, code::H3_EXCESSIVE_LOAD);
                                 continue;
                             }
-                            self.uni_in.insert(id, UniIn::Unknown(Vec::new()));
+                            self.uni_in.insert(id, UniIn::Prefix(Vec::new()));
                             self.read_uni(conn, id);
                         }
                         Dir::Bi => self.accept_bidi(conn, id),
@@ -461,47 +415,36 @@ impl H3 {
 
     fn on_datagram(&mut self, d: Bytes) {
         let Some(session) = self.request else { return };
-        let Some((q, n)) = varint_decode(&d) else {
-            return;
-        };
-        if q == u64::from(session) / 4 {
+        if let Some((sid, n)) = wire::datagram_session(&d)
+            && sid == u64::from(session)
+        {
             self.events.push_back(H3Event::Datagram(d.slice(n..)));
         }
         // Datagrams of other sessions have nowhere to go: dropped (RFC 9297 §2.1).
     }
 
-    fn fatal(&mut self, code: u32, why: impl Into<String>) {
-        self.events.push_back(H3Event::Fatal(code, why.into()));
+    fn fatal(&mut self, e: H3Error) {
+        self.events.push_back(H3Event::Fatal(e.code, e.why));
     }
 
     fn accept_bidi(&mut self, conn: &mut Connection, id: StreamId) {
         match self.role {
             Role::Server if self.request.is_none() => {
                 self.request = Some(id);
-                self.read_request(conn);
+                self.read_head(conn);
             }
-            Role::Server if self.bidi_hdr.len() < 4 => {
+            Role::Server if self.bidi_hdr.len() < MAX_BIDI_PENDING => {
                 self.bidi_hdr.insert(id, Vec::new());
                 self.read_bidi_header(conn, id);
             }
-            _ => {
-                // A client gets no bidi streams from the relay; a server at most a few.
-                let _ = conn
-                    .recv_stream(id)
-                    .stop(VarInt::from_u32(code::H3_STREAM_CREATION_ERROR));
-                let _ = conn
-                    .send_stream(id)
-                    .reset(VarInt::from_u32(code::H3_STREAM_CREATION_ERROR));
-            }
+            // A client gets no bidi streams from the relay; a server at most a few at once.
+            _ => refuse_stream(conn, id, code::H3_STREAM_CREATION_ERROR),
         }
     }
 
     fn readable(&mut self, conn: &mut Connection, id: StreamId) {
         if Some(id) == self.request {
-            match self.role {
-                Role::Server => self.read_request(conn),
-                Role::Client => self.read_response(conn),
-            }
+            self.read_head(conn);
         } else if self.uni_in.contains_key(&id) {
             self.read_uni(conn, id);
         } else if self.bidi_hdr.contains_key(&id) {
@@ -511,292 +454,173 @@ impl H3 {
         }
     }
 
-    /// Reads up to `limit` more bytes of `id` into `buf`; `(bytes read, finished, reset)`.
-    fn pull(conn: &mut Connection, id: StreamId, buf: &mut Vec<u8>, limit: usize) -> (bool, bool) {
-        let mut rs = conn.recv_stream(id);
-        let Ok(mut chunks) = rs.read(true) else {
-            return (false, true);
-        };
-        let mut fin = false;
-        let mut reset = false;
-        loop {
-            let room = limit.saturating_sub(buf.len());
-            if room == 0 {
-                break;
-            }
-            match chunks.next(room) {
-                Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
-                Ok(None) => {
-                    fin = true;
-                    break;
-                }
-                Err(quinn_proto::ReadError::Blocked) => break,
-                Err(_) => {
-                    reset = true;
-                    break;
-                }
-            }
-        }
-        let _ = chunks.finalize();
-        (fin, reset)
-    }
-
     fn read_uni(&mut self, conn: &mut Connection, id: StreamId) {
-        let Some(state) = self.uni_in.remove(&id) else {
+        let Some(mut state) = self.uni_in.remove(&id) else {
             return;
         };
-        let state = match state {
-            UniIn::Unknown(mut buf) => {
-                let (fin, reset) = Self::pull(conn, id, &mut buf, 16);
-                match varint_decode(&buf) {
-                    None if fin || reset => return,
-                    None => UniIn::Unknown(buf),
-                    Some((STREAM_CONTROL, n)) => {
-                        buf.drain(..n);
-                        UniIn::Control(buf)
-                    }
-                    Some((STREAM_QPACK_ENCODER | STREAM_QPACK_DECODER, _)) => UniIn::Discard,
-                    Some((STREAM_WT_UNI, n)) if self.role == Role::Client => {
-                        let Some((sid, m)) = varint_decode(&buf[n..]) else {
-                            if fin || reset {
-                                return;
-                            }
-                            self.uni_in.insert(id, UniIn::Unknown(buf));
-                            return;
-                        };
-                        if self.request.map(u64::from) != Some(sid) {
-                            let _ = conn
-                                .recv_stream(id)
-                                .stop(VarInt::from_u32(code::H3_STREAM_CREATION_ERROR));
-                            return;
-                        }
-                        let rest = buf.split_off(n + m);
-                        if !rest.is_empty() {
-                            self.leftover.insert(id, rest);
-                        }
-                        self.events.push_back(H3Event::UniOpened(id));
-                        return;
-                    }
-                    Some((STREAM_PUSH, _)) => {
-                        self.fatal(code::H3_STREAM_CREATION_ERROR, "push stream from a client");
-                        return;
-                    }
-                    Some(_) => {
-                        // Unknown stream types (and WT streams to the relay) are refused.
-                        let _ = conn
-                            .recv_stream(id)
-                            .stop(VarInt::from_u32(code::H3_STREAM_CREATION_ERROR));
-                        return;
-                    }
+        if let UniIn::Prefix(buf) = &mut state {
+            let room = MAX_STREAM_PREFIX.saturating_sub(buf.len());
+            let (_, fin, reset) = pull(conn, id, room, &mut |b| buf.extend_from_slice(b));
+            let Some((kind, n)) = wire::uni_type(buf) else {
+                if !(fin || reset) {
+                    self.uni_in.insert(id, state);
                 }
-            }
-            other => other,
-        };
+                return;
+            };
+            let rest = buf.get(n..).unwrap_or(&[]).to_vec();
+            state = match kind {
+                UniType::Control if self.peer_control => {
+                    return self.fatal(H3Error {
+                        code: code::H3_STREAM_CREATION_ERROR,
+                        why: "a second HTTP/3 control stream".into(),
+                    });
+                }
+                UniType::Control => {
+                    self.peer_control = true;
+                    let mut c = ControlIn::default();
+                    if let Err(e) = c.push(&rest) {
+                        return self.fatal(e);
+                    }
+                    UniIn::Control(c)
+                }
+                UniType::QpackEncoder | UniType::QpackDecoder => UniIn::Discard,
+                UniType::WebTransport { session } if self.role == Role::Client => {
+                    if self.request.map(u64::from) != Some(session) {
+                        return refuse_stream(conn, id, code::H3_STREAM_CREATION_ERROR);
+                    }
+                    if !rest.is_empty() {
+                        self.leftover.insert(id, rest);
+                    }
+                    return self.events.push_back(H3Event::UniOpened(id));
+                }
+                UniType::Push => {
+                    // Push needs a MAX_PUSH_ID we never send.
+                    return self.fatal(H3Error {
+                        code: code::H3_STREAM_CREATION_ERROR,
+                        why: "a push stream, which this side never allowed".into(),
+                    });
+                }
+                // WebTransport streams to the relay (the contract has none) and unknown
+                // types are refused.
+                UniType::WebTransport { .. } | UniType::Other(_) => {
+                    return refuse_stream(conn, id, code::H3_STREAM_CREATION_ERROR);
+                }
+            };
+        }
         match state {
-            UniIn::Control(mut buf) => {
-                let (fin, reset) = Self::pull(conn, id, &mut buf, MAX_CONTROL_FRAME + 16);
-                if let Err(why) = self.control_frames(&mut buf) {
-                    self.fatal(why.0, why.1);
-                    return;
-                }
-                if fin || reset {
-                    self.fatal(
-                        code::H3_CLOSED_CRITICAL_STREAM,
-                        "peer closed its control stream",
-                    );
-                    return;
-                }
-                if buf.len() > MAX_CONTROL_FRAME + 8 {
-                    self.fatal(code::H3_EXCESSIVE_LOAD, "control frame too large");
-                    return;
-                }
-                self.uni_in.insert(id, UniIn::Control(buf));
-            }
-            UniIn::Discard => {
-                let mut sink = Vec::new();
+            UniIn::Control(mut c) => {
                 loop {
-                    sink.clear();
-                    let (fin, reset) = Self::pull(conn, id, &mut sink, 4096);
-                    if fin || reset {
-                        return;
+                    let mut err = None;
+                    let (n, fin, reset) = pull(conn, id, PULL_CHUNK, &mut |b| {
+                        if err.is_none()
+                            && let Err(e) = c.push(b)
+                        {
+                            err = Some(e);
+                        }
+                    });
+                    self.peer_settings = c.has_settings();
+                    if let Some(e) = err {
+                        return self.fatal(e);
                     }
-                    if sink.is_empty() {
+                    if fin || reset {
+                        return self.fatal(H3Error {
+                            code: code::H3_CLOSED_CRITICAL_STREAM,
+                            why: "peer closed its control stream".into(),
+                        });
+                    }
+                    if n == 0 {
                         break;
                     }
                 }
-                self.uni_in.insert(id, UniIn::Discard);
+                self.uni_in.insert(id, UniIn::Control(c));
             }
-            UniIn::Unknown(buf) => {
-                self.uni_in.insert(id, UniIn::Unknown(buf));
-            }
-        }
-    }
-
-    /// Handles complete frames of the peer's control stream.
-    fn control_frames(&mut self, buf: &mut Vec<u8>) -> Result<(), (u32, String)> {
-        loop {
-            let Some((kind, a)) = varint_decode(buf) else {
-                return Ok(());
-            };
-            let Some((len, b)) = buf.get(a..).and_then(varint_decode) else {
-                return Ok(());
-            };
-            if len > MAX_CONTROL_FRAME as u64 {
-                return Err((
-                    code::H3_EXCESSIVE_LOAD,
-                    format!("control frame of {len} bytes"),
-                ));
-            }
-            let end = a + b + len as usize;
-            if buf.len() < end {
-                return Ok(());
-            }
-            let first = !self.peer_settings;
-            match kind {
-                FRAME_SETTINGS if first => self.peer_settings = true,
-                _ if first => {
-                    return Err((
-                        0x10a, // H3_MISSING_SETTINGS
-                        "the first frame on the control stream must be SETTINGS".into(),
-                    ));
+            UniIn::Discard => {
+                if !drain(conn, id) {
+                    self.uni_in.insert(id, UniIn::Discard);
                 }
-                FRAME_SETTINGS | FRAME_DATA | FRAME_HEADERS => {
-                    return Err((
-                        code::H3_FRAME_UNEXPECTED,
-                        format!("frame type {kind:#x} on the control stream"),
-                    ));
-                }
-                // GOAWAY, MAX_PUSH_ID, PRIORITY_UPDATE, reserved: nothing to do for us.
-                _ => {}
             }
-            buf.drain(..end);
+            prefix @ UniIn::Prefix(_) => {
+                self.uni_in.insert(id, prefix);
+            }
         }
     }
 
-    /// Parses the next complete frame in `buf`: `(type, payload range end, header len)`.
-    fn next_frame(buf: &[u8], max: usize) -> Result<Option<FrameAt>, (u32, String)> {
-        let Some((kind, a)) = varint_decode(buf) else {
-            return Ok(None);
-        };
-        let Some((len, b)) = buf.get(a..).and_then(varint_decode) else {
-            return Ok(None);
-        };
-        if len > max as u64 {
-            return Err((
-                code::H3_EXCESSIVE_LOAD,
-                format!("frame of {len} bytes (at most {max})"),
-            ));
-        }
-        let end = a + b + len as usize;
-        if buf.len() < end {
-            return Ok(None);
-        }
-        Ok(Some((kind, end, a + b)))
-    }
-
-    fn read_request(&mut self, conn: &mut Connection) {
+    /// Reads the request stream: the CONNECT (server) or its answer (client) until its
+    /// HEADERS, then whatever follows (capsules) is dropped and its end ends the session.
+    fn read_head(&mut self, conn: &mut Connection) {
         let Some(id) = self.request else { return };
-        if self.answered {
-            // After the answer the CONNECT stream carries only capsules; we read and drop
-            // them (bounded), and its end ends the session.
-            let mut sink = Vec::new();
-            loop {
-                sink.clear();
-                let (fin, reset) = Self::pull(conn, id, &mut sink, 4096);
-                if fin || reset {
-                    self.fatal(code::H3_NO_ERROR, "the client closed the session");
-                    return;
-                }
-                if sink.is_empty() {
-                    return;
-                }
-            }
-        }
-        let mut buf = std::mem::take(&mut self.request_buf);
-        let (fin, reset) = Self::pull(conn, id, &mut buf, MAX_HEADERS_LEN + 16);
-        loop {
-            match Self::next_frame(&buf, MAX_HEADERS_LEN) {
-                Err((c, why)) => return self.fatal(c, why),
-                Ok(None) => break,
-                Ok(Some((FRAME_HEADERS, end, hdr))) => {
-                    let payload = buf.get(hdr..end).unwrap_or(&[]);
-                    match decode_request(payload) {
-                        Ok(req) => self.events.push_back(H3Event::Request(req)),
-                        Err((c, why)) => self.fatal(c, why),
-                    }
-                    return;
-                }
-                Ok(Some((FRAME_DATA, _, _))) => {
-                    return self.fatal(code::H3_FRAME_UNEXPECTED, "DATA before HEADERS");
-                }
-                Ok(Some((_, end, _))) => {
-                    buf.drain(..end); // reserved/unknown frame types are skipped (RFC 9114 §9)
-                }
-            }
-        }
-        if fin || reset {
-            return self.fatal(
-                code::H3_MESSAGE_ERROR,
-                "request stream ended before HEADERS",
-            );
-        }
-        if buf.len() > MAX_HEADERS_LEN + 16 {
-            return self.fatal(code::H3_EXCESSIVE_LOAD, "request head too large");
-        }
-        self.request_buf = buf;
-    }
-
-    fn read_response(&mut self, conn: &mut Connection) {
-        let Some(id) = self.request else { return };
-        if self.answered {
-            let mut sink = Vec::new();
-            let (fin, reset) = Self::pull(conn, id, &mut sink, 4096);
-            if fin || reset {
-                self.fatal(code::H3_NO_ERROR, "the relay closed the session");
+        if self.head_done {
+            if drain(conn, id) {
+                let why = match self.role {
+                    Role::Server => "the client closed the session",
+                    Role::Client => "the relay closed the session",
+                };
+                self.fatal(H3Error {
+                    code: code::H3_NO_ERROR,
+                    why: why.into(),
+                });
             }
             return;
         }
-        let mut buf = std::mem::take(&mut self.request_buf);
-        let (fin, reset) = Self::pull(conn, id, &mut buf, MAX_HEADERS_LEN + 16);
         loop {
-            match Self::next_frame(&buf, MAX_HEADERS_LEN) {
-                Err((c, why)) => return self.fatal(c, why),
-                Ok(None) => break,
-                Ok(Some((FRAME_HEADERS, end, hdr))) => {
-                    let payload = buf.get(hdr..end).unwrap_or(&[]);
-                    self.answered = true;
-                    match decode_fields(payload) {
-                        Ok(fields) => {
-                            let status = field(&fields, ":status")
-                                .and_then(|s| s.parse::<u16>().ok())
-                                .unwrap_or(0);
-                            let reason = field(&fields, "llps-reason").map(str::to_owned);
-                            self.events.push_back(H3Event::Response { status, reason });
-                        }
-                        Err((c, why)) => self.fatal(c, why),
-                    }
+            let mut err = None;
+            let mut complete = false;
+            let head = &mut self.head;
+            let (n, fin, reset) = pull(conn, id, PULL_CHUNK, &mut |b| {
+                if err.is_some() || complete {
                     return;
                 }
-                Ok(Some((_, end, _))) => {
-                    buf.drain(..end);
+                match head.push(b) {
+                    Ok(Some(_)) => complete = true,
+                    Ok(None) => {}
+                    Err(e) => err = Some(e),
                 }
+            });
+            if let Some(e) = err {
+                return self.fatal(e);
+            }
+            if complete {
+                self.head_done = true;
+                let payload = self.head.push(&[]).ok().flatten().unwrap_or(&[]);
+                let decoded = match self.role {
+                    Role::Server => wire::decode_request(payload).map(H3Event::Request),
+                    Role::Client => {
+                        self.answered = true;
+                        wire::decode_response(payload)
+                            .map(|(status, reason)| H3Event::Response { status, reason })
+                    }
+                };
+                self.head = HeadIn::default();
+                match decoded {
+                    Ok(ev) => self.events.push_back(ev),
+                    Err(e) => return self.fatal(e),
+                }
+                // Anything after the HEADERS (and its end) is handled like later reads.
+                if fin || reset {
+                    return self.read_head(conn);
+                }
+                return;
+            }
+            if fin || reset {
+                return self.fatal(H3Error {
+                    code: code::H3_MESSAGE_ERROR,
+                    why: "the request stream ended before its HEADERS".into(),
+                });
+            }
+            if n == 0 {
+                return;
             }
         }
-        if fin || reset {
-            return self.fatal(code::H3_MESSAGE_ERROR, "the relay ended the request stream");
-        }
-        self.request_buf = buf;
     }
 
     fn read_bidi_header(&mut self, conn: &mut Connection, id: StreamId) {
         let Some(mut buf) = self.bidi_hdr.remove(&id) else {
             return;
         };
-        let (fin, reset) = Self::pull(conn, id, &mut buf, 16);
-        let parsed = varint_decode(&buf)
-            .and_then(|(kind, a)| varint_decode(buf.get(a..)?).map(|(sid, b)| (kind, sid, a + b)));
-        match parsed {
-            None if fin || reset || buf.len() >= 16 => {}
+        let room = MAX_STREAM_PREFIX.saturating_sub(buf.len());
+        let (_, fin, reset) = pull(conn, id, room, &mut |b| buf.extend_from_slice(b));
+        match wire::bidi_header(&buf) {
+            None if fin || reset => {}
             None => {
                 self.bidi_hdr.insert(id, buf);
             }
@@ -810,15 +634,8 @@ impl H3 {
                     self.events.push_back(H3Event::Readable(id));
                 }
             }
-            Some(_) => {
-                // Another request or another session: refused.
-                let _ = conn
-                    .recv_stream(id)
-                    .stop(VarInt::from_u32(code::H3_REQUEST_REJECTED));
-                let _ = conn
-                    .send_stream(id)
-                    .reset(VarInt::from_u32(code::H3_REQUEST_REJECTED));
-            }
+            // Another request or another session: refused.
+            Some(_) => refuse_stream(conn, id, code::H3_REQUEST_REJECTED),
         }
     }
 
@@ -842,131 +659,19 @@ impl H3 {
                 return ReadStatus::Open;
             }
         }
-        let mut rs = conn.recv_stream(id);
-        let Ok(mut chunks) = rs.read(true) else {
-            return ReadStatus::Reset;
-        };
-        let mut status = ReadStatus::Open;
-        while budget > 0 {
-            match chunks.next(budget) {
-                Ok(Some(c)) => {
-                    budget -= c.bytes.len();
-                    sink(&c.bytes);
-                }
-                Ok(None) => {
-                    status = ReadStatus::Finished;
-                    break;
-                }
-                Err(quinn_proto::ReadError::Blocked) => break,
-                Err(_) => {
-                    status = ReadStatus::Reset;
-                    break;
-                }
-            }
+        let (_, fin, reset) = pull(conn, id, budget, sink);
+        if reset {
+            ReadStatus::Reset
+        } else if fin {
+            ReadStatus::Finished
+        } else {
+            ReadStatus::Open
         }
-        let _ = chunks.finalize();
-        status
     }
 
     /// Forgets a stream that ended.
     pub fn forget(&mut self, id: StreamId) {
         self.leftover.remove(&id);
         self.out.remove(&id);
-    }
-}
-
-fn decode_fields(payload: &[u8]) -> Result<Vec<(String, String)>, (u32, String)> {
-    let f = Frame::new_headers(std::borrow::Cow::Borrowed(payload));
-    debug_assert!(matches!(f.kind(), FrameKind::Headers));
-    let headers = Headers::with_frame(&f).map_err(|_| {
-        (
-            code::QPACK_DECOMPRESSION_FAILED,
-            "cannot decode the field section (this relay's QPACK has no dynamic table)".into(),
-        )
-    })?;
-    Ok(headers
-        .as_ref()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect())
-}
-
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
-
-fn decode_request(payload: &[u8]) -> Result<Request, (u32, String)> {
-    let fields = decode_fields(payload)?;
-    let bad = |why: &str| (code::H3_MESSAGE_ERROR, why.to_owned());
-    if field(&fields, ":method") != Some("CONNECT") {
-        return Err(bad(
-            "only an extended CONNECT opens a WebTransport session here",
-        ));
-    }
-    if field(&fields, ":protocol") != Some("webtransport") {
-        return Err(bad("the CONNECT must carry :protocol webtransport"));
-    }
-    let path = field(&fields, ":path").ok_or_else(|| bad("the CONNECT has no :path"))?;
-    let authority =
-        field(&fields, ":authority").ok_or_else(|| bad("the CONNECT has no :authority"))?;
-    Ok(Request {
-        path: path.to_owned(),
-        authority: authority.to_owned(),
-        authorization: field(&fields, "authorization").map(str::to_owned),
-        origin: field(&fields, "origin").map(str::to_owned),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn varints_round_trip_at_every_length() {
-        for v in [
-            0u64,
-            63,
-            64,
-            16_383,
-            16_384,
-            (1 << 30) - 1,
-            1 << 30,
-            (1 << 62) - 1,
-        ] {
-            let mut out = Vec::new();
-            varint_encode(v, &mut out);
-            assert_eq!(varint_decode(&out), Some((v, out.len())), "{v}");
-            assert_eq!(varint_decode(&out[..out.len() - 1]), None);
-        }
-    }
-
-    #[test]
-    fn request_token_from_bearer_any_case_or_query() {
-        let mut fields = vec![
-            (":method", "CONNECT"),
-            (":protocol", "webtransport"),
-            (":scheme", "https"),
-            (":authority", "h:1"),
-            (":path", "/"),
-            ("Authorization", "Bearer AT_a_b"),
-        ];
-        let decode = |fields: &[(&str, &str)]| {
-            let f = headers_frame(fields);
-            let (kind, a) = varint_decode(&f).unwrap();
-            let (len, b) = varint_decode(&f[a..]).unwrap();
-            assert_eq!((kind, len as usize), (FRAME_HEADERS, f.len() - a - b));
-            decode_request(&f[a + b..])
-        };
-        assert_eq!(decode(&fields).unwrap().token(), Some("AT_a_b"));
-        fields[4] = (":path", "/x?y=1&at=AT_c_d");
-        fields.pop();
-        assert_eq!(decode(&fields).unwrap().token(), Some("AT_c_d"));
-        fields[4] = (":path", "/");
-        assert_eq!(decode(&fields).unwrap().token(), None);
-        fields[0] = (":method", "GET");
-        assert!(decode(&fields).is_err());
     }
 }

@@ -9,6 +9,7 @@
 //! - [`endpoint`]: the UDP listener task (quinn-proto server endpoint + sessions).
 //! - [`client`]: a blocking client (the `sub`/`pub` tools with `https://`, tests).
 //! - [`discovery`]: `GET /v1/edges`, the SDK's bootstrap document from the mesh's announcements.
+//! - [`status`]: the listener's typed status: `GET /v1/wt-stats` and `/metrics`.
 //! - [`cert`]: the certificate (files, or generated ECDSA P-256 ≤ 14 days, rotated) and
 //!   `GET /v1/wt-cert-hash`.
 
@@ -19,3 +20,4 @@ pub mod endpoint;
 pub mod frame;
 pub mod h3;
 pub mod session;
+pub mod status;

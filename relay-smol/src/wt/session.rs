@@ -23,15 +23,14 @@ use std::task::Waker;
 use std::time::Instant;
 
 use bytes::Bytes;
-use fastpubsub_core::frame::{Command, FrameError, Publish, Reply};
+use fastpubsub_core::frame::{Command, Publish, Reply};
 use quinn_proto::{Connection, Dir, Event, StreamId, VarInt};
 
 use super::frame::{self, ControlReader, KIND_BINARY, KIND_TEXT, MAX_FRAME};
 use super::h3::{H3, H3Event, ReadStatus, Role};
 use crate::auth::{Authorizer, HandshakeRequest, Protocol};
-use crate::broker::limiter::{Command as Limited, RefusalReply, Verdict};
 use crate::broker::wt::{DATAGRAM_QUEUE, LINES};
-use crate::broker::{Broker, ConnId, PubError, SubError, Target};
+use crate::broker::{Broker, ConnId, Target};
 use crate::clock;
 use crate::wsframe::{OP_BINARY, OP_CLOSE, OP_TEXT};
 
@@ -99,6 +98,15 @@ pub struct Session {
     /// (`ERR:…`) arrive; the connection closes with this code and reason once they are
     /// acknowledged, or after [`REFUSAL_LINGER`].
     close_pending: Option<(u32, String, Instant)>,
+    /// The quarter stream id every HTTP datagram of the session starts with (empty until the
+    /// session is accepted).
+    datagram_prefix: Vec<u8>,
+    /// The datagram size last given to the broker.
+    datagram_max: Option<usize>,
+    /// The status of the CONNECT's answer, until [`Session::take_outcome`].
+    outcome: Option<u16>,
+    /// The CONNECT was answered 200.
+    accepted: bool,
     done: bool,
     waker: Option<Waker>,
 }
@@ -130,6 +138,10 @@ impl Session {
             more_input: false,
             turn_read: 0,
             close_pending: None,
+            datagram_prefix: Vec::new(),
+            datagram_max: None,
+            outcome: None,
+            accepted: false,
             done: false,
             waker: Some(waker),
         }
@@ -153,6 +165,17 @@ impl Session {
         self.refused_at
             .or(self.close_pending.as_ref().map(|c| c.2))
             .map(|at| at + REFUSAL_LINGER)
+    }
+
+    /// The status of the CONNECT's answer (200, or 401, 403, 503) once, after it was given
+    /// (for counters).
+    pub fn take_outcome(&mut self) -> Option<u16> {
+        self.outcome.take()
+    }
+
+    /// Was the session accepted (it counts as an open session until it is lost)?
+    pub fn was_accepted(&self) -> bool {
+        self.accepted
     }
 
     /// Starts a turn of the endpoint: the read budget is [`READ_BUDGET`] again.
@@ -236,7 +259,10 @@ impl Session {
                         }
                         drop(b);
                         self.id = Some(id);
+                        self.accepted = true;
+                        self.outcome = Some(200);
                         self.h3.respond(conn, 200, None);
+                        self.datagram_prefix = self.h3.datagram_prefix().unwrap_or_default();
                         self.update_datagram_max(conn, broker);
                     }
                     None => {
@@ -298,6 +324,7 @@ impl Session {
 
     fn refuse(&mut self, conn: &mut Connection, status: u16, reason: &str, now: Instant) {
         self.h3.respond(conn, status, Some(reason));
+        self.outcome = Some(status);
         // A CONNECTION_CLOSE now would discard the answer still in flight: close once it had
         // time to arrive (the client usually closes first).
         self.refused_at = Some(now);
@@ -347,14 +374,18 @@ impl Session {
         }
     }
 
+    /// Tells the broker the largest deliver frame one datagram carries now (the path's
+    /// datagram size changes with path MTU discovery and migration).
     fn update_datagram_max(&mut self, conn: &mut Connection, broker: &Rc<RefCell<Broker>>) {
-        let (Some(id), Some(prefix)) = (self.id, self.h3.datagram_prefix()) else {
-            return;
-        };
+        let Some(id) = self.id else { return };
         let max = conn
             .datagrams()
             .max_size()
-            .map_or(0, |m| m.saturating_sub(prefix.len()));
+            .map_or(0, |m| m.saturating_sub(self.datagram_prefix.len()));
+        if Some(max) == self.datagram_max {
+            return;
+        }
+        self.datagram_max = Some(max);
         if let Some(w) = broker.borrow_mut().conn_mut(id).and_then(|c| c.wt_mut()) {
             w.set_datagram_max(max);
         }
@@ -364,16 +395,18 @@ impl Session {
         let (Some(ctrl), Some(id)) = (self.ctrl, self.id) else {
             return;
         };
-        if broker.borrow_mut().read_stop(id).is_some() {
+        let mut b = broker.borrow_mut();
+        b.set_now(now);
+        if b.read_stop(id).is_some() {
             self.read_stopped = true;
             return;
         }
         self.read_stopped = false;
-        let mut frames: Vec<(u8, Vec<u8>)> = Vec::new();
+        self.more_input = false;
         let mut err = None;
         let mut read = self.turn_read;
         let mut status = ReadStatus::Open;
-        self.more_input = false;
+        // Frames go to the broker straight from QUIC's chunks: no copy, no allocation.
         while err.is_none() {
             if read >= READ_BUDGET {
                 self.more_input = true;
@@ -384,35 +417,19 @@ impl Session {
             status = self.h3.read(conn, ctrl, READ_BUDGET - read, &mut |bytes| {
                 got += bytes.len();
                 if err.is_none()
-                    && let Err(e) = reader.push(bytes, &mut |k, p| frames.push((k, p.to_vec())))
+                    && let Err(e) = feed_control(reader, &mut b, id, bytes)
                 {
                     err = Some(e);
                 }
             });
             read += got;
-            if got == 0 || status != ReadStatus::Open {
+            if got == 0 || status != ReadStatus::Open || closing(&mut b, id) {
                 break;
             }
         }
         self.turn_read = read;
-        {
-            let mut b = broker.borrow_mut();
-            b.set_now(now);
-            b.set_in_held(id, self.reader.buffered());
-        }
-        for (kind, payload) in frames {
-            if self.done {
-                return;
-            }
-            self.on_frame(id, kind, &payload, broker);
-            if broker
-                .borrow_mut()
-                .conn_mut(id)
-                .is_none_or(|c| c.is_closing())
-            {
-                break;
-            }
-        }
+        b.set_in_held(id, self.reader.buffered());
+        drop(b);
         if let Some(e) = err {
             return self.end(conn, CLOSE_PROTOCOL, &e.to_string(), broker, now);
         }
@@ -427,28 +444,6 @@ impl Session {
             ),
             ReadStatus::Reset => {
                 self.end(conn, 0, "the client reset its control stream", broker, now)
-            }
-        }
-    }
-
-    fn on_frame(&mut self, id: ConnId, kind: u8, payload: &[u8], broker: &Rc<RefCell<Broker>>) {
-        let mut b = broker.borrow_mut();
-        if kind == KIND_TEXT {
-            let Ok(text) = std::str::from_utf8(payload) else {
-                return refuse_bad(&mut b, id, "bad_frame", "text frame is not valid UTF-8");
-            };
-            match Command::parse(text) {
-                Ok(cmd) => on_command(&mut b, id, cmd),
-                Err(e) => refuse_bad(&mut b, id, e.reason(), &e.to_string()),
-            }
-        } else {
-            debug_assert_eq!(kind, KIND_BINARY);
-            match Publish::new_checked(payload) {
-                Ok(p) => on_publish(&mut b, id, &p),
-                Err(e @ FrameError::PayloadTooLarge { .. }) => {
-                    refuse_bad(&mut b, id, e.reason(), &e.to_string())
-                }
-                Err(e) => refuse_bad(&mut b, id, e.reason(), &e.to_string()),
             }
         }
     }
@@ -522,6 +517,7 @@ impl Session {
             }
             let _ = self.write_queue(conn, broker, id, Some(i), sid);
         }
+        self.update_datagram_max(conn, broker);
         self.send_datagrams(conn, broker, id);
     }
 
@@ -609,9 +605,10 @@ impl Session {
     }
 
     fn send_datagrams(&mut self, conn: &mut Connection, broker: &Rc<RefCell<Broker>>, id: ConnId) {
-        let Some(prefix) = self.h3.datagram_prefix() else {
+        let prefix = &self.datagram_prefix;
+        if prefix.is_empty() {
             return;
-        };
+        }
         let mut b = broker.borrow_mut();
         loop {
             let pending = b.wt_pending(id, DATAGRAM_QUEUE);
@@ -621,12 +618,20 @@ impl Session {
             let Some(payload) = pending.get(hlen..hlen + plen) else {
                 return;
             };
-            let mut d = Vec::with_capacity(prefix.len() + plen);
-            d.extend_from_slice(&prefix);
-            d.extend_from_slice(payload);
-            // `drop = true`: QUIC drops the oldest unsent datagram rather than queue
-            // without bound; datagrams are unreliable by contract.
-            let _ = conn.datagrams().send(Bytes::from(d), true);
+            // QUIC's datagram buffer (`cert::DATAGRAM_SEND_BUFFER`) is the only queue a
+            // datagram waits in beyond the session's budget: when it is full the path is
+            // congested, and this datagram is dropped and counted (unreliable by contract;
+            // quinn would otherwise drop the oldest without a count).
+            let len = prefix.len() + plen;
+            let sent = len <= conn.datagrams().send_buffer_space() && {
+                let mut d = Vec::with_capacity(len);
+                d.extend_from_slice(prefix);
+                d.extend_from_slice(payload);
+                conn.datagrams().send(Bytes::from(d), false).is_ok()
+            };
+            if !sent {
+                b.note_wt_datagram_dropped();
+            }
             b.wt_consumed(id, DATAGRAM_QUEUE, hlen + plen);
         }
     }
@@ -639,65 +644,52 @@ fn consume(b: &mut Broker, id: ConnId, line: Option<usize>, n: usize) {
     }
 }
 
-/// Answers `ERR:<reason>:<why>` for a malformed input; closes after too many.
-fn refuse_bad(b: &mut Broker, id: ConnId, reason: &str, why: &str) {
-    let max = b.limits().max_bad_frames;
-    b.send_reply(
-        id,
-        &Reply::Err {
-            reason,
-            parts: &[why],
-        },
-    );
-    let count = b.conn_mut(id).map_or(0, |c| c.note_bad_frame());
-    if count > max {
-        let why = format!("more than {max} malformed frames");
-        b.close(id, 1008, &why, Some(("too_many_bad_frames", &why)), false);
-    }
+fn closing(b: &mut Broker, id: ConnId) -> bool {
+    b.conn_mut(id).is_none_or(|c| c.is_closing())
 }
 
-/// Checks a command against the session's rate limit (as on `/ws`); `false`: refused
-/// (answered, or the session is being closed).
-fn allowed(b: &mut Broker, id: ConnId, cmd: &Command<'_>) -> bool {
-    let (limited, verb, tenant, pattern) = match cmd {
-        Command::Ping => (Limited::Ping, "PING", "", ""),
-        Command::Sub { tenant, pattern } => (Limited::Subscription, "SUB", *tenant, *pattern),
-        Command::Unsub { tenant, pattern } => (Limited::Subscription, "UNSUB", *tenant, *pattern),
-        _ => return true,
-    };
-    match b.check_command(id, limited) {
-        Verdict::Allow => true,
-        Verdict::Close => false,
-        Verdict::Refuse => {
-            let l = b.limits();
-            let (what, r) = match limited {
-                Limited::Subscription => ("SUB/UNSUB", l.sub_rate),
-                _ => ("PINGs", l.ping_rate),
-            };
-            let why = format!(
-                "more than {} {what} per second (bursts of {}) on this session; slow down",
-                r.per_sec, r.burst
-            );
-            let parts_full = [verb, tenant, pattern, why.as_str()];
-            let parts = if tenant.is_empty() {
-                &[verb, why.as_str()][..]
-            } else {
-                &parts_full[..]
-            };
-            b.send_reply(
-                id,
-                &Reply::Err {
-                    reason: "rate_limited",
-                    parts,
-                },
-            );
-            false
+/// Feeds bytes of a session's control stream to `reader` and hands every complete frame to
+/// the broker as connection `id`'s command or publish, exactly as over WebSocket; frames that
+/// follow a close are ignored. Needs no QUIC: the fuzz tests call it directly. An error (an
+/// unknown kind, a length over 65,536) ends the session.
+pub fn feed_control(
+    reader: &mut ControlReader,
+    b: &mut Broker,
+    id: ConnId,
+    bytes: &[u8],
+) -> Result<(), frame::StreamError> {
+    reader.push(bytes, &mut |kind, payload| {
+        if !closing(b, id) {
+            on_frame(b, id, kind, payload);
+        }
+    })
+}
+
+fn on_frame(b: &mut Broker, id: ConnId, kind: u8, payload: &[u8]) {
+    if kind == KIND_TEXT {
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return b.refuse_malformed(id, "bad_frame", "text frame is not valid UTF-8");
+        };
+        match Command::parse(text) {
+            Ok(cmd) => on_command(b, id, cmd),
+            Err(e) => b.refuse_malformed(id, e.reason(), &e.to_string()),
+        }
+    } else {
+        // Over WebTransport the frame cap (65,536 for the whole publish) keeps every payload
+        // within the LLPS limit, so no refusal here can name a tenant and channel.
+        match Publish::new_checked(payload) {
+            Ok(p) => {
+                if let Err(e) = b.publish(id, p.tenant(), p.channel(), p.payload(), p.mode()) {
+                    b.answer_publish_refused(id, p.tenant(), p.channel(), e);
+                }
+            }
+            Err(e) => b.refuse_malformed(id, e.reason(), &e.to_string()),
         }
     }
 }
 
 fn on_command(b: &mut Broker, id: ConnId, cmd: Command<'_>) {
-    if !allowed(b, id, &cmd) {
+    if !b.admit_command(id, &cmd, "PINGs") {
         return;
     }
     match cmd {
@@ -723,7 +715,7 @@ fn on_command(b: &mut Broker, id: ConnId, cmd: Command<'_>) {
                 frame::Target::Datagram => Target::Datagram,
             };
             match b.subscribe_to(id, tenant, opts.pattern, target, opts.kbps) {
-                Ok((_, Target::Line(l))) if matches!(opts.target, frame::Target::Line(_)) => {
+                Ok((_, Target::Line(l))) => {
                     let p = format!("{}:U:{l}", opts.pattern);
                     b.send_reply(
                         id,
@@ -740,16 +732,7 @@ fn on_command(b: &mut Broker, id: ConnId, cmd: Command<'_>) {
                         pattern: opts.pattern,
                     },
                 ),
-                Err(e) => {
-                    let (reason, why) = sub_error(e);
-                    let parts_full = ["SUB", tenant, opts.pattern, why.as_str()];
-                    let parts = if why.is_empty() {
-                        &parts_full[..3]
-                    } else {
-                        &parts_full[..]
-                    };
-                    b.send_reply(id, &Reply::Err { reason, parts });
-                }
+                Err(e) => b.answer_sub_refused(id, tenant, opts.pattern, &e),
             }
         }
         Command::Unsub { tenant, pattern } => {
@@ -764,61 +747,5 @@ fn on_command(b: &mut Broker, id: ConnId, cmd: Command<'_>) {
             );
         }
         _ => {}
-    }
-}
-
-fn sub_error(e: SubError) -> (&'static str, String) {
-    match e {
-        SubError::InvalidPattern(pe) => ("invalid_pattern", pe.to_string()),
-        SubError::TooComplex(e) => ("pattern_too_complex", e.to_string()),
-        SubError::PermissionDenied => ("permission_denied", String::new()),
-        SubError::TooManyForConnection(n) => (
-            "too_many_subscriptions",
-            format!("this connection already holds the maximum of {n} subscriptions"),
-        ),
-        SubError::RelayFull(n) => (
-            "relay_full",
-            format!("this relay holds its maximum of {n} subscriptions"),
-        ),
-    }
-}
-
-fn on_publish(b: &mut Broker, id: ConnId, p: &Publish<'_>) {
-    let Err(e) = b.publish(id, p.tenant(), p.channel(), p.payload(), p.mode()) else {
-        return;
-    };
-    let (reason, why, strike) = match e {
-        PubError::InvalidChannel(pe) => ("invalid_channel", pe.to_string(), true),
-        PubError::PermissionDenied => ("permission_denied", String::new(), true),
-        PubError::RateLimited(rate) => (
-            "rate_limited",
-            format!("over this connection's ingress limit of {rate} bytes/s"),
-            false,
-        ),
-    };
-    let parts_full = ["PUB", p.tenant(), p.channel(), why.as_str()];
-    let parts = if why.is_empty() {
-        &parts_full[..3]
-    } else {
-        &parts_full[..]
-    };
-    // Refusal answers are rate limited as on `/ws` (`broker::limiter`).
-    match b.publish_refused(id, strike) {
-        RefusalReply::Answer => b.send_reply(id, &Reply::Err { reason, parts }),
-        RefusalReply::Notice => {
-            let r = b.limits().refusal_reply_rate;
-            let why = format!(
-                "more than {} refused publishes per second (bursts of {}) on this session; further refusals are counted but not answered until the rate drops",
-                r.per_sec, r.burst
-            );
-            b.send_reply(
-                id,
-                &Reply::Err {
-                    reason: "rate_limited",
-                    parts: &["PUB_REFUSALS", &why],
-                },
-            );
-        }
-        RefusalReply::Silent | RefusalReply::Close => {}
     }
 }

@@ -9,6 +9,7 @@ import {
   FastPubSubError,
   HandshakeError,
   RelayError,
+  ValidationError,
   errNames,
   parseErr,
   relayError,
@@ -20,6 +21,7 @@ import {
   hasWebTransport,
   openWebSocket,
   openWebTransport,
+  WT_MAX_FRAME,
   type Transport,
   type WebSocketConstructor,
   type WebTransportOptions,
@@ -444,6 +446,13 @@ export class Client {
     }
     const frame = encodePublish(options.mode ?? 'broadcast', tenant, channel, bytes);
     const conn = await this.#whenOpen();
+    if (conn.transport.kind === 'webtransport' && frame.length > WT_MAX_FRAME) {
+      // Over WebTransport the cap is on the whole frame; the relay would end the session.
+      throw new ValidationError(
+        'payload_too_large',
+        `over WebTransport the publish frame is at most ${WT_MAX_FRAME} bytes with its names: this one is ${frame.length}; shorten the payload by ${frame.length - WT_MAX_FRAME} bytes`,
+      );
+    }
     const done = deferred<void>();
     const entry = this.#barrier(conn);
     entry.publishes.push({ tenant, target: channel, resolve: () => done.resolve(), reject: done.reject });

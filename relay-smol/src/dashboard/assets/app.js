@@ -106,6 +106,12 @@
     for (const l of links.values()) if (l.up) up++;
     set("links", `${up}/${links.size}`);
     set("links-detail", links.size - up ? `${links.size - up} down` : "all up");
+    const w = mesh.webtransport;
+    $("wt-card").hidden = !w;
+    if (w) {
+      set("wt", String(w.sessions));
+      set("wt-detail", `${w.accepted} accepted · ${w.refused} refused · ${w.handshakes_refused} handshakes refused · ${w.deliveries_dropped} deliveries dropped`);
+    }
   }
 
   function drawLinks(links) {
@@ -287,7 +293,9 @@
       if (r.stale) tr.className = "stale";
       return [r.name + (r.is_self ? " (this relay)" : ""), r.region, numTd(String(r.connections)), numTd(String(r.subscriptions)),
         numTd(num(r.messages_in_per_s)), numTd(num(r.messages_out_per_s)), numTd(String(r.drops_total)),
-        numTd(String(r.slow_consumer_disconnects_total)), numTd(String(up[r.id])), ago(r.age_ms)];
+        numTd(String(r.slow_consumer_disconnects_total)),
+        numTd(r.intake_paused_ms_total == null ? "–" : num(r.intake_paused_ms_total / 1000) + " s"),
+        numTd(String(up[r.id])), ago(r.age_ms)];
     }, Infinity);
   }
 
@@ -297,7 +305,27 @@
     s.textContent = text;
   }
 
+  // This relay's link backlog policy, from its own /metrics (same origin and access).
+  async function backlog() {
+    const set = (k, v) => (document.querySelector(`#headline [data-k="${k}"]`).textContent = v);
+    try {
+      const r = await fetch("/metrics", { cache: "no-store" });
+      if (!r.ok) return;
+      const v = {};
+      for (const line of (await r.text()).split("\n")) {
+        const m = /^fastpubsub_mesh_(links_backed_up|links_slow|messages_dropped_slow_link_total|backpressure_episodes_total|backpressure_seconds_total) (\S+)$/.exec(line);
+        if (m) v[m[1]] = Number(m[2]);
+      }
+      if (!("links_backed_up" in v)) return;
+      set("backlog", `${v.links_backed_up} / ${v.links_slow}`);
+      set("backlog-detail", `${v.messages_dropped_slow_link_total} dropped on slow links; intake paused ${v.backpressure_episodes_total}× (${num(v.backpressure_seconds_total)} s)`);
+    } catch (e) {
+      // The mesh picture matters more; the next poll tries again.
+    }
+  }
+
   async function poll() {
+    backlog();
     try {
       const r = await fetch("/v1/mesh", { cache: "no-store", headers: { Accept: "application/json" } });
       if (!r.ok) throw new Error(`/v1/mesh answered HTTP ${r.status}`);
