@@ -3,7 +3,9 @@
 //! scenario asserts that the relay stays up, the control client gets ≥ 99 % of its messages
 //! with p99 under 100 ms (`FASTPUBSUB_ADVERSARIAL_P99_MS` overrides), and the relay's peak RSS
 //! stays under the documented bound (docs/edge.md, "Worst-case memory") for the connections
-//! the attack held.
+//! the attack held. A scenario that fails on the control p99 alone runs once more (a loaded
+//! machine stalls any process now and then; the summary shows the longest stall of a test
+//! thread); the second run must pass.
 //!
 //! The library (relay process, control client, RSS watch, attacks) is
 //! `tests/adversarial_lib/`; its module doc says how to add a scenario. All scenarios run in
@@ -29,7 +31,7 @@ fn run(
     name: &str,
     extra: &[&str],
     secs: u64,
-    attack: impl FnOnce(&Relay, Instant) -> adversarial_lib::AttackReport,
+    attack: impl Fn(&Relay, Instant) -> adversarial_lib::AttackReport,
 ) {
     // FASTPUBSUB_ADVERSARIAL_ONLY=<part of a name> runs only the matching scenarios.
     if let Ok(only) = std::env::var("FASTPUBSUB_ADVERSARIAL_ONLY")
@@ -37,15 +39,30 @@ fn run(
     {
         return;
     }
-    let mut relay = Relay::start(extra);
-    let outcome = scenario(&mut relay, name, Duration::from_secs(secs), attack);
-    // The control client holds two connections and makes a handshake now and then.
-    let bound_kib = relay.bound_for(
-        outcome.attack.peak_conns + 2,
-        outcome.attack.peak_pending + 2,
-    );
-    eprintln!("{}", outcome.summary(bound_kib));
-    checked.push(Checked { outcome, bound_kib });
+    let attempt = || {
+        let mut relay = Relay::start(extra);
+        let outcome = scenario(&mut relay, name, Duration::from_secs(secs), &attack);
+        // The control client holds two connections and makes a handshake now and then.
+        let bound_kib = relay.bound_for(
+            outcome.attack.peak_conns + 2,
+            outcome.attack.peak_pending + 2,
+        );
+        eprintln!("{}", outcome.summary(bound_kib));
+        Checked { outcome, bound_kib }
+    };
+    let mut c = attempt();
+    // A control p99 over the limit with everything else fine can be the loaded test machine
+    // (2 cores shared by many builds stall any process for 100+ ms now and then): one more
+    // run, against a fresh relay, must pass. A relay that really slows the control client
+    // fails both.
+    if c.outcome.only_latency_failed(c.bound_kib) {
+        eprintln!(
+            "   control p99 over {:?} with everything else held: running the scenario once more",
+            adversarial_lib::p99_limit()
+        );
+        c = attempt();
+    }
+    checked.push(c);
 }
 
 /// The flooders read only once their writes have stalled for 500 ms, maybe twice (the relay

@@ -28,11 +28,21 @@ pub struct RouteConfig {
     /// Least time between two table requests to one neighbour (a digest that still
     /// differs after that asks again).
     pub table_request_interval_us: u64,
+    /// Every destination is looked at once per this interval (a slice per tick): a selected
+    /// route whose smoothed metric drifted by more than the settle margin since it was
+    /// advertised is advertised again. It carries drifts below the triggers, which the
+    /// periodic full tables used to carry.
+    pub refresh_interval_us: u64,
+    /// At most this many destinations are looked at per tick (the refresh then takes
+    /// longer than `refresh_interval_us`): the refresh's bytes per link stay bounded
+    /// whatever the number of relays (16 × 17 bytes per second at most).
+    pub refresh_max_per_tick: usize,
     /// Housekeeping period: expiry, request retries and settling are checked this often.
     pub tick_us: u64,
     /// Interval between retries of an unanswered seqno request.
     pub request_retry_us: u64,
-    /// How many times a seqno request is sent in all.
+    /// How many times a seqno request is sent in one round. While the better route stays
+    /// unfeasible, another round follows 4 retry intervals later, the gap doubling up to 64.
     pub request_attempts: u8,
     /// Hop limit put on seqno requests this relay originates.
     pub request_hop_count: u8,
@@ -92,6 +102,8 @@ impl Default for RouteConfig {
             max_events: 256,
             digest_interval_us: 4_000_000,
             table_request_interval_us: 10_000_000,
+            refresh_interval_us: 60_000_000,
+            refresh_max_per_tick: 16,
             tick_us: 1_000_000,
             request_retry_us: 1_000_000,
             request_attempts: 3,
@@ -167,6 +179,8 @@ impl RouteConfig {
         for (v, name) in [
             (self.digest_interval_us, "digest_interval_us"),
             (self.table_request_interval_us, "table_request_interval_us"),
+            (self.refresh_interval_us, "refresh_interval_us"),
+            (self.refresh_max_per_tick as u64, "refresh_max_per_tick"),
             (self.tick_us, "tick_us"),
             (self.request_retry_us, "request_retry_us"),
             (self.max_destinations as u64, "max_destinations"),

@@ -37,7 +37,7 @@ pub use error::RouteError;
 pub use event::RouteEvent;
 pub use metric::LinkMeasurement;
 pub use neighbours::{
-    Candidate, Decision, NeighbourConfig, NeighbourPolicy, PlanError, PlanSummary, Role,
+    Candidate, Decision, NeighbourConfig, NeighbourPolicy, PeerIntent, PlanError, PlanSummary, Role,
 };
 #[cfg(feature = "alloc")]
 pub use table::{NeighbourInfo, RouteInfo, RouteStats, RouteTable};

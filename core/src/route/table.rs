@@ -201,6 +201,8 @@ struct PendingRequest {
     send_now: bool,
     next_at: u64,
     attempts_left: u8,
+    /// Rounds of `request_attempts` sent without success (the gap before the next grows).
+    rounds: u8,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -363,6 +365,8 @@ pub struct RouteTable {
     digest_due: bool,
     pending: usize,
     cursor: usize,
+    /// Next destination slot the drift refresh looks at.
+    refresh_cursor: usize,
     events: VecDeque<RouteEvent>,
     next_digest: u64,
     next_tick: u64,
@@ -397,6 +401,7 @@ impl RouteTable {
             digest_due: false,
             pending: 0,
             cursor: 0,
+            refresh_cursor: 0,
             events: VecDeque::new(),
             next_digest: now_us.saturating_add(cfg.digest_interval_us),
             next_tick: now_us.saturating_add(cfg.tick_us),
@@ -1193,10 +1198,18 @@ impl RouteTable {
                 if r.attempts_left > 0 {
                     r.send_now = true;
                     r.next_at = now_us.saturating_add(self.cfg.request_retry_us);
-                    self.touch(d, |s| s.request = Some(r));
                 } else {
-                    self.dests[d].request = None;
+                    // Still stuck (selection clears the request once it is not): another
+                    // round later, 4 retry intervals after the first round, doubling up to
+                    // 64, to every neighbour (the one asked may route through us and drop
+                    // it). Without periodic updates nothing else would ask again.
+                    r.rounds = r.rounds.saturating_add(1);
+                    r.to = None;
+                    r.attempts_left = self.cfg.request_attempts;
+                    let gap = self.cfg.request_retry_us << (u32::from(r.rounds) + 1).min(6);
+                    r.next_at = now_us.saturating_add(gap);
                 }
+                self.touch(d, |s| s.request = Some(r));
             }
             let s = &self.dests[d];
             if !any
@@ -1208,6 +1221,7 @@ impl RouteTable {
                 self.forget_dest(d);
             }
         }
+        self.refresh_drifted();
         // A requested table that never came (lost, or the neighbour refused): the next
         // differing digest asks again.
         for n in self.neighbours.iter_mut() {
@@ -1216,6 +1230,30 @@ impl RouteTable {
                     .is_some_and(|t| now_us.saturating_sub(t) >= self.cfg.table_request_interval_us)
             {
                 n.awaiting = false;
+            }
+        }
+    }
+
+    /// The spread refresh: this tick's slice of the destinations (all of them once per
+    /// `refresh_interval_us`, at most `refresh_max_per_tick`); a selected route whose smoothed metric drifted by more than
+    /// the settle margin since it was advertised is advertised again.
+    fn refresh_drifted(&mut self) {
+        let n = self.dests.len();
+        if n == 0 {
+            return;
+        }
+        let ticks = (self.cfg.refresh_interval_us / self.cfg.tick_us).max(1) as usize;
+        for _ in 0..n.div_ceil(ticks).min(self.cfg.refresh_max_per_tick) {
+            let d = self.refresh_cursor % n;
+            self.refresh_cursor = (d + 1) % n;
+            let slot = &self.dests[d];
+            let Some(sel) = slot.selected.filter(|_| slot.used && !slot.send_update) else {
+                continue;
+            };
+            let (now, then) = (self.r(d, sel).smoothed, slot.adv_smoothed);
+            let m = margin(then, self.cfg.settle_margin_us, self.cfg.settle_margin_ppm);
+            if u64::from(now.as_us().abs_diff(then.as_us())) > u64::from(m) {
+                self.touch(d, |s| s.send_update = true);
             }
         }
     }
@@ -1423,6 +1461,7 @@ impl RouteTable {
             send_now: true,
             next_at: now_us.saturating_add(self.cfg.request_retry_us),
             attempts_left: self.cfg.request_attempts,
+            rounds: 0,
         };
         self.touch(d, |s| s.request = Some(req));
     }

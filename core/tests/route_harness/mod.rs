@@ -4,6 +4,7 @@
 //! Shared by the `route_*` integration tests and `examples/route_sim.rs`.
 #![allow(dead_code, clippy::needless_range_loop)]
 
+pub mod scale;
 pub mod topology;
 
 use std::cmp::{Ordering, Reverse};

@@ -166,13 +166,13 @@ pub fn evolve(rtt: &[Vec<u32>], mode: Mode, seconds: u64, seed: u64) -> Topology
                     let cands: Vec<Candidate> = known
                         .iter()
                         .map(|&b| Candidate {
-                            id: RelayId(b as u64),
                             up_since_us: up[a][b].then(|| since[a][b] * 1_000_000),
                             dialing: is_dialing(a, b, &dialing),
                             rtt_us: meas[a][b],
                             estimate_us: est[a][b],
                             dialable: backoff[a][b] <= t,
                             pick: pick[a][b],
+                            ..Candidate::new(RelayId(b as u64))
                         })
                         .collect();
                     let o = &mut out[..cands.len()];

@@ -278,6 +278,7 @@ fn refresh(h: &AdminHandle, broker: &Rc<RefCell<Broker>>, now_ms: u64) {
         m.intake_pauses.mirror(s.intake_pauses);
         m.intake_paused_us.mirror(s.intake_paused_us);
         m.intake_pause_overruns.mirror(s.intake_pause_overruns);
+        m.intake_pauses_mesh.mirror(s.intake_pauses_mesh);
         let mut l = h.local.lock().unwrap_or_else(|p| p.into_inner());
         l.refusals.edge_malformed = s.refused_malformed;
         l.refusals.edge_full = s.refused_over_capacity;

@@ -9,6 +9,9 @@ use smol::channel::Sender;
 
 use super::status::RelayStatus;
 
+/// Commands queued from the edge to the mesh thread; more are dropped and counted.
+pub const COMMAND_QUEUE: usize = 16_384;
+
 /// Work for the mesh thread from other tasks.
 #[derive(Debug)]
 #[non_exhaustive]

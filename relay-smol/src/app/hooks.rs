@@ -16,7 +16,7 @@ use fastpubsub_core::ticket::Applied;
 use smol::channel::{Sender, TrySendError};
 
 use super::admin::{AdminHandle, unix_ms};
-use super::command::MeshCommand;
+use super::command::{COMMAND_QUEUE, MeshCommand};
 use super::status::summary_parts;
 use crate::broker::mesh::{LocalPlan, MeshHook};
 use crate::dashboard::announce::{Announcement, MAX_ANNOUNCED_LINKS, MAX_LEN};
@@ -24,6 +24,7 @@ use crate::dashboard::view::{MAX_NAME_LEN, MAX_RELAYS, MAX_URL_LEN};
 use crate::dashboard::view::{RelayCounters, RelaySummary};
 use crate::mesh::hooks::{AnnounceApplied, AnnounceHook, TicketApplied, TicketHook};
 use crate::mesh::status::MeshStatus;
+use crate::quic::transport::BacklogSignal;
 use crate::tickets::cli::unix;
 use crate::tickets::{RemoteRecordError, TicketService};
 
@@ -31,12 +32,15 @@ use crate::tickets::{RemoteRecordError, TicketService};
 pub struct EdgeHook {
     tx: Sender<MeshCommand>,
     dropped: Arc<AtomicU64>,
+    /// Set by the QUIC transport while a next hop's link that is not slow is backed up.
+    links: BacklogSignal,
 }
 
 impl EdgeHook {
-    /// A hook feeding `tx`; refused commands are counted in `dropped`.
-    pub fn new(tx: Sender<MeshCommand>, dropped: Arc<AtomicU64>) -> Self {
-        Self { tx, dropped }
+    /// A hook feeding `tx`; refused commands are counted in `dropped`; `links` is the QUIC
+    /// transport's backlog signal.
+    pub fn new(tx: Sender<MeshCommand>, dropped: Arc<AtomicU64>, links: BacklogSignal) -> Self {
+        Self { tx, dropped, links }
     }
 
     fn queue(&self, c: MeshCommand) -> bool {
@@ -93,6 +97,12 @@ impl MeshHook for EdgeHook {
         }) {
             log::error!("mesh: command queue full, interest change {tenant}:{pattern} lost");
         }
+    }
+
+    fn backed_up(&self) -> bool {
+        // Half the queue: the publishes of the frames being handled still fit while the
+        // pause takes effect, so a healthy mesh drops nothing.
+        self.links.is_set() || self.tx.len() >= COMMAND_QUEUE / 2
     }
 }
 

@@ -27,7 +27,7 @@ use smol::LocalExecutor;
 use smol::channel::Receiver;
 
 use super::admin::AdminHandle;
-pub use super::command::MeshCommand;
+pub use super::command::{COMMAND_QUEUE, MeshCommand};
 use super::hooks::{EdgeHook, MeshFeed, TicketServiceHook};
 use super::status::RelayStatus;
 use crate::mesh::config::MeshConfig;
@@ -41,8 +41,6 @@ use crate::quic::tls::{self, MeshIdentity};
 use crate::tickets::TicketService;
 use crate::ws::Relay;
 
-/// Commands queued from the edge to the mesh thread; more are dropped and counted.
-pub const COMMAND_QUEUE: usize = 16_384;
 /// Deliveries queued from the mesh thread to the edge; more are dropped and counted.
 pub const DELIVERY_QUEUE: usize = 16_384;
 /// Locally made ticket status records kept for the mesh to flood.
@@ -414,7 +412,11 @@ pub fn attach(
     let broker = relay.broker();
     broker
         .borrow_mut()
-        .set_mesh(Rc::new(EdgeHook::new(cmd_tx, edge_dropped.clone())));
+        .set_mesh(Rc::new(EdgeHook::new(
+            cmd_tx,
+            edge_dropped.clone(),
+            quic.backlog_signal(),
+        )));
     if let Some(service) = tickets {
         node.set_ticket_hook(Box::new(TicketServiceHook(service)));
     }

@@ -46,4 +46,15 @@ pub trait MeshHook {
     /// `present == true`: the first subscription to `pattern` in `tenant` appeared on this
     /// relay; `false`: the last one went away.
     fn interest_changed(&self, tenant: &str, pattern: &str, present: bool);
+
+    /// Is the mesh backed up — the relay hands it messages faster than it sends them (its
+    /// queue from the edge is half full, or a next hop's link that is not slow is backed up)?
+    /// While it is, the broker pauses intake as when its own queues are behind
+    /// ([`ReadStop::RelayBehind`](super::ReadStop::RelayBehind)): the mesh's side of "loss
+    /// only where someone is slow" (issue #11 item 2). A link that stays backed up is the
+    /// mesh's slow consumer and must stop counting here (it drops for itself instead). Asked
+    /// before every client read: keep it cheap (atomic loads).
+    fn backed_up(&self) -> bool {
+        false
+    }
 }

@@ -131,6 +131,9 @@ pub struct Stats {
     pub intake_paused_us: u64,
     /// Pauses ended by [`MAX_INTAKE_PAUSE`](crate::limits::MAX_INTAKE_PAUSE) rather than by the backlog being written.
     pub intake_pause_overruns: u64,
+    /// Intake pauses held because the mesh was backed up ([`mesh::MeshHook::backed_up`]);
+    /// also counted in [`Stats::intake_pauses`] when they started a pause.
+    pub intake_pauses_mesh: u64,
     /// Of [`Stats::dropped_queue_full`]: deliveries dropped for a connection whose socket was
     /// still taking bytes (the relay, not the listener, was behind). Pausing intake keeps this
     /// at 0; anything else is a bug or a single frame larger than half a budget.
@@ -354,6 +357,13 @@ pub struct Broker {
     intake: Intake,
     /// Scratch list of connections to wake when a pause ends.
     released: Vec<ConnId>,
+    /// The mesh holds the intake pause ([`mesh::MeshHook::backed_up`]).
+    mesh_holds: bool,
+    /// A mesh-held pause reached its bound: the mesh holds none again until it has been seen
+    /// clear (so a backlog that never clears pauses intake once, not every second).
+    mesh_overran: bool,
+    /// The task that re-checks the mesh while it holds the pause ([`Broker::mesh_watch`]).
+    mesh_watcher: Option<Waker>,
 }
 
 impl Broker {
@@ -380,6 +390,9 @@ impl Broker {
             shutting_down: false,
             intake: Intake::default(),
             released: Vec::new(),
+            mesh_holds: false,
+            mesh_overran: false,
+            mesh_watcher: None,
         }
     }
 
@@ -611,6 +624,10 @@ impl Broker {
                 st.write_blocked = true;
             }
         }
+        if self.mesh_holds {
+            self.mesh_holds = false;
+            self.mesh_overran = true;
+        }
         self.intake.overrun();
         self.end_pause();
     }
@@ -635,6 +652,9 @@ impl Broker {
         let stop_at = self.limits.read_stop_bytes();
         if self.intake.overdue(self.now) {
             self.end_overrun_pause();
+        }
+        if self.mesh.is_some() {
+            self.check_mesh_backlog();
         }
         let paused = self.intake.paused();
         let st = self.conns.get_mut(id as usize)?.as_mut()?;
@@ -661,6 +681,44 @@ impl Broker {
     /// Is intake paused because the relay is behind on writing?
     pub fn intake_paused(&self) -> bool {
         self.intake.paused()
+    }
+
+    /// Holds the intake pause while the mesh is backed up ([`mesh::MeshHook::backed_up`]),
+    /// releases it when the mesh has caught up, and ends a pause past its bound. Asked by
+    /// [`Broker::read_stop`] and, while the mesh holds a pause (nobody reads then), by the
+    /// watcher task ([`Broker::mesh_watch`]). Returns whether the mesh holds the pause.
+    pub fn check_mesh_backlog(&mut self) -> bool {
+        if self.intake.overdue(self.now) {
+            self.end_overrun_pause();
+        }
+        let backed_up = self.mesh.as_ref().is_some_and(|m| m.backed_up());
+        if !backed_up {
+            self.mesh_overran = false;
+        }
+        let hold = backed_up && !self.mesh_overran;
+        if hold && !self.mesh_holds {
+            self.mesh_holds = true;
+            self.stats.intake_pauses_mesh += 1;
+            self.behind_add();
+            if let Some(w) = self.mesh_watcher.take() {
+                w.wake();
+            }
+        } else if !hold && self.mesh_holds {
+            self.mesh_holds = false;
+            self.behind_remove();
+        }
+        self.mesh_holds
+    }
+
+    /// For the task that watches the mesh's backlog: `true` while the mesh holds the intake
+    /// pause (re-check with [`Broker::check_mesh_backlog`] soon: no read asks while everyone
+    /// waits); otherwise keeps `waker` to wake when the mesh starts holding one.
+    pub fn mesh_watch(&mut self, waker: &Waker) -> bool {
+        if self.mesh_holds {
+            return true;
+        }
+        self.mesh_watcher = Some(waker.clone());
+        false
     }
 
     /// Counts a connection task yielding with work left (turn budget used up).
@@ -1673,6 +1731,91 @@ mod tests {
         assert!(b.stats().dropped_queue_full > 0);
         assert_eq!(b.stats().dropped_relay_behind, 0);
         let _ = s;
+    }
+
+    /// A mesh hook whose backlog the test sets.
+    #[derive(Default)]
+    struct Backlog(std::cell::Cell<bool>);
+
+    impl MeshHook for Backlog {
+        fn local_publish(&self, _: &str, _: &str, _: &[u8], _: Mode, _: bool) -> LocalPlan {
+            LocalPlan::DeliverHere
+        }
+        fn interest_changed(&self, _: &str, _: &str, _: bool) {}
+        fn backed_up(&self) -> bool {
+            self.0.get()
+        }
+    }
+
+    #[test]
+    fn a_backed_up_mesh_pauses_intake_until_it_catches_up() {
+        let (mut b, p, _s) = flow_broker();
+        let mesh = Rc::new(Backlog::default());
+        b.set_mesh(mesh.clone());
+        let t0 = crate::clock::now();
+        b.set_now(t0);
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        b.conn_mut(p).unwrap().set_waker(&logging_waker(p, &log));
+        let watcher = logging_waker(99, &log);
+        assert!(!b.mesh_watch(&watcher), "nothing to watch yet");
+        assert_eq!(b.read_stop(p), None);
+
+        mesh.0.set(true);
+        assert_eq!(b.read_stop(p), Some(ReadStop::RelayBehind));
+        assert_eq!(*log.lock().unwrap(), [99], "the watcher is woken");
+        assert!(b.mesh_watch(&watcher), "the mesh holds the pause");
+        // Still backed up at the watcher's next look; then it catches up.
+        assert!(b.check_mesh_backlog());
+        mesh.0.set(false);
+        b.set_now(t0 + std::time::Duration::from_millis(3));
+        assert!(!b.check_mesh_backlog());
+        assert_eq!(*log.lock().unwrap(), [99, p], "the waiting reader is woken");
+        assert_eq!(b.read_stop(p), None);
+        let st = b.stats();
+        assert_eq!(
+            (st.intake_pauses, st.intake_pauses_mesh, st.intake_paused_us),
+            (1, 1, 3000)
+        );
+    }
+
+    #[test]
+    fn a_mesh_that_stays_backed_up_pauses_intake_once_for_the_bound() {
+        let (mut b, p, _s) = flow_broker();
+        let mesh = Rc::new(Backlog::default());
+        b.set_mesh(mesh.clone());
+        let t0 = crate::clock::now();
+        b.set_now(t0);
+        mesh.0.set(true);
+        assert_eq!(b.read_stop(p), Some(ReadStop::RelayBehind));
+        b.set_now(t0 + crate::limits::MAX_INTAKE_PAUSE);
+        assert!(!b.check_mesh_backlog(), "the bound ends the pause");
+        for _ in 0..3 {
+            assert_eq!(b.read_stop(p), None, "and it is not taken again");
+        }
+        // Once the mesh was seen clear, a new backlog pauses again.
+        mesh.0.set(false);
+        assert_eq!(b.read_stop(p), None);
+        mesh.0.set(true);
+        assert_eq!(b.read_stop(p), Some(ReadStop::RelayBehind));
+        let st = b.stats();
+        assert_eq!((st.intake_pauses_mesh, st.intake_pause_overruns), (2, 1));
+    }
+
+    #[test]
+    fn a_mesh_pause_and_a_queue_backlog_end_when_both_are_gone() {
+        let (mut b, p, s) = flow_broker();
+        let mesh = Rc::new(Backlog::default());
+        b.set_mesh(mesh.clone());
+        publish_until_paused(&mut b, p);
+        mesh.0.set(true);
+        assert!(b.check_mesh_backlog());
+        let queued = b.conn_mut(s).unwrap().pending().len();
+        b.consumed(s, queued);
+        assert!(b.intake_paused(), "the mesh still holds it");
+        mesh.0.set(false);
+        assert!(!b.check_mesh_backlog());
+        assert!(!b.intake_paused());
+        assert_eq!(b.stats().intake_pauses, 1, "one pause, two holders");
     }
 
     #[test]

@@ -321,13 +321,13 @@ impl Neighbours {
                 .map(|m| m.saturating_mul(2))
                 .or_else(|| me.zip(p.position).map(|(a, b)| geo_rtt_us(a, b)));
             cands.push(Candidate {
-                id: p.id,
                 up_since_us: p.link.filter(|_| !closing).map(|(_, since)| since),
                 dialing: p.dialing,
                 rtt_us: e.rtt_us,
                 estimate_us: estimate,
                 dialable: p.dialable && !backing_off && !closing,
                 pick: e.pick,
+                ..Candidate::new(p.id)
             });
         }
         let mut out = vec![Decision::Idle; cands.len()];

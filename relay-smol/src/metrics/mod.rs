@@ -320,6 +320,8 @@ pub struct RelayMetrics {
     pub intake_paused_us: Counter,
     /// Pauses ended by their bound (1 s) rather than by the backlog being written.
     pub intake_pause_overruns: Counter,
+    /// Times the mesh being backed up held the intake pause.
+    pub intake_pauses_mesh: Counter,
     /// Refused handshakes, by reason.
     pub handshake_refusals: CounterBy<RefusalReason>,
     /// Ticket verifications, by cache outcome.
@@ -451,6 +453,12 @@ impl RelayMetrics {
             "fastpubsub_intake_pause_overruns_total",
             "Intake pauses that reached their bound (1 s) before the backlog holding them was written; the backlog then counts as a slow consumer's.",
             &self.intake_pause_overruns,
+        );
+        counter(
+            &mut e,
+            "fastpubsub_intake_pauses_mesh_total",
+            "Times the relay stopped reading clients because the mesh was backed up (its queue from the edge half full, or a next hop's link that is not slow backed up).",
+            &self.intake_pauses_mesh,
         );
         self.handshake_refusals.render(
             &mut e,
@@ -669,6 +677,7 @@ mod tests {
             "fastpubsub_intake_pauses_total",
             "fastpubsub_intake_paused_seconds_total",
             "fastpubsub_intake_pause_overruns_total",
+            "fastpubsub_intake_pauses_mesh_total",
             "fastpubsub_handshake_refusals_total",
             "fastpubsub_ticket_verifications_total",
             "fastpubsub_link_rtt_seconds",

@@ -167,6 +167,7 @@ impl Relay {
                     .sweep(clock::now(), clock::wall_now());
             }
         });
+        let mesh_watcher = ex.spawn(follow_mesh_backlog(broker.clone()));
 
         let accept = async {
             let mut accepted = 0u32;
@@ -211,7 +212,32 @@ impl Relay {
             wait_until_empty(&broker, Duration::from_millis(200)).await;
         }
         drop(sweeper);
+        drop(mesh_watcher);
         Ok(())
+    }
+}
+
+/// How often the mesh's backlog is re-checked while it holds the intake pause.
+const MESH_BACKLOG_POLL: Duration = Duration::from_millis(1);
+
+/// While the mesh holds the intake pause (`Broker::check_mesh_backlog`), nobody reads and so
+/// nobody asks whether it has caught up: this task does, every [`MESH_BACKLOG_POLL`], and
+/// sleeps otherwise (woken by the broker when a mesh-held pause starts; no timer runs on an
+/// idle relay or one without a mesh).
+async fn follow_mesh_backlog(broker: Rc<RefCell<Broker>>) {
+    loop {
+        std::future::poll_fn(|cx| {
+            if broker.borrow_mut().mesh_watch(cx.waker()) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        Timer::after(MESH_BACKLOG_POLL).await;
+        let mut b = broker.borrow_mut();
+        b.set_now(clock::now());
+        b.check_mesh_backlog();
     }
 }
 

@@ -22,6 +22,7 @@ pub fn stats_json(broker: &Broker, admission: &Admission) -> String {
             "\"ticket_failure_sources_evicted\":{},\"deliver_patterns_capped\":{},",
             "\"dropped_wt_oversize\":{},",
             "\"intake_pauses\":{},\"intake_paused_us\":{},\"intake_pause_overruns\":{},",
+            "\"intake_pauses_mesh\":{},",
             "\"dropped_relay_behind\":{}}}"
         ),
         broker.connection_count(),
@@ -53,6 +54,7 @@ pub fn stats_json(broker: &Broker, admission: &Admission) -> String {
         s.intake_pauses,
         s.intake_paused_us,
         s.intake_pause_overruns,
+        s.intake_pauses_mesh,
         s.dropped_relay_behind,
     )
 }
