@@ -16,7 +16,7 @@ use fastpubsub_core::ticket::Applied;
 use smol::channel::{Sender, TrySendError};
 
 use super::admin::{AdminHandle, unix_ms};
-use super::command::{COMMAND_QUEUE, MeshCommand};
+use super::command::MeshCommand;
 use super::status::summary_parts;
 use crate::broker::mesh::{LocalPlan, MeshHook};
 use crate::dashboard::announce::{Announcement, MAX_ANNOUNCED_LINKS, MAX_LEN};
@@ -24,9 +24,14 @@ use crate::dashboard::view::{MAX_NAME_LEN, MAX_RELAYS, MAX_URL_LEN};
 use crate::dashboard::view::{RelayCounters, RelaySummary};
 use crate::mesh::hooks::{AnnounceApplied, AnnounceHook, TicketApplied, TicketHook};
 use crate::mesh::status::MeshStatus;
-use crate::quic::transport::BacklogSignal;
+use crate::quic::transport::{BACKLOG_HIGH_MESSAGES, BacklogSignal, MAX_QUEUED_MESSAGES};
 use crate::tickets::cli::unix;
 use crate::tickets::{RemoteRecordError, TicketService};
+
+/// Commands waiting for the mesh thread from which the edge pauses its intake.
+pub const MESH_BEHIND: usize = BACKLOG_HIGH_MESSAGES;
+// Queued commands plus a backed-up link's messages leave room in the link's queue.
+const _: () = assert!(MESH_BEHIND + BACKLOG_HIGH_MESSAGES <= MAX_QUEUED_MESSAGES / 2);
 
 /// The broker's hook: queues work for the mesh thread.
 pub struct EdgeHook {
@@ -100,9 +105,12 @@ impl MeshHook for EdgeHook {
     }
 
     fn backed_up(&self) -> bool {
-        // Half the queue: the publishes of the frames being handled still fit while the
-        // pause takes effect, so a healthy mesh drops nothing.
-        self.links.is_set() || self.tx.len() >= COMMAND_QUEUE / 2
+        // The mesh runs on its own thread: what waits in this queue goes into the links at
+        // once when it gets its turn, after the link signal was last reviewed. So the edge
+        // pauses while the mesh thread is behind by as many publishes as a link may hold
+        // before it counts as backed up; with those, and the frames of the read being
+        // handled, a link's queue stays inside its bound (MAX_QUEUED_MESSAGES).
+        self.links.is_set() || self.tx.len() >= MESH_BEHIND
     }
 }
 

@@ -410,13 +410,11 @@ pub fn attach(
     let edge_dropped = Arc::new(AtomicU64::new(0));
     let delivery_dropped = Arc::new(AtomicU64::new(0));
     let broker = relay.broker();
-    broker
-        .borrow_mut()
-        .set_mesh(Rc::new(EdgeHook::new(
-            cmd_tx,
-            edge_dropped.clone(),
-            quic.backlog_signal(),
-        )));
+    broker.borrow_mut().set_mesh(Rc::new(EdgeHook::new(
+        cmd_tx,
+        edge_dropped.clone(),
+        quic.backlog_signal(),
+    )));
     if let Some(service) = tickets {
         node.set_ticket_hook(Box::new(TicketServiceHook(service)));
     }
