@@ -52,6 +52,9 @@ impl Relay {
                 "--admin-listen",
                 "off",
             ])
+            // `/stats` is served to admin-token holders only.
+            .arg("--admin-token-file")
+            .arg(admin_token_file())
             .args(extra)
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
@@ -96,8 +99,13 @@ impl Relay {
 
     fn stats(&self) -> String {
         let mut s = TcpStream::connect(self.addr).unwrap();
-        s.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
+        s.write_all(
+            format!(
+                "GET /stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out.split_once("\r\n\r\n")
@@ -111,6 +119,15 @@ impl Drop for Relay {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The admin token the bench's relay runs with.
+const ADMIN_TOKEN: &str = "edge-bench-admin-token";
+
+fn admin_token_file() -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("fps-bench-admin-{}", std::process::id()));
+    std::fs::write(&p, ADMIN_TOKEN).unwrap();
+    p
 }
 
 fn clock_ticks() -> f64 {

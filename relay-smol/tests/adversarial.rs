@@ -3,9 +3,10 @@
 //! scenario asserts that the relay stays up, the control client gets ≥ 99 % of its messages
 //! with p99 under 100 ms (`FASTPUBSUB_ADVERSARIAL_P99_MS` overrides), and the relay's peak RSS
 //! stays under the documented bound (docs/edge.md, "Worst-case memory") for the connections
-//! the attack held. A scenario that fails on the control p99 alone runs once more (a loaded
-//! machine stalls any process now and then; the summary shows the longest stall of a test
-//! thread); the second run must pass.
+//! the attack held. The p99 limit is 100 ms plus the longest a thread of the test process was
+//! kept from running (a loaded machine stalls any process now and then; a few ms on a quiet
+//! one; the summary shows it), and a scenario that fails on the p99 alone runs once more; the
+//! second run must pass.
 //!
 //! The library (relay process, control client, RSS watch, attacks) is
 //! `tests/adversarial_lib/`; its module doc says how to add a scenario. All scenarios run in
@@ -58,7 +59,7 @@ fn run(
     if c.outcome.only_latency_failed(c.bound_kib) {
         eprintln!(
             "   control p99 over {:?} with everything else held: running the scenario once more",
-            adversarial_lib::p99_limit()
+            c.outcome.p99_allowed()
         );
         c = attempt();
     }

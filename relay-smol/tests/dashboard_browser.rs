@@ -29,7 +29,7 @@ use fastpubsub_relay::dashboard::access::AdminAccess;
 use fastpubsub_relay::dashboard::routes::AdminRoutes;
 use fastpubsub_relay::dashboard::server::AdminServer;
 use fastpubsub_relay::dashboard::view::{MeshState, RelaySummary};
-use fastpubsub_relay::metrics::RelayMetrics;
+use fastpubsub_relay::metrics::{EdgeLimit, RelayMetrics};
 use mesh_common::{
     Emu, RelayProc, free_udp, make_certs, mesh_relay_at, pub_tool, spawn_sub, start_relay_process,
     tmpdir, wait_for,
@@ -128,6 +128,13 @@ fn single_relay_shows_its_own_row_and_no_links() {
     assert_eq!(text_after(&dom, "data-k=\"relays\""), "1");
     assert_eq!(text_after(&dom, "data-k=\"links\""), "0/0");
     assert_eq!(text_after(&dom, "data-k=\"backlog\""), "0 / 0");
+    assert_eq!(text_after(&dom, "data-k=\"edge-limits\""), "0");
+    // (The page's own connections hold a few bytes.)
+    let detail = text_after(&dom, "data-k=\"edge-limits-detail\"");
+    assert!(
+        detail.starts_with("none hit; ") && detail.ends_with(" KiB held, 0 handshakes pending"),
+        "{detail}"
+    );
     assert!(text_after(&dom, "id=\"status\"").contains("live"));
     assert!(
         dom.contains("id=\"land\" class=\"land\" d=\"M"),
@@ -292,6 +299,14 @@ fn three_relays_show_links_and_the_saving_route() {
     relay.metrics.mesh_messages_dropped_slow_link.add(17);
     relay.metrics.mesh_backpressure_episodes.add(4);
     relay.metrics.mesh_backpressure_ms.add(2500);
+    // So does the edge limits card.
+    relay
+        .metrics
+        .edge_limit_hits
+        .mirror(EdgeLimit::CommandRate, 40);
+    relay.metrics.edge_limit_hits.mirror(EdgeLimit::ReadStop, 3);
+    relay.metrics.edge_held_bytes.set(5 * 1024);
+    relay.metrics.edge_handshakes_pending.set(2);
 
     let dom = open_dashboard(
         &format!("http://{}/dashboard", relay.addr),
@@ -301,6 +316,11 @@ fn three_relays_show_links_and_the_saving_route() {
     assert_eq!(
         text_after(&dom, "data-k=\"backlog-detail\""),
         "17 dropped on slow links; intake paused 4× (2.5 s)"
+    );
+    assert_eq!(text_after(&dom, "data-k=\"edge-limits\""), "43");
+    assert_eq!(
+        text_after(&dom, "data-k=\"edge-limits-detail\""),
+        "command rate 40 · read stop 3; 5 KiB held, 2 handshakes pending"
     );
     let saving = assert_saving_route_page(&dom, ["Tokyo", "Novosibirsk", "Frankfurt"]);
     assert!((saving - 41.8).abs() < 0.05, "saving {saving}");

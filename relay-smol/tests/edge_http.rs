@@ -48,6 +48,40 @@ fn conflicting_content_lengths_are_refused() {
 }
 
 #[test]
+fn counters_are_for_admin_token_holders_only() {
+    let relay = TestRelay::start(Limits::default());
+    for path in ["/stats", "/v1/ticket-stats", "/v1/wt-stats"] {
+        let (status, body) = http_get(relay.addr, path);
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(body.contains("admin credential required"), "{body}");
+        let wrong = http_raw(
+            relay.addr,
+            format!("GET {path} HTTP/1.1\r\nAuthorization: Bearer not-the-token-0000\r\n\r\n")
+                .as_bytes(),
+        );
+        assert_eq!(parse_response(&wrong).0, 401, "{wrong}");
+        assert!(wrong.contains("WWW-Authenticate: Basic"), "{wrong}");
+    }
+    let (status, body) = http_get_admin(relay.addr, "/stats");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"queue_bytes_held\":"), "{body}");
+    // /ping stays public.
+    assert_eq!(http_get(relay.addr, "/ping").0, 200);
+}
+
+#[test]
+fn counters_do_not_exist_without_an_admin_token() {
+    // A relay without an admin token (the default) has no /stats on its public port.
+    let config = fastpubsub_relay::config::Config::new("127.0.0.1:0".parse().unwrap());
+    let relay = TestRelay::start_ungated(config);
+    let (status, body) = http_get(relay.addr, "/stats");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("admin listener"), "{body}");
+    let (status, _) = http_get_admin(relay.addr, "/stats");
+    assert_eq!(status, 404);
+}
+
+#[test]
 fn unknown_path_is_404_with_a_body() {
     let relay = TestRelay::start(Limits::default());
     let (status, body) = http_get(relay.addr, "/nope");

@@ -81,7 +81,7 @@ fn ten_thousand_idle_subscribed_connections() {
     for c in conns.iter_mut() {
         assert_eq!(c.read_text(), "OK:SUB:t1:idle.#");
     }
-    let (status, body) = http_get(relay.addr, "/stats");
+    let (status, body) = http_get_admin(relay.addr, "/stats");
     assert_eq!(status, 200);
     let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(stats["connections"], N);

@@ -264,6 +264,31 @@ fn subscription_limit_per_connection() {
         "{err}"
     );
     barrier(&mut ws);
+    // Counted where an operator looks.
+    let s = relay.stats();
+    assert_eq!(s["refused_subs_per_connection"], 1, "{s}");
+    assert_eq!(s["refused_subs_relay_full"], 0, "{s}");
+}
+
+#[test]
+fn subscription_limit_per_relay_is_counted() {
+    let relay = TestRelay::start(Limits {
+        max_total_subs: 3,
+        ..Limits::default()
+    });
+    let mut a = connect(&relay);
+    let mut b = connect(&relay);
+    subscribe(&mut a, "t", "a");
+    subscribe(&mut a, "t", "b");
+    subscribe(&mut b, "t", "c");
+    send_text(&mut b, "SUB:t:d");
+    let err = next_text(&mut b);
+    assert!(err.starts_with("ERR:relay_full:SUB:t:d:"), "{err}");
+    barrier(&mut b);
+    let s = relay.stats();
+    assert_eq!(s["refused_subs_relay_full"], 1, "{s}");
+    assert_eq!(s["refused_subs_per_connection"], 0, "{s}");
+    barrier(&mut a);
 }
 
 #[test]
@@ -322,6 +347,7 @@ fn garbage_sender_is_closed_after_the_bad_frame_limit() {
     assert!(raw.read_text().starts_with("ERR:too_many_bad_frames"));
     let (op, _) = raw.read_frame().expect("close frame");
     assert_eq!(op, 0x8);
+    relay.wait_stats("the close to be counted", |s| s["bad_frames_closed"] == 1);
 }
 
 #[test]

@@ -79,4 +79,6 @@ fn a_connection_has_a_star_budget() {
     subscribe(&mut ws, "t1", &over);
     send_text(&mut ws, "PING");
     assert_eq!(next_text(&mut ws), "PONG");
+    // The refusal is counted (`/stats`, and `/metrics` as edge limit `pattern_too_complex`).
+    assert_eq!(relay.stats()["refused_pattern_too_complex"], 1);
 }

@@ -21,6 +21,8 @@ use tungstenite::http::HeaderValue;
 use tungstenite::{Message, WebSocket};
 
 const MASTER: &str = "test-master-token-0123456789";
+/// The admin token (`/stats` is served to its holders only).
+const ADMIN: &str = "tickets-edge-admin-token";
 const WAIT: Duration = Duration::from_secs(8);
 
 struct TestRelay {
@@ -45,6 +47,10 @@ impl TestRelay {
             let auth = Rc::new(TicketAuthorizer::new(Arc::clone(&service)));
             let mut relay = Relay::bind(&config, auth).expect("bind");
             relay.add_rest_handler(Rc::new(TicketRest::new(service)));
+            // /stats is for admin-token holders.
+            let admin = fastpubsub_relay::dashboard::access::AdminAccess::with_token(ADMIN, false)
+                .expect("admin token");
+            relay.set_admin_gate(Rc::new(admin));
             addr_tx.send(relay.local_addr()).expect("send addr");
             let ex = Rc::new(smol::LocalExecutor::new());
             let shutdown = async move {
@@ -97,7 +103,7 @@ impl TestRelay {
     }
 
     fn stats(&self) -> Value {
-        let (status, body) = self.http("GET", "/stats", None, "");
+        let (status, body) = self.http("GET", "/stats", Some(ADMIN), "");
         assert_eq!(status, 200);
         serde_json::from_str(&body).expect("json")
     }

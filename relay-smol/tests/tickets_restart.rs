@@ -27,7 +27,12 @@ impl Drop for Relay {
     }
 }
 
+/// The admin token: `/v1/ticket-stats` is served to its holders only.
+const ADMIN: &str = "tickets-restart-admin-token";
+
 fn command(state: &Path) -> Command {
+    let token_file = std::env::temp_dir().join(format!("fps-restart-admin-{}", std::process::id()));
+    std::fs::write(&token_file, ADMIN).expect("admin token file");
     let mut c = Command::new(BIN);
     c.args([
         "run",
@@ -35,8 +40,10 @@ fn command(state: &Path) -> Command {
         "127.0.0.1:0",
         "--admin-listen",
         "off",
-        "--state-dir",
+        "--admin-token-file",
     ])
+    .arg(token_file)
+    .arg("--state-dir")
     .arg(state)
     .env("RUST_LOG", "warn");
     c
@@ -146,7 +153,9 @@ impl Relay {
 
     fn status_records(&self) -> u64 {
         let (status, body) =
-            self.http("GET /v1/ticket-stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            self.http(&format!(
+                "GET /v1/ticket-stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nConnection: close\r\n\r\n"
+            ));
         assert_eq!(status, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).expect("json");
         v["status_records"].as_u64().expect("status_records")

@@ -36,6 +36,9 @@ impl WtRelay {
             .args(["run", "--listen", "127.0.0.1:0"])
             .args(admin)
             .args(["--wt-listen", "127.0.0.1:0"])
+            // The counters (/stats, /v1/wt-stats) are served to admin-token holders only.
+            .arg("--admin-token-file")
+            .arg(common::admin_token_file())
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -113,13 +116,13 @@ impl WtRelay {
     }
 
     fn stats(&self) -> serde_json::Value {
-        let (status, body) = common::http_get(self.ws, "/stats");
+        let (status, body) = common::http_get_admin(self.ws, "/stats");
         assert_eq!(status, 200);
         serde_json::from_str(&body).unwrap()
     }
 
     fn wt_stats(&self) -> serde_json::Value {
-        let (status, body) = common::http_get(self.ws, "/v1/wt-stats");
+        let (status, body) = common::http_get_admin(self.ws, "/v1/wt-stats");
         assert_eq!(status, 200);
         serde_json::from_str(&body).unwrap()
     }
@@ -419,7 +422,7 @@ fn a_client_that_changes_address_keeps_its_session() {
         2,
         "still the same two sessions"
     );
-    let (status, body) = common::http_get(relay.ws, "/v1/wt-stats");
+    let (status, body) = common::http_get_admin(relay.ws, "/v1/wt-stats");
     assert_eq!(status, 200);
     let w: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(

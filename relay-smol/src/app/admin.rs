@@ -178,6 +178,7 @@ pub fn install(
             })
         }
     };
+    relay.set_admin_gate(Rc::new(access.clone()));
     let routes = Arc::new(AdminRoutes {
         access,
         metrics: metrics.clone(),
@@ -228,6 +229,7 @@ pub fn install(
     };
     let refresher = handle.clone();
     let broker = relay.broker();
+    let admission = relay.admission();
     let tickets = opts.tickets;
     ex.spawn(async move {
         loop {
@@ -241,7 +243,7 @@ pub fn install(
                 m.handshake_refusals
                     .mirror(RefusalReason::Ticket, st.refused);
             }
-            refresh(&refresher, &broker, unix_ms());
+            refresh(&refresher, &broker, &admission, unix_ms());
             Timer::after(REFRESH).await;
         }
     })
@@ -250,7 +252,12 @@ pub fn install(
 }
 
 /// Mirrors the broker's statistics into the metrics and refreshes the local summary.
-fn refresh(h: &AdminHandle, broker: &Rc<RefCell<Broker>>, now_ms: u64) {
+fn refresh(
+    h: &AdminHandle,
+    broker: &Rc<RefCell<Broker>>,
+    admission: &Rc<RefCell<crate::ws::admission::Admission>>,
+    now_ms: u64,
+) {
     {
         let b = broker.borrow();
         let s = b.stats();
@@ -278,10 +285,11 @@ fn refresh(h: &AdminHandle, broker: &Rc<RefCell<Broker>>, now_ms: u64) {
         m.intake_pauses.mirror(s.intake_pauses);
         m.intake_paused_us.mirror(s.intake_paused_us);
         m.intake_pause_overruns.mirror(s.intake_pause_overruns);
+        let edge_full = crate::ws::stats::mirror_into(m, &b, &admission.borrow());
         m.intake_pauses_mesh.mirror(s.intake_pauses_mesh);
         let mut l = h.local.lock().unwrap_or_else(|p| p.into_inner());
         l.refusals.edge_malformed = s.refused_malformed;
-        l.refusals.edge_full = s.refused_over_capacity;
+        l.refusals.edge_full = edge_full;
         l.refusals.mirror(m);
     }
     let summary = {

@@ -66,6 +66,9 @@ impl Broker {
         );
         let count = self.conn_mut(id).map_or(0, |c| c.note_bad_frame());
         if count > max {
+            if count == max + 1 {
+                self.stats.bad_frames_closed += 1;
+            }
             let why = format!("more than {max} malformed frames");
             self.close(id, 1008, &why, Some(("too_many_bad_frames", &why)), false);
         }

@@ -138,6 +138,14 @@ pub struct Stats {
     /// still taking bytes (the relay, not the listener, was behind). Pausing intake keeps this
     /// at 0; anything else is a bug or a single frame larger than half a budget.
     pub dropped_relay_behind: u64,
+    /// `SUB`s refused because the connection held `Limits::max_subs_per_conn`.
+    pub refused_subs_per_connection: u64,
+    /// `SUB`s refused because the relay held `Limits::max_total_subs`.
+    pub refused_subs_relay_full: u64,
+    /// `SUB`s refused by the pattern-cost limits (`ERR:pattern_too_complex`).
+    pub refused_pattern_too_complex: u64,
+    /// Connections closed after more than `Limits::max_bad_frames` malformed frames.
+    pub bad_frames_closed: u64,
 }
 
 /// Why a `SUB` was refused.
@@ -785,6 +793,25 @@ impl Broker {
     /// line picked for `Line(0)`; the existing subscription's target when it was there
     /// already). A WebSocket connection always gets `Control`.
     pub fn subscribe_to(
+        &mut self,
+        id: ConnId,
+        tenant: &str,
+        pattern: &str,
+        target: Target,
+        kbps: u32,
+    ) -> Result<(bool, Target), SubError> {
+        let r = self.subscribe_checked(id, tenant, pattern, target, kbps);
+        // Every cap a subscriber can hit is counted (`/stats`, `/metrics`).
+        match &r {
+            Err(SubError::TooManyForConnection(_)) => self.stats.refused_subs_per_connection += 1,
+            Err(SubError::RelayFull(_)) => self.stats.refused_subs_relay_full += 1,
+            Err(SubError::TooComplex(_)) => self.stats.refused_pattern_too_complex += 1,
+            _ => {}
+        }
+        r
+    }
+
+    fn subscribe_checked(
         &mut self,
         id: ConnId,
         tenant: &str,

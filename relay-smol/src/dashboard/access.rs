@@ -181,6 +181,27 @@ impl AdminAccess {
     }
 }
 
+/// The admin rule as the edge port's gate for its admin-only pages (`/stats`, …): the same
+/// credential as the admin paths there.
+impl crate::rest::AdminGate for AdminAccess {
+    fn admit(&self, req: &crate::rest::HttpRequest) -> Result<(), crate::rest::HttpResponse> {
+        self.check(Listener::Public, req.header("authorization"))
+            .map_err(|d| {
+                if d == Denied::NotExposed {
+                    // No admin token: say where the counters are instead of a bare 404.
+                    return crate::rest::AdminGate::admit(&crate::rest::NoAdmin, req)
+                        .err()
+                        .unwrap_or_else(|| crate::rest::HttpResponse::text(404, d.body().into()));
+                }
+                let mut r = crate::rest::HttpResponse::text(d.status().0, d.body().to_string());
+                if let Some(h) = d.www_authenticate() {
+                    r.headers.push(("WWW-Authenticate", h.to_string()));
+                }
+                r
+            })
+    }
+}
+
 fn credential_matches(header: &str, token: &[u8]) -> bool {
     let header = header.trim();
     let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));

@@ -213,6 +213,44 @@ label_enum!(
 pub mod wt;
 
 label_enum!(
+    /// A bounded policy of the edge that was applied
+    /// (`fastpubsub_edge_limit_hits_total{limit}`; docs/edge.md, "Limits and defaults").
+    EdgeLimit, "limit", {
+        /// A connection's reads stopped: its own outbound backlog reached the read-stop mark.
+        ReadStop = "read_stop",
+        /// A connection task yielded with work left (its turn budget was used up).
+        TurnYield = "turn_yield",
+        /// A command over its rate limit (`ERR:rate_limited`).
+        CommandRate = "command_rate",
+        /// A publish refusal not answered (the refusal-reply rate was used up).
+        RefusalUnanswered = "refusal_unanswered",
+        /// A connection closed for running out of rate-limit strikes.
+        RateLimitClose = "rate_limit_close",
+        /// A connection refused because the handshake cap was full (503).
+        PendingFull = "pending_full",
+        /// A connection refused because its source had its handshake cap (503).
+        PendingPerSource = "pending_per_source",
+        /// A held handshake closed to make room for a new one.
+        PendingEvicted = "pending_evicted",
+        /// A handshake answered 429: its source used up its failed-ticket budget.
+        TicketFailureBudget = "ticket_failure_budget",
+        /// A source forgotten from the full failed-ticket table.
+        FailureSourceEvicted = "failure_source_evicted",
+        /// A deliver frame that listed fewer patterns than matched (never, under the
+        /// pattern-cost limits).
+        DeliverPatternsCapped = "deliver_patterns_capped",
+        /// A `SUB` refused: the connection holds its maximum of subscriptions.
+        SubsPerConnection = "subs_per_connection",
+        /// A `SUB` refused: the relay holds its maximum of subscriptions.
+        SubsRelayFull = "subs_relay_full",
+        /// A `SUB` refused by the pattern-cost limits.
+        PatternTooComplex = "pattern_too_complex",
+        /// A connection closed after too many malformed frames.
+        BadFramesClose = "bad_frames_close",
+    }
+);
+
+label_enum!(
     /// Whether a ticket verification was answered from the cache (`cache` label).
     TicketCache, "cache", {
         /// Answered from the verified-ticket cache.
@@ -320,6 +358,13 @@ pub struct RelayMetrics {
     pub intake_paused_us: Counter,
     /// Pauses ended by their bound (1 s) rather than by the backlog being written.
     pub intake_pause_overruns: Counter,
+    /// Edge limits applied, by limit.
+    pub edge_limit_hits: CounterBy<EdgeLimit>,
+    /// Heap bytes the edge holds for connections (outbound buffers, the spare pool,
+    /// incomplete input): the broker's own accounting of the memory bound.
+    pub edge_held_bytes: Gauge,
+    /// Client connections still in their HTTP/WebSocket handshake.
+    pub edge_handshakes_pending: Gauge,
     /// Times the mesh being backed up held the intake pause.
     pub intake_pauses_mesh: Counter,
     /// Refused handshakes, by reason.
@@ -453,6 +498,23 @@ impl RelayMetrics {
             "fastpubsub_intake_pause_overruns_total",
             "Intake pauses that reached their bound (1 s) before the backlog holding them was written; the backlog then counts as a slow consumer's.",
             &self.intake_pause_overruns,
+        );
+        self.edge_limit_hits.render(
+            &mut e,
+            "fastpubsub_edge_limit_hits_total",
+            "Edge limits applied (read stops, rate limits, handshake caps, ...), by limit.",
+        );
+        gauge(
+            &mut e,
+            "fastpubsub_edge_held_bytes",
+            "Heap bytes the edge holds for connections (queues, spare buffers, incomplete input).",
+            &self.edge_held_bytes,
+        );
+        gauge(
+            &mut e,
+            "fastpubsub_edge_handshakes_pending",
+            "Client connections still in their HTTP/WebSocket handshake.",
+            &self.edge_handshakes_pending,
         );
         counter(
             &mut e,
@@ -677,6 +739,9 @@ mod tests {
             "fastpubsub_intake_pauses_total",
             "fastpubsub_intake_paused_seconds_total",
             "fastpubsub_intake_pause_overruns_total",
+            "fastpubsub_edge_limit_hits_total",
+            "fastpubsub_edge_held_bytes",
+            "fastpubsub_edge_handshakes_pending",
             "fastpubsub_intake_pauses_mesh_total",
             "fastpubsub_handshake_refusals_total",
             "fastpubsub_ticket_verifications_total",

@@ -4,9 +4,12 @@
 //!
 //! Each wake-up: read up to [`RECV_BATCH`] datagrams into one reused buffer (zero-copy
 //! slices of it go to the machine), take up to [`COMMAND_BATCH`] commands, let the machine
-//! handle what is due, then send up to [`TX_PER_WAKE`] transmits from one reused buffer (a
+//! handle what is due, then send up to [`TX_PER_WAKE`] datagrams from one reused buffer (a
 //! transmit the socket refuses with `WouldBlock` is kept and sent first once the socket is
-//! writable). When a cap was hit the loop yields to the executor and goes on; otherwise it
+//! writable). The socket is quinn-udp's: where the kernel offers segmentation offload, up to
+//! [`MAX_GSO_DATAGRAMS`] datagrams of one connection leave with one send call (GSO) and
+//! arrive with one receive call (GRO), if the machine takes them
+//! ([`Machine::set_max_datagrams`]). When a cap was hit the loop yields to the executor and goes on; otherwise it
 //! sleeps until a datagram, a command, writability (if a transmit waits) or the machine's
 //! `poll_timeout`.
 //!
@@ -42,19 +45,24 @@ pub const COMMAND_BATCH: usize = 256;
 /// Datagrams sent per wake-up before receiving gets a turn again (quinn sends at most 20
 /// per connection and wake; ours are spread over every connection).
 pub const TX_PER_WAKE: usize = 64;
+/// Most datagrams handed to the kernel in one send call (GSO), where it supports that.
+pub const MAX_GSO_DATAGRAMS: usize = 16;
 /// Receive buffer block: datagrams are read into it one after another and handed on as
 /// slices of it, so receiving allocates once per block, not per datagram.
 const RECV_BLOCK: usize = 256 * 1024;
 /// Room kept for one datagram (more than any peer may send: quinn-proto's default
 /// `max_udp_payload_size` is 1472; a larger datagram is cut short and fails decryption).
 const RECV_SLOT: usize = 2048;
+/// Room kept for one receive call when the kernel may coalesce datagrams (GRO).
+const RECV_SLOT_GRO: usize = 64 * 1024;
 
 /// Counters of the socket loop.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct IoStats {
     /// Sends the socket refused with `WouldBlock` (retried when writable).
     pub would_block: u64,
-    /// Sends that failed otherwise (the datagram is lost; QUIC recovers).
+    /// Sends that failed otherwise. Always 0 now: quinn-udp absorbs those errors (the
+    /// datagrams are lost and QUIC recovers them, counted as lost packets).
     pub send_errors: u64,
     /// Receive errors (ICMP errors surface here on Linux).
     pub recv_errors: u64,
@@ -76,6 +84,10 @@ pub trait Machine {
     fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit>;
     /// When `handle_wake` is next needed without input.
     fn poll_timeout(&mut self) -> Option<Instant>;
+    /// How many datagrams of one connection one [`Transmit`] may hold (the socket's GSO,
+    /// at most [`MAX_GSO_DATAGRAMS`]); called at start and when it changes. Machines that
+    /// ignore it hand out one datagram per transmit, which is always fine.
+    fn set_max_datagrams(&mut self, _n: usize) {}
     /// The loop's counters, after every wake-up.
     fn io_stats(&mut self, _stats: &IoStats) {}
 }
@@ -84,6 +96,7 @@ pub trait Machine {
 #[derive(Debug)]
 pub struct UdpIo {
     socket: Async<UdpSocket>,
+    state: quinn_udp::UdpSocketState,
     local: SocketAddr,
     recv: BytesMut,
     tx: Vec<u8>,
@@ -101,29 +114,18 @@ enum Flush {
 }
 
 impl UdpIo {
-    /// Bind `addr`. Datagrams leave with "don't fragment" and the kernel's path-MTU cache
-    /// ignored (`IP_PMTUDISC_PROBE`), so QUIC's own path-MTU discovery (which
-    /// [`super::endpoint::QuicEndpoint`] turns on) finds what really gets through: 1,452
-    /// bytes where the path allows, instead of 1,200 everywhere.
+    /// Bind `addr`. quinn-udp sets the socket up: datagrams leave with "don't fragment" and
+    /// the kernel's path-MTU cache ignored (`IP_PMTUDISC_PROBE`), so QUIC's own path-MTU
+    /// discovery (which [`super::endpoint::QuicEndpoint`] turns on) finds what really gets
+    /// through (1,452 bytes where the path allows, instead of 1,200 everywhere), and GRO on
+    /// where the kernel has it.
     pub fn bind(addr: SocketAddr) -> io::Result<Self> {
         let socket = Async::<UdpSocket>::bind(addr)?;
         let local = socket.get_ref().local_addr()?;
-        let df = match local {
-            SocketAddr::V4(_) => rustix::net::sockopt::set_ip_mtu_discover(
-                socket.get_ref(),
-                rustix::net::sockopt::Ipv4PathMtuDiscovery::PROBE,
-            ),
-            SocketAddr::V6(_) => rustix::net::sockopt::set_ipv6_mtu_discover(
-                socket.get_ref(),
-                rustix::net::sockopt::Ipv6PathMtuDiscovery::PROBE,
-            ),
-        };
-        if let Err(e) = df {
-            // QUIC still works; its larger probes may then be fragmented on the way.
-            log::warn!("quic: cannot set don't-fragment on {local}: {e}");
-        }
+        let state = quinn_udp::UdpSocketState::new(socket.get_ref().into())?;
         Ok(Self {
             socket,
+            state,
             local,
             recv: BytesMut::new(),
             tx: Vec::with_capacity(RECV_SLOT),
@@ -137,19 +139,44 @@ impl UdpIo {
         self.local
     }
 
+    /// Datagrams one send call may carry now (1 without GSO; quinn-udp lowers it to 1 if
+    /// the kernel refuses a GSO send).
+    pub fn max_datagrams(&self) -> usize {
+        self.state.max_gso_segments().clamp(1, MAX_GSO_DATAGRAMS)
+    }
+
     /// Reads up to [`RECV_BATCH`] datagrams without blocking, handing each to `f`;
     /// returns how many arrived.
     fn recv(&mut self, mut f: impl FnMut(SocketAddr, BytesMut)) -> usize {
+        let slot = if self.state.gro_segments() > 1 {
+            RECV_SLOT_GRO
+        } else {
+            RECV_SLOT
+        };
         let mut n = 0;
         while n < RECV_BATCH {
-            if self.recv.len() < RECV_SLOT {
+            if self.recv.len() < slot {
                 // The datagrams handed out keep the old block alive as long as they need it.
                 self.recv = BytesMut::zeroed(RECV_BLOCK);
             }
-            match self.socket.get_ref().recv_from(&mut self.recv[..RECV_SLOT]) {
-                Ok((len, from)) => {
+            let mut meta = [quinn_udp::RecvMeta::default()];
+            let got = self.state.recv(
+                self.socket.get_ref().into(),
+                &mut [io::IoSliceMut::new(&mut self.recv[..slot])],
+                &mut meta,
+            );
+            match got {
+                Ok(_) => {
+                    let [m] = meta;
+                    let mut data = self.recv.split_to(m.len.min(slot));
+                    // GRO: datagrams of `stride` bytes one after another, the last shorter.
+                    let stride = m.stride.max(1);
+                    while data.len() > stride {
+                        n += 1;
+                        f(m.addr, data.split_to(stride));
+                    }
                     n += 1;
-                    f(from, self.recv.split_to(len));
+                    f(m.addr, data);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -161,9 +188,11 @@ impl UdpIo {
         n
     }
 
-    /// Sends what `poll` hands out, the waiting transmit first; at most [`TX_PER_WAKE`].
+    /// Sends what `poll` hands out, the waiting transmit first; at most [`TX_PER_WAKE`]
+    /// datagrams.
     fn flush(&mut self, mut poll: impl FnMut(&mut Vec<u8>) -> Option<Transmit>) -> Flush {
-        for _ in 0..TX_PER_WAKE {
+        let mut sent = 0;
+        while sent < TX_PER_WAKE {
             let t = match self.pending.take() {
                 Some(t) => t,
                 None => match poll(&mut self.tx) {
@@ -171,19 +200,26 @@ impl UdpIo {
                     None => return Flush::Done,
                 },
             };
-            let bytes = self.tx.get(..t.size).unwrap_or(&[]);
-            match self.socket.get_ref().send_to(bytes, t.destination) {
-                Ok(_) => {}
+            let transmit = quinn_udp::Transmit {
+                destination: t.destination,
+                ecn: None,
+                contents: self.tx.get(..t.size).unwrap_or(&[]),
+                segment_size: t.segment_size.filter(|_| t.datagrams() > 1),
+                src_ip: None,
+            };
+            // Errors other than WouldBlock (e.g. ECONNREFUSED from an earlier send on
+            // loopback) are absorbed: the datagrams are lost and QUIC retransmits.
+            match self.state.send(self.socket.get_ref().into(), &transmit) {
+                Ok(()) => sent += t.datagrams(),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.stats.would_block += 1;
                     self.pending = Some(t);
                     return Flush::Blocked;
                 }
                 Err(e) => {
-                    // E.g. ECONNREFUSED from an earlier send on loopback: the datagram is
-                    // lost, QUIC retransmits.
                     self.stats.send_errors += 1;
                     log::debug!("quic: send to {} failed: {e}", t.destination);
+                    sent += t.datagrams();
                 }
             }
         }
@@ -204,6 +240,8 @@ pub async fn run_machine<M: Machine>(
     commands: smol::channel::Receiver<M::Command>,
 ) -> io::Result<()> {
     let mut timer = Timer::never();
+    let mut max_datagrams = io.max_datagrams();
+    m.set_max_datagrams(max_datagrams);
     loop {
         let now = crate::clock::now();
         let received = io.recv(|from, data| m.handle_datagram(now, from, data));
@@ -219,6 +257,10 @@ pub async fn run_machine<M: Machine>(
         m.handle_wake(now);
         let flush = io.flush(|buf| m.poll_transmit(now, buf));
         m.io_stats(&io.stats);
+        if io.max_datagrams() != max_datagrams {
+            max_datagrams = io.max_datagrams();
+            m.set_max_datagrams(max_datagrams);
+        }
         let busy = received == RECV_BATCH || n == COMMAND_BATCH;
         if matches!(flush, Flush::Capped) || (busy && !matches!(flush, Flush::Blocked)) {
             // More work is waiting: let the executor's other tasks run, then go on.
@@ -377,6 +419,10 @@ impl<H: Handler> Machine for WithHandler<'_, H> {
 
     fn io_stats(&mut self, stats: &IoStats) {
         self.quic.io_stats = *stats;
+    }
+
+    fn set_max_datagrams(&mut self, n: usize) {
+        self.quic.transport.set_max_datagrams(n);
     }
 }
 

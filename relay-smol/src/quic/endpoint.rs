@@ -137,13 +137,27 @@ impl std::fmt::Display for DialError {
 
 impl std::error::Error for DialError {}
 
-/// One datagram to send: its bytes are the first `size` bytes of the caller's buffer.
+/// Datagrams to send: their bytes are the first `size` bytes of the caller's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
     /// Where to.
     pub destination: SocketAddr,
     /// Bytes written to the buffer.
     pub size: usize,
+    /// `Some(s)`: the buffer holds several datagrams of `s` bytes each (the last may be
+    /// shorter), to be sent with one segmentation-offload call (GSO). Only when
+    /// [`QuicEndpoint::set_max_datagrams`] allowed more than one.
+    pub segment_size: Option<usize>,
+}
+
+impl Transmit {
+    /// How many datagrams it holds.
+    pub fn datagrams(&self) -> usize {
+        match self.segment_size {
+            Some(s) if s > 0 => self.size.div_ceil(s),
+            _ => 1,
+        }
+    }
 }
 
 /// Counters of the endpoint, all monotonic.
@@ -192,6 +206,7 @@ pub struct QuicEndpoint {
     service: VecDeque<ConnectionHandle>,
     tx: VecDeque<ConnectionHandle>,
     tx_burst: usize,
+    max_datagrams: usize,
     stats: EndpointStats,
     local: SocketAddr,
 }
@@ -232,6 +247,7 @@ impl QuicEndpoint {
             service: VecDeque::new(),
             tx: VecDeque::new(),
             tx_burst: 0,
+            max_datagrams: 1,
             stats: EndpointStats::default(),
             local,
         }
@@ -588,15 +604,27 @@ impl QuicEndpoint {
         }
     }
 
-    /// The next datagram to send, written into `buf` (cleared first; its capacity is
-    /// reused). Endpoint answers first, then connections in turn, at most a burst of
+    /// Lets [`QuicEndpoint::poll_transmit`] hand out up to `n` datagrams of one connection
+    /// in one [`Transmit`] (the socket's segmentation offload, GSO, sends them with one
+    /// call). 1 (the default) gives one datagram per transmit.
+    pub fn set_max_datagrams(&mut self, n: usize) {
+        self.max_datagrams = n.max(1);
+    }
+
+    /// The next datagram (or, see [`QuicEndpoint::set_max_datagrams`], datagrams of one
+    /// size to one destination) to send, written into `buf` (cleared first; its capacity
+    /// is reused). Endpoint answers first, then connections in turn, at most a burst of
     /// transmits from one connection before the next gets its turn.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         buf.clear();
         if let Some((to, bytes)) = self.responses.pop_front() {
             buf.extend_from_slice(&bytes);
             self.spare.push(bytes);
-            return Some(self.sent(to, buf.len()));
+            return Some(self.sent(Transmit {
+                destination: to,
+                size: buf.len(),
+                segment_size: None,
+            }));
         }
         while let Some(&h) = self.tx.front() {
             let Some(Some(s)) = self.slots.get_mut(h.0) else {
@@ -604,7 +632,7 @@ impl QuicEndpoint {
                 self.tx_burst = 0;
                 continue;
             };
-            match s.conn.poll_transmit(now, 1, buf) {
+            match s.conn.poll_transmit(now, self.max_datagrams, buf) {
                 Some(t) => {
                     self.tx_burst += 1;
                     if self.tx_burst >= TX_BURST {
@@ -616,7 +644,11 @@ impl QuicEndpoint {
                         s.queued_service = true;
                         self.service.push_back(h);
                     }
-                    return Some(self.sent(t.destination, t.size));
+                    return Some(self.sent(Transmit {
+                        destination: t.destination,
+                        size: t.size,
+                        segment_size: t.segment_size,
+                    }));
                 }
                 None => {
                     s.queued_tx = false;
@@ -628,9 +660,9 @@ impl QuicEndpoint {
         None
     }
 
-    fn sent(&mut self, destination: SocketAddr, size: usize) -> Transmit {
-        self.stats.datagrams_out += 1;
-        self.stats.bytes_out += size as u64;
-        Transmit { destination, size }
+    fn sent(&mut self, t: Transmit) -> Transmit {
+        self.stats.datagrams_out += t.datagrams() as u64;
+        self.stats.bytes_out += t.size as u64;
+        t
     }
 }

@@ -71,6 +71,8 @@ pub struct Net {
     pub sent: u64,
     /// Datagrams the filter dropped.
     pub dropped: u64,
+    /// Transmits that carried more than one datagram (segmentation offload).
+    pub segmented: u64,
     /// Datagrams to an address nobody owns.
     pub undeliverable: u64,
 }
@@ -91,6 +93,7 @@ impl Net {
             buf: Vec::new(),
             sent: 0,
             dropped: 0,
+            segmented: 0,
             undeliverable: 0,
         }
     }
@@ -144,21 +147,26 @@ impl Net {
         for h in &mut self.hosts {
             h.wake(now);
             while let Some((from, t)) = h.poll_transmit(now, &mut self.buf) {
-                let p = Packet {
-                    from,
-                    to: t.destination,
-                    bytes: self.buf[..t.size].to_vec(),
-                };
-                self.sent += 1;
-                if let Some(f) = &mut self.filter
-                    && !f(&p)
-                {
-                    self.dropped += 1;
-                    continue;
+                // A GSO transmit is several datagrams, as the kernel would cut them.
+                let seg = t.segment_size.unwrap_or(t.size).max(1);
+                self.segmented += u64::from(t.datagrams() > 1);
+                for bytes in self.buf[..t.size].chunks(seg) {
+                    let p = Packet {
+                        from,
+                        to: t.destination,
+                        bytes: bytes.to_vec(),
+                    };
+                    self.sent += 1;
+                    if let Some(f) = &mut self.filter
+                        && !f(&p)
+                    {
+                        self.dropped += 1;
+                        continue;
+                    }
+                    self.seq += 1;
+                    self.wire.push(Reverse((now + self.delay, self.seq)));
+                    self.in_flight.insert(self.seq, p);
                 }
-                self.seq += 1;
-                self.wire.push(Reverse((now + self.delay, self.seq)));
-                self.in_flight.insert(self.seq, p);
             }
         }
         let next_wire = self.wire.peek().map(|Reverse((t, _))| *t);
@@ -551,6 +559,7 @@ impl Host for Attacker {
                     Transmit {
                         destination: t.destination,
                         size: t.size,
+                        segment_size: None,
                     },
                 ));
             }

@@ -500,6 +500,44 @@ fn queued_messages_go_out_in_batches() {
     assert_eq!(net.mesh(1).messages().len(), 500, "no duplicates");
 }
 
+/// With segmentation offload allowed, a burst leaves in transmits of several datagrams
+/// (one send call each), and every message still arrives once, also when one datagram of
+/// a transmit is lost.
+#[test]
+fn bursts_go_out_in_gso_transmits_and_survive_loss() {
+    let pki = Pki::new();
+    let (mut net, h) = pair(&pki);
+    net.mesh(0).t.set_max_datagrams(10);
+    net.mesh(1).t.set_max_datagrams(10);
+    let b = addr(B);
+    let mut big = 0;
+    net.set_filter(Some(Box::new(move |p| {
+        // Drop the 3rd full-size datagram towards b (inside a GSO transmit).
+        if p.to == b && p.bytes.len() > 1000 {
+            big += 1;
+            return big != 3;
+        }
+        true
+    })));
+    let before = net.segmented;
+    for i in 0..500 {
+        net.mesh(0).t.send_message(h, msg(i)).expect("send");
+    }
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.mesh(1).messages().len()
+            == 500)
+    );
+    assert_eq!(ids(&net.mesh(1).messages()), (0..500).collect::<Vec<_>>());
+    assert!(
+        net.segmented > before,
+        "no transmit carried several datagrams"
+    );
+    assert_eq!(net.dropped, 1);
+    let s = net.mesh(0).t.stats();
+    // Datagrams, not transmits, are counted: on average at most one packet's size.
+    assert!(s.udp_tx_bytes <= s.udp_tx * 1452, "{s:?}");
+}
+
 /// A lost packet delays only the messages it carried: the rest of the burst arrives one
 /// delay later, the lost batch after the retransmission.
 #[test]

@@ -568,6 +568,12 @@ impl MeshTransport {
         self.signal.0.store(on, Ordering::Relaxed);
     }
 
+    /// Up to `n` datagrams of one link per [`Transmit`] (see
+    /// [`QuicEndpoint::set_max_datagrams`]; the socket loop sets what its socket's GSO takes).
+    pub fn set_max_datagrams(&mut self, n: usize) {
+        self.ep.set_max_datagrams(n);
+    }
+
     /// The endpoint underneath (connection state, admission counters).
     pub fn endpoint(&self) -> &QuicEndpoint {
         &self.ep

@@ -93,6 +93,33 @@ pub trait RestHandler {
     fn handle(&self, req: &HttpRequest, now: SystemTime) -> Option<HttpResponse>;
 }
 
+/// Paths on the edge port that reveal the relay's counters: served only to requests its
+/// [`AdminGate`] admits (an admin-token holder), like the admin pages. `/ping` stays public.
+pub const ADMIN_ONLY_PATHS: &[&str] = &["/stats", "/v1/ticket-stats", "/v1/wt-stats"];
+
+/// Decides whether a request on the public edge port may see an [`ADMIN_ONLY_PATHS`] page.
+pub trait AdminGate {
+    /// `Ok` to serve it, or the response that refuses it (404 when not exposed, 401 with
+    /// `WWW-Authenticate` when a credential is needed).
+    fn admit(&self, req: &HttpRequest) -> Result<(), HttpResponse>;
+}
+
+/// The gate without an admin credential configured: the pages do not exist on this port.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoAdmin;
+
+impl AdminGate for NoAdmin {
+    fn admit(&self, req: &HttpRequest) -> Result<(), HttpResponse> {
+        Err(HttpResponse::text(
+            404,
+            format!(
+                "no such path: {} (the relay's counters are on the admin listener's /metrics, and here to holders of the admin token: --admin-token-file)",
+                req.path
+            ),
+        ))
+    }
+}
+
 /// Routes a request: built-ins first, then the handlers, then 404.
 /// `stats` renders the `GET /stats` document (the edge's counters).
 pub fn route(

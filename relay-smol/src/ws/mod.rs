@@ -28,7 +28,7 @@ use crate::auth::{Authorizer, HandshakeRequest};
 use crate::broker::{Broker, ConnId};
 use crate::clock;
 use crate::config::Config;
-use crate::rest::{self, HttpRequest, HttpResponse, RestHandler};
+use crate::rest::{self, AdminGate, HttpRequest, HttpResponse, NoAdmin, RestHandler};
 use crate::tls::{self, TlsStream};
 use admission::{Admission, AdmissionLimits, Pending, PendingRefused};
 use conn::Shared;
@@ -53,6 +53,7 @@ pub struct Relay {
     auth: Rc<dyn Authorizer>,
     tls: Option<Arc<rustls::ServerConfig>>,
     rest: Vec<Rc<dyn RestHandler>>,
+    admin: Rc<dyn AdminGate>,
 }
 
 struct Ctx {
@@ -61,6 +62,7 @@ struct Ctx {
     auth: Rc<dyn Authorizer>,
     tls: Option<Arc<rustls::ServerConfig>>,
     rest: Vec<Rc<dyn RestHandler>>,
+    admin: Rc<dyn AdminGate>,
 }
 
 impl Relay {
@@ -96,6 +98,7 @@ impl Relay {
             auth,
             tls,
             rest: Vec::new(),
+            admin: Rc::new(NoAdmin),
         })
     }
 
@@ -125,6 +128,12 @@ impl Relay {
         self.auth.clone()
     }
 
+    /// Sets who may see the edge's admin-only pages (`/stats`, …; `rest::ADMIN_ONLY_PATHS`)
+    /// on this port; by default nobody ([`NoAdmin`]).
+    pub fn set_admin_gate(&mut self, gate: Rc<dyn AdminGate>) {
+        self.admin = gate;
+    }
+
     /// Adds a REST handler (e.g. the token endpoints).
     pub fn add_rest_handler(&mut self, handler: Rc<dyn RestHandler>) {
         self.rest.push(handler);
@@ -144,6 +153,7 @@ impl Relay {
             auth,
             tls,
             rest,
+            admin,
             ..
         } = self;
         let limits = shared.limits.clone();
@@ -153,6 +163,7 @@ impl Relay {
             auth,
             tls,
             rest,
+            admin,
         });
         let broker = shared.broker.clone();
 
@@ -308,10 +319,15 @@ async fn handshake(
         let (io, id) = upgrade(io, req, ctx.clone()).await?;
         Some((io, id, rest))
     } else {
-        let resp = {
+        let resp = if rest::ADMIN_ONLY_PATHS.contains(&req.path.as_str()) {
+            ctx.admin.admit(&req).err()
+        } else {
+            None
+        };
+        let resp = resp.unwrap_or_else(|| {
             let doc = || stats::stats_json(&ctx.shared.broker.borrow(), &ctx.admission.borrow());
             rest::route(&req, &ctx.rest, &doc, clock::wall_now())
-        };
+        });
         respond_to(&mut io, &resp, req.method == "HEAD").await;
         None
     }

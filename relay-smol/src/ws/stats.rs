@@ -1,7 +1,44 @@
-//! The edge's counters as one JSON document (`GET /stats`).
+//! The edge's counters: as one JSON document (`GET /stats`, for admin-token holders) and
+//! mirrored into the relay's metrics (`/metrics`).
 
 use crate::broker::Broker;
+use crate::metrics::{EdgeLimit, RelayMetrics};
 use crate::ws::admission::Admission;
+
+/// Mirrors the edge's limit counters and gauges into `m` (called about once a second by the
+/// admin refresher). Returns the handshakes refused for capacity at the edge (connection cap
+/// and handshake caps), which the caller counts as `handshake_refusals{over_capacity}`.
+pub fn mirror_into(m: &RelayMetrics, broker: &Broker, admission: &Admission) -> u64 {
+    let s = broker.stats();
+    let a = admission.stats();
+    let hits = &m.edge_limit_hits;
+    for (limit, n) in [
+        (EdgeLimit::ReadStop, s.read_stops),
+        (EdgeLimit::TurnYield, s.turn_yields),
+        (EdgeLimit::CommandRate, s.commands_rate_limited),
+        (EdgeLimit::RefusalUnanswered, s.refusals_unanswered),
+        (EdgeLimit::RateLimitClose, s.rate_limit_closed),
+        (EdgeLimit::PendingFull, a.refused_pending_full),
+        (EdgeLimit::PendingPerSource, a.refused_pending_source),
+        (EdgeLimit::PendingEvicted, a.pending_evicted),
+        (EdgeLimit::TicketFailureBudget, a.refused_ticket_failures),
+        (EdgeLimit::FailureSourceEvicted, a.failure_sources_evicted),
+        (EdgeLimit::DeliverPatternsCapped, s.deliver_patterns_capped),
+        (EdgeLimit::SubsPerConnection, s.refused_subs_per_connection),
+        (EdgeLimit::SubsRelayFull, s.refused_subs_relay_full),
+        (EdgeLimit::PatternTooComplex, s.refused_pattern_too_complex),
+        (EdgeLimit::BadFramesClose, s.bad_frames_closed),
+    ] {
+        hits.mirror(limit, n);
+    }
+    m.edge_held_bytes
+        .set(i64::try_from(broker.queue_bytes_held()).unwrap_or(i64::MAX));
+    m.edge_handshakes_pending
+        .set(i64::try_from(admission.pending()).unwrap_or(i64::MAX));
+    s.refused_over_capacity
+        .saturating_add(a.refused_pending_full)
+        .saturating_add(a.refused_pending_source)
+}
 
 /// The `GET /stats` document: the broker's and the admission tables' counters as one JSON
 /// object (`docs/api.md`).
@@ -23,7 +60,9 @@ pub fn stats_json(broker: &Broker, admission: &Admission) -> String {
             "\"dropped_wt_oversize\":{},",
             "\"intake_pauses\":{},\"intake_paused_us\":{},\"intake_pause_overruns\":{},",
             "\"intake_pauses_mesh\":{},",
-            "\"dropped_relay_behind\":{}}}"
+            "\"dropped_relay_behind\":{},",
+            "\"refused_subs_per_connection\":{},\"refused_subs_relay_full\":{},",
+            "\"refused_pattern_too_complex\":{},\"bad_frames_closed\":{}}}"
         ),
         broker.connection_count(),
         broker.subscription_count(),
@@ -56,5 +95,9 @@ pub fn stats_json(broker: &Broker, admission: &Admission) -> String {
         s.intake_pause_overruns,
         s.intake_pauses_mesh,
         s.dropped_relay_behind,
+        s.refused_subs_per_connection,
+        s.refused_subs_relay_full,
+        s.refused_pattern_too_complex,
+        s.bad_frames_closed,
     )
 }

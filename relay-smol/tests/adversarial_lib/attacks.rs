@@ -113,7 +113,7 @@ pub fn ping_flood(
     for t in threads {
         let _ = t.join();
     }
-    flooders_report(
+    let mut rep = flooders_report(
         if ws_ping {
             "WebSocket Ping flood from non-readers"
         } else {
@@ -121,7 +121,16 @@ pub fn ping_flood(
         },
         conns,
         &tally,
-    )
+    );
+    // The limits that held it are visible to the operator.
+    let limit = |l: &str| format!("fastpubsub_edge_limit_hits_total{{limit=\"{l}\"}}");
+    let rated = relay.metric_at_least(&limit("command_rate"), 1.0);
+    let closed = relay.metric_at_least(&limit("rate_limit_close"), conns as f64);
+    rep.expect(
+        format!("/metrics counts them: command_rate {rated}, rate_limit_close {closed}"),
+        rated >= 1.0 && closed >= conns as f64,
+    );
+    rep
 }
 
 /// `conns` non-reading connections alternating `SUB` and `UNSUB` of one pattern as fast as

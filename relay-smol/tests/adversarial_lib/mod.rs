@@ -20,8 +20,8 @@
 //!   the same build the footprint check uses), starts `run --listen 127.0.0.1:0` with its own
 //!   state directory (tickets on), an admin listener on `127.0.0.1:0`, plus your flags; it
 //!   parses the edge, admin and (with `--mesh-listen`) mesh addresses from stdout.
-//!   [`Relay::ticket`] mints tickets; [`Relay::stats`] reads `/stats` and [`Relay::metrics`]
-//!   `/metrics` on the admin listener; [`Relay::rss_kib`]; [`Relay::kill`] / drop stop it.
+//!   [`Relay::ticket`] mints tickets; [`Relay::metrics`] reads `/metrics` on the admin
+//!   listener (the edge's counters are there too); [`Relay::rss_kib`]; [`Relay::kill`] / drop stop it.
 //! - [`scenario`] runs a healthy [`Control`] client (publishes and subscribes 200 msg/s on
 //!   its own connections, at least 1,000 messages) and an [`RssWatch`] while your attack runs, then checks the relay
 //!   process is alive and returns an [`Outcome`]. [`Outcome::assert_healthy`] asserts the
@@ -282,18 +282,30 @@ impl Relay {
             .to_owned()
     }
 
-    /// `/stats` from the admin listener.
-    pub fn stats(&self) -> serde_json::Value {
-        let (status, body) = http_get(self.admin, "/stats");
-        assert_eq!(status, 200, "/stats: {body}");
-        serde_json::from_str(&body).expect("stats JSON")
-    }
-
     /// `/metrics` from the admin listener.
     pub fn metrics(&self) -> String {
         let (status, body) = http_get(self.admin, "/metrics");
         assert_eq!(status, 200, "/metrics: {body}");
         body
+    }
+
+    /// The value of the `/metrics` sample `series` (e.g.
+    /// `fastpubsub_edge_limit_hits_total{limit="command_rate"}`) once it is at least `min`
+    /// (the relay copies its counters there about once a second), or what it was after
+    /// [`WAIT`].
+    pub fn metric_at_least(&self, series: &str, min: f64) -> f64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let v = self
+                .metrics()
+                .lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or(0.0);
+            if v >= min || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Resident set size now, KiB (0 once the process is gone).
@@ -821,6 +833,15 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The control p99 this scenario must stay under: [`p99_limit`] plus the longest the
+    /// machine kept a thread of this test process from running. On a quiet machine that
+    /// stall is a few ms; on a loaded one (2 shared cores at load 18) a process waits 100+
+    /// ms for a core now and then, and the relay's latency is judged beyond that. A relay
+    /// that burns its own core does not stall this process's threads on the other one.
+    pub fn p99_allowed(&self) -> Duration {
+        p99_limit() + self.stall
+    }
+
     /// Would [`Outcome::assert_healthy`] fail on the control client's p99 alone (everything
     /// else held)? The one check a loaded machine can fail on its own: the suite runs such a
     /// scenario once more.
@@ -831,7 +852,7 @@ impl Outcome {
             && c.sent >= CONTROL_MIN_MESSAGES
             && c.ratio() >= 0.99
             && self.peak_rss_kib <= bound_kib
-            && c.p99 >= p99_limit()
+            && c.p99 >= self.p99_allowed()
     }
 
     /// Prints the outcome, then asserts: control ≥ 99 % with p99 under [`p99_limit`], and
@@ -861,10 +882,11 @@ impl Outcome {
             c.errors
         );
         assert!(
-            c.p99 < p99_limit(),
-            "{}: control p99 {:?} is over {:?}",
+            c.p99 < self.p99_allowed(),
+            "{}: control p99 {:?} is over {:?} ({:?} plus the longest stall of a test thread)",
             self.attack.name,
             c.p99,
+            self.p99_allowed(),
             p99_limit()
         );
         assert!(

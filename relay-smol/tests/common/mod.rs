@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use fastpubsub_core::frame::{DeliverView, Mode, Publish};
 use fastpubsub_relay::auth::{AllowAll, Authorizer};
 use fastpubsub_relay::config::Config;
+use fastpubsub_relay::dashboard::access::AdminAccess;
 use fastpubsub_relay::limits::Limits;
 use fastpubsub_relay::ws::Relay;
 use smol::LocalExecutor;
@@ -24,6 +25,9 @@ use tungstenite::{Message, WebSocket};
 
 /// How long any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The admin token of the test relays: `/stats` is served to its holders only.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// A relay running on its own thread.
 pub struct TestRelay {
@@ -51,11 +55,28 @@ impl TestRelay {
         config: Config,
         auth: impl FnOnce() -> Rc<dyn Authorizer> + Send + 'static,
     ) -> TestRelay {
+        Self::start_inner(config, auth, true)
+    }
+
+    /// Starts a relay without an admin token (its counters are not on the public port).
+    pub fn start_ungated(config: Config) -> TestRelay {
+        Self::start_inner(config, || Rc::new(AllowAll), false)
+    }
+
+    fn start_inner(
+        config: Config,
+        auth: impl FnOnce() -> Rc<dyn Authorizer> + Send + 'static,
+        admin_token: bool,
+    ) -> TestRelay {
         let (addr_tx, addr_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
         let thread = std::thread::spawn(move || {
             let ex = Rc::new(LocalExecutor::new());
-            let relay = Relay::bind(&config, auth()).unwrap();
+            let mut relay = Relay::bind(&config, auth()).unwrap();
+            if admin_token {
+                let access = AdminAccess::with_token(ADMIN_TOKEN, false).unwrap();
+                relay.set_admin_gate(Rc::new(access));
+            }
             addr_tx.send(relay.local_addr()).unwrap();
             let shutdown = async move {
                 let _ = stop_rx.recv().await;
@@ -74,9 +95,9 @@ impl TestRelay {
         format!("ws://{}/ws", self.addr)
     }
 
-    /// GET /stats as JSON.
+    /// GET /stats as JSON (with the admin token).
     pub fn stats(&self) -> serde_json::Value {
-        let (status, body) = http_get(self.addr, "/stats");
+        let (status, body) = http_get_admin(self.addr, "/stats");
         assert_eq!(status, 200);
         serde_json::from_str(&body).unwrap()
     }
@@ -130,6 +151,29 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
     );
     parse_response(&resp)
+}
+
+/// GET `path` with `Authorization: Bearer <ADMIN_TOKEN>`: (status, body).
+pub fn http_get_admin(addr: SocketAddr, path: &str) -> (u16, String) {
+    let resp = http_raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n")
+            .as_bytes(),
+    );
+    parse_response(&resp)
+}
+
+/// A file holding [`ADMIN_TOKEN`], for `run --admin-token-file` (one per test process).
+pub fn admin_token_file() -> std::path::PathBuf {
+    // Written once: tests start relays from parallel threads, and a relay reading the file
+    // while another thread rewrites it could find it empty.
+    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let p = std::env::temp_dir().join(format!("fps-admin-token-{}", std::process::id()));
+        std::fs::write(&p, ADMIN_TOKEN).unwrap();
+        p
+    })
+    .clone()
 }
 
 pub fn parse_response(resp: &str) -> (u16, String) {
@@ -398,6 +442,8 @@ impl RelayProcess {
                 "--admin-listen",
                 "off",
             ])
+            .arg("--admin-token-file")
+            .arg(admin_token_file())
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

@@ -28,6 +28,9 @@ import {
 } from './transport.js';
 import { nearestEdge } from './discovery.js';
 
+/** A pattern suffix the relay reads as WebTransport delivery options (`wt::frame::split_options`). */
+const WT_DELIVERY_OPTIONS = /:D(:[^:]*)?$|.:U:[^:]*:[^:]*$/;
+
 const textDecoder = new TextDecoder();
 const textEncoder = new TextEncoder();
 
@@ -362,6 +365,14 @@ export class Client {
   ): Promise<Subscription> {
     checkTenant(tenant);
     checkPattern(pattern);
+    if ((this.#opts.transport ?? 'websocket') !== 'websocket' && WT_DELIVERY_OPTIONS.test(pattern)) {
+      // Over WebTransport the relay reads this suffix as lines/datagrams, which this client
+      // does not read yet: the deliveries would pile up unread and end as a slow consumer.
+      throw new ValidationError(
+        'invalid_pattern',
+        `pattern ${JSON.stringify(pattern)} ends like WebTransport delivery options (:U:<line>:<kbps> or :D[:<kbps>]); this client receives on the control stream only: drop the suffix`,
+      );
+    }
     this.#throwIfClosed();
     const opts: SubscribeOptions = typeof optionsOrCallback === 'function' ? { onMessage: optionsOrCallback } : optionsOrCallback ?? {};
     const sub = new Subscription(this, tenant, pattern, opts.queueSize ?? this.#opts.queueSize ?? 1024, opts.onMessage);

@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,8 +59,8 @@ after(async () => {
 });
 
 /** Runs `fn` in the page with the package, the relay's addresses and a ticket. */
-function inPage(fn, extra = {}) {
-  const args = { api: relay.apiBase, wsUrl: relay.url, wtUrl, token: relay.devTicket, ...extra };
+function inPage(fn, extra = {}, r = relay, url = wtUrl) {
+  const args = { api: r.apiBase, wsUrl: r.url, wtUrl: url, token: r.devTicket, ...extra };
   return page.evaluate(
     async ({ src, args }) => {
       const sdk = await import('/dist/index.js');
@@ -104,6 +106,11 @@ test('WebTransport in Chromium: both ways with a WebSocket client, one message p
     } catch (e) {
       out.refused = [e instanceof sdk.RelayError, e.code, e.target];
     }
+    try {
+      await c.subscribe('dev', 'public.x:U:1:0');
+    } catch (e) {
+      out.lineOption = [e instanceof sdk.ValidationError, e.code];
+    }
     out.rtt = await c.ping();
     out.stillWt = c.transport;
     await c.close();
@@ -120,6 +127,7 @@ test('WebTransport in Chromium: both ways with a WebSocket client, one message p
   assert.deepEqual(r.big, [65_514, true]);
   assert.deepEqual(r.tooBig, [true, 'payload_too_large']);
   assert.deepEqual(r.refused, [true, 'permission_denied', 'private.#']);
+  assert.deepEqual(r.lineOption, [true, 'invalid_pattern'], 'lines are not read by this client: refused locally');
   assert.ok(r.rtt >= 0);
   assert.equal(r.stillWt, 'webtransport', 'the session survived the refused commands');
 });
@@ -145,4 +153,66 @@ test('WebTransport in Chromium: a bogus ticket is a HandshakeError; auto falls b
   assert.deepEqual(r.bogus, [true, 'handshake_refused']);
   assert.equal(r.auto, 'websocket');
   assert.equal(r.autoWt, 'webtransport');
+});
+
+/** A UDP port that was free a moment ago (the relay binds it next). */
+async function freeUdpPort() {
+  const sock = createSocket('udp4');
+  await new Promise((r) => sock.bind(0, '127.0.0.1', r));
+  const { port } = sock.address();
+  await new Promise((r) => sock.close(r));
+  return port;
+}
+
+test('WebTransport in Chromium: after a relay restart the client reconnects over WebTransport with its subscriptions', async () => {
+  // A certificate from files and a fixed UDP port, so the restarted relay has the same
+  // address and hash (a generated certificate would be new, and the browser pins the hash).
+  const dir = mkdtempSync(join(tmpdir(), 'fps-wt-cert-'));
+  const [cert, key] = [join(dir, 'wt.pem'), join(dir, 'wt.key')];
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '10',
+    '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  const port = await freeUdpPort();
+  const r = await Relay.start({ args: ['--wt-listen', `127.0.0.1:${port}`, '--wt-cert', cert, '--wt-key', key] });
+  const url = `https://127.0.0.1:${port}/`;
+  try {
+    await r.waitOutput((l) => l.includes('webtransport on https://'), 30_000, 'webtransport line');
+    const first = await inPage(
+      async (sdk, wt) => {
+        const c = await wt({ reconnect: { initialDelayMs: 100, maxDelayMs: 1_000 } });
+        window.reconnected = new Promise((res) => c.on('reconnected', res));
+        window.client = c;
+        window.sub = await c.subscribe('dev', 'public.re.#');
+        return c.transport;
+      },
+      {},
+      r,
+      url,
+    );
+    assert.equal(first, 'webtransport');
+    await r.terminate(); // RECONNECT, then the relay exits
+    await r.restart();
+    await r.waitOutput((l) => l.includes('webtransport on https://'), 30_000, 'webtransport line after restart');
+    const after = await inPage(
+      async (sdk, wt, args) => {
+        const how = await Promise.race([window.reconnected, new Promise((_, rej) => setTimeout(() => rej(new Error('no reconnect within 30 s')), 30_000))]);
+        const ws = await sdk.connect({ url: args.wsUrl, token: args.token });
+        await ws.publish('dev', 'public.re.x', 'after the restart');
+        const m = await window.sub.next();
+        await ws.close();
+        const out = { how, text: m.text(), transport: window.client.transport, reconnects: window.client.stats.reconnects };
+        await window.client.close();
+        return out;
+      },
+      {},
+      r,
+      url,
+    );
+    assert.equal(after.how.transport, 'webtransport');
+    assert.equal(after.transport, 'webtransport');
+    assert.equal(after.text, 'after the restart');
+    assert.ok(after.reconnects >= 1, `reconnects ${after.reconnects}`);
+  } finally {
+    await r.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

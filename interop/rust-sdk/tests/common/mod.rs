@@ -32,6 +32,9 @@ pub struct Relay {
     pub banner: Vec<String>,
 }
 
+/// The admin token the relays run with (`/stats` is for its holders).
+pub const ADMIN_TOKEN: &str = "interop-admin-token-0123";
+
 fn addr_in(line: &str) -> Option<SocketAddr> {
     line.split("://")
         .nth(1)
@@ -44,9 +47,20 @@ impl Relay {
     /// …); returns once it printed its addresses (and, with tickets on, its dev ticket).
     pub fn start(args: &[&str]) -> Relay {
         let bin = relay_bin();
+        // `/stats` is served to admin-token holders only.
+        // Written once: tests start relays from parallel threads, and a relay reading the
+        // file while another thread rewrites it could find it empty.
+        static TOKEN_FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+        let token_file = TOKEN_FILE.get_or_init(|| {
+            let p = std::env::temp_dir().join(format!("fps-interop-admin-{}", std::process::id()));
+            std::fs::write(&p, ADMIN_TOKEN).unwrap();
+            p
+        });
         let mut child = Command::new(&bin)
             .arg("run")
             .args(["--admin-listen", "off"])
+            .arg("--admin-token-file")
+            .arg(&token_file)
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -115,12 +129,16 @@ impl Relay {
             .to_string()
     }
 
-    /// `GET path` on the HTTP port: (status, body).
+    /// `GET path` on the HTTP port (with the admin token): (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(self.ws).unwrap();
         s.set_read_timeout(Some(WAIT)).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
         let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);

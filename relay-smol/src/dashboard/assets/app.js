@@ -312,7 +312,9 @@
       const r = await fetch("/metrics", { cache: "no-store" });
       if (!r.ok) return;
       const v = {};
-      for (const line of (await r.text()).split("\n")) {
+      const text = await r.text();
+      edgeLimits(text, set);
+      for (const line of text.split("\n")) {
         const m = /^fastpubsub_mesh_(links_backed_up|links_slow|messages_dropped_slow_link_total|backpressure_episodes_total|backpressure_seconds_total) (\S+)$/.exec(line);
         if (m) v[m[1]] = Number(m[2]);
       }
@@ -322,6 +324,29 @@
     } catch (e) {
       // The mesh picture matters more; the next poll tries again.
     }
+  }
+
+  // This relay's edge limits (read stops, rate limits, handshake caps, ...), from its /metrics:
+  // how often each bounded policy applied, and what the edge holds now.
+  function edgeLimits(text, set) {
+    const hits = {};
+    let held = null;
+    let pending = null;
+    for (const line of text.split("\n")) {
+      let m = /^fastpubsub_edge_limit_hits_total\{limit="([a-z_]+)"\} (\S+)$/.exec(line);
+      if (m) {
+        hits[m[1]] = Number(m[2]);
+        continue;
+      }
+      m = /^fastpubsub_edge_(held_bytes|handshakes_pending) (\S+)$/.exec(line);
+      if (m && m[1] === "held_bytes") held = Number(m[2]);
+      else if (m) pending = Number(m[2]);
+    }
+    if (held === null) return;
+    const hit = Object.entries(hits).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+    set("edge-limits", num(hit.reduce((a, [, n]) => a + n, 0)));
+    const list = hit.length ? hit.map(([k, n]) => `${k.replace(/_/g, " ")} ${num(n)}`).join(" · ") : "none hit";
+    set("edge-limits-detail", `${list}; ${num(held / 1024)} KiB held, ${num(pending)} handshakes pending`);
   }
 
   async function poll() {
