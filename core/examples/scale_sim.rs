@@ -17,6 +17,8 @@
 //!   --policy KIND      demand (demand + light links), plain (neither) or both (demand)
 //!   --seconds S        simulated time of link choices (3600; 1800 from 300 relays)
 //!   --seed N           seed of the synthetic matrix and the traffic (1)
+//!   --noise-ppm N      RTT noise on every measurement while routing at rest, ± parts
+//!                      per million (20000 = ±2 %)
 //! ```
 //!
 //! Prints one table row per run and, for each, the line
@@ -43,9 +45,10 @@ struct Args {
     policies: Vec<String>,
     seconds: Option<u64>,
     seed: u64,
+    noise_ppm: u32,
 }
 
-const USAGE: &str = "usage: scale_sim [--matrix FILE] [--locations FILE] [--per-city N] [--limit L[,L...]] [--traffic uniform|skewed|both] [--policy demand|plain|both] [--seconds S] [--seed N]";
+const USAGE: &str = "usage: scale_sim [--matrix FILE] [--locations FILE] [--per-city N] [--limit L[,L...]] [--traffic uniform|skewed|both] [--policy demand|plain|both] [--seconds S] [--seed N] [--noise-ppm N]";
 
 fn parse() -> Result<Args, String> {
     let mut a = Args {
@@ -57,6 +60,7 @@ fn parse() -> Result<Args, String> {
         policies: vec!["demand".into()],
         seconds: None,
         seed: 1,
+        noise_ppm: 20_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -94,6 +98,10 @@ fn parse() -> Result<Args, String> {
             }
             "--seconds" => a.seconds = Some(num(value()?)?),
             "--seed" => a.seed = num(value()?)?,
+            "--noise-ppm" => {
+                a.noise_ppm = u32::try_from(num(value()?)?)
+                    .map_err(|e| format!("--noise-ppm: {e}\n{USAGE}"))?
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -173,7 +181,11 @@ fn main() {
                         links.tail_changes, links.tail_closes_by_role, links.tail_kind_changes
                     );
                 }
-                let r = evaluate(&label, &m, &traffic, &links, EvalConfig::full());
+                let ec = EvalConfig {
+                    noise_ppm: args.noise_ppm,
+                    ..EvalConfig::full()
+                };
+                let r = evaluate(&label, &m, &traffic, &links, ec);
                 println!("{}", r.row());
                 lines.push(format!(
                     "{label}: {} (longest traffic path {} hops; dead relay {}; wall {:.0} s + {:.0} s)",

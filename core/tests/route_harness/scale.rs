@@ -740,7 +740,7 @@ pub struct ScaleReport {
     /// Routed links per relay (mean, max), connections (routed + light) per relay.
     pub routed_degree: (f64, usize),
     pub conn_degree: (f64, usize),
-    /// Routing bytes per link and direction per second at rest (±2 % RTT noise).
+    /// Routing bytes per link and direction per second at rest (with `EvalConfig::noise_ppm` RTT noise).
     pub control_bps: f64,
     /// Cold start: traffic pairs within max(1 ms, 1 %) of the optimum over the links.
     pub cold_start: Convergence,
@@ -871,10 +871,13 @@ fn converge_pairs(sim: &mut Sim, pairs: &[(usize, usize)], limit_us: u64) -> Con
 #[derive(Clone, Copy, Debug)]
 pub struct EvalConfig {
     pub route: RouteConfig,
-    /// Seconds of routing at rest (±2 % RTT noise) to count control bytes; 0 skips it.
+    /// Seconds of routing at rest (with `noise_ppm` RTT noise) to count control bytes; 0
+    /// skips it.
     pub at_rest_s: u64,
     /// Kill the relay on most traffic paths and time the routes' recovery.
     pub kill_busiest: bool,
+    /// RTT noise on every measurement at rest, parts per million (±).
+    pub noise_ppm: u32,
 }
 
 impl EvalConfig {
@@ -884,6 +887,7 @@ impl EvalConfig {
             route: RouteConfig::default(),
             at_rest_s: 60,
             kill_busiest: true,
+            noise_ppm: 20_000,
         }
     }
 
@@ -917,10 +921,10 @@ pub fn evaluate(
         .collect();
     sim.add_links(&all);
     let cold_start = converge_pairs(&mut sim, &traffic.pairs, 120_000_000);
-    // At rest, with ±2 % noise on every measurement: the routing bytes on the links.
+    // At rest, with `noise_ppm` noise on every measurement: the routing bytes on the links.
     let mut control_bps = 0.0;
     if ec.at_rest_s > 0 {
-        sim.noise_ppm = 20_000;
+        sim.noise_ppm = ec.noise_ppm;
         sim.run_until(sim.now + 20_000_000);
         let bytes0 = sim.bytes_sent;
         sim.run_until(sim.now + ec.at_rest_s * 1_000_000);
