@@ -22,8 +22,8 @@ mod mesh_common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fastpubsub_core::mesh::DeliveryMode;
-use fastpubsub_relay::mesh::node::MeshCommand;
+use fastpubsub_core::frame::Mode;
+use fastpubsub_relay::app::mesh::MeshCommand;
 use fastpubsub_relay::quic::certs::generate_ca;
 use mesh_common::{Node, line3, recv_timeout, start_node};
 
@@ -71,7 +71,7 @@ fn publish(n: &Node, i: u32) {
         tenant: "bench".into(),
         channel: "c".into(),
         payload: Bytes::from([i.to_be_bytes().as_slice(), &[0u8; 96]].concat()),
-        mode: DeliveryMode::Broadcast,
+        mode: Mode::Broadcast,
         local_match: false,
     });
 }

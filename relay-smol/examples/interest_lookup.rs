@@ -38,7 +38,7 @@ fn main() {
         for other in 0..4 {
             entries.extend((0..patterns / 10).map(|i| (format!("t{other}"), format!("x.{i}.#"))));
         }
-        t.apply_snapshot(build, &format!("r{r}"), 1, 1, 0, true, entries.into_iter());
+        t.handle_snapshot(0, &format!("r{r}"), 1, 1, 0, true, entries.into_iter());
     }
     println!(
         "{relays} relays × {patterns} patterns (+ {} in other tenants each): {} pairs indexed in {:.2} s",

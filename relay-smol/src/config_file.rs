@@ -180,20 +180,20 @@ pub const KEYS: &[KeySpec] = &[
         "mesh",
         "max_neighbours",
         1,
-        crate::mesh::node::MAX_NEIGHBOURS_LIMIT as u64,
+        crate::mesh::limits::MAX_NEIGHBOURS_LIMIT as u64,
     ),
     int(
         "mesh",
         "probe_interval_ms",
-        crate::mesh::probe::MIN_INTERVAL_MS,
-        crate::mesh::probe::MAX_INTERVAL_MS,
+        crate::mesh::limits::MIN_PROBE_INTERVAL_MS,
+        crate::mesh::limits::MAX_PROBE_INTERVAL_MS,
     ),
     // Receivers mark a relay stale after 15 s without an announcement (dashboard::view).
     int(
         "mesh",
         "announce_interval_ms",
-        crate::mesh::announce::MIN_CONFIG_INTERVAL_MS,
-        crate::mesh::announce::MAX_CONFIG_INTERVAL_MS,
+        crate::mesh::limits::MIN_ANNOUNCE_INTERVAL_MS,
+        crate::mesh::limits::MAX_ANNOUNCE_INTERVAL_MS,
     ),
 ];
 
@@ -429,7 +429,7 @@ fn check(spec: &KeySpec, v: &Value) -> Result<Checked, String> {
             Ok(n) if (min..=max).contains(&n) => Ok(Checked::Int(n)),
             _ if spec.key == "probe_interval_ms" => Err(format!(
                 "expected a whole number from {min} to {max}, found {n}: {}",
-                crate::mesh::probe::INTERVAL_WHY
+                crate::mesh::limits::PROBE_INTERVAL_WHY
             )),
             _ => Err(format!(
                 "expected a whole number from {min} to {max}, found {n}"

@@ -10,7 +10,11 @@
 //! - [`cli`]: the command line (`run`, `pub`, `sub`).
 //! - [`clock`], [`limits`], [`config`], [`tls`]: time, capacities, configuration, TLS.
 //! - [`dashboard`], [`metrics`]: `/dashboard`, `/v1/mesh`, admin access, `/metrics`.
+//! - [`app`]: the wiring of all of the above for `run`.
+//! - [`sim`]: the mesh in virtual time (N real mesh nodes over modelled links), for tests
+//!   and the `mesh_sim` example.
 
+pub mod app;
 pub mod auth;
 pub mod broker;
 pub mod cli;
@@ -23,6 +27,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod quic;
 pub mod rest;
+pub mod sim;
 pub mod tickets;
 pub mod tls;
 pub mod ws;

@@ -12,10 +12,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use fastpubsub_core::mesh::GeoPos;
+use fastpubsub_relay::app::admin::{AdminHandle, install, options_from_cli, unix_ms};
+use fastpubsub_relay::app::hooks::MeshFeed;
 use fastpubsub_relay::auth::AllowAll;
 use fastpubsub_relay::config::Config;
-use fastpubsub_relay::dashboard::announce::MeshFeed;
-use fastpubsub_relay::dashboard::edge::{AdminHandle, install, options_from_cli, unix_ms};
 use fastpubsub_relay::mesh::announce::AnnounceConfig;
 use fastpubsub_relay::mesh::config::Seed;
 use fastpubsub_relay::quic::certs::{CaPem, generate_ca};
@@ -40,8 +40,8 @@ fn start(name: &str, ca: &CaPem, seeds: Vec<Seed>, feed: Option<AdminHandle>) ->
             lon_udeg: 20_000_000,
         });
         // A line: relays learned by gossip are not dialled during the test.
-        cfg.discover_delay = Duration::from_secs(600);
-        cfg.announce = AnnounceConfig::with_interval(Duration::from_millis(300));
+        cfg.discover_delay_us = 600_000_000;
+        cfg.announce = AnnounceConfig::with_interval_ms(300);
     };
     start_node_with(name, ca, seeds, tweak, move |node| {
         if let Some(h) = feed {

@@ -19,12 +19,14 @@ use std::time::Duration;
 
 use fastpubsub_core::mesh::{self, Announce, MAX_ANNOUNCE_BODY, Message};
 use fastpubsub_core::route::RelayId;
-use fastpubsub_relay::dashboard::announce::{Announcement, INTERVAL, MIN_INTERVAL};
+use fastpubsub_relay::dashboard::announce::Announcement;
 use fastpubsub_relay::dashboard::view::{
     LinkSummary, MeshState, RelayCounters, RelaySummary, RouteSummary,
 };
-use fastpubsub_relay::mesh::announce::{
-    AnnounceConfig, AnnounceTable, MAX_ORIGINS, RATE_BURST, Verdict,
+use fastpubsub_relay::mesh::announce::{AnnounceConfig, AnnounceTable, Verdict};
+use fastpubsub_relay::mesh::limits::{
+    ANNOUNCE_INTERVAL_US, ANNOUNCE_MIN_INTERVAL_US, ANNOUNCE_ORIGINS as MAX_ORIGINS,
+    ANNOUNCE_RATE_BURST as RATE_BURST,
 };
 
 const R: usize = 100;
@@ -42,9 +44,11 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-    /// The node's jitter: 0.75..1.25 of `d`.
-    fn jittered(&mut self, d: Duration) -> Duration {
-        d.mul_f64(0.75 + (self.below(1000) as f64) / 2000.0)
+    /// The node's jitter: 0.75..1.25 of `d` µs.
+    fn jittered(&mut self, d: u64) -> u64 {
+        Duration::from_micros(d)
+            .mul_f64(0.75 + (self.below(1000) as f64) / 2000.0)
+            .as_micros() as u64
     }
 }
 
@@ -175,7 +179,7 @@ impl Sim {
         }
         let cfg = AnnounceConfig::default();
         let tables = (0..R)
-            .map(|i| AnnounceTable::new(&name(i), cfg, 1, rng.below(INTERVAL.as_micros() as u64)))
+            .map(|i| AnnounceTable::new(&name(i), cfg, 1, rng.below(ANNOUNCE_INTERVAL_US)))
             .collect();
         let bodies: Vec<Vec<u8>> = (0..R).map(|i| body(i, &adj, u32::MAX)).collect();
         let frames = (0..R)
@@ -224,9 +228,9 @@ impl Sim {
 
     fn flood_own(&mut self, now: u64, i: usize) {
         let seq = self.tables[i].next_seq();
-        let next = self.rng.jittered(self.cfg.interval);
+        let next = self.rng.jittered(self.cfg.interval_us);
         let body = self.bodies[i].clone();
-        self.tables[i].record_own(seq, &body, now, next);
+        self.tables[i].handle_sent_own(seq, &body, now, next);
         for p in self.adj[i].clone() {
             self.send(now, i, p, i, seq);
         }
@@ -245,10 +249,13 @@ impl Sim {
                         self.push(at + 50_000, Ev::Tick(i));
                         continue;
                     }
-                    if self.tables[i].poll_due(at) {
+                    if self.tables[i].poll_transmit(at).is_some() {
                         self.flood_own(at, i);
                     }
-                    let next = self.tables[i].poll_timeout().max(at + 1);
+                    let next = self.tables[i]
+                        .poll_timeout()
+                        .unwrap_or(u64::MAX)
+                        .max(at + 1);
                     self.push(next, Ev::Tick(i));
                 }
                 Ev::Deliver {
@@ -286,7 +293,7 @@ impl Sim {
 
     fn start(&mut self) {
         for i in 0..R {
-            let t = self.tables[i].poll_timeout();
+            let t = self.tables[i].poll_timeout().unwrap_or(u64::MAX);
             self.push(t, Ev::Tick(i));
         }
     }
@@ -307,7 +314,8 @@ fn hundred_relays_stay_within_size_and_rate_bounds() {
     assert!(body_max <= MAX_ANNOUNCE_BODY);
 
     sim.start();
-    let iv = INTERVAL.as_micros() as u64;
+    let iv = ANNOUNCE_INTERVAL_US;
+    let interval_s = ANNOUNCE_INTERVAL_US as f64 / 1e6;
     // Two intervals to converge, then ten measured at rest.
     sim.run_until(2 * iv);
     for (i, t) in sim.tables.iter().enumerate() {
@@ -315,14 +323,14 @@ fn hundred_relays_stay_within_size_and_rate_bounds() {
     }
     sim.measure_from = 2 * iv;
     sim.run_until(12 * iv);
-    let secs = 10.0 * INTERVAL.as_secs_f64();
+    let secs = 10.0 * interval_s;
     let rates: Vec<f64> = sim.bytes.values().map(|b| *b as f64 / secs).collect();
     let max_rate = rates.iter().copied().fold(0.0, f64::max);
     let mean_rate = rates.iter().sum::<f64>() / rates.len() as f64;
-    let bound = R as f64 * sim.max_frame as f64 / (0.75 * INTERVAL.as_secs_f64());
+    let bound = R as f64 * sim.max_frame as f64 / (0.75 * interval_s);
     println!(
         "100 relays, {dmin}..{dmax} links each, routes to all: announcement body {body_min}..{body_max} B, \
-         largest frame {} B; at rest every {INTERVAL:?}: per link and direction mean {mean_rate:.0} B/s, \
+         largest frame {} B; at rest every {interval_s} s: per link and direction mean {mean_rate:.0} B/s, \
          max {max_rate:.0} B/s (bound {bound:.0} B/s)",
         sim.max_frame
     );
@@ -331,7 +339,7 @@ fn hundred_relays_stay_within_size_and_rate_bounds() {
     // Flooding sends each origin's announcement over every link in at least one direction:
     // the mean sits near R × frame / interval per direction, far from a copy per path.
     assert!(
-        mean_rate > 0.3 * R as f64 * body_min as f64 / INTERVAL.as_secs_f64(),
+        mean_rate > 0.3 * R as f64 * body_min as f64 / interval_s,
         "{mean_rate}"
     );
 
@@ -358,13 +366,13 @@ fn hundred_relays_stay_within_size_and_rate_bounds() {
     for k in 0..100u64 {
         let at = t0 + k * 100_000;
         sim.run_until(at);
-        sim.tables[flapper].trigger(at);
-        let next = sim.tables[flapper].poll_timeout();
+        sim.tables[flapper].handle_link_change(at);
+        let next = sim.tables[flapper].poll_timeout().unwrap_or(u64::MAX);
         sim.push(next, Ev::Tick(flapper));
     }
     sim.run_until(t0 + 10 * S);
     let flaps = sim.tables[flapper].stats().sent_own - sent0;
-    let most = (10 * S / MIN_INTERVAL.as_micros() as u64) + 1;
+    let most = (10 * S / ANNOUNCE_MIN_INTERVAL_US) + 1;
     println!("relay with links flapping every 100 ms for 10 s: {flaps} announcements (≤ {most})");
     assert!(flaps >= 5 && flaps <= most, "{flaps}");
 
@@ -386,9 +394,9 @@ fn hundred_relays_stay_within_size_and_rate_bounds() {
         .sum::<u64>()
         - limited0;
     let frame = frame_len(&name(chatty), u64::MAX, &sim.bodies[chatty]) as f64;
-    let per_copy = 5.0 / (MIN_INTERVAL.as_secs_f64() / 2.0) + RATE_BURST as f64;
+    let per_copy = 5.0 / ((ANNOUNCE_MIN_INTERVAL_US as f64 / 1e6) / 2.0) + RATE_BURST as f64;
     // Links not touching the chatty relay carry its announcements plus everyone's regular ones.
-    let regular = R as f64 * sim.max_frame as f64 * 5.0 / (0.75 * INTERVAL.as_secs_f64());
+    let regular = R as f64 * sim.max_frame as f64 * 5.0 / (0.75 * interval_s);
     let worst = sim
         .bytes
         .iter()

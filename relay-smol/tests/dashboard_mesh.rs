@@ -1,7 +1,7 @@
 //! The dashboard of a real three-relay mesh: mesh nodes Tokyo, Novosibirsk and Frankfurt on
 //! 127.0.0.1, every link through `fastpubsub-linkemu` with the data set's delays (T–F
 //! 221.8 ms RTT direct, T–N + N–F = 180 ms). Once T routes to F through N, each node's own
-//! `/v1/status` document becomes its relay summary (`summary_parts_from_status`, as
+//! status becomes its relay summary (`app::status::summary_parts`, as
 //! `AdminHandle::set_status` does for the local relay) and goes into Tokyo's mesh picture.
 //! The mesh-wide announcements (issue 6 item 1) are the only part this test carries by hand.
 //!
@@ -16,9 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fastpubsub_core::mesh::GeoPos;
+use fastpubsub_relay::app::admin::unix_ms;
+use fastpubsub_relay::app::status::{RelayStatus, summary_parts};
 use fastpubsub_relay::clock;
 use fastpubsub_relay::dashboard::access::AdminAccess;
-use fastpubsub_relay::dashboard::edge::{summary_parts_from_status, unix_ms};
 use fastpubsub_relay::dashboard::routes::AdminRoutes;
 use fastpubsub_relay::dashboard::server::AdminServer;
 use fastpubsub_relay::dashboard::view::{MeshState, RelayCounters, RelaySummary};
@@ -38,9 +39,8 @@ fn start(name: &str, region: &str, lat: f64, lon: f64, ca: &CaPem, seeds: Vec<Se
     })
 }
 
-fn summary(status: &str) -> RelaySummary {
-    let (id, links, routes) = summary_parts_from_status(status).expect("status parses");
-    let id = id.expect("identity");
+fn summary(status: &RelayStatus) -> RelaySummary {
+    let (id, links, routes) = summary_parts(&status.mesh);
     RelaySummary {
         name: id.name,
         region: id.region,
@@ -85,7 +85,7 @@ fn dashboard_of_a_three_relay_mesh_shows_the_saving_route() {
     let summaries = loop {
         let all: Vec<RelaySummary> = [&t, &n, &f]
             .iter()
-            .map(|x| summary(&x.status_text()))
+            .map(|x| summary(&x.status_typed()))
             .collect();
         let via_n = all[0]
             .routes

@@ -51,7 +51,7 @@ fn start(name: &str, ca: &CaPem, seeds: Vec<fastpubsub_relay::mesh::config::Seed
     start_node(name, ca, seeds, |cfg| {
         cfg.max_neighbours = 3;
         cfg.neighbour_policy = Some(policy());
-        cfg.discover_delay = Duration::from_millis(500);
+        cfg.discover_delay_us = 500_000;
     })
 }
 

@@ -10,8 +10,8 @@ mod mesh_common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fastpubsub_core::mesh::DeliveryMode;
-use fastpubsub_relay::mesh::node::MeshCommand;
+use fastpubsub_core::frame::Mode;
+use fastpubsub_relay::app::mesh::MeshCommand;
 use fastpubsub_relay::quic::certs::{CaPem, generate_ca};
 use mesh_common::{
     Emu, Node, Run, assert_route_moves, collect, index_of, recv_timeout, seed, settled_via,
@@ -29,7 +29,7 @@ fn start(name: &str, ca: &CaPem, seeds: Vec<fastpubsub_relay::mesh::config::Seed
     start_node(name, ca, seeds, |cfg| cfg.region = "test".into())
 }
 
-fn publish(t: &Node, i: u32, mode: DeliveryMode) {
+fn publish(t: &Node, i: u32, mode: Mode) {
     t.send(MeshCommand::Publish {
         tenant: "acme".into(),
         channel: "chat.room1".into(),
@@ -45,7 +45,7 @@ fn publish_and_measure(t: &Node, f: &Node, count: u32, gap: Duration) -> Run {
     let mut sent = Vec::new();
     for i in 0..count {
         sent.push(Instant::now());
-        publish(t, i, DeliveryMode::Broadcast);
+        publish(t, i, Mode::Broadcast);
         std::thread::sleep(gap); // pacing, not waiting
     }
     collect(&sent, Duration::from_secs(10), |left| {
@@ -147,7 +147,7 @@ fn tokyo_novosibirsk_frankfurt() {
     }
     while f.got.try_recv().is_ok() {}
     for i in 0..10u32 {
-        publish(&t, i, DeliveryMode::LowLatency);
+        publish(&t, i, Mode::LowLatency);
     }
     let mut low_n = 0;
     while low_n < 10 && recv_timeout(&n.got, Duration::from_secs(10)).is_some() {

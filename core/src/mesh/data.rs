@@ -11,6 +11,7 @@ use super::{
     MAX_CHANNEL, MAX_NAME, MAX_TENANT, TAG_LEN, U64_LEN, bytes_len, check_len, check_name,
     varint_len,
 };
+use crate::frame::Mode;
 use crate::route::RelayId;
 
 /// Most destination relays listed in one [`Data`].
@@ -20,16 +21,36 @@ pub use crate::limits::MAX_PAYLOAD_LEN as MAX_PAYLOAD;
 /// Largest hop limit a relay may set.
 pub const MAX_HOP_LIMIT: u8 = 16;
 
-/// How a publish is delivered (the client contract's v2 `mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum DeliveryMode {
-    /// Every matching subscriber on every relay.
-    Broadcast,
-    /// One subscriber, on the nearest relay with one (by route metric).
-    LowLatency,
-    /// One subscriber, on a random relay with one.
-    Random,
+/// The delivery mode on the wire: the client contract's [`Mode`], encoded as the index of
+/// its variant (0 broadcast, 1 low-latency, 2 random), as postcard encodes a unit enum.
+mod wire_mode {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::frame::Mode;
+
+    #[derive(Serialize, Deserialize)]
+    enum Wire {
+        Broadcast,
+        LowLatency,
+        Random,
+    }
+
+    pub(super) fn serialize<S: Serializer>(m: &Mode, s: S) -> Result<S::Ok, S::Error> {
+        match m {
+            Mode::Broadcast => Wire::Broadcast,
+            Mode::LowLatency => Wire::LowLatency,
+            Mode::Random => Wire::Random,
+        }
+        .serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
+        Ok(match Wire::deserialize(d)? {
+            Wire::Broadcast => Mode::Broadcast,
+            Wire::LowLatency => Mode::LowLatency,
+            Wire::Random => Mode::Random,
+        })
+    }
 }
 
 /// A publish travelling through the mesh.
@@ -41,8 +62,9 @@ pub struct Data<'a> {
     pub msg_id: u64,
     /// Hops left; a relay receiving 0 delivers locally but does not forward.
     pub hop_limit: u8,
-    /// Delivery mode.
-    pub mode: DeliveryMode,
+    /// Delivery mode (the client's).
+    #[serde(with = "wire_mode")]
+    pub mode: Mode,
     /// Relays this copy must reach (deliver locally, or forward).
     pub destinations: heapless::Vec<RelayId, MAX_DESTINATIONS>,
     /// The tenant.
@@ -102,7 +124,7 @@ mod tests {
             origin: s(MAX_NAME, b'z'),
             msg_id: u64::MAX,
             hop_limit: MAX_HOP_LIMIT,
-            mode: DeliveryMode::Random,
+            mode: Mode::Random,
             destinations,
             tenant: s(MAX_TENANT, b'a'),
             channel: s(MAX_CHANNEL, b'z'),
@@ -113,6 +135,34 @@ mod tests {
     }
 
     #[test]
+    fn mode_is_encoded_as_before() {
+        // The byte after hop_limit is the mode: 0 broadcast, 1 low-latency, 2 random.
+        for (mode, byte) in [
+            (Mode::Broadcast, 0u8),
+            (Mode::LowLatency, 1),
+            (Mode::Random, 2),
+        ] {
+            let mut destinations = heapless::Vec::new();
+            let _ = destinations.push(RelayId(7));
+            let msg = Message::Data(Data {
+                origin: "t",
+                msg_id: 1,
+                hop_limit: 4,
+                mode,
+                destinations,
+                tenant: "acme",
+                channel: "c",
+                payload: &[],
+            });
+            let mut buf = [0u8; 64];
+            let n = encode(&msg, &mut buf).map(|b| b.len()).unwrap_or(0);
+            // tag, origin (len + 1), msg_id (1), hop_limit (1), mode
+            assert_eq!(buf.get(..n).and_then(|b| b.get(5)), Some(&byte), "{mode:?}");
+            roundtrip(&msg);
+        }
+    }
+
+    #[test]
     fn rules() {
         let mut destinations = heapless::Vec::new();
         let _ = destinations.push(RelayId(7));
@@ -120,7 +170,7 @@ mod tests {
             origin: "t",
             msg_id: 1,
             hop_limit: 4,
-            mode: DeliveryMode::LowLatency,
+            mode: Mode::LowLatency,
             destinations,
             tenant: "acme",
             channel: "c",

@@ -21,6 +21,7 @@
 //! [`crate::route::RelayId`] the relay derives from each name.
 
 mod announce;
+pub mod close;
 mod data;
 mod hello;
 mod interest;
@@ -29,7 +30,7 @@ mod route;
 mod ticket;
 
 pub use announce::{Announce, MAX_ANNOUNCE_BODY};
-pub use data::{Data, DeliveryMode, MAX_DESTINATIONS, MAX_HOP_LIMIT, MAX_PAYLOAD};
+pub use data::{Data, MAX_DESTINATIONS, MAX_HOP_LIMIT, MAX_PAYLOAD};
 pub use hello::{GeoPos, Hello, MAX_GOSSIP, MAX_REGION, MAX_URL, PeerInfo, Peers};
 pub use interest::{
     InterestChange, InterestEntry, InterestSnapshot, InterestSnapshotRequest, InterestUpdate,
@@ -371,7 +372,7 @@ mod tests {
             origin: "t",
             msg_id: 7,
             hop_limit: 8,
-            mode: DeliveryMode::Broadcast,
+            mode: crate::frame::Mode::Broadcast,
             destinations: dests,
             tenant: "acme",
             channel: "a.b",

@@ -144,8 +144,8 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    fn mesh_args(&self) -> crate::mesh::edge::MeshArgs {
-        crate::mesh::edge::MeshArgs {
+    fn mesh_args(&self) -> crate::app::args::MeshArgs {
+        crate::app::args::MeshArgs {
             mesh_listen: self.mesh_listen,
             name: self.name.clone(),
             region: self.region.clone(),
@@ -291,7 +291,7 @@ pub fn choose_authorizer(
             public_key: args.ticket_public_key.clone(),
             status_capacity: args.ticket_status_capacity,
             // With the mesh on, records made here wait (bounded) for it to flood them.
-            outbox_capacity: args.mesh_listen.map(|_| crate::mesh::edge::TICKET_OUTBOX),
+            outbox_capacity: args.mesh_listen.map(|_| crate::app::mesh::TICKET_OUTBOX),
         },
         crate::clock::wall_now(),
     )?;
@@ -487,14 +487,10 @@ async fn serve(
         ));
         ex.spawn(edge.run()).detach();
     }
-    let mut admin_opts = crate::dashboard::edge::options_from_cli(
-        &admin.0,
-        admin.1.as_deref(),
-        addr,
-        relay.is_tls(),
-    )?;
+    let mut admin_opts =
+        crate::app::admin::options_from_cli(&admin.0, admin.1.as_deref(), addr, relay.is_tls())?;
     admin_opts.tickets = tickets.as_ref().map(|t| t.service());
-    let admin = crate::dashboard::edge::install(&mut relay, admin_opts, &ex)?;
+    let admin = crate::app::admin::install(&mut relay, admin_opts, &ex)?;
     if let Some(src) = wt_status {
         ex.spawn(crate::wt::status::mirror_metrics(
             src,
@@ -509,7 +505,7 @@ async fn serve(
     let mut mesh_line = None;
     if let Some((mesh_cfg, identity)) = mesh {
         let name = mesh_cfg.name.clone();
-        let at = crate::mesh::edge::attach(
+        let at = crate::app::mesh::attach(
             &mut relay,
             &ex,
             mesh_cfg,

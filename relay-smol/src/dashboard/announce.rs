@@ -3,24 +3,19 @@
 //! loss is parts per million, and the whole thing is postcard, at most [`MAX_LEN`] bytes.
 //!
 //! The mesh layer (`crate::mesh::announce`) floods one [`Announcement`] per relay every
-//! [`INTERVAL`] (and at most once per [`MIN_INTERVAL`] on a link going up or down), newer `seq`
-//! wins per origin, and hands each received one to [`MeshFeed`], which calls
-//! [`Announcement::to_summary`] and then `MeshState::update`.
+//! interval (10 s, and at most once a second on a link going up or down), newer `seq`
+//! wins per origin, and hands each received one to the wiring's feed (`crate::app::hooks`),
+//! which calls [`Announcement::to_summary`] and then `MeshState::update`.
 //!
 //! Rate bound: per link and direction, one announcement per origin per interval, so with
-//! `R` relays a link carries at most `R × MAX_LEN / INTERVAL` bytes/s; the 100-relay test
+//! `R` relays a link carries at most `R × MAX_LEN / interval` bytes/s; the 100-relay test
 //! below measures the real size.
-
-use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::edge::{AdminHandle, summary_parts_from_status, unix_ms};
 use super::view::{
     LinkSummary, MAX_NAME_LEN, MAX_RELAYS, MAX_URL_LEN, RelayCounters, RelaySummary, RouteSummary,
 };
-use crate::mesh::announce::{AnnounceApplied, AnnounceHook};
-pub use crate::mesh::announce::{INTERVAL, MIN_INTERVAL};
 use fastpubsub_core::route::RelayId;
 
 /// Largest encoded announcement: the mesh's bound on an announcement body (the worst case
@@ -260,115 +255,6 @@ impl Announcement {
     }
 }
 
-/// Feeds the mesh picture of an [`AdminHandle`] from the mesh's announcements and builds this
-/// relay's own (the mesh node's [`AnnounceHook`]; `crate::mesh::edge::attach` installs it).
-pub struct MeshFeed {
-    handle: AdminHandle,
-    /// Relay ids seen as announcement origins (bounded by the mesh picture's size).
-    names: HashMap<RelayId, String>,
-}
-
-impl MeshFeed {
-    /// A feed into `handle.mesh`.
-    pub fn new(handle: AdminHandle) -> Self {
-        Self {
-            handle,
-            names: HashMap::new(),
-        }
-    }
-
-    /// This relay's summary from the node's status document and the relay's metrics.
-    fn local_summary(&self, status_json: &str) -> Option<RelaySummary> {
-        let (identity, links, routes) = summary_parts_from_status(status_json)?;
-        let mut id = identity?;
-        if id.url.is_empty() {
-            id.url = self.handle.local_identity().url;
-        }
-        Some(RelaySummary {
-            name: id.name,
-            region: id.region,
-            lat: id.position.map(|p| p.0),
-            lon: id.position.map(|p| p.1),
-            url: id.url,
-            counters: RelayCounters::from_metrics(&self.handle.metrics),
-            links,
-            routes,
-        })
-    }
-}
-
-fn announce_text(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-impl AnnounceHook for MeshFeed {
-    fn local_body(&mut self, status_json: &str, seq: u64) -> Option<Vec<u8>> {
-        let mut s = self.local_summary(status_json)?;
-        s.url = announce_text(&s.url, MAX_URL_LEN).to_owned();
-        s.region = announce_text(&s.region, MAX_NAME_LEN).to_owned();
-        s.links.truncate(MAX_ANNOUNCED_LINKS);
-        s.routes.truncate(MAX_RELAYS);
-        let origin = RelayId::from_name(&s.name);
-        let a = Announcement::from_summary(&s, origin, seq as u32, |n| Some(RelayId::from_name(n)));
-        let mut buf = vec![0u8; MAX_LEN];
-        match a.encode(&mut buf) {
-            Ok(b) => Some(b.to_vec()),
-            Err(e) => {
-                log::warn!("mesh: cannot announce this relay: {e}");
-                None
-            }
-        }
-    }
-
-    fn apply_remote(
-        &mut self,
-        origin: &str,
-        body: &[u8],
-        name_of: &dyn Fn(RelayId) -> Option<String>,
-    ) -> AnnounceApplied {
-        let mut a = match Announcement::decode(body) {
-            Ok(a) => a,
-            Err(e) => {
-                log::debug!("mesh: announcement of {origin} refused: {e}");
-                return AnnounceApplied::Bad;
-            }
-        };
-        if a.name != origin || a.origin != RelayId::from_name(origin) {
-            log::debug!(
-                "mesh: announcement of {origin} names {:?} (id {}); refused",
-                a.name,
-                a.origin
-            );
-            return AnnounceApplied::Bad;
-        }
-        if !self.names.contains_key(&a.origin) && self.names.len() < 2 * MAX_RELAYS {
-            self.names.insert(a.origin, origin.to_owned());
-        }
-        let names = &self.names;
-        let lookup = |id: RelayId| names.get(&id).cloned().or_else(|| name_of(id));
-        // Links and routes to relays not known here yet are left out until they are.
-        a.links.retain(|l| lookup(l.peer).is_some());
-        a.routes
-            .retain(|r| lookup(r.dst).is_some() && lookup(r.next_hop).is_some());
-        let summary = match a.to_summary(lookup) {
-            Ok(s) => s,
-            Err(_) => return AnnounceApplied::Bad,
-        };
-        let mut mesh = self.handle.mesh.lock().unwrap_or_else(|p| p.into_inner());
-        match mesh.update(summary, unix_ms()) {
-            Ok(()) => AnnounceApplied::Applied,
-            Err(e) => {
-                log::debug!("mesh: announcement of {origin} not taken: {e}");
-                AnnounceApplied::Bad
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,93 +336,6 @@ mod tests {
         );
     }
 
-    fn handle(name: &str) -> AdminHandle {
-        use crate::auth::AllowAll;
-        use crate::config::Config;
-        use std::rc::Rc;
-        let config = Config::new("127.0.0.1:0".parse().expect("addr"));
-        let mut relay = crate::ws::Relay::bind(&config, Rc::new(AllowAll)).expect("bind edge");
-        let ex = Rc::new(smol::LocalExecutor::new());
-        let mut opts = super::super::edge::options_from_cli("off", None, relay.local_addr(), false)
-            .expect("options");
-        opts.identity.name = name.into();
-        super::super::edge::install(&mut relay, opts, &ex).expect("install")
-    }
-
-    const STATUS: &str = r#"{
-      "identity": {"name": "tokyo", "region": "asia", "position": {"lat": 35.68, "lon": 139.69},
-                   "edge_url": ""},
-      "links": [
-        {"peer": "nsk", "up": true, "rtt_ms": 95.2, "min_rtt_ms": 94.8, "jitter_ms": 0.4,
-         "loss_pct": 2.5},
-        {"peer": "fra", "up": true, "rtt_ms": 221.8, "min_rtt_ms": 221.0, "jitter_ms": 1.0,
-         "loss_pct": 0.0}
-      ],
-      "routes": [
-        {"dest": "fra", "next_hop": "nsk", "metric_ms": 90.1},
-        {"dest": "nsk", "next_hop": "nsk", "metric_ms": 47.6}
-      ]
-    }"#;
-
-    #[test]
-    fn feed_announces_the_local_relay_and_takes_in_others() {
-        let tokyo = handle("tokyo");
-        let mut feed = MeshFeed::new(tokyo.clone());
-        let body = feed
-            .local_body(STATUS, (7 << 32) | 3)
-            .expect("an announcement");
-        assert!(body.len() < 200, "{} B", body.len());
-        let a = Announcement::decode(&body).expect("decodes");
-        assert_eq!((a.name.as_str(), a.seq, a.links.len()), ("tokyo", 3, 2));
-        assert!(
-            a.url.starts_with("ws://127.0.0.1:"),
-            "no --edge-url: the edge address ({})",
-            a.url
-        );
-        assert!(feed.local_body("not json", 1).is_none());
-
-        let fra = handle("fra");
-        let mut other = MeshFeed::new(fra.clone());
-        // The node knows fra (itself) but not nsk yet.
-        let known = |id: RelayId| (id == RelayId::from_name("fra")).then(|| "fra".to_string());
-        assert_eq!(
-            other.apply_remote("osaka", &body, &known),
-            AnnounceApplied::Bad,
-            "origin must be the announced relay"
-        );
-        assert_eq!(
-            other.apply_remote("tokyo", &body[..body.len() - 1], &known),
-            AnnounceApplied::Bad
-        );
-        assert_eq!(
-            other.apply_remote("tokyo", &body, &known),
-            AnnounceApplied::Applied
-        );
-        // fra's own summary (the refresher task would add it every second).
-        let mut me = summary(1, 0);
-        me.name = "fra".into();
-        me.routes.clear();
-        fra.mesh
-            .lock()
-            .expect("lock")
-            .update(me, unix_ms())
-            .expect("own summary");
-        let view = fra.mesh.lock().expect("lock").view(unix_ms());
-        let t = view
-            .relays
-            .iter()
-            .find(|r| r.name == "tokyo")
-            .expect("tokyo");
-        assert_eq!((t.lat, t.region.as_str()), (Some(35.68), "asia"));
-        // Only the link to a known relay is kept; the route through unknown nsk waits.
-        let links: Vec<(usize, usize)> = view.links.iter().map(|l| (l.0, l.1)).collect();
-        let id = |n: &str| view.relays.iter().position(|r| r.name == n);
-        assert_eq!(
-            links,
-            vec![(id("tokyo").unwrap_or(99), id("fra").unwrap_or(99))]
-        );
-    }
-
     /// Size and rate bounds with 100 relays: the issue's check for the announcements.
     #[test]
     fn hundred_relays_stay_within_size_and_rate_bounds() {
@@ -549,12 +348,13 @@ mod tests {
             assert!(n <= MAX_LEN, "{n}");
             sizes.push(n);
         }
-        let per_link = |size: usize| 100.0 * size as f64 / INTERVAL.as_secs_f64();
+        // The mesh's regular announcement interval (crate::mesh::limits::ANNOUNCE_INTERVAL_US).
+        const INTERVAL_S: f64 = 10.0;
+        let per_link = |size: usize| 100.0 * size as f64 / INTERVAL_S;
         println!(
-            "announcement: {} B with 10 links, {} B with 63 links; at 100 relays every {:?}: {:.0} B/s and {:.0} B/s per link and direction",
+            "announcement: {} B with 10 links, {} B with 63 links; at 100 relays every {INTERVAL_S} s: {:.0} B/s and {:.0} B/s per link and direction",
             sizes[0],
             sizes[1],
-            INTERVAL,
             per_link(sizes[0]),
             per_link(sizes[1])
         );

@@ -7,16 +7,16 @@
 //! - [`routes`]: [`routes::AdminRoutes::handle`], every admin path as one function the HTTP
 //!   layers call (it applies the access rule first).
 //! - [`server`]: the admin listener (loopback by default) serving those routes.
-//! - [`edge`]: [`edge::install`] wires all of it into a running edge (`run` calls it).
 //! - [`serve`]: the page's static assets, embedded in the binary (cargo feature `dashboard`,
 //!   on by default). With the feature off, `serve` answers `None` and the page costs nothing.
+//!
+//! The wiring into a running relay is `crate::app::admin`.
 //!
 //! The page is plain JavaScript with no third-party code and requests nothing but
 //! `/dashboard/*` and `/v1/mesh` from the relay that served it.
 
 pub mod access;
 pub mod announce;
-pub mod edge;
 pub mod routes;
 pub mod server;
 pub mod view;

@@ -1,9 +1,9 @@
 //! Mesh-wide relay announcements (issue 6 item 1): the flooding rules, sans-IO.
 //!
-//! Every relay floods a [`mesh::Announce`] of itself every [`AnnounceConfig::interval`], and
-//! sooner (but at most once per [`AnnounceConfig::min_interval`]) when one of its links goes up
-//! or down. The body is opaque here: an [`AnnounceHook`] (the dashboard side) builds the local
-//! one and takes in the others'. A node without a hook still floods the others' announcements,
+//! Every relay floods a [`mesh::Announce`] of itself every [`AnnounceConfig::interval_us`], and
+//! sooner (but at most once per [`AnnounceConfig::min_interval_us`]) when one of its links goes
+//! up or down. The body is opaque here: an [`AnnounceHook`](super::hooks::AnnounceHook) (the
+//! dashboard side) builds the local one and takes in the others'. A node without a hook still floods the others' announcements,
 //! so a mixed mesh works.
 //!
 //! [`AnnounceTable`] decides, per received announcement, whether it is news:
@@ -24,90 +24,60 @@
 //! at once ([`AnnounceTable::held`]), so a joining relay sees the whole mesh after one round
 //! trip.
 //!
-//! Call order (time is microseconds on the node's clock): [`AnnounceTable::handle_remote`] per
-//! received announcement, [`AnnounceTable::trigger`] on a link change,
-//! [`AnnounceTable::poll_due`] on every tick and, when it says so,
-//! [`AnnounceTable::record_own`] with the body just flooded; [`AnnounceTable::poll_timeout`]
-//! for the next wake-up.
+//! # Call order
+//!
+//! The shape of every mesh sub-machine (time is µs on the node's clock):
+//! 1. inputs: [`AnnounceTable::handle_remote`] per received announcement,
+//!    [`AnnounceTable::handle_link_change`] when a link goes up or down;
+//! 2. outputs: [`AnnounceTable::poll_transmit`] says when this relay's own announcement is
+//!    due (with its `seq`); flood it and report it with [`AnnounceTable::handle_sent_own`],
+//!    or [`AnnounceTable::handle_skipped`] when there is nothing to announce;
+//! 3. re-arm at [`AnnounceTable::poll_timeout`].
+//!
+//! Every call is `O(1)` but the expiry in [`AnnounceTable::handle_sent_own`] (`O(origins)`,
+//! once per interval).
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::BTreeMap;
 
 use fastpubsub_core::mesh::{self, MAX_ANNOUNCE_BODY};
 use serde::Serialize;
 
-/// Regular announcement period.
-pub const INTERVAL: Duration = Duration::from_secs(10);
-/// Shortest gap between two announcements of one relay (triggered by a link change).
-pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
-/// Shortest announce interval `--announce-interval-ms` (and the config file) accept.
-pub const MIN_CONFIG_INTERVAL_MS: u64 = 100;
-/// Longest announce interval accepted: receivers show a relay as stale after 15 s without
-/// an announcement.
-pub const MAX_CONFIG_INTERVAL_MS: u64 = 10_000;
-/// Most origins whose latest announcement is kept (the dashboard shows at most this many).
-pub const MAX_ORIGINS: usize = crate::dashboard::view::MAX_RELAYS;
-/// An origin silent for this many intervals is forgotten.
-pub const EXPIRE_INTERVALS: u32 = 12;
-/// Announcements of one origin accepted back to back before the rate rule bites.
-pub const RATE_BURST: u64 = 3;
+pub use super::limits::{
+    ANNOUNCE_EXPIRE_INTERVALS as EXPIRE_INTERVALS, ANNOUNCE_ORIGINS as MAX_ORIGINS,
+    ANNOUNCE_RATE_BURST as RATE_BURST,
+};
+use super::limits::{ANNOUNCE_INTERVAL_US, ANNOUNCE_MIN_INTERVAL_US};
+use super::time::MS;
 
-/// Timing of the announcements.
+/// Timing of the announcements, µs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnnounceConfig {
-    /// Regular period ([`INTERVAL`]; lower it only in tests and demos).
-    pub interval: Duration,
-    /// Shortest gap between two of this relay's announcements ([`MIN_INTERVAL`]).
-    pub min_interval: Duration,
+    /// Regular period ([`ANNOUNCE_INTERVAL_US`]; lower it only in tests and demos).
+    pub interval_us: u64,
+    /// Shortest gap between two of this relay's announcements ([`ANNOUNCE_MIN_INTERVAL_US`]).
+    pub min_interval_us: u64,
 }
 
 impl Default for AnnounceConfig {
     fn default() -> Self {
         Self {
-            interval: INTERVAL,
-            min_interval: MIN_INTERVAL,
+            interval_us: ANNOUNCE_INTERVAL_US,
+            min_interval_us: ANNOUNCE_MIN_INTERVAL_US,
         }
     }
 }
 
 impl AnnounceConfig {
-    /// A configuration with `interval` and a min interval of a tenth of it (at most
-    /// [`MIN_INTERVAL`], at least 10 ms).
-    pub fn with_interval(interval: Duration) -> Self {
-        let min_interval = (interval / 10)
-            .min(MIN_INTERVAL)
-            .max(Duration::from_millis(10));
+    /// A configuration with an interval of `interval_ms` and a min interval of a tenth of it
+    /// (at most [`ANNOUNCE_MIN_INTERVAL_US`], at least 10 ms).
+    pub fn with_interval_ms(interval_ms: u64) -> Self {
+        let interval_us = interval_ms.saturating_mul(MS);
+        let min_interval_us = (interval_us / 10).clamp(10 * MS, ANNOUNCE_MIN_INTERVAL_US);
         Self {
-            interval,
-            min_interval,
+            interval_us,
+            min_interval_us,
         }
     }
-}
-
-/// What the dashboard side does with announcements (see the module docs).
-pub trait AnnounceHook {
-    /// This relay's announcement body now (at most [`MAX_ANNOUNCE_BODY`] bytes), built from the
-    /// node's status document (`/v1/status`, docs/api.md); `seq` is the announcement's
-    /// sequence number. `None` skips this round.
-    fn local_body(&mut self, status_json: &str, seq: u64) -> Option<Vec<u8>>;
-    /// A new announcement of relay `origin`. `name_of` resolves the relay ids the node knows.
-    fn apply_remote(
-        &mut self,
-        origin: &str,
-        body: &[u8],
-        name_of: &dyn Fn(fastpubsub_core::route::RelayId) -> Option<String>,
-    ) -> AnnounceApplied;
-}
-
-/// What the hook made of a received announcement body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum AnnounceApplied {
-    /// Taken into the picture.
-    Applied,
-    /// Not understood or refused (counted; the mesh still forwards it: the body is opaque to
-    /// the mesh rules, which alone bound size and rate).
-    Bad,
 }
 
 /// The fate of one received announcement.
@@ -173,16 +143,12 @@ struct Origin {
 pub struct AnnounceTable {
     cfg: AnnounceConfig,
     me: String,
-    origins: HashMap<String, Origin>,
+    origins: BTreeMap<String, Origin>,
     next_due_us: u64,
     last_own_us: Option<u64>,
     epoch: u32,
     counter: u32,
     stats: AnnounceStats,
-}
-
-fn us(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 impl AnnounceTable {
@@ -192,7 +158,7 @@ impl AnnounceTable {
         Self {
             cfg,
             me: me.to_owned(),
-            origins: HashMap::new(),
+            origins: BTreeMap::new(),
             next_due_us: first_due_us,
             last_own_us: None,
             epoch,
@@ -254,7 +220,7 @@ impl AnnounceTable {
 
     /// Average gap the rate rule allows between two announcements of one origin.
     fn rate_step(&self) -> u64 {
-        (us(self.cfg.min_interval) / 2).max(1)
+        (self.cfg.min_interval_us / 2).max(1)
     }
 
     fn judge(&mut self, origin: &str, seq: u64, body: &[u8], now_us: u64) -> Verdict {
@@ -294,22 +260,23 @@ impl AnnounceTable {
     }
 
     /// A link went up or down: announce soon (at most once per min interval).
-    pub fn trigger(&mut self, now_us: u64) {
+    pub fn handle_link_change(&mut self, now_us: u64) {
         let earliest = match self.last_own_us {
-            Some(t) => t.saturating_add(us(self.cfg.min_interval)).max(now_us),
+            Some(t) => t.saturating_add(self.cfg.min_interval_us).max(now_us),
             None => now_us,
         };
         self.next_due_us = self.next_due_us.min(earliest);
     }
 
-    /// True when this relay's own announcement is due.
-    pub fn poll_due(&self, now_us: u64) -> bool {
-        now_us >= self.next_due_us
+    /// The `seq` of this relay's own announcement when it is due at `now_us` (then flood
+    /// it and call [`Self::handle_sent_own`] or [`Self::handle_skipped`]).
+    pub fn poll_transmit(&self, now_us: u64) -> Option<u64> {
+        (now_us >= self.next_due_us).then(|| self.next_seq())
     }
 
-    /// When [`Self::poll_due`] next turns true.
-    pub fn poll_timeout(&self) -> u64 {
-        self.next_due_us
+    /// When [`Self::poll_transmit`] next has something.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        Some(self.next_due_us)
     }
 
     /// The `seq` for this relay's next announcement.
@@ -317,13 +284,13 @@ impl AnnounceTable {
         (u64::from(self.epoch) << 32) | u64::from(self.counter.wrapping_add(1))
     }
 
-    /// Records this relay's own announcement (`seq` from [`Self::next_seq`]), flooded at
-    /// `now_us`; the next one is due `next_in` later (the interval, jittered by the caller).
-    /// Also forgets silent origins.
-    pub fn record_own(&mut self, seq: u64, body: &[u8], now_us: u64, next_in: Duration) {
+    /// This relay's own announcement (`seq` from [`Self::poll_transmit`]) was flooded at
+    /// `now_us`; the next one is due `next_in_us` later (the interval, jittered by the
+    /// caller). Also forgets silent origins.
+    pub fn handle_sent_own(&mut self, seq: u64, body: &[u8], now_us: u64, next_in_us: u64) {
         self.counter = self.counter.wrapping_add(1);
         self.last_own_us = Some(now_us);
-        self.next_due_us = now_us.saturating_add(us(next_in).max(us(self.cfg.min_interval)));
+        self.next_due_us = now_us.saturating_add(next_in_us.max(self.cfg.min_interval_us));
         self.stats.sent_own += 1;
         self.origins.insert(
             self.me.clone(),
@@ -337,14 +304,17 @@ impl AnnounceTable {
         self.expire(now_us);
     }
 
-    /// Skips this round (nothing to announce): due again one interval later.
-    pub fn skip(&mut self, now_us: u64) {
-        self.next_due_us = now_us.saturating_add(us(self.cfg.interval));
+    /// Nothing to announce this round: due again one interval later.
+    pub fn handle_skipped(&mut self, now_us: u64) {
+        self.next_due_us = now_us.saturating_add(self.cfg.interval_us);
     }
 
     /// Forgets origins silent for [`EXPIRE_INTERVALS`] intervals (never this relay).
     pub fn expire(&mut self, now_us: u64) {
-        let limit = us(self.cfg.interval).saturating_mul(u64::from(EXPIRE_INTERVALS));
+        let limit = self
+            .cfg
+            .interval_us
+            .saturating_mul(u64::from(EXPIRE_INTERVALS));
         let me = &self.me;
         let before = self.origins.len();
         self.origins
@@ -441,23 +411,22 @@ mod tests {
     #[test]
     fn own_schedule_regular_and_triggered() {
         let mut t = table();
-        assert!(t.poll_due(0));
-        let seq = t.next_seq();
+        let seq = t.poll_transmit(0).expect("due at once");
         assert_eq!(seq, (7 << 32) | 1);
-        t.record_own(seq, b"me", 0, INTERVAL);
+        t.handle_sent_own(seq, b"me", 0, ANNOUNCE_INTERVAL_US);
         assert!(t.next_seq() > seq);
-        assert!(!t.poll_due(S));
-        assert_eq!(t.poll_timeout(), 10 * S);
+        assert_eq!(t.poll_transmit(S), None);
+        assert_eq!(t.poll_timeout(), Some(10 * S));
         // A link change 200 ms later: due at the min interval, not before.
-        t.trigger(200_000);
-        assert_eq!(t.poll_timeout(), S);
+        t.handle_link_change(200_000);
+        assert_eq!(t.poll_timeout(), Some(S));
         // A second change does not move it later or earlier.
-        t.trigger(300_000);
-        assert_eq!(t.poll_timeout(), S);
-        t.record_own(t.next_seq(), b"me", S, INTERVAL);
+        t.handle_link_change(300_000);
+        assert_eq!(t.poll_timeout(), Some(S));
+        t.handle_sent_own(t.next_seq(), b"me", S, ANNOUNCE_INTERVAL_US);
         // Long after: a trigger makes it due at once.
-        t.trigger(5 * S);
-        assert!(t.poll_due(5 * S));
+        t.handle_link_change(5 * S);
+        assert!(t.poll_transmit(5 * S).is_some());
         assert_eq!(
             t.held().count(),
             1,

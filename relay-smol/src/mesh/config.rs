@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use fastpubsub_core::mesh::GeoPos;
 use fastpubsub_core::route::{NeighbourConfig, RouteConfig};
@@ -84,8 +83,8 @@ pub struct MeshConfig {
     /// Routing.
     pub route: RouteConfig,
     /// How long a relay learned by gossip waits before it is dialled (so configured links
-    /// come up first).
-    pub discover_delay: Duration,
+    /// come up first), µs.
+    pub discover_delay_us: u64,
     /// Hop limit set on messages published here.
     pub hop_limit: u8,
     /// Timing of the mesh-wide relay announcements (see [`super::announce`]).
@@ -108,7 +107,7 @@ impl MeshConfig {
             dial_learned: true,
             probe: ProbeConfig::default(),
             route: RouteConfig::default(),
-            discover_delay: Duration::from_secs(5),
+            discover_delay_us: 5 * super::time::SEC,
             hop_limit: 8,
             announce: AnnounceConfig::default(),
         }

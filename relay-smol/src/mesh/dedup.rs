@@ -5,12 +5,9 @@
 //! an id older than the window is treated as seen (dropped). Bounded to [`MAX_ORIGINS`]
 //! origins (the least recently active one is evicted).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
-/// Ids remembered below the highest one, per origin.
-pub const WINDOW: u64 = 4096;
-/// Origins tracked.
-pub const MAX_ORIGINS: usize = 1024;
+pub use super::limits::{DEDUP_ORIGINS as MAX_ORIGINS, DEDUP_WINDOW as WINDOW};
 
 const WORDS: usize = (WINDOW / 64) as usize;
 
@@ -24,7 +21,7 @@ struct Window {
 /// See the module docs.
 #[derive(Debug, Default)]
 pub struct Dedup {
-    origins: HashMap<String, Window>,
+    origins: BTreeMap<String, Window>,
     clock: u64,
     /// Duplicates dropped.
     pub duplicates: u64,

@@ -10,34 +10,35 @@
 //! scanning: the remote pairs are also kept in one [`SubIndex`] trie per tenant whose
 //! values are the origins' slots (a small number per relay), so a lookup walks only
 //! the trie paths compatible with the channel.
+//!
+//! # Call order
+//!
+//! The shape of every mesh sub-machine (time is µs on the node's clock):
+//! 1. inputs: [`InterestTable::handle_local_change`] for this relay's own changes,
+//!    [`InterestTable::handle_update`], [`InterestTable::handle_snapshot_request`] and
+//!    [`InterestTable::handle_snapshot`] for what a link brought,
+//!    [`InterestTable::handle_timeout`] when [`InterestTable::poll_timeout`] has come;
+//! 2. outputs: drain [`InterestTable::poll_transmit`] after each input: the snapshot
+//!    requests (after a gap) and answers the pacing allows ([`InterestTransmit`]);
+//! 3. re-arm at [`InterestTable::poll_timeout`] (the housekeeping, once a second).
+//!
+//! Work per call: an update or a snapshot part is `O(changes)` trie operations; the
+//! housekeeping is `O(origins)`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
-use std::time::{Duration, Instant};
 
 use fastpubsub_core::mesh::InterestChange;
 use fastpubsub_core::pattern::{self, SubIndex};
 
-/// Most relays whose interest is tracked.
-pub const MAX_ORIGINS: usize = 256;
-/// Most (tenant, pattern) pairs per relay.
-pub const MAX_ENTRIES: usize = 4096;
-/// Most remote (tenant, pattern) pairs in all (the index's bound).
-pub const MAX_TOTAL_ENTRIES: usize = 256 * 1024;
-/// Most pairs held in partial snapshots (parts still arriving), all origins together.
-pub const MAX_PARTIAL_ENTRIES: usize = MAX_TOTAL_ENTRIES;
-/// A partial snapshot whose last part has not come within this is dropped.
-pub const PARTIAL_TTL: Duration = Duration::from_secs(5);
-/// A snapshot request stays outstanding this long; no other for that origin before.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// Least time between two snapshots of one origin answered on one link.
-pub const ANSWER_EVERY: Duration = Duration::from_secs(1);
-/// A relay with no route for this long has its interest forgotten.
-pub const UNROUTED_TTL: Duration = Duration::from_secs(60);
-/// Most keys a [`Pacer`] remembers.
-pub const MAX_PACED: usize = 4096;
-/// How often [`InterestTable::expire`] does its work.
-const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+use super::limits::{
+    ANSWER_EVERY_US as ANSWER_EVERY, INTEREST_ENTRIES as MAX_ENTRIES,
+    INTEREST_EXPIRE_EVERY_US as EXPIRE_EVERY, INTEREST_ORIGINS as MAX_ORIGINS,
+    INTEREST_PARTIAL_ENTRIES as MAX_PARTIAL_ENTRIES, INTEREST_TOTAL_ENTRIES as MAX_TOTAL_ENTRIES,
+    MAX_PACED, PARTIAL_TTL_US as PARTIAL_TTL, REQUEST_TIMEOUT_US as REQUEST_TIMEOUT,
+    UNROUTED_TTL_US as UNROUTED_TTL,
+};
+use super::link::LinkId;
 
 /// Slot of a remote origin in the index (< [`MAX_ORIGINS`]).
 type Slot = u16;
@@ -67,6 +68,26 @@ pub enum Applied {
     Gap,
     /// No room for another origin.
     Full,
+}
+
+/// What the interest table wants sent (see the call order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InterestTransmit {
+    /// Ask `link` for a snapshot of `origin` (a change was missed).
+    Request {
+        /// The link the gap was seen on.
+        link: LinkId,
+        /// Whose interest.
+        origin: String,
+    },
+    /// Send `link` the snapshot of `origin` it asked for.
+    Snapshot {
+        /// The link that asked.
+        link: LinkId,
+        /// Whose interest.
+        origin: String,
+    },
 }
 
 /// Counters.
@@ -99,23 +120,23 @@ pub struct InterestStats {
 /// (when full, expired keys are dropped; if none, the event is refused).
 #[derive(Debug)]
 pub struct Pacer<K> {
-    every: Duration,
-    last: HashMap<K, Instant>,
+    every: u64,
+    last: HashMap<K, u64>,
 }
 
 impl<K: Hash + Eq> Pacer<K> {
-    /// At most one event per `every` per key.
-    pub fn new(every: Duration) -> Self {
+    /// At most one event per `every` µs per key.
+    pub fn new(every: u64) -> Self {
         Self {
             every,
             last: HashMap::new(),
         }
     }
 
-    /// True (and remembered) if an event for `key` may happen at `now`.
-    pub fn allow(&mut self, key: K, now: Instant) -> bool {
+    /// True (and remembered) if an event for `key` may happen at `now` (µs).
+    pub fn allow(&mut self, key: K, now: u64) -> bool {
         let every = self.every;
-        let live = |t: &Instant| now.saturating_duration_since(*t) < every;
+        let live = |t: &u64| now.saturating_sub(*t) < every;
         if let Some(t) = self.last.get(&key) {
             if live(t) {
                 return false;
@@ -233,20 +254,22 @@ impl Index {
 pub struct InterestTable {
     me: String,
     local: OriginInterest,
-    remote: HashMap<String, OriginInterest>,
+    remote: BTreeMap<String, OriginInterest>,
     /// Snapshot parts being received, by origin, with when the first part came.
-    partial: HashMap<String, (Instant, OriginInterest)>,
+    partial: BTreeMap<String, (u64, OriginInterest)>,
     /// Pairs in `partial`, all origins together.
     partial_total: usize,
     /// Outstanding snapshot requests, by origin.
     requests: Pacer<String>,
     /// Snapshots answered, by (link, origin).
-    answers: Pacer<(usize, String)>,
+    answers: Pacer<(LinkId, String)>,
     /// Remote origins without a route, since when.
-    unrouted: HashMap<String, Instant>,
-    next_expire: Option<Instant>,
+    unrouted: BTreeMap<String, u64>,
+    next_expire: Option<u64>,
     index: Index,
     stats: InterestStats,
+    /// Outputs not drained yet (each input adds at most one).
+    out: VecDeque<InterestTransmit>,
 }
 
 impl InterestTable {
@@ -259,15 +282,16 @@ impl InterestTable {
                 seq: 0,
                 entries: BTreeSet::new(),
             },
-            remote: HashMap::new(),
-            partial: HashMap::new(),
+            remote: BTreeMap::new(),
+            partial: BTreeMap::new(),
             partial_total: 0,
             requests: Pacer::new(REQUEST_TIMEOUT),
             answers: Pacer::new(ANSWER_EVERY),
-            unrouted: HashMap::new(),
+            unrouted: BTreeMap::new(),
             next_expire: None,
             index: Index::default(),
             stats: InterestStats::default(),
+            out: VecDeque::new(),
         }
     }
 
@@ -296,8 +320,8 @@ impl InterestTable {
         }
     }
 
-    /// A local change; returns its number if it changed anything.
-    pub fn local_change(&mut self, tenant: &str, pattern: &str, added: bool) -> Option<u32> {
+    /// A local change; returns its number if it changed anything (flood it then).
+    pub fn handle_local_change(&mut self, tenant: &str, pattern: &str, added: bool) -> Option<u32> {
         let key = (tenant.to_owned(), pattern.to_owned());
         let changed = if added {
             if self.local.entries.len() >= MAX_ENTRIES {
@@ -354,8 +378,56 @@ impl InterestTable {
         }
     }
 
-    /// Apply changes `seq, seq+1, …` of `origin` in `epoch`.
-    pub fn apply_update(
+    /// Changes `seq, seq+1, …` of `origin` in `epoch`, received on `link`: applied in
+    /// order ([`Applied::New`]: flood them on). A gap queues a snapshot request to `link`
+    /// unless one for `origin` is outstanding (counted in `requests_suppressed`).
+    pub fn handle_update(
+        &mut self,
+        link: LinkId,
+        origin: &str,
+        epoch: u32,
+        seq: u32,
+        changes: &[InterestChange<'_>],
+        now: u64,
+    ) -> Applied {
+        let applied = self.apply_update(origin, epoch, seq, changes);
+        if applied == Applied::Gap {
+            if self.requests.allow(origin.to_owned(), now) {
+                self.out.push_back(InterestTransmit::Request {
+                    link,
+                    origin: origin.to_owned(),
+                });
+            } else {
+                self.stats.requests_suppressed += 1;
+            }
+        }
+        applied
+    }
+
+    /// A snapshot request for `origin` from `link`: the answer is queued unless that
+    /// (link, origin) was answered within [`ANSWER_EVERY`] (counted in `snapshots_refused`).
+    pub fn handle_snapshot_request(&mut self, link: LinkId, origin: &str, now: u64) {
+        if self.answers.allow((link, origin.to_owned()), now) {
+            self.out.push_back(InterestTransmit::Snapshot {
+                link,
+                origin: origin.to_owned(),
+            });
+        } else {
+            self.stats.snapshots_refused += 1;
+        }
+    }
+
+    /// What to send, one at a time (see the call order).
+    pub fn poll_transmit(&mut self) -> Option<InterestTransmit> {
+        self.out.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        Some(self.next_expire.unwrap_or(0))
+    }
+
+    fn apply_update(
         &mut self,
         origin: &str,
         epoch: u32,
@@ -425,11 +497,11 @@ impl InterestTable {
     }
 
     /// One part of a snapshot of `origin`; true when the last part completed a snapshot
-    /// newer than what was known (and it replaced it).
+    /// newer than what was known (and it replaced it: pass the news on).
     #[allow(clippy::too_many_arguments)]
-    pub fn apply_snapshot(
+    pub fn handle_snapshot(
         &mut self,
-        now: Instant,
+        now: u64,
         origin: &str,
         epoch: u32,
         seq: u32,
@@ -573,30 +645,10 @@ impl InterestTable {
         Some(p)
     }
 
-    /// Whether to ask for a snapshot of `origin` now (after a gap): not if one was
-    /// asked for within [`REQUEST_TIMEOUT`] and has not come (counted).
-    pub fn want_snapshot(&mut self, origin: &str, now: Instant) -> bool {
-        let ok = self.requests.allow(origin.to_owned(), now);
-        if !ok {
-            self.stats.requests_suppressed += 1;
-        }
-        ok
-    }
-
-    /// Whether to answer a snapshot request for `origin` on `link` now: at most one
-    /// per [`ANSWER_EVERY`] per (link, origin); refusals are counted.
-    pub fn may_answer(&mut self, link: usize, origin: &str, now: Instant) -> bool {
-        let ok = self.answers.allow((link, origin.to_owned()), now);
-        if !ok {
-            self.stats.snapshots_refused += 1;
-        }
-        ok
-    }
-
     /// Housekeeping, at most once per second: drop partial snapshots older than
     /// [`PARTIAL_TTL`], and forget relays that `has_route` said had no route for
     /// [`UNROUTED_TTL`] (both counted).
-    pub fn expire(&mut self, now: Instant, has_route: impl Fn(&str) -> bool) {
+    pub fn handle_timeout(&mut self, now: u64, has_route: impl Fn(&str) -> bool) {
         if self.next_expire.is_some_and(|t| now < t) {
             return;
         }
@@ -604,7 +656,7 @@ impl InterestTable {
         let old: Vec<String> = self
             .partial
             .iter()
-            .filter(|(_, (t, _))| now.saturating_duration_since(*t) >= PARTIAL_TTL)
+            .filter(|(_, (t, _))| now.saturating_sub(*t) >= PARTIAL_TTL)
             .map(|(k, _)| k.clone())
             .collect();
         for o in old {
@@ -620,7 +672,7 @@ impl InterestTable {
                 continue;
             }
             let since = *self.unrouted.entry(o.clone()).or_insert(now);
-            if now.saturating_duration_since(since) >= UNROUTED_TTL {
+            if now.saturating_sub(since) >= UNROUTED_TTL {
                 gone.push(o.clone());
             }
         }
@@ -646,11 +698,11 @@ mod tests {
     #[test]
     fn local_changes_are_numbered_once() {
         let mut t = InterestTable::new("t", 5);
-        assert_eq!(t.local_change("acme", "a.#", true), Some(1));
-        assert_eq!(t.local_change("acme", "a.#", true), None);
-        assert_eq!(t.local_change("acme", "b", true), Some(2));
-        assert_eq!(t.local_change("acme", "a.#", false), Some(3));
-        assert_eq!(t.local_change("acme", "a.#", false), None);
+        assert_eq!(t.handle_local_change("acme", "a.#", true), Some(1));
+        assert_eq!(t.handle_local_change("acme", "a.#", true), None);
+        assert_eq!(t.handle_local_change("acme", "b", true), Some(2));
+        assert_eq!(t.handle_local_change("acme", "a.#", false), Some(3));
+        assert_eq!(t.handle_local_change("acme", "a.#", false), None);
         assert_eq!(t.local().entries.len(), 1);
     }
 
@@ -707,35 +759,11 @@ mod tests {
     fn snapshots_replace_only_when_newer() {
         let mut t = InterestTable::new("me", 1);
         let e = |p: &str| ("x".to_owned(), p.to_owned());
-        assert!(!t.apply_snapshot(
-            crate::clock::now(),
-            "f",
-            3,
-            7,
-            0,
-            false,
-            [e("a")].into_iter()
-        ));
-        assert!(t.apply_snapshot(
-            crate::clock::now(),
-            "f",
-            3,
-            7,
-            1,
-            true,
-            [e("b")].into_iter()
-        ));
+        assert!(!t.handle_snapshot(0, "f", 3, 7, 0, false, [e("a")].into_iter()));
+        assert!(t.handle_snapshot(0, "f", 3, 7, 1, true, [e("b")].into_iter()));
         assert_eq!(t.get("f").map(|o| (o.seq, o.entries.len())), Some((7, 2)));
         // Older snapshot ignored.
-        assert!(!t.apply_snapshot(
-            crate::clock::now(),
-            "f",
-            3,
-            6,
-            0,
-            true,
-            [e("c")].into_iter()
-        ));
+        assert!(!t.handle_snapshot(0, "f", 3, 6, 0, true, [e("c")].into_iter()));
         // Updates continue from the snapshot's seq.
         assert_eq!(
             t.apply_update("f", 3, 8, &[ch(false, "x", "a")]),
@@ -743,15 +771,7 @@ mod tests {
         );
         assert_eq!(t.get("f").map(|o| o.entries.len()), Some(1));
         // A part out of sequence discards the partial snapshot.
-        assert!(!t.apply_snapshot(
-            crate::clock::now(),
-            "g",
-            1,
-            1,
-            1,
-            true,
-            [e("a")].into_iter()
-        ));
+        assert!(!t.handle_snapshot(0, "g", 1, 1, 1, true, [e("a")].into_iter()));
         assert!(t.get("g").is_none());
     }
 
@@ -767,7 +787,7 @@ mod tests {
         assert_eq!(t.apply_update("one-more", 1, 1, &[]), Applied::Full);
         assert_eq!(t.stats().origins_dropped, 1);
         for i in 0..MAX_ENTRIES + 3 {
-            t.local_change("x", &format!("p{i}"), true);
+            t.handle_local_change("x", &format!("p{i}"), true);
         }
         assert_eq!(t.local().entries.len(), MAX_ENTRIES);
         assert_eq!(t.stats().entries_dropped, 3);
@@ -822,15 +842,7 @@ mod tests {
                         .map(|i| ("t1".to_owned(), format!("{}.{}", segs[i as usize % 4], "#")))
                         .chain([(tenant.to_owned(), pat.clone())])
                         .collect();
-                    if t.apply_snapshot(
-                        crate::clock::now(),
-                        origin,
-                        epoch,
-                        seq + 5,
-                        0,
-                        true,
-                        entries.into_iter(),
-                    ) {
+                    if t.handle_snapshot(0, origin, epoch, seq + 5, 0, true, entries.into_iter()) {
                         state.insert(origin, (epoch, seq + 5));
                     }
                 }
@@ -889,7 +901,7 @@ mod tests {
         for o in 0..origins {
             let name = format!("r{o}");
             let entries = (0..per).map(|i| ("t".to_owned(), format!("p{i}.x")));
-            assert!(t.apply_snapshot(crate::clock::now(), &name, 1, 1, 0, true, entries));
+            assert!(t.handle_snapshot(0, &name, 1, 1, 0, true, entries));
             made += per;
         }
         assert_eq!(t.indexed(), MAX_TOTAL_ENTRIES);
@@ -907,85 +919,108 @@ mod tests {
     #[test]
     fn one_outstanding_request_per_origin_until_timeout_or_answer() {
         let mut t = InterestTable::new("me", 1);
-        let t0 = crate::clock::now();
-        assert!(t.want_snapshot("f", t0));
+        let t0: u64 = 0;
+        let (l1, l2) = (LinkId(1), LinkId(2));
+        let gap = |t: &mut InterestTable, o: &str, at: u64| {
+            assert_eq!(t.handle_update(l1, o, 1, 3, &[], at), Applied::Gap);
+            t.poll_transmit()
+        };
+        let req = |o: &str| {
+            Some(InterestTransmit::Request {
+                link: LinkId(1),
+                origin: o.to_owned(),
+            })
+        };
+        assert_eq!(gap(&mut t, "f", t0), req("f"));
         // Gaps keep coming: no second request while one is outstanding.
-        assert!(!t.want_snapshot("f", t0 + Duration::from_millis(500)));
-        assert!(!t.want_snapshot("f", t0 + REQUEST_TIMEOUT - Duration::from_millis(1)));
+        assert_eq!(gap(&mut t, "f", t0 + 500_000), None);
+        assert_eq!(gap(&mut t, "f", t0 + REQUEST_TIMEOUT - 1_000), None);
         assert_eq!(t.stats().requests_suppressed, 2);
         // Another origin is independent.
-        assert!(t.want_snapshot("g", t0));
+        assert_eq!(gap(&mut t, "g", t0), req("g"));
         // After the timeout it may be asked again.
         let t1 = t0 + REQUEST_TIMEOUT;
-        assert!(t.want_snapshot("f", t1));
+        assert_eq!(gap(&mut t, "f", t1), req("f"));
         // A completed snapshot ends the request: the next gap may ask at once.
-        assert!(t.apply_snapshot(t1, "f", 1, 4, 0, true, std::iter::empty()));
-        assert!(t.want_snapshot("f", t1));
+        assert!(t.handle_snapshot(t1, "f", 1, 4, 0, true, std::iter::empty()));
+        assert_eq!(
+            t.handle_update(l2, "f", 1, 9, &[], t1),
+            Applied::Gap,
+            "a gap after the snapshot"
+        );
+        assert_eq!(
+            t.poll_transmit(),
+            Some(InterestTransmit::Request {
+                link: l2,
+                origin: "f".into()
+            })
+        );
+        assert_eq!(t.poll_transmit(), None);
     }
 
     #[test]
     fn snapshot_answers_are_paced_per_link_and_origin() {
         let mut t = InterestTable::new("me", 1);
-        let t0 = crate::clock::now();
-        assert!(t.may_answer(1, "f", t0));
-        assert!(!t.may_answer(1, "f", t0 + Duration::from_millis(10)));
-        assert!(!t.may_answer(1, "f", t0 + ANSWER_EVERY - Duration::from_millis(1)));
-        assert_eq!(t.stats().snapshots_refused, 2);
-        assert!(t.may_answer(2, "f", t0), "another link");
-        assert!(t.may_answer(1, "g", t0), "another origin");
-        assert!(t.may_answer(1, "f", t0 + ANSWER_EVERY));
-        assert_eq!(t.stats().snapshots_refused, 2);
+        let t0: u64 = 0;
+        let mut answer = |l: usize, o: &str, at: u64| {
+            t.handle_snapshot_request(LinkId(l), o, at);
+            let got = t.poll_transmit();
+            (got.is_some(), t.stats().snapshots_refused)
+        };
+        assert_eq!(answer(1, "f", t0), (true, 0));
+        assert_eq!(answer(1, "f", t0 + 10_000), (false, 1));
+        assert_eq!(answer(1, "f", t0 + ANSWER_EVERY - 1_000), (false, 2));
+        assert_eq!(answer(2, "f", t0), (true, 2), "another link");
+        assert_eq!(answer(1, "g", t0), (true, 2), "another origin");
+        assert_eq!(answer(1, "f", t0 + ANSWER_EVERY), (true, 2));
     }
 
     #[test]
     fn pacer_is_bounded() {
-        let mut p = Pacer::new(Duration::from_secs(1));
-        let t0 = crate::clock::now();
+        let mut p = Pacer::new(1_000_000);
+        let t0: u64 = 0;
         for i in 0..MAX_PACED {
             assert!(p.allow(i, t0));
         }
         assert!(!p.allow(MAX_PACED, t0), "full of live keys: refused");
-        assert!(
-            p.allow(MAX_PACED, t0 + Duration::from_secs(1)),
-            "expired make room"
-        );
+        assert!(p.allow(MAX_PACED, t0 + 1_000_000), "expired make room");
         assert!(p.last.len() <= MAX_PACED);
     }
 
     #[test]
     fn partial_snapshots_are_bounded_in_total_and_expire() {
         let mut t = InterestTable::new("me", 1);
-        let t0 = crate::clock::now();
+        let t0: u64 = 0;
         let per = MAX_ENTRIES;
         let n = MAX_PARTIAL_ENTRIES / per;
         // Partials that never finish fill the partial bound…
         for o in 0..n {
             let entries = (0..per).map(|i| ("t".to_owned(), format!("p{i}")));
-            assert!(!t.apply_snapshot(t0, &format!("r{o}"), 1, 1, 0, false, entries));
+            assert!(!t.handle_snapshot(t0, &format!("r{o}"), 1, 1, 0, false, entries));
         }
         assert_eq!(t.partial_total, MAX_PARTIAL_ENTRIES);
         // …and one more pair is refused and counted.
         let more = std::iter::once(("t".to_owned(), "x".to_owned()));
-        assert!(!t.apply_snapshot(t0, "extra", 1, 1, 0, false, more));
+        assert!(!t.handle_snapshot(t0, "extra", 1, 1, 0, false, more));
         assert_eq!(t.stats().partial_dropped, 1);
         assert_eq!(t.partial_total, MAX_PARTIAL_ENTRIES);
         // Not yet old: kept (housekeeping runs at most every EXPIRE_EVERY).
-        t.expire(t0 + PARTIAL_TTL - EXPIRE_EVERY, |_| true);
+        t.handle_timeout(t0 + PARTIAL_TTL - EXPIRE_EVERY, |_| true);
         assert_eq!(t.partial.len(), n + 1);
         // Old: dropped and counted, and the room is back.
-        t.expire(t0 + PARTIAL_TTL, |_| true);
+        t.handle_timeout(t0 + PARTIAL_TTL, |_| true);
         assert_eq!(t.partial.len(), 0);
         assert_eq!(t.partial_total, 0);
         assert_eq!(t.stats().partials_expired as usize, n + 1);
         let one = std::iter::once(("t".to_owned(), "x".to_owned()));
-        assert!(t.apply_snapshot(t0, "late", 1, 1, 0, true, one));
+        assert!(t.handle_snapshot(t0, "late", 1, 1, 0, true, one));
         assert_eq!(t.get("late").map(|o| o.entries.len()), Some(1));
     }
 
     #[test]
     fn relays_without_a_route_are_forgotten() {
         let mut t = InterestTable::new("me", 1);
-        let t0 = crate::clock::now();
+        let t0: u64 = 0;
         for o in ["gone", "here", "back"] {
             assert_eq!(
                 t.apply_update(o, 1, 1, &[ch(true, "x", "a.#")]),
@@ -993,12 +1028,12 @@ mod tests {
             );
         }
         let routed = |set: &'static [&'static str]| move |o: &str| set.contains(&o);
-        t.expire(t0, routed(&["here"]));
+        t.handle_timeout(t0, routed(&["here"]));
         // "back" regains its route before the timeout: its clock restarts.
-        t.expire(t0 + UNROUTED_TTL / 2, routed(&["here", "back"]));
-        t.expire(t0 + UNROUTED_TTL - EXPIRE_EVERY, routed(&["here"]));
+        t.handle_timeout(t0 + UNROUTED_TTL / 2, routed(&["here", "back"]));
+        t.handle_timeout(t0 + UNROUTED_TTL - EXPIRE_EVERY, routed(&["here"]));
         assert_eq!(t.remote_matches("x", "a.b").count(), 3);
-        t.expire(t0 + UNROUTED_TTL, routed(&["here"]));
+        t.handle_timeout(t0 + UNROUTED_TTL, routed(&["here"]));
         let mut left: Vec<&str> = t.remote_matches("x", "a.b").collect();
         left.sort_unstable();
         assert_eq!(left, vec!["back", "here"]);

@@ -1,63 +1,34 @@
-//! Relay mesh: links, probing, routing, interest, forwarding.
+//! The relay mesh as sans-IO state machines: links, probing, routing, interest, forwarding,
+//! ticket status and announcements. Nothing here reads a clock, draws entropy of its own or
+//! touches a socket; `crate::app::mesh` drives it on QUIC, [`sim`] in virtual time.
 //!
-//! - [`config`]: what a relay is told (name, region, seeds, limits).
+//! - [`node`]: [`node::MeshNode`], one relay's node, built from the parts below.
 //! - [`probe`]: link measurement from probe datagrams (RTT, jitter, loss, up/down).
-//! - [`interest`]: which relays want which (tenant, pattern).
-//! - [`dedup`]: per-origin duplicate suppression.
 //! - [`neighbours`]: which relays to keep links to (the limit, nearest by RTT).
+//! - [`interest`]: which relays want which (tenant, pattern).
+//! - [`forward`]: where a publish goes and how copies split by next hop (pure functions).
+//! - [`dedup`]: per-origin duplicate suppression.
 //! - [`ticket_sync`]: ticket status snapshot sent to a neighbour on link-up.
 //! - [`announce`]: flooding of the mesh-wide relay announcements (dashboard picture).
-//! - [`node`]: the mesh node driving all of the above on the QUIC driver.
+//! - [`hooks`]: what the node asks of the tickets layer and the dashboard side.
+//! - [`status`]: the node's status as typed data.
+//! - [`config`], [`limits`], [`time`], [`link`]: what a relay is told, every capacity and
+//!   timer, the one representation of time (µs), and how links are named.
+//!
+//! Every sub-machine has the shape of `core::route::RouteTable`: `handle_*(…, now)` in,
+//! `poll_*` out, `poll_timeout()` for the next call, bounded work per call.
 
 pub mod announce;
 pub mod config;
 pub mod dedup;
-pub mod edge;
+pub mod forward;
+pub mod hooks;
 pub mod interest;
+pub mod limits;
+pub mod link;
 pub mod neighbours;
 pub mod node;
 pub mod probe;
+pub mod status;
 pub mod ticket_sync;
-
-use crate::quic::driver::Driver;
-use crate::quic::tls::{self, MeshIdentity};
-
-/// Why the mesh could not start.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum StartError {
-    /// TLS configuration.
-    Tls(tls::TlsConfigError),
-    /// Binding the UDP socket.
-    Bind(std::net::SocketAddr, std::io::Error),
-    /// The node configuration.
-    Node(node::NodeError),
-}
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Tls(e) => write!(f, "mesh TLS: {e}"),
-            Self::Bind(a, e) => write!(f, "mesh: cannot bind UDP {a}: {e}"),
-            Self::Node(e) => write!(f, "mesh: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for StartError {}
-
-/// Bind the mesh socket and build the node; run both with
-/// `crate::quic::driver::run(driver, &mut node, commands)`.
-pub fn start(
-    mut cfg: config::MeshConfig,
-    identity: &MeshIdentity,
-    sink: Box<dyn node::LocalSink>,
-) -> Result<(Driver, node::MeshNode), StartError> {
-    let server = tls::server_config(identity).map_err(StartError::Tls)?;
-    let client = tls::client_config(identity).map_err(StartError::Tls)?;
-    let driver =
-        Driver::bind(cfg.listen, server, client).map_err(|e| StartError::Bind(cfg.listen, e))?;
-    cfg.listen = driver.local_addr();
-    let node = node::MeshNode::new(cfg, sink, crate::clock::now()).map_err(StartError::Node)?;
-    Ok((driver, node))
-}
+pub mod time;

@@ -1,42 +1,42 @@
 //! Which relays to keep links to: the relay's side of
 //! [`fastpubsub_core::route::NeighbourPolicy`] (see there for the policy).
 //!
-//! The node describes every known relay as a [`PeerView`] each tick and calls
-//! [`Neighbours::plan`]; it dials the names in [`Plan::dial`] and closes the links in
-//! [`Plan::close`] with [`CLOSE_NEIGHBOUR_LIMIT`]. This module keeps what the policy
-//! needs across links: the last measured RTT of each peer (so a closed link's
-//! measurement still ranks it), a random number per peer (the long-range choice), and
-//! the backoff for peers that closed our link because *they* were full (300 s, doubling
-//! to an hour), so a relay does not keep knocking at a full one.
+//! This module keeps what the policy needs across links: the last measured RTT of each
+//! peer (so a closed link's measurement still ranks it), a random number per peer (the
+//! long-range choice, drawn from the seeded generator it is given), and the backoff for
+//! peers that closed our link because *they* were full (300 s, doubling to an hour), so a
+//! relay does not keep knocking at a full one.
 //!
-//! Bounds: one entry per known relay in each map (the node keeps at most `MAX_PEERS`);
-//! incoming links beyond [`Neighbours::hard_limit`] are refused at their Hello: closed
-//! [`REFUSE_AFTER`] later, after our gossip told the newcomer about the other relays;
-//! counted in `refused_full`.
+//! # Call order
+//!
+//! The shape of every mesh sub-machine (time is µs on the node's clock):
+//! 1. inputs: [`Neighbours::handle_refuse`] for an incoming link far over the limit,
+//!    [`Neighbours::handle_link_lost`], [`Neighbours::handle_forget`] when the node drops a
+//!    peer, and [`Neighbours::handle_timeout`] with a [`PeerView`] of every known relay when
+//!    [`Neighbours::poll_timeout`] has come (every [`PLAN_EVERY_US`]);
+//! 2. outputs: drain [`Neighbours::poll_event`]: relays to dial, links to close (with
+//!    `close::NEIGHBOUR_LIMIT`);
+//! 3. re-arm at [`Neighbours::poll_timeout`].
+//!
+//! Bounds: one entry per known relay (the node keeps at most `MAX_PEERS` and reports the
+//! ones it forgets); incoming links beyond [`Neighbours::hard_limit`] are refused at their
+//! Hello: closed [`REFUSE_AFTER_US`] later, after our gossip told the newcomer about the
+//! other relays; counted in `refused_full`. A plan is `O(peers log peers)`.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, VecDeque};
 
 use fastpubsub_core::mesh::GeoPos;
 use fastpubsub_core::route::{
     Candidate, Decision, NeighbourConfig, NeighbourPolicy, RelayId, Role,
 };
-use quinn_proto::ConnectionHandle;
 use serde::Serialize;
 
-/// Application close code: the relay keeps better links (its neighbour limit).
-pub const CLOSE_NEIGHBOUR_LIMIT: u32 = 4;
-/// The close reason sent with [`CLOSE_NEIGHBOUR_LIMIT`] (the peer matches on it).
-pub const CLOSE_REASON: &str = "neighbour limit reached, keeping better links";
-/// First wait before dialling again a relay that closed our link for its limit.
-pub const FULL_BACKOFF: Duration = Duration::from_secs(300);
-/// Longest such wait.
-pub const FULL_BACKOFF_MAX: Duration = Duration::from_secs(3600);
-/// An incoming link refused at its Hello is closed this long after (time for our
-/// gossip to reach the newcomer: closing at once would discard it).
-pub const REFUSE_AFTER: Duration = Duration::from_secs(1);
-/// Refused links waiting to be closed (beyond, closed at the next plan).
-const MAX_REFUSING: usize = 128;
+use super::limits::close::NEIGHBOUR_LIMIT_REASON;
+use super::limits::{
+    FULL_BACKOFF_MAX_US, FULL_BACKOFF_US, MAX_REFUSING, PLAN_EVERY_US, REFUSE_AFTER_US,
+    ROUTE_NEIGHBOURS,
+};
+use super::link::LinkId;
 
 /// Counters (status page: `counters.neighbours`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -62,8 +62,8 @@ pub struct PeerView<'a> {
     pub name: &'a str,
     /// Routing id.
     pub id: RelayId,
-    /// Up link and since when.
-    pub link: Option<(ConnectionHandle, Instant)>,
+    /// Up link and since when (µs).
+    pub link: Option<(LinkId, u64)>,
     /// A dial is in progress.
     pub dialing: bool,
     /// Smoothed RTT of the current link, µs.
@@ -76,37 +76,45 @@ pub struct PeerView<'a> {
     pub dialable: bool,
 }
 
-/// What to do now.
-#[derive(Debug, Default)]
-pub struct Plan {
-    /// Relays to dial.
-    pub dial: Vec<String>,
-    /// Links to close (with [`CLOSE_NEIGHBOUR_LIMIT`]).
-    pub close: Vec<(String, ConnectionHandle)>,
-    /// Whether every known relay fits (full mesh).
-    pub full_mesh: bool,
-    /// Role of each relay linked or wanted (status page).
-    pub roles: Vec<(String, &'static str)>,
+/// What the policy wants done (see the call order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NeighbourAction {
+    /// Dial this relay.
+    Dial(String),
+    /// Close this link with `close::NEIGHBOUR_LIMIT`; `name` is the peer when the policy
+    /// chose it (`None`: an incoming link refused at its Hello).
+    Close {
+        /// The link.
+        link: LinkId,
+        /// The peer, for the log.
+        name: Option<String>,
+    },
 }
 
 struct Remembered {
     rtt_us: Option<u32>,
     pick: u32,
     full_count: u32,
-    full_until: Option<Instant>,
+    full_until: Option<u64>,
 }
 
 /// The neighbour selection of one node.
 pub struct Neighbours {
     policy: NeighbourPolicy,
-    peers: HashMap<String, Remembered>,
+    peers: BTreeMap<String, Remembered>,
     /// Counters.
     pub stats: NeighbourStats,
     /// Roles from the last plan (status page).
     pub roles: Vec<(String, &'static str)>,
-    refusing: Vec<(ConnectionHandle, Instant)>,
+    /// Whether every known relay fitted in the last plan (full mesh).
+    pub full_mesh: bool,
+    refusing: Vec<(LinkId, u64)>,
     /// Links we closed that QUIC has not reported lost yet: not counted, not closed again.
-    closing: Vec<ConnectionHandle>,
+    closing: Vec<LinkId>,
+    next_plan: u64,
+    rng: fastrand::Rng,
+    out: VecDeque<NeighbourAction>,
 }
 
 fn role_name(r: Role) -> &'static str {
@@ -184,43 +192,33 @@ fn asin(x: f64) -> f64 {
 }
 
 impl Neighbours {
-    /// Selection with `cfg` (see [`NeighbourConfig::with_max`] for the defaults).
-    pub fn new(cfg: NeighbourConfig) -> Self {
+    /// Selection with `cfg` (see [`NeighbourConfig::with_max`] for the defaults); the
+    /// per-peer random picks come from `rng_seed`. The first plan is due at `now_us`.
+    pub fn new(cfg: NeighbourConfig, rng_seed: u64, now_us: u64) -> Self {
         Self {
             policy: NeighbourPolicy::new(cfg),
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             stats: NeighbourStats::default(),
             roles: Vec::new(),
+            full_mesh: false,
             refusing: Vec::new(),
             closing: Vec::new(),
+            next_plan: now_us,
+            rng: fastrand::Rng::with_seed(rng_seed),
+            out: VecDeque::new(),
         }
     }
 
     /// An incoming link came in far over the limit ([`Self::hard_limit`]): close it
-    /// [`REFUSE_AFTER`] from `now` (see [`Self::due_refusals`]).
-    pub fn refuse_later(&mut self, conn: ConnectionHandle, now: Instant) {
+    /// [`REFUSE_AFTER_US`] from `now` (at the first plan after that).
+    pub fn handle_refuse(&mut self, link: LinkId, now: u64) {
         self.stats.refused_full += 1;
         let at = if self.refusing.len() >= MAX_REFUSING {
             now
         } else {
-            now + REFUSE_AFTER
+            now + REFUSE_AFTER_US
         };
-        self.refusing.push((conn, at));
-    }
-
-    /// Refused links to close now.
-    pub fn due_refusals(&mut self, now: Instant) -> Vec<ConnectionHandle> {
-        let mut due = Vec::new();
-        self.refusing.retain(|&(c, at)| {
-            if at <= now {
-                due.push(c);
-                self.closing.push(c);
-                false
-            } else {
-                true
-            }
-        });
-        due
+        self.refusing.push((link, at));
     }
 
     /// The limit.
@@ -233,57 +231,87 @@ impl Neighbours {
     /// the routing table holds (but never below the limit).
     pub fn hard_limit(&self) -> usize {
         (2 * self.max())
-            .clamp(8, super::node::ROUTE_NEIGHBOURS - 1)
+            .clamp(8, ROUTE_NEIGHBOURS - 1)
             .max(self.max())
     }
 
     fn entry(&mut self, name: &str) -> &mut Remembered {
+        let rng = &mut self.rng;
         self.peers
             .entry(name.to_owned())
             .or_insert_with(|| Remembered {
                 rtt_us: None,
-                pick: fastrand::u32(..),
+                pick: rng.u32(..),
                 full_count: 0,
                 full_until: None,
             })
     }
 
-    /// A new RTT measurement of the link to `name`.
-    pub fn measured(&mut self, name: &str, rtt_us: u32) {
-        self.entry(name).rtt_us = Some(rtt_us);
+    /// The node forgot relay `name`: so does the selection.
+    pub fn handle_forget(&mut self, name: &str) {
+        self.peers.remove(name);
     }
 
-    /// The link `conn` to `name` was lost for `reason`: when the peer closed it for its
+    /// The link `link` to `name` was lost for `reason`: when the peer closed it for its
     /// limit, back off from it.
-    pub fn link_lost(&mut self, name: &str, conn: ConnectionHandle, reason: &str, now: Instant) {
-        self.closing.retain(|c| *c != conn);
-        self.refusing.retain(|(c, _)| *c != conn);
-        if !reason.contains(CLOSE_REASON) {
+    pub fn handle_link_lost(&mut self, name: &str, link: LinkId, reason: &str, now: u64) {
+        self.closing.retain(|c| *c != link);
+        self.refusing.retain(|(c, _)| *c != link);
+        if !reason.contains(NEIGHBOUR_LIMIT_REASON) {
             return;
         }
         self.stats.closed_by_peer_full += 1;
         let e = self.entry(name);
-        let wait = FULL_BACKOFF
+        let wait = FULL_BACKOFF_US
             .saturating_mul(1 << e.full_count.min(4))
-            .min(FULL_BACKOFF_MAX);
+            .min(FULL_BACKOFF_MAX_US);
         e.full_count = e.full_count.saturating_add(1);
         e.full_until = Some(now + wait);
-        log::info!("mesh: {name} is full; not dialling it for {wait:?}");
+        log::info!(
+            "mesh: {name} is full; not dialling it for {} s",
+            wait / super::time::SEC
+        );
     }
 
-    /// Decide what to dial and close. `me` is our own position (for estimates).
-    pub fn plan(
-        &mut self,
-        now: Instant,
-        now_us: u64,
-        start: Instant,
-        me: Option<GeoPos>,
-        peers: &[PeerView<'_>],
-    ) -> Plan {
+    /// When the next plan is due.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        Some(self.next_plan)
+    }
+
+    /// What to do, one action at a time (see the call order).
+    pub fn poll_event(&mut self) -> Option<NeighbourAction> {
+        self.out.pop_front()
+    }
+
+    /// When due: close the refused links whose time came, and decide what to dial and
+    /// close. `me` is our own position (for estimates); `peers` every known relay.
+    pub fn handle_timeout(&mut self, now: u64, me: Option<GeoPos>, peers: &[PeerView<'_>]) {
+        if now < self.next_plan {
+            return;
+        }
+        self.next_plan = now + PLAN_EVERY_US;
+        let mut due = Vec::new();
+        self.refusing.retain(|&(c, at)| {
+            if at <= now {
+                due.push(c);
+                false
+            } else {
+                true
+            }
+        });
+        for link in due {
+            self.closing.push(link);
+            self.out
+                .push_back(NeighbourAction::Close { link, name: None });
+        }
+        self.plan(now, me, peers);
+    }
+
+    fn plan(&mut self, now: u64, me: Option<GeoPos>, peers: &[PeerView<'_>]) {
         let mut cands = Vec::with_capacity(peers.len());
         for p in peers {
             if let Some(r) = p.rtt_us {
-                self.measured(p.name, r);
+                self.entry(p.name).rtt_us = Some(r);
             }
             let closing = p.link.is_some_and(|(c, _)| self.closing.contains(&c));
             let e = self.entry(p.name);
@@ -293,10 +321,7 @@ impl Neighbours {
                 .map(|m| m.saturating_mul(2))
                 .or_else(|| me.zip(p.position).map(|(a, b)| geo_rtt_us(a, b)));
             cands.push(Candidate {
-                up_since_us: p
-                    .link
-                    .filter(|_| !closing)
-                    .map(|(_, since)| since.saturating_duration_since(start).as_micros() as u64),
+                up_since_us: p.link.filter(|_| !closing).map(|(_, since)| since),
                 dialing: p.dialing,
                 rtt_us: e.rtt_us,
                 estimate_us: estimate,
@@ -306,16 +331,16 @@ impl Neighbours {
             });
         }
         let mut out = vec![Decision::Idle; cands.len()];
-        let mut plan = Plan::default();
         let was_exploring = self.policy.exploring();
-        let sum = match self.policy.plan(now_us, &cands, &mut out) {
+        let sum = match self.policy.plan(now, &cands, &mut out) {
             Ok(s) => s,
             Err(e) => {
                 log::error!("mesh: {e}");
-                return plan;
+                return;
             }
         };
-        plan.full_mesh = sum.full_mesh;
+        self.full_mesh = sum.full_mesh;
+        self.roles.clear();
         for (p, d) in peers.iter().zip(&out) {
             match *d {
                 Decision::Dial(role) => {
@@ -323,8 +348,8 @@ impl Neighbours {
                     if role == Role::Explore {
                         self.stats.explored += 1;
                     }
-                    plan.dial.push(p.name.to_owned());
-                    plan.roles.push((p.name.to_owned(), role_name(role)));
+                    self.out.push_back(NeighbourAction::Dial(p.name.to_owned()));
+                    self.roles.push((p.name.to_owned(), role_name(role)));
                 }
                 Decision::Close => {
                     if let Some((c, _)) = p.link {
@@ -333,16 +358,17 @@ impl Neighbours {
                         } else {
                             self.stats.closed_over_limit += 1;
                         }
-                        plan.close.push((p.name.to_owned(), c));
+                        self.out.push_back(NeighbourAction::Close {
+                            link: c,
+                            name: Some(p.name.to_owned()),
+                        });
                         self.closing.push(c);
                     }
                 }
-                Decision::Keep(role) => plan.roles.push((p.name.to_owned(), role_name(role))),
+                Decision::Keep(role) => self.roles.push((p.name.to_owned(), role_name(role))),
                 _ => {}
             }
         }
-        self.roles.clone_from(&plan.roles);
-        plan
     }
 }
 
@@ -363,61 +389,111 @@ mod tests {
         }
     }
 
+    /// One plan at `now`: (dials, closes).
+    fn plan(
+        n: &mut Neighbours,
+        now: u64,
+        peers: &[PeerView<'_>],
+    ) -> (Vec<String>, Vec<(Option<String>, LinkId)>) {
+        n.plan(now, None, peers);
+        let (mut dial, mut close) = (Vec::new(), Vec::new());
+        while let Some(a) = n.poll_event() {
+            match a {
+                NeighbourAction::Dial(name) => dial.push(name),
+                NeighbourAction::Close { link, name } => close.push((name, link)),
+            }
+        }
+        (dial, close)
+    }
+
+    const S: u64 = 1_000_000;
+
     #[test]
     fn full_mesh_dials_everyone_and_backs_off_from_a_full_peer() {
-        let t0 = crate::clock::now();
-        let mut n = Neighbours::new(NeighbourConfig::with_max(4));
+        let t0: u64 = 0;
+        let mut n = Neighbours::new(NeighbourConfig::with_max(4), 1, t0);
         let peers = [view("a", 1), view("b", 2)];
-        let p = n.plan(t0, 0, t0, None, &peers);
-        assert!(p.full_mesh);
-        assert_eq!(p.dial, vec!["a".to_owned(), "b".to_owned()]);
+        let (dial, _) = plan(&mut n, t0, &peers);
+        assert!(n.full_mesh);
+        assert_eq!(dial, vec!["a".to_owned(), "b".to_owned()]);
         // "b" closed our link because it was full: not dialled for 300 s, then 600 s.
-        n.link_lost(
+        n.handle_link_lost(
             "b",
-            ConnectionHandle(2),
-            &format!("closed by peer: 4: {CLOSE_REASON}"),
+            LinkId(2),
+            &format!("closed by peer: 4: {NEIGHBOUR_LIMIT_REASON}"),
             t0,
         );
-        n.link_lost("a", ConnectionHandle(1), "timed out", t0);
-        let p = n.plan(t0, 0, t0, None, &peers);
-        assert_eq!(p.dial, vec!["a".to_owned()]);
-        let p = n.plan(t0 + FULL_BACKOFF, 0, t0, None, &peers);
-        assert_eq!(p.dial.len(), 2);
-        n.link_lost("b", ConnectionHandle(2), CLOSE_REASON, t0);
-        let p = n.plan(t0 + FULL_BACKOFF, 0, t0, None, &peers);
-        assert_eq!(p.dial, vec!["a".to_owned()], "600 s the second time");
+        n.handle_link_lost("a", LinkId(1), "timed out", t0);
+        assert_eq!(plan(&mut n, t0, &peers).0, vec!["a".to_owned()]);
+        assert_eq!(plan(&mut n, t0 + FULL_BACKOFF_US, &peers).0.len(), 2);
+        n.handle_link_lost("b", LinkId(2), NEIGHBOUR_LIMIT_REASON, t0);
+        assert_eq!(
+            plan(&mut n, t0 + FULL_BACKOFF_US, &peers).0,
+            vec!["a".to_owned()],
+            "600 s the second time"
+        );
         assert_eq!(n.stats.closed_by_peer_full, 2);
+        // A forgotten relay's backoff goes with it.
+        n.handle_forget("b");
+        assert_eq!(plan(&mut n, t0 + 1, &peers).0.len(), 2);
     }
 
     #[test]
     fn beyond_the_limit_the_nearest_measured_win_and_the_rest_close() {
-        let t0 = crate::clock::now();
-        let mut n = Neighbours::new(NeighbourConfig::with_max(4)); // 1 nearest + 1 long range + 1 explore … see slots
+        let t0: u64 = 0;
+        let mut n = Neighbours::new(NeighbourConfig::with_max(4), 1, t0);
         let (near, _, _) = NeighbourConfig::with_max(4).slots();
         let names = ["p0", "p1", "p2", "p3", "p4", "p5", "p6"];
         let peers: Vec<PeerView<'_>> = names
             .iter()
             .enumerate()
             .map(|(i, name)| PeerView {
-                link: Some((ConnectionHandle(i), t0)),
+                link: Some((LinkId(i), t0)),
                 rtt_us: Some(10_000 * (i as u32 + 1)),
                 ..view(name, i as u64)
             })
             .collect();
-        let later = t0 + Duration::from_secs(60);
-        let p = n.plan(later, 60_000_000, t0, None, &peers);
-        assert!(!p.full_mesh);
-        assert_eq!(p.close.len(), 7 - 4, "{p:?}");
-        let kept: Vec<&str> = p.roles.iter().map(|(n, _)| n.as_str()).collect();
+        let (_, close) = plan(&mut n, t0 + 60 * S, &peers);
+        assert!(!n.full_mesh);
+        assert_eq!(close.len(), 7 - 4, "{close:?}");
+        let kept: Vec<&str> = n.roles.iter().map(|(n, _)| n.as_str()).collect();
         for name in &names[..near] {
             assert!(kept.contains(name), "{name} is among the nearest: {kept:?}");
         }
         assert!(
-            p.close
+            close
                 .iter()
-                .all(|(n, _)| !names[..near].contains(&n.as_str()))
+                .all(|(n, _)| !names[..near].contains(&n.as_deref().unwrap_or("")))
         );
         assert_eq!(n.stats.closed_over_limit, 3);
+        // Closed links are not closed again while QUIC reports them.
+        assert!(plan(&mut n, t0 + 61 * S, &peers).1.is_empty());
+    }
+
+    #[test]
+    fn refused_links_close_at_the_first_plan_after_a_second() {
+        let mut n = Neighbours::new(NeighbourConfig::with_max(4), 1, 0);
+        n.handle_refuse(LinkId(9), 0);
+        n.handle_timeout(0, None, &[]);
+        assert_eq!(n.poll_event(), None);
+        assert_eq!(n.poll_timeout(), Some(PLAN_EVERY_US));
+        let closed_at = loop {
+            let t = n.poll_timeout().expect("a plan is always due");
+            n.handle_timeout(t, None, &[]);
+            if let Some(a) = n.poll_event() {
+                assert_eq!(
+                    a,
+                    NeighbourAction::Close {
+                        link: LinkId(9),
+                        name: None
+                    }
+                );
+                break t;
+            }
+            assert!(t < 10 * S);
+        };
+        assert_eq!(closed_at, REFUSE_AFTER_US);
+        assert_eq!(n.stats.refused_full, 1);
     }
 
     #[test]

@@ -12,24 +12,23 @@
 //! - down: no answer at all for `down_after + srtt` (default 1 s + RTT) while probes kept
 //!   going out. The first answer after that brings the link back up.
 //!
-//! Call order: [`LinkProbe::poll_probe`] when [`LinkProbe::next_probe_at`] is due (send
-//! what it returns), [`LinkProbe::on_ack`] for each answer, [`LinkProbe::check`] on every
-//! tick to learn about state changes.
+//! # Call order
+//!
+//! The shape of every mesh sub-machine (and of `core::route::RouteTable`):
+//! 1. inputs: [`LinkProbe::handle_ack`] for each answer, [`LinkProbe::handle_unsent`] for a
+//!    probe the link refused, [`LinkProbe::handle_timeout`] when
+//!    [`LinkProbe::poll_timeout`] has come;
+//! 2. then drain [`LinkProbe::poll_transmit`] (the probe due, if any: send it) and
+//!    [`LinkProbe::poll_event`] (a change of the link's state);
+//! 3. re-arm at [`LinkProbe::poll_timeout`] (the next probe, or the moment silence would
+//!    make the link down).
+//!
+//! Every call is `O(1)` but [`LinkProbe::measurement`] (`O(WINDOW)`).
 
 use fastpubsub_core::mesh::{Probe, ProbeAck};
 use fastpubsub_core::route::LinkMeasurement;
 
-/// Probes remembered for loss and minimum RTT.
-pub const WINDOW: usize = 40;
-
-/// Shortest probe interval accepted from the command line or the config file, ms.
-pub const MIN_INTERVAL_MS: u64 = 10;
-/// Longest probe interval accepted, ms: a link is declared down after
-/// [`ProbeConfig::down_after_us`] (1 s) + RTT without an answer, so a longer interval
-/// would make a healthy link flap down between two probes.
-pub const MAX_INTERVAL_MS: u64 = 1_000;
-/// Why the probe interval is bounded, for error messages.
-pub const INTERVAL_WHY: &str = "a link with no probe answer for 1 s + RTT is declared down, so probes must go out at least once a second";
+pub use super::limits::PROBE_WINDOW as WINDOW;
 
 /// Probe timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +80,8 @@ pub struct LinkProbe {
     /// When the first probe that got an answer was sent (loss counts from there).
     first_answered_sent_us: Option<u64>,
     state: Option<LinkState>,
+    /// A state change not handed out by [`Self::poll_event`] yet.
+    event: Option<LinkState>,
     /// Probes sent (total).
     pub sent: u64,
     /// Answers received (total).
@@ -103,19 +104,29 @@ impl LinkProbe {
             started_us: now_us,
             first_answered_sent_us: None,
             state: None,
+            event: None,
             sent: 0,
             answered: 0,
             stray: 0,
         }
     }
 
-    /// When the next probe is due.
-    pub fn next_probe_at(&self) -> u64 {
-        self.next_probe_us
+    /// When to call again: the next probe, or the moment the silence so far would make
+    /// the link down (whichever is first).
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let down_at = match self.state {
+            Some(LinkState::Down) => u64::MAX,
+            _ => self
+                .last_answer_us
+                .unwrap_or(self.started_us)
+                .saturating_add(self.down_threshold())
+                .saturating_add(1),
+        };
+        Some(self.next_probe_us.min(down_at))
     }
 
     /// The probe to send now, if one is due.
-    pub fn poll_probe(&mut self, now_us: u64) -> Option<Probe> {
+    pub fn poll_transmit(&mut self, now_us: u64) -> Option<Probe> {
         if now_us < self.next_probe_us {
             return None;
         }
@@ -138,9 +149,9 @@ impl LinkProbe {
         })
     }
 
-    /// The probe `p` from [`LinkProbe::poll_probe`] could not be sent (e.g. the local
+    /// The probe `p` from [`LinkProbe::poll_transmit`] could not be sent (e.g. the local
     /// datagram queue was full): forget it, so it does not count as lost on the link.
-    pub fn unsend(&mut self, p: Probe) {
+    pub fn handle_unsent(&mut self, p: Probe) {
         if let Some(slot) = self.ring.get_mut(p.seq as usize % WINDOW)
             && slot.used
             && slot.seq == p.seq
@@ -153,7 +164,15 @@ impl LinkProbe {
     }
 
     /// An answer arrived; returns the RTT sample (µs) if it matched an outstanding probe.
-    pub fn on_ack(&mut self, ack: ProbeAck, now_us: u64) -> Option<u32> {
+    pub fn handle_ack(&mut self, ack: ProbeAck, now_us: u64) -> Option<u32> {
+        let rtt = self.take_ack(ack, now_us);
+        if rtt.is_some() {
+            self.check(now_us);
+        }
+        rtt
+    }
+
+    fn take_ack(&mut self, ack: ProbeAck, now_us: u64) -> Option<u32> {
         let slot = self.ring.get_mut(ack.seq as usize % WINDOW)?;
         if !slot.used || slot.seq != ack.seq || slot.sent_us != ack.echo_us || slot.rtt_us.is_some()
         {
@@ -188,8 +207,17 @@ impl LinkProbe {
         self.cfg.down_after_us + u64::from(self.srtt_us.unwrap_or(0))
     }
 
-    /// The link's state now, if it changed since the last call.
-    pub fn check(&mut self, now_us: u64) -> Option<LinkState> {
+    /// Time passed: the link may have gone silent for too long.
+    pub fn handle_timeout(&mut self, now_us: u64) {
+        self.check(now_us);
+    }
+
+    /// A change of the link's state since the last call (the latest one wins).
+    pub fn poll_event(&mut self) -> Option<LinkState> {
+        self.event.take()
+    }
+
+    fn check(&mut self, now_us: u64) {
         let since = self.last_answer_us.unwrap_or(self.started_us);
         let silent = now_us.saturating_sub(since);
         let new = if self.last_answer_us.is_some() && silent <= self.down_threshold() {
@@ -197,17 +225,17 @@ impl LinkProbe {
         } else if silent > self.down_threshold() {
             LinkState::Down
         } else {
-            return None; // not answered yet, still within the first threshold
+            return; // not answered yet, still within the first threshold
         };
         if self.state == Some(new) {
-            return None;
+            return;
         }
         // "Down" is only news if the link was up (or never came up within the threshold).
         self.state = Some(new);
-        Some(new)
+        self.event = Some(new);
     }
 
-    /// The last state reported by [`LinkProbe::check`].
+    /// The current state (`None` until the first answer or the first threshold).
     pub fn state(&self) -> Option<LinkState> {
         self.state
     }
@@ -285,20 +313,21 @@ mod tests {
         let mut changes = Vec::new();
         let mut t = from_us;
         while t <= to_us {
-            if let Some(p) = probe.poll_probe(t)
+            if let Some(p) = probe.poll_transmit(t)
                 && !lost(p.seq)
             {
                 inflight.push((t + rtt(p.seq), ack(p)));
             }
             inflight.retain(|(due, a)| {
                 if *due <= t {
-                    probe.on_ack(*a, t);
+                    probe.handle_ack(*a, t);
                     false
                 } else {
                     true
                 }
             });
-            if let Some(s) = probe.check(t) {
+            probe.handle_timeout(t);
+            if let Some(s) = probe.poll_event() {
                 changes.push((t, s));
             }
             t += 1_000;
@@ -351,9 +380,9 @@ mod tests {
     #[test]
     fn forged_or_duplicate_acks_are_stray() {
         let mut p = LinkProbe::new(ProbeConfig::default(), 0);
-        let probe = p.poll_probe(0).expect("due");
+        let probe = p.poll_transmit(0).expect("due");
         assert!(
-            p.on_ack(
+            p.handle_ack(
                 ProbeAck {
                     seq: probe.seq,
                     echo_us: 999
@@ -363,7 +392,7 @@ mod tests {
             .is_none()
         );
         assert!(
-            p.on_ack(
+            p.handle_ack(
                 ProbeAck {
                     seq: 12345,
                     echo_us: 0
@@ -372,16 +401,16 @@ mod tests {
             )
             .is_none()
         );
-        assert_eq!(p.on_ack(ack(probe), 20_000), Some(20_000));
-        assert!(p.on_ack(ack(probe), 30_000).is_none());
+        assert_eq!(p.handle_ack(ack(probe), 20_000), Some(20_000));
+        assert!(p.handle_ack(ack(probe), 30_000).is_none());
         assert_eq!(p.stray, 3);
     }
 
     #[test]
     fn unsent_probe_is_not_lost() {
         let mut p = LinkProbe::new(ProbeConfig::default(), 0);
-        let first = p.poll_probe(0).expect("due");
-        p.unsend(first);
+        let first = p.poll_transmit(0).expect("due");
+        p.handle_unsent(first);
         assert_eq!(p.sent, 0);
         let ch = drive(&mut p, 1, 3_000_000, |_| 40_000, |_| false);
         assert_eq!(ch.first().map(|c| c.1), Some(LinkState::Up));
@@ -389,7 +418,7 @@ mod tests {
         // Probes at 0.25 s … 2.75 s, all answered.
         assert_eq!((p.sent, p.answered), (11, 11));
         // A late answer to the forgotten probe is stray, not an RTT sample.
-        assert!(p.on_ack(ack(first), 3_000_000).is_none());
+        assert!(p.handle_ack(ack(first), 3_000_000).is_none());
     }
 
     #[test]

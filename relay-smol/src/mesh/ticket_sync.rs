@@ -16,26 +16,26 @@
 //! The receiver applies every record through the tickets layer's normal verification
 //! (see `MeshNode`): bad signatures are refused and counted, known records stop there,
 //! new ones are flooded on as `TicketStatus`.
+//!
+//! # Call order
+//!
+//! The shape of every mesh sub-machine (time is µs on the node's clock):
+//! 1. inputs: [`TicketSync::handle_link_up`], [`TicketSync::handle_link_down`],
+//!    [`TicketSync::handle_refused`] when a link did not take a part;
+//! 2. outputs: drain [`TicketSync::poll_transmit`] (one encoded part at a time, each link at
+//!    most once per [`PART_EVERY`]);
+//! 3. re-arm at [`TicketSync::poll_timeout`].
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
 
 use fastpubsub_core::mesh::{self, MAX_TICKET_SNAPSHOT_RECORDS, Message, TicketSnapshot};
-use quinn_proto::ConnectionHandle;
 use serde::Serialize;
 
-use crate::quic::driver::MAX_CONNECTIONS;
-use crate::tickets::MAX_STATUS_CAPACITY;
-
-/// Snapshots sent at the same time.
-pub const MAX_ACTIVE: usize = 4;
-/// Links waiting for their snapshot.
-pub const MAX_WAITING: usize = MAX_CONNECTIONS;
-/// Records in one snapshot.
-pub const MAX_SNAPSHOT_RECORDS: usize = 2 * MAX_STATUS_CAPACITY;
-/// Pace: one part per link this often (32 records / 10 ms: the largest table, 16 384
-/// records of ~110 bytes, goes in ~5 s at ~350 KB/s).
-pub const PART_EVERY: Duration = Duration::from_millis(10);
+pub use super::limits::{
+    TICKET_PART_EVERY_US as PART_EVERY, TICKET_SYNC_ACTIVE as MAX_ACTIVE,
+    TICKET_SYNC_RECORDS as MAX_SNAPSHOT_RECORDS, TICKET_SYNC_WAITING as MAX_WAITING,
+};
+use super::link::LinkId;
 
 /// Counters (in the status page under `counters.ticket_sync`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -46,8 +46,11 @@ pub struct SyncStats {
     pub snapshots_completed: u64,
     /// Snapshots not sent: too many links waiting.
     pub snapshots_dropped: u64,
-    /// Parts sent.
+    /// Parts handed to links (those a link refused included: see `parts_refused`).
     pub parts_sent: u64,
+    /// Parts a link refused (it was going away, or its control backlog was full); that
+    /// snapshot ends there.
+    pub parts_refused: u64,
     /// Records sent in snapshots.
     pub records_sent: u64,
     /// Records received in snapshots.
@@ -61,15 +64,15 @@ pub struct SyncStats {
 }
 
 struct Active {
-    conn: ConnectionHandle,
+    link: LinkId,
     records: VecDeque<Vec<u8>>,
     part: u16,
-    next_at: Instant,
+    next_at: u64,
 }
 
 /// The sending side of ticket snapshots, for all links. See the module docs.
 pub struct TicketSync {
-    waiting: VecDeque<ConnectionHandle>,
+    waiting: VecDeque<LinkId>,
     active: Vec<Active>,
     buf: Vec<u8>,
     /// Counters; the node adds the receiving side's.
@@ -93,9 +96,9 @@ impl TicketSync {
         }
     }
 
-    /// The link `conn` came up: send it a snapshot (from the next [`Self::poll`]).
-    pub fn link_up(&mut self, conn: ConnectionHandle) {
-        if self.waiting.contains(&conn) || self.active.iter().any(|a| a.conn == conn) {
+    /// The link `link` came up: send it a snapshot (from [`Self::poll_transmit`]).
+    pub fn handle_link_up(&mut self, link: LinkId) {
+        if self.waiting.contains(&link) || self.active.iter().any(|a| a.link == link) {
             return;
         }
         if self.waiting.len() >= MAX_WAITING {
@@ -103,13 +106,19 @@ impl TicketSync {
             log::warn!("mesh: too many links waiting for a ticket snapshot; one gets none");
             return;
         }
-        self.waiting.push_back(conn);
+        self.waiting.push_back(link);
     }
 
-    /// The link `conn` is gone: forget what it was still to get.
-    pub fn link_down(&mut self, conn: ConnectionHandle) {
-        self.waiting.retain(|c| *c != conn);
-        self.active.retain(|a| a.conn != conn);
+    /// The link `link` is gone: forget what it was still to get.
+    pub fn handle_link_down(&mut self, link: LinkId) {
+        self.waiting.retain(|c| *c != link);
+        self.active.retain(|a| a.link != link);
+    }
+
+    /// The link `link` did not take a part: its snapshot ends (counted).
+    pub fn handle_refused(&mut self, link: LinkId) {
+        self.stats.parts_refused += 1;
+        self.active.retain(|a| a.link != link);
     }
 
     /// Links with a snapshot in progress or waiting.
@@ -117,30 +126,28 @@ impl TicketSync {
         self.waiting.len() + self.active.len()
     }
 
-    /// When [`Self::poll`] has a part to send.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// When [`Self::poll_transmit`] has a part to send.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if !self.waiting.is_empty() && self.active.len() < MAX_ACTIVE {
+            return Some(0); // a waiting snapshot can start now
+        }
         self.active.iter().map(|a| a.next_at).min()
     }
 
-    /// Start waiting snapshots (taking each from `snapshot(max)` now) and send every part
-    /// that is due through `send(conn, frame)`, which says whether the link took it. At
-    /// most one part per link per call.
-    pub fn poll(
+    /// The next part due at `now`, encoded, for its link; starts waiting snapshots (taking
+    /// each from `snapshot(max)` then). Each link gets at most one part per [`PART_EVERY`].
+    pub fn poll_transmit(
         &mut self,
-        now: Instant,
+        now: u64,
         snapshot: &mut dyn FnMut(usize) -> Vec<Vec<u8>>,
-        send: &mut dyn FnMut(ConnectionHandle, &[u8]) -> bool,
-    ) {
+    ) -> Option<(LinkId, Vec<u8>)> {
         self.activate(now, snapshot);
         if self.buf.len() < TicketSnapshot::MAX_LEN {
             self.buf = vec![0; TicketSnapshot::MAX_LEN];
         }
-        let mut i = 0;
-        while let Some(a) = self.active.get_mut(i) {
-            if a.next_at > now {
-                i += 1;
-                continue;
-            }
+        loop {
+            let i = self.active.iter().position(|a| a.next_at <= now)?;
+            let a = self.active.get_mut(i)?;
             let n = a.records.len().min(MAX_TICKET_SNAPSHOT_RECORDS);
             let chunk: Vec<Vec<u8>> = a.records.drain(..n).collect();
             let mut records = heapless::Vec::new();
@@ -148,47 +155,50 @@ impl TicketSync {
                 let _ = records.push(r.as_slice());
             }
             let last = a.records.is_empty();
+            let link = a.link;
             let msg = Message::TicketSnapshot(TicketSnapshot {
                 part: a.part,
                 last,
                 records,
             });
-            let sent = match mesh::encode(&msg, &mut self.buf) {
-                Ok(frame) => send(a.conn, frame),
+            let frame = match mesh::encode(&msg, &mut self.buf) {
+                Ok(frame) => Some(frame.to_vec()),
                 Err(e) => {
                     // Records come from our own verified table: cannot happen; drop the part.
                     log::error!("mesh: cannot encode a ticket snapshot part: {e}");
-                    true
+                    None
                 }
             };
-            if sent {
+            if frame.is_some() {
                 self.stats.parts_sent += 1;
                 self.stats.records_sent += n as u64;
             }
-            if !sent || last {
-                if sent {
+            if last {
+                if frame.is_some() {
                     self.stats.snapshots_completed += 1;
                 }
                 self.active.swap_remove(i);
-                continue;
+                self.activate(now, snapshot);
+            } else if let Some(a) = self.active.get_mut(i) {
+                a.part = a.part.saturating_add(1);
+                a.next_at = now + PART_EVERY;
             }
-            a.part = a.part.saturating_add(1);
-            a.next_at = now + PART_EVERY;
-            i += 1;
+            if let Some(frame) = frame {
+                return Some((link, frame));
+            }
         }
-        self.activate(now, snapshot);
     }
 
-    fn activate(&mut self, now: Instant, snapshot: &mut dyn FnMut(usize) -> Vec<Vec<u8>>) {
+    fn activate(&mut self, now: u64, snapshot: &mut dyn FnMut(usize) -> Vec<Vec<u8>>) {
         while self.active.len() < MAX_ACTIVE {
-            let Some(conn) = self.waiting.pop_front() else {
+            let Some(link) = self.waiting.pop_front() else {
                 break;
             };
             let mut records = snapshot(MAX_SNAPSHOT_RECORDS);
             records.truncate(MAX_SNAPSHOT_RECORDS);
             self.stats.snapshots_started += 1;
             self.active.push(Active {
-                conn,
+                link,
                 records: records.into(),
                 part: 0,
                 next_at: now,
@@ -201,40 +211,39 @@ impl TicketSync {
 mod tests {
     use super::*;
 
-    fn conn(i: usize) -> ConnectionHandle {
-        ConnectionHandle(i)
+    fn link(i: usize) -> LinkId {
+        LinkId(i)
     }
 
-    /// Decoded parts per connection.
+    /// Every part due at `now`, decoded: (link, part, last, records).
     fn run(
         sync: &mut TicketSync,
-        now: Instant,
+        now: u64,
         table: &[Vec<u8>],
         out: &mut Vec<(usize, u16, bool, Vec<Vec<u8>>)>,
     ) {
         let mut snap = |max: usize| table.iter().take(max).cloned().collect::<Vec<_>>();
-        let mut send = |c: ConnectionHandle, frame: &[u8]| {
-            match mesh::decode(frame) {
+        while let Some((l, frame)) = sync.poll_transmit(now, &mut snap) {
+            match mesh::decode(&frame) {
                 Ok(Message::TicketSnapshot(s)) => out.push((
-                    c.0,
+                    l.0,
                     s.part,
                     s.last,
                     s.records.iter().map(|r| r.to_vec()).collect(),
                 )),
                 other => panic!("not a snapshot: {other:?}"),
             }
-            true
-        };
-        sync.poll(now, &mut snap, &mut send);
+        }
     }
 
     #[test]
     fn parts_are_paced_bounded_and_complete() {
         let table: Vec<Vec<u8>> = (0..70u32).map(|i| i.to_be_bytes().to_vec()).collect();
         let mut s = TicketSync::new();
-        let t0 = crate::clock::now();
-        s.link_up(conn(1));
-        s.link_up(conn(1)); // once per link
+        let t0: u64 = 1_000_000;
+        s.handle_link_up(link(1));
+        s.handle_link_up(link(1)); // once per link
+        assert_eq!(s.poll_timeout(), Some(0), "starts as soon as asked");
         let mut out = Vec::new();
         run(&mut s, t0, &table, &mut out);
         assert_eq!(out.len(), 1, "the first part goes at once");
@@ -261,9 +270,9 @@ mod tests {
     #[test]
     fn empty_table_sends_one_empty_last_part() {
         let mut s = TicketSync::new();
-        s.link_up(conn(3));
+        s.handle_link_up(link(3));
         let mut out = Vec::new();
-        run(&mut s, crate::clock::now(), &[], &mut out);
+        run(&mut s, 0, &[], &mut out);
         assert_eq!(out, vec![(3, 0, true, vec![])]);
         assert_eq!(s.pending(), 0);
     }
@@ -273,15 +282,15 @@ mod tests {
         let table: Vec<Vec<u8>> = (0..40u32).map(|i| i.to_be_bytes().to_vec()).collect();
         let mut s = TicketSync::new();
         for i in 0..MAX_ACTIVE + 2 {
-            s.link_up(conn(i));
+            s.handle_link_up(link(i));
         }
-        let t0 = crate::clock::now();
+        let t0: u64 = 0;
         let mut out = Vec::new();
         run(&mut s, t0, &table, &mut out);
         assert_eq!(out.len(), MAX_ACTIVE, "one part for each active link");
         assert_eq!(s.stats.snapshots_started, MAX_ACTIVE as u64);
         // A link that goes away is dropped from the work.
-        s.link_down(conn(0));
+        s.handle_link_down(link(0));
         let mut t = t0;
         for _ in 0..10 {
             t += PART_EVERY;
@@ -295,16 +304,14 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_send_ends_that_snapshot() {
+    fn a_refused_part_ends_that_snapshot() {
         let table: Vec<Vec<u8>> = (0..40u32).map(|i| i.to_be_bytes().to_vec()).collect();
         let mut s = TicketSync::new();
-        s.link_up(conn(1));
+        s.handle_link_up(link(1));
         let mut snap = |max: usize| table.iter().take(max).cloned().collect::<Vec<_>>();
-        let mut sent = 0;
-        s.poll(crate::clock::now(), &mut snap, &mut |_, _| {
-            sent += 1;
-            false
-        });
-        assert_eq!((sent, s.pending(), s.stats.parts_sent), (1, 0, 0));
+        let (l, _) = s.poll_transmit(0, &mut snap).expect("first part");
+        s.handle_refused(l);
+        assert_eq!((s.pending(), s.stats.parts_refused), (0, 1));
+        assert!(s.poll_transmit(PART_EVERY, &mut snap).is_none());
     }
 }

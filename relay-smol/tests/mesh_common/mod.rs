@@ -16,11 +16,12 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fastpubsub_core::mesh::DeliveryMode;
+use fastpubsub_relay::app::mesh::{self as app_mesh, Delivery, MeshCommand, MeshTask};
+use fastpubsub_relay::app::status::RelayStatus;
 use fastpubsub_relay::mesh::config::{MeshConfig, Seed};
-use fastpubsub_relay::mesh::node::{LocalSink, MeshCommand, MeshNode, TicketApplied, TicketHook};
+use fastpubsub_relay::mesh::hooks::{TicketApplied, TicketHook};
+use fastpubsub_relay::mesh::node::MeshNode;
 use fastpubsub_relay::quic::certs::{CaPem, issue_relay_cert};
-use fastpubsub_relay::quic::driver;
 use fastpubsub_relay::quic::tls::MeshIdentity;
 use smol::channel::{Receiver, Sender, unbounded};
 
@@ -298,22 +299,6 @@ impl Emu {
 /// A delivery seen by a node's sink: payload and arrival time.
 pub type Got = (Vec<u8>, Instant);
 
-/// A sink that hands every local delivery to a channel.
-pub struct ChanSink(pub Sender<Got>);
-
-impl LocalSink for ChanSink {
-    fn deliver(
-        &mut self,
-        _tenant: &str,
-        _channel: &str,
-        payload: &[u8],
-        _m: DeliveryMode,
-    ) -> usize {
-        let _ = self.0.try_send((payload.to_vec(), Instant::now()));
-        1
-    }
-}
-
 /// A mesh node (QUIC driver and `MeshNode`) on its own thread; stops when dropped or killed.
 pub struct Node {
     pub name: String,
@@ -375,11 +360,16 @@ pub fn start_node_with(
     let (cmd, rx) = unbounded();
     let (addr_tx, addr_rx) = mpsc::channel();
     let thread = std::thread::spawn(move || {
-        let (driver, mut node) =
-            fastpubsub_relay::mesh::start(cfg, &id, Box::new(ChanSink(tx))).expect("start node");
+        let origin = fastpubsub_relay::clock::now();
+        let (driver, mut node) = app_mesh::bind(cfg, &id).expect("start node");
         setup(&mut node);
         let _ = addr_tx.send(driver.local_addr());
-        let _ = smol::block_on(driver::run(driver, &mut node, rx));
+        // Arrival times are taken on the node's thread, as the broker would deliver.
+        let deliver = move |d: Delivery| {
+            let _ = tx.try_send((d.payload.to_vec(), Instant::now()));
+        };
+        let task = MeshTask::new(node, origin, Box::new(deliver));
+        let _ = smol::block_on(app_mesh::run(driver, task, rx));
     });
     let addr = addr_rx.recv_timeout(START_WAIT).expect("node started");
     Node {
@@ -421,8 +411,8 @@ impl Node {
         smol::block_on(tx.send(c)).expect("node alive");
     }
 
-    /// The node's status JSON text (waits at most 10 s for it).
-    pub fn status_text(&self) -> String {
+    /// The node's status (waits at most 10 s for it).
+    pub fn status_typed(&self) -> Arc<RelayStatus> {
         let (tx, rx) = unbounded();
         self.send(MeshCommand::Status(tx));
         smol::block_on(futures_lite::future::or(
@@ -433,6 +423,11 @@ impl Node {
             },
         ))
         .expect("status reply")
+    }
+
+    /// The node's `/v1/status` document (waits at most 10 s for it).
+    pub fn status_text(&self) -> String {
+        self.status_typed().to_json()
     }
 
     /// The node's status JSON.
